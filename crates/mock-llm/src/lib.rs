@@ -1,0 +1,1 @@
+//! An offline OpenAI-compatible model server (in progress).
