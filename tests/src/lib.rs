@@ -1,1 +1,537 @@
-//! Test bed (in progress).
+//! The test bed every end-to-end test of ocm stands on.
+//!
+//! End-to-end tests run the real `opencode` binary, never a fake of it, with
+//! the offline [`mock_llm`] model. A [`TestBed`] gives each test its own temp
+//! project folder, isolated `HOME` and XDG folders for the child, a temp ocm
+//! state folder and a mock model, and it kills every process the test started
+//! (found by a marker in their environment) when it is dropped, also when the
+//! test panics.
+//!
+//! ```no_run
+//! let bed = e2e::TestBed::new();
+//! let server = bed.start_opencode();
+//! assert!(server.url.starts_with("http://127.0.0.1:"));
+//! // Dropping `server` and `bed` kills opencode and removes the folders.
+//! ```
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use mock_llm::{MockLlm, Reply, Script};
+
+/// The OpenCode release ocm is tested against (`cargo xtask opencode`
+/// installs exactly this one).
+pub const OPENCODE_VERSION: &str = "1.18.33";
+
+/// How long opencode may take to print its listening line in a test.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The environment variable that carries a test bed's marker into every
+/// process it starts, so that [`TestBed`]'s drop can find and kill them.
+pub const TEST_ID_VAR: &str = "OCM_TEST_ID";
+
+/// The folder `cargo xtask opencode` installs the pinned opencode into:
+/// `$XDG_CACHE_HOME/ocm/opencode-<version>`, else
+/// `~/.cache/ocm/opencode-<version>`.
+pub fn opencode_cache_dir() -> Option<PathBuf> {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty() && Path::new(v).is_absolute())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| Path::new(&h).join(".cache"))
+        })?;
+    Some(
+        cache
+            .join("ocm")
+            .join(format!("opencode-{OPENCODE_VERSION}")),
+    )
+}
+
+/// The opencode binary inside an npm prefix where `opencode-ai` was
+/// installed, for this platform.
+pub fn opencode_in_prefix(prefix: &Path) -> Option<PathBuf> {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "x64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let os = match std::env::consts::OS {
+        "macos" => "darwin",
+        other => other,
+    };
+    [
+        format!("opencode-{os}-{arch}"),
+        format!("opencode-{os}-{arch}-baseline"),
+        format!("opencode-{os}-{arch}-musl"),
+        format!("opencode-{os}-{arch}-baseline-musl"),
+    ]
+    .iter()
+    .map(|package| {
+        prefix
+            .join("node_modules")
+            .join(package)
+            .join("bin")
+            .join("opencode")
+    })
+    .find(|path| is_executable(path))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Finds the opencode binary: `OPENCODE_BIN`, else the `cargo xtask opencode`
+/// cache, else `PATH`.
+pub fn find_opencode() -> Result<PathBuf, String> {
+    if let Some(bin) = std::env::var_os("OPENCODE_BIN").filter(|v| !v.is_empty()) {
+        let bin = PathBuf::from(bin);
+        return if is_executable(&bin) {
+            Ok(bin)
+        } else {
+            Err(format!(
+                "OPENCODE_BIN={} is not an executable file",
+                bin.display()
+            ))
+        };
+    }
+    if let Some(bin) = opencode_cache_dir().and_then(|dir| opencode_in_prefix(&dir)) {
+        return Ok(bin);
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join("opencode");
+            if is_executable(&candidate) {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(format!(
+        "opencode not found: run `cargo xtask opencode` (installs opencode-ai@{OPENCODE_VERSION} \
+         with npm into {}), or set OPENCODE_BIN to the binary; to skip the end-to-end tests \
+         set OCM_SKIP_E2E=1",
+        opencode_cache_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| "~/.cache/ocm".into())
+    ))
+}
+
+/// The opencode binary for tests. Panics with how to get it when it cannot
+/// be found.
+pub fn opencode_bin() -> PathBuf {
+    find_opencode().unwrap_or_else(|message| panic!("{message}"))
+}
+
+/// True when the end-to-end tests are to be skipped: only when
+/// `OCM_SKIP_E2E=1` is set by hand. Says so loudly on stderr.
+pub fn e2e_skipped() -> bool {
+    let skipped = std::env::var("OCM_SKIP_E2E").is_ok_and(|v| v == "1");
+    if skipped {
+        let name = std::thread::current()
+            .name()
+            .unwrap_or("an end-to-end test")
+            .to_string();
+        eprintln!("SKIPPED {name}: OCM_SKIP_E2E=1 is set, so the real opencode is not run");
+    }
+    skipped
+}
+
+/// Options for [`TestBed::start_opencode_with`].
+#[derive(Debug, Default, Clone)]
+pub struct ServeOptions {
+    /// The port to pass to `--port` (`None`: 0, opencode picks).
+    pub port: Option<u16>,
+    /// Extra environment for the server, e.g. `OPENCODE_SERVER_PASSWORD`.
+    pub env: Vec<(String, String)>,
+    /// The working folder (`None`: the bed's project folder).
+    pub cwd: Option<PathBuf>,
+}
+
+/// An isolated environment for one end-to-end test. See the crate docs.
+#[derive(Debug)]
+pub struct TestBed {
+    /// The test's project folder.
+    pub project: PathBuf,
+    /// The ocm state folder (`OCM_STATE_DIR` for children).
+    pub state_dir: PathBuf,
+    /// HOME for children.
+    pub home: PathBuf,
+    /// The offline model every child is configured to use.
+    pub mock: MockLlm,
+    test_id: String,
+    // Dropped last: the folders go after the processes are dead.
+    root: tempfile::TempDir,
+}
+
+impl Default for TestBed {
+    fn default() -> Self {
+        TestBed::new()
+    }
+}
+
+impl TestBed {
+    /// A bed whose mock echoes every prompt (`echo: <prompt>`).
+    pub fn new() -> TestBed {
+        TestBed::with_script(Script::new())
+    }
+
+    /// A bed whose mock answers from `script`.
+    pub fn with_script(script: Script) -> TestBed {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let root = tempfile::Builder::new()
+            .prefix("ocm-e2e-")
+            .tempdir()
+            .expect("create a temp folder for the test bed");
+        let base = root.path().to_path_buf();
+        let test_id = format!(
+            "{}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            base.file_name().and_then(|n| n.to_str()).unwrap_or("bed")
+        );
+        for dir in ["project", "home", "data", "config", "state", "cache", "ocm"] {
+            std::fs::create_dir_all(base.join(dir)).expect("create a test bed folder");
+        }
+        let mock = MockLlm::start(script).expect("start mock-llm on 127.0.0.1");
+        TestBed {
+            project: base.join("project"),
+            state_dir: base.join("ocm"),
+            home: base.join("home"),
+            mock,
+            test_id,
+            root,
+        }
+    }
+
+    /// The bed's root temp folder.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The marker value every child of this bed carries in [`TEST_ID_VAR`].
+    pub fn test_id(&self) -> &str {
+        &self.test_id
+    }
+
+    /// Creates another project folder in the bed and returns its path.
+    pub fn new_project(&self, name: &str) -> PathBuf {
+        let dir = self.root.path().join("projects").join(name);
+        std::fs::create_dir_all(&dir).expect("create a project folder");
+        dir
+    }
+
+    /// The environment a child of this bed gets on top of `PATH`: isolated
+    /// HOME and XDG folders, the mock model config, the ocm state folder, the
+    /// opencode binary and the bed's marker.
+    pub fn child_env(&self) -> Vec<(String, String)> {
+        let base = self.root.path();
+        let path = |p: &str| base.join(p).display().to_string();
+        let mut env = vec![
+            ("HOME".to_string(), path("home")),
+            ("XDG_DATA_HOME".to_string(), path("data")),
+            ("XDG_CONFIG_HOME".to_string(), path("config")),
+            ("XDG_STATE_HOME".to_string(), path("state")),
+            ("XDG_CACHE_HOME".to_string(), path("cache")),
+            ("OCM_STATE_DIR".to_string(), path("ocm")),
+            (
+                "OPENCODE_CONFIG_CONTENT".to_string(),
+                self.mock.opencode_config(),
+            ),
+            (TEST_ID_VAR.to_string(), self.test_id.clone()),
+        ];
+        if let Ok(bin) = find_opencode() {
+            env.push(("OPENCODE_BIN".to_string(), bin.display().to_string()));
+        }
+        env
+    }
+
+    /// A command for `program` with a clean environment: `PATH` plus
+    /// [`TestBed::child_env`].
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new(program);
+        command.env_clear();
+        if let Some(path) = std::env::var_os("PATH") {
+            command.env("PATH", path);
+        }
+        command.envs(self.child_env());
+        command
+    }
+
+    /// Starts `opencode serve --hostname 127.0.0.1 --port 0` in the project
+    /// folder and waits for its listening line.
+    pub fn start_opencode(&self) -> OpencodeServer {
+        self.start_opencode_with(ServeOptions::default())
+    }
+
+    /// Starts opencode with `options` and waits for its listening line.
+    /// Panics with the server's output if it exits or does not listen in time.
+    pub fn start_opencode_with(&self, options: ServeOptions) -> OpencodeServer {
+        use std::os::unix::process::CommandExt;
+        let bin = opencode_bin();
+        let port = options.port.unwrap_or(0);
+        let mut command = self.command(&bin);
+        command
+            .args(["serve", "--hostname", "127.0.0.1", "--port"])
+            .arg(port.to_string())
+            .current_dir(options.cwd.as_deref().unwrap_or(&self.project))
+            .envs(options.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let log = Arc::new(Mutex::new(String::new()));
+        let (lines_tx, lines_rx) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let threads = vec![
+            drain(stdout, Arc::clone(&log), Some(lines_tx)),
+            drain(stderr, Arc::clone(&log), None),
+        ];
+        let mut server = OpencodeServer {
+            url: String::new(),
+            port: 0,
+            pid: child.id(),
+            child: Some(child),
+            log,
+            threads,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines_rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some((url, port)) = parse_listening(&line) {
+                        server.url = url;
+                        server.port = port;
+                        return server;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = server.child.as_mut().and_then(|c| c.wait().ok());
+                    panic!(
+                        "opencode exited before listening ({status:?}); output:\n{}",
+                        server.log()
+                    );
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "opencode did not print its listening line within {START_TIMEOUT:?}; \
+                         output:\n{}",
+                        server.log()
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestBed {
+    fn drop(&mut self) {
+        kill_marked_processes(&self.test_id);
+    }
+}
+
+/// Kills every process whose environment carries `OCM_TEST_ID=<test_id>`,
+/// with its whole process group, and waits (bounded) until they are gone.
+/// Returns how many processes were found.
+pub fn kill_marked_processes(test_id: &str) -> usize {
+    let marker = format!("{TEST_ID_VAR}={test_id}");
+    let found = marked_pids(&marker);
+    for &pid in &found {
+        // SAFETY: plain kill(2) calls; a stale pid only yields ESRCH.
+        unsafe {
+            let pgid = libc::getpgid(pid as libc::pid_t);
+            if pgid > 1 && pgid != libc::getpgrp() {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !marked_pids(&marker).is_empty() && Instant::now() < deadline {
+        reap_children();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    found.len()
+}
+
+/// Reaps any of this process's children that have exited.
+fn reap_children() {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid with WNOHANG on any child; no memory is shared.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            return;
+        }
+    }
+}
+
+/// Pids of live (not zombie) processes whose environment contains `marker`.
+fn marked_pids(marker: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let needle = marker.as_bytes();
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != std::process::id())
+        .filter(|&pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == needle))
+        })
+        .filter(|&pid| !is_zombie(pid))
+        .collect()
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let after = &stat[stat.rfind(')')? + 1..];
+            after
+                .split_whitespace()
+                .next()
+                .map(|s| s == "Z" || s == "X")
+        })
+        .unwrap_or(true)
+}
+
+/// A real opencode server started by a [`TestBed`]. Dropping it kills its
+/// process group and reaps it.
+#[derive(Debug)]
+pub struct OpencodeServer {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The port it listens on.
+    pub port: u16,
+    /// Its pid (and process group id).
+    pub pid: u32,
+    child: Option<Child>,
+    log: Arc<Mutex<String>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl OpencodeServer {
+    /// Everything the server printed so far (stdout and stderr).
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Sends `signal` to the server's process group (e.g. `libc::SIGSTOP`).
+    pub fn signal(&self, signal: i32) {
+        if self.child.is_some() {
+            // SAFETY: kill(2) on our own child's group.
+            unsafe { libc::kill(-(self.pid as libc::pid_t), signal) };
+        }
+    }
+
+    /// Kills the server's process group with SIGKILL and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own child's group; SIGCONT first so a
+            // stopped group dies at once.
+            unsafe {
+                libc::kill(-(self.pid as libc::pid_t), libc::SIGKILL);
+                libc::kill(-(self.pid as libc::pid_t), libc::SIGCONT);
+            }
+            let _ = child.wait();
+        }
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for OpencodeServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Copies a child's output into `log`, forwarding each line to `lines`.
+fn drain(
+    stream: impl Read + Send + 'static,
+    log: Arc<Mutex<String>>,
+    lines: Option<mpsc::Sender<String>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut line = Vec::new();
+        while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+            let text = String::from_utf8_lossy(&line).into_owned();
+            if let Ok(mut log) = log.lock() {
+                log.push_str(&text);
+            }
+            if let Some(tx) = &lines {
+                let _ = tx.send(text.trim_end().to_string());
+            }
+            line.clear();
+        }
+    })
+}
+
+/// Parses `opencode server listening on http://HOST:PORT`.
+fn parse_listening(line: &str) -> Option<(String, u16)> {
+    let url = line
+        .trim()
+        .strip_prefix("opencode server listening on ")?
+        .trim();
+    let port = url.rsplit_once(':')?.1.trim_end_matches('/').parse().ok()?;
+    Some((url.trim_end_matches('/').to_string(), port))
+}
+
+/// An HTTP agent for tests: no TLS, statuses not turned into errors, and a
+/// bound on every call.
+pub fn http_agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .build()
+        .into()
+}
+
+/// Calls `check` until it returns `Some`, or panics after `timeout` saying
+/// what was awaited. For state that only polling can observe (a record on
+/// disk, a message the server stores asynchronously).
+pub fn poll_until<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+impl TestBed {
+    /// Pids of live `opencode serve` processes whose environment carries
+    /// this bed's marker: what a test expects to be exactly its own servers.
+    pub fn opencode_pids(&self) -> Vec<u32> {
+        let marker = format!("{TEST_ID_VAR}={}", self.test_id);
+        marked_pids(&marker)
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmd| {
+                    cmd.split(|&b| b == 0).any(|arg| arg == b"serve")
+                        && String::from_utf8_lossy(&cmd).contains("opencode")
+                })
+            })
+            .collect()
+    }
+}

@@ -1,1 +1,249 @@
-fn main() {}
+//! Automation for ocm: `cargo xtask <command>`.
+//!
+//! - `opencode`: install the pinned opencode with npm into the cache (unless
+//!   it is already there) and print the binary's path.
+//! - `ci`: everything CI checks: fmt, clippy, build, all tests (unit, doc and
+//!   end-to-end against the real opencode), rustdoc, and no stray processes.
+//! - `demo`: ocm's main job end to end on a scratch project.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+mod demo;
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  opencode   install opencode-ai@VERSION with npm into the cache (if missing) and print its path
+  ci         fmt check, clippy -D warnings, build, all tests (opencode included), rustdoc -D warnings
+  demo       run ocm's main job end to end on a scratch project with the offline model";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("opencode") => install_opencode().map(|bin| println!("{}", bin.display())),
+        Some("ci") => ci(),
+        Some("demo") => demo::run(),
+        Some("-h" | "--help" | "help") => {
+            println!("{}", USAGE.replace("VERSION", e2e::OPENCODE_VERSION));
+            Ok(())
+        }
+        Some(other) => Err(format!(
+            "unknown command {other:?}\n\n{}",
+            USAGE.replace("VERSION", e2e::OPENCODE_VERSION)
+        )),
+        None => Err(USAGE.replace("VERSION", e2e::OPENCODE_VERSION)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (xtask lives one folder below it).
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask has a parent folder")
+        .to_path_buf()
+}
+
+/// Installs the pinned opencode into the cache unless it is there already,
+/// and returns the binary's path. The install goes to a temp folder first
+/// and is renamed into place, so an interrupted install is never used.
+fn install_opencode() -> Result<PathBuf, String> {
+    let version = e2e::OPENCODE_VERSION;
+    let dir = e2e::opencode_cache_dir()
+        .ok_or("cannot place the opencode cache: neither XDG_CACHE_HOME nor HOME is set")?;
+    if let Some(bin) = e2e::opencode_in_prefix(&dir) {
+        if binary_version(&bin).as_deref() == Some(version) {
+            return Ok(bin);
+        }
+        eprintln!(
+            "xtask: {} does not report version {version}; reinstalling",
+            bin.display()
+        );
+        std::fs::remove_dir_all(&dir)
+            .map_err(|e| format!("cannot remove {}: {e}", dir.display()))?;
+    }
+    let parent = dir.parent().expect("the cache folder has a parent");
+    std::fs::create_dir_all(parent)
+        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    let staging = parent.join(format!(".opencode-{version}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging)
+        .map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
+    eprintln!(
+        "xtask: installing opencode-ai@{version} with npm into {}",
+        dir.display()
+    );
+    let started = Instant::now();
+    let status = Command::new("npm")
+        .args([
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+            "--prefix",
+        ])
+        .arg(&staging)
+        .arg(format!("opencode-ai@{version}"))
+        // stdout is for the binary's path only.
+        .stdout(std::io::stderr())
+        .status()
+        .map_err(|e| {
+            format!("cannot run npm ({e}): install Node.js and npm, or set OPENCODE_BIN")
+        })?;
+    if !status.success() {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(format!(
+            "`npm install opencode-ai@{version}` failed ({status}); see npm's output above"
+        ));
+    }
+    let bin = e2e::opencode_in_prefix(&staging).ok_or_else(|| {
+        format!(
+            "npm installed opencode-ai@{version} but no opencode binary for {}-{} is in {}",
+            std::env::consts::OS,
+            std::env::consts::ARCH,
+            staging.join("node_modules").display()
+        )
+    })?;
+    let found = binary_version(&bin);
+    if found.as_deref() != Some(version) {
+        return Err(format!(
+            "{} reports version {found:?}, expected {version}",
+            bin.display()
+        ));
+    }
+    if let Err(e) = std::fs::rename(&staging, &dir) {
+        // Another install may have won the race; use it if it is complete.
+        let _ = std::fs::remove_dir_all(&staging);
+        if e2e::opencode_in_prefix(&dir).is_none() {
+            return Err(format!(
+                "cannot move the install into {}: {e}",
+                dir.display()
+            ));
+        }
+    }
+    eprintln!(
+        "xtask: installed opencode {version} in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    e2e::opencode_in_prefix(&dir).ok_or_else(|| format!("no opencode binary in {}", dir.display()))
+}
+
+fn binary_version(bin: &Path) -> Option<String> {
+    let output = Command::new(bin).arg("--version").output().ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+/// Runs one step of a pipeline, printing its name and duration.
+fn step(name: &str, command: &mut Command) -> Result<(), String> {
+    eprintln!("\n==> {name}");
+    let started = Instant::now();
+    let status = command
+        .current_dir(workspace_root())
+        .status()
+        .map_err(|e| format!("{name}: cannot run {command:?}: {e}"))?;
+    eprintln!(
+        "==> {name}: {} in {:.1} s",
+        if status.success() { "ok" } else { "FAILED" },
+        started.elapsed().as_secs_f64()
+    );
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{name} failed ({status})"))
+    }
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn ci() -> Result<(), String> {
+    let started = Instant::now();
+    step("fmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
+    step(
+        "clippy",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    step(
+        "build",
+        cargo().args(["build", "--workspace", "--all-targets", "--locked"]),
+    )?;
+    eprintln!("\n==> opencode");
+    let bin = install_opencode()?;
+    eprintln!("==> opencode: {}", bin.display());
+    step(
+        "test",
+        cargo()
+            .args(["test", "--workspace", "--locked"])
+            .env("OPENCODE_BIN", &bin),
+    )?;
+    step(
+        "doc",
+        cargo()
+            .args(["doc", "--workspace", "--no-deps", "--locked"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
+    eprintln!("\n==> stray processes");
+    let strays = test_processes_left();
+    if !strays.is_empty() {
+        return Err(format!(
+            "processes started by the tests are still running:\n{}",
+            strays.join("\n")
+        ));
+    }
+    eprintln!("==> stray processes: none");
+    eprintln!(
+        "\nci: all steps passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Live processes that carry a test bed's marker in their environment: a
+/// test that leaked them has a cleanup bug.
+fn test_processes_left() -> Vec<String> {
+    let marker = format!("{}=", e2e::TEST_ID_VAR);
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|&b| b == 0)
+                    .any(|var| var.starts_with(marker.as_bytes()))
+            })
+        })
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let state = stat[stat.rfind(')')? + 1..].split_whitespace().next()?;
+            if state == "Z" {
+                return None;
+            }
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            Some(format!(
+                "  pid {pid}: {}",
+                String::from_utf8_lossy(&cmd).replace('\0', " ")
+            ))
+        })
+        .collect()
+}
