@@ -47,9 +47,10 @@ enum BomState {
 /// bytes gives the same events, and the work is linear in the input: each
 /// byte is looked at a bounded number of times, whatever the chunk sizes.
 ///
-/// Memory is bounded: a line longer than the limit, or an event whose data
-/// grows past it, is dropped and reported by [`Parser::try_feed`] (the
-/// limit defaults to [`DEFAULT_MAX_BYTES`]).
+/// Memory is bounded: a line longer than the limit is dropped, an event whose
+/// data grows past it is not dispatched (its `id` and `retry` fields still
+/// count), and [`Parser::try_feed`] reports both (the limit defaults to
+/// [`DEFAULT_MAX_BYTES`]).
 ///
 /// At the end of a stream simply stop feeding: an incomplete event (one whose
 /// blank line never came) is discarded, as the standard says.
@@ -75,8 +76,8 @@ pub struct Parser {
     after_cr: bool,
     /// The current line went over the limit: its bytes are dropped until its end.
     discarding_line: bool,
-    /// The current event went over the limit: its lines are dropped until the
-    /// blank line that ends it.
+    /// The current event went over the limit: its data lines are dropped
+    /// until the blank line that ends it, and it is not dispatched.
     discarding_event: bool,
     data: String,
     event_type: String,
@@ -272,7 +273,7 @@ impl Parser {
             self.dispatch(on_event);
             return;
         }
-        if self.discarding_event || line[0] == b':' {
+        if line[0] == b':' {
             return;
         }
         let (name, value) = match memchr::memchr(b':', line) {
@@ -283,6 +284,7 @@ impl Parser {
             None => (line, &b""[..]),
         };
         match name {
+            b"data" if self.discarding_event => {}
             b"data" => {
                 push_lossy(&mut self.data, value);
                 self.data.push('\n');
@@ -319,15 +321,16 @@ impl Parser {
 
     /// The blank line: "dispatch the event" of the standard.
     fn dispatch(&mut self, on_event: &mut impl FnMut(Event)) {
+        if self.last_event_id != self.last_event_id_buffer {
+            self.last_event_id.clone_from(&self.last_event_id_buffer);
+        }
         if self.discarding_event {
-            // The end of an event dropped for its size: nothing of it counts.
+            // The end of an event dropped for its size: its data never comes
+            // out, while its `id` and `retry` count as in any other event.
             self.discarding_event = false;
             self.data.clear();
             self.event_type.clear();
             return;
-        }
-        if self.last_event_id != self.last_event_id_buffer {
-            self.last_event_id.clone_from(&self.last_event_id_buffer);
         }
         if self.data.is_empty() {
             self.event_type.clear();
