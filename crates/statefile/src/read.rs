@@ -1,0 +1,208 @@
+use std::ffi::{CString, OsString};
+use std::fs::{self, File};
+use std::io::{ErrorKind, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use serde_json::error::Category;
+
+use crate::atomic::{split_file_path, sync_dir};
+use crate::record::{SCHEMA_VERSION, ServerRecord};
+use crate::{Error, time};
+
+/// Larger state files are treated as corrupt rather than read into memory.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Reads the whole file, `Ok(None)` when it does not exist.
+fn read_bytes(path: &Path) -> Result<Option<Vec<u8>>, Error> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(Error::io(path, err)),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!("larger than {MAX_FILE_BYTES} bytes"),
+        });
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(Some(bytes))
+}
+
+/// Maps a serde_json error: syntax and end-of-input are corruption, data
+/// errors are a wrong shape.
+fn json_error(path: &Path, err: serde_json::Error) -> Error {
+    let path = path.to_path_buf();
+    match err.classify() {
+        Category::Eof => Error::Corrupt {
+            path,
+            detail: format!("truncated ({err})"),
+        },
+        Category::Syntax | Category::Io => Error::Corrupt {
+            path,
+            detail: err.to_string(),
+        },
+        Category::Data => Error::WrongShape {
+            path,
+            detail: err.to_string(),
+        },
+    }
+}
+
+/// Reads a JSON file into `T`.
+///
+/// A missing file is `Ok(None)`. An unreadable file is [`Error::Io`]; an
+/// empty one [`Error::Empty`]; invalid or truncated JSON [`Error::Corrupt`];
+/// JSON that does not fit `T` [`Error::WrongShape`]. Never panics.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, Error> {
+    let Some(bytes) = read_bytes(path)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| json_error(path, e))
+}
+
+/// Like [`read_json`] for a JSON object carrying a `schemaVersion`: a
+/// version above `supported` is [`Error::FutureVersion`] (checked before the
+/// shape, since a newer schema may look different); a missing, zero or
+/// non-integer version is [`Error::WrongShape`].
+pub fn read_json_versioned<T: DeserializeOwned>(
+    path: &Path,
+    supported: u32,
+) -> Result<Option<T>, Error> {
+    let Some(bytes) = read_bytes(path)? else {
+        return Ok(None);
+    };
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| json_error(path, e))?;
+    let wrong_shape = |detail: String| Error::WrongShape {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let Value::Object(object) = &value else {
+        return Err(wrong_shape(format!(
+            "expected a JSON object, found {}",
+            json_kind(&value)
+        )));
+    };
+    match object.get("schemaVersion") {
+        None => return Err(wrong_shape("no schemaVersion field".to_owned())),
+        Some(version) => match version.as_u64() {
+            Some(0) | None => {
+                return Err(wrong_shape(format!(
+                    "schemaVersion must be a positive integer, found {version}"
+                )));
+            }
+            Some(found) if found > u64::from(supported) => {
+                return Err(Error::FutureVersion {
+                    path: path.to_path_buf(),
+                    found,
+                    supported,
+                });
+            }
+            Some(_) => {}
+        },
+    }
+    T::deserialize(value)
+        .map(Some)
+        .map_err(|e| wrong_shape(e.to_string()))
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Reads a [`ServerRecord`] (`server.json`), checking its schema version
+/// against [`SCHEMA_VERSION`]. See [`read_json_versioned`] for the errors.
+pub fn read_record(path: &Path) -> Result<Option<ServerRecord>, Error> {
+    read_json_versioned(path, SCHEMA_VERSION)
+}
+
+/// Moves a corrupt file (or whatever is at `path`, even a folder) aside to
+/// `<name>.corrupt-<UTC timestamp>` in the same folder and returns the new
+/// path. The name is unique: when it is taken (two calls in the same
+/// millisecond) `-2`, `-3`, ... is appended, and the rename never replaces an
+/// existing file. Call it while holding the project's lock, so that a good
+/// record written meanwhile is not moved aside.
+pub fn quarantine(path: &Path) -> Result<PathBuf, Error> {
+    let (dir, name) = split_file_path(path)?;
+    let stamp = time::compact_utc(SystemTime::now());
+    for attempt in 1u32..=1000 {
+        let mut target_name = OsString::from(&name);
+        target_name.push(".corrupt-");
+        target_name.push(&stamp);
+        if attempt > 1 {
+            target_name.push(format!("-{attempt}"));
+        }
+        let target = dir.join(target_name);
+        match rename_no_replace(path, &target) {
+            Ok(()) => {
+                sync_dir(&dir)?;
+                return Ok(target);
+            }
+            Err(err) if err.kind() == ErrorKind::AlreadyExists => continue,
+            Err(err) => return Err(Error::io(path, err)),
+        }
+    }
+    Err(Error::io(
+        path,
+        std::io::Error::new(
+            ErrorKind::AlreadyExists,
+            "no free .corrupt-<timestamp> name",
+        ),
+    ))
+}
+
+/// rename(2) that fails with AlreadyExists instead of replacing the target.
+fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+    let c_from = CString::new(from.as_os_str().as_bytes())?;
+    let c_to = CString::new(to.as_os_str().as_bytes())?;
+    // SAFETY: both pointers are valid NUL-terminated strings for the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            c_from.as_ptr(),
+            libc::AT_FDCWD,
+            c_to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        // The filesystem (or kernel) has no RENAME_NOREPLACE: a hard link
+        // also refuses to replace, then the old name goes.
+        Some(libc::EINVAL | libc::ENOSYS) if !from.is_dir() => {
+            fs::hard_link(from, to)?;
+            fs::remove_file(from)
+        }
+        Some(libc::EINVAL | libc::ENOSYS) => {
+            if fs::symlink_metadata(to).is_ok() {
+                return Err(ErrorKind::AlreadyExists.into());
+            }
+            fs::rename(from, to)
+        }
+        _ => Err(err),
+    }
+}
