@@ -1,0 +1,344 @@
+//! Starting a detached child: its own session, a clean signal state, stdin
+//! from /dev/null, output to a file, and no inherited descriptors.
+
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::child::Child;
+use crate::procfs::{ProcessIdentity, boot_id, read_stat};
+use crate::{Error, sys};
+
+/// Where the child's stdout and stderr go (both to the same place).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Output {
+    /// `/dev/null`.
+    #[default]
+    Null,
+    /// A file opened with `O_APPEND | O_CREAT` (mode 0600 when created), so
+    /// that earlier contents are kept and concurrent writers do not overwrite
+    /// each other.
+    AppendTo(PathBuf),
+}
+
+/// What to start and how: a builder for [`spawn_detached`].
+///
+/// By default the child inherits the caller's environment and working
+/// directory, and its stdout and stderr go to `/dev/null`.
+#[derive(Clone, Debug)]
+pub struct SpawnSpec {
+    program: PathBuf,
+    args: Vec<OsString>,
+    cwd: Option<PathBuf>,
+    env_clear: bool,
+    /// In order; `None` removes the variable.
+    env: Vec<(OsString, Option<OsString>)>,
+    output: Output,
+}
+
+impl SpawnSpec {
+    /// Starts `program`: a path, or a bare name looked up in the child's
+    /// `PATH` (as `execvp` does).
+    pub fn new(program: impl Into<PathBuf>) -> Self {
+        SpawnSpec {
+            program: program.into(),
+            args: Vec::new(),
+            cwd: None,
+            env_clear: false,
+            env: Vec::new(),
+            output: Output::Null,
+        }
+    }
+
+    /// Appends one argument.
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Appends several arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Runs the child in `dir`. A relative program path containing a slash
+    /// is then resolved against `dir`.
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Sets an environment variable for the child.
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), Some(value.into())));
+        self
+    }
+
+    /// Removes an environment variable from the child's environment.
+    pub fn env_remove(mut self, key: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), None));
+        self
+    }
+
+    /// Starts the child with an empty environment, plus what is set with
+    /// [`env`](Self::env) after this call (earlier settings are dropped).
+    pub fn env_clear(mut self) -> Self {
+        self.env_clear = true;
+        self.env.clear();
+        self
+    }
+
+    /// Where stdout and stderr go.
+    pub fn output(mut self, output: Output) -> Self {
+        self.output = output;
+        self
+    }
+
+    /// The program to start.
+    pub fn program(&self) -> &Path {
+        &self.program
+    }
+
+    /// The working directory, if one is set.
+    pub fn get_cwd(&self) -> Option<&Path> {
+        self.cwd.as_deref()
+    }
+}
+
+/// Starts a detached child process.
+///
+/// The child leads a new session (and so its own process group, whose id is
+/// its pid), has every signal disposition that can be reset at `SIG_DFL` and
+/// an empty signal mask, reads stdin from `/dev/null`, writes stdout and
+/// stderr as [`SpawnSpec::output`] says, and inherits no descriptor but 0, 1
+/// and 2. Between fork and exec only async-signal-safe calls run.
+///
+/// Returns once the program has been executed. If the caller keeps running it
+/// can wait for and reap the child through the [`Child`]; if the caller exits
+/// the child keeps running. Dropping the `Child` neither kills nor waits.
+///
+/// Fails with [`Error::Cwd`] when the working directory is unusable,
+/// [`Error::Exec`] when the program cannot be executed and
+/// [`Error::OutputFile`] when the output file cannot be opened; each names
+/// the program and the path concerned.
+pub fn spawn_detached(spec: &SpawnSpec) -> Result<Child, Error> {
+    let program = &spec.program;
+    if let Some(dir) = &spec.cwd {
+        // Checked here because exec reports a bad cwd and a missing program
+        // with the same errno.
+        check_dir(dir).map_err(|source| Error::Cwd {
+            program: program.clone(),
+            cwd: dir.clone(),
+            source,
+        })?;
+    }
+
+    let mut command = Command::new(program);
+    command.args(&spec.args);
+    if let Some(dir) = &spec.cwd {
+        command.current_dir(dir);
+    }
+    if spec.env_clear {
+        command.env_clear();
+    }
+    for (key, value) in &spec.env {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
+    command.stdin(Stdio::null());
+    match &spec.output {
+        Output::Null => {
+            command.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+        Output::AppendTo(path) => {
+            let open_error = |source| Error::OutputFile {
+                program: program.clone(),
+                path: path.clone(),
+                source,
+            };
+            let stdout = open_append(path).map_err(open_error)?;
+            let stderr = stdout.try_clone().map_err(open_error)?;
+            command.stdout(stdout).stderr(stderr);
+        }
+    }
+    // SAFETY: the closure only makes async-signal-safe system calls and does
+    // not allocate; see `prepare_child`.
+    unsafe {
+        command.pre_exec(prepare_child);
+    }
+
+    let std_child = command.spawn().map_err(|source| {
+        // The directory was fine a moment ago; if it is not now, that is the
+        // more useful explanation.
+        match &spec.cwd {
+            Some(dir) if check_dir(dir).is_err() => Error::Cwd {
+                program: program.clone(),
+                cwd: dir.clone(),
+                source,
+            },
+            _ => Error::Exec {
+                program: program.clone(),
+                cwd: spec.cwd.clone(),
+                source,
+            },
+        }
+    })?;
+    let pid = std_child.id();
+    // The std handle is dropped without waiting: from here on the pid is
+    // managed by our own `Child`, which reaps with waitpid.
+    drop(std_child);
+
+    // Our unreaped child cannot be replaced by another process with the same
+    // pid, so neither the pidfd nor the start time can refer to anyone else.
+    let pidfd = sys::pidfd_open(pid).ok().flatten();
+    let identity = read_stat(pid).and_then(|stat| {
+        Ok(ProcessIdentity {
+            pid,
+            start_time: stat.start_time,
+            boot_id: boot_id()?,
+        })
+    });
+    match identity {
+        Ok(identity) => Ok(Child::new(identity, pidfd)),
+        Err(err) => {
+            // Without an identity nobody could manage the child safely, so it
+            // must not be left running.
+            kill_and_reap(pid);
+            Err(err)
+        }
+    }
+}
+
+fn check_dir(dir: &Path) -> io::Result<()> {
+    let meta = std::fs::metadata(dir)?;
+    if meta.is_dir() {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(libc::ENOTDIR))
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+}
+
+fn kill_and_reap(pid: u32) {
+    if let Ok(raw) = libc::pid_t::try_from(pid) {
+        // SAFETY: plain system calls on our own unreaped child.
+        unsafe {
+            libc::kill(raw, libc::SIGKILL);
+            let mut status = 0;
+            while libc::waitpid(raw, &mut status, 0) < 0
+                && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+            {}
+        }
+    }
+}
+
+/// The highest signal number to reset. Linux has 64 signals (`_NSIG` 65);
+/// elsewhere 32 covers the classic set.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const MAX_SIGNAL: libc::c_int = 64;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const MAX_SIGNAL: libc::c_int = 32;
+
+/// Runs in the child between fork and exec, after std has set up stdio and
+/// the working directory. Only async-signal-safe system calls, no allocation:
+/// another thread of the parent may have held the allocator's lock at fork.
+fn prepare_child() -> io::Result<()> {
+    // A new session: the child leads its own process group and has no
+    // controlling terminal, so a terminal's signals and our group's signals
+    // do not reach it, and it can be signalled as a group.
+    // SAFETY: setsid has no preconditions; it cannot fail in a fresh child,
+    // which is never a group leader.
+    if unsafe { libc::setsid() } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+
+    // Ignored signals stay ignored across exec (the Rust runtime ignores
+    // SIGPIPE, for one); reset them all. SIGKILL and SIGSTOP, and the
+    // signals libc reserves, refuse with EINVAL, which is fine.
+    // SAFETY: a zeroed sigaction is a valid value; SIG_DFL with no flags.
+    let mut default_action: libc::sigaction = unsafe { std::mem::zeroed() };
+    default_action.sa_sigaction = libc::SIG_DFL;
+    for signal in 1..=MAX_SIGNAL {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: valid pointers; failure is deliberately ignored (see above).
+        unsafe {
+            libc::sigaction(signal, &default_action, std::ptr::null_mut());
+        }
+    }
+
+    // An empty signal mask (std does this too; it is cheap to be sure).
+    // SAFETY: set is initialised by sigemptyset before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        if libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+
+    // Nothing above 2 may survive exec. The descriptors are marked
+    // close-on-exec rather than closed, because std's own pipe that reports
+    // an exec failure to the parent is among them (and already CLOEXEC).
+    mark_cloexec_from(3);
+    Ok(())
+}
+
+/// Sets `FD_CLOEXEC` on every descriptor >= `first`.
+fn mark_cloexec_from(first: libc::c_int) {
+    #[cfg(target_os = "linux")]
+    {
+        let first = libc::c_uint::try_from(first).unwrap_or(3);
+        // SAFETY: plain system call (Linux 5.11+); on failure we fall back.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                first,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        };
+        if rc == 0 {
+            return;
+        }
+    }
+    // Fallback: every descriptor number up to the open-files limit.
+    // SAFETY: rlimit is a valid out pointer.
+    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
+    let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0
+        && limit.rlim_cur != libc::RLIM_INFINITY
+    {
+        libc::c_int::try_from(limit.rlim_cur).unwrap_or(libc::c_int::MAX)
+    } else {
+        // Unlimited or unknown: a generous bound rather than four billion calls.
+        1 << 20
+    };
+    for fd in first..max {
+        // SAFETY: fcntl on a number that may not be open just returns EBADF.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Thin wrappers around the system calls this crate needs, with the Linux
+//! specific ones (pidfd) reduced to `None` elsewhere.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use crate::ExitStatus;
+
+/// `pidfd_send_signal` flag (Linux 6.9): signal the process group whose id is
+/// the pidfd's process, even after that process has been reaped.
+#[cfg(target_os = "linux")]
+const PIDFD_SIGNAL_PROCESS_GROUP: libc::c_uint = 1 << 2;
+
+/// Opens a pidfd for `pid`. `Ok(None)` when the kernel has no pidfd support
+/// (or this is not Linux); `Err` with `ESRCH` when there is no such process.
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<Option<OwnedFd>> {
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(raw_pid) = libc::pid_t::try_from(pid) else {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        };
+        // SAFETY: plain system call with integer arguments.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, raw_pid, 0 as libc::c_uint) };
+        if fd >= 0 {
+            let fd = libc::c_int::try_from(fd).map_err(|_| io::Error::other("bad pidfd"))?;
+            // SAFETY: the kernel just gave us this descriptor and nothing else owns it.
+            return Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }));
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ENOSYS) | Some(libc::EPERM) => Ok(None),
+            _ => Err(err),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        Ok(None)
+    }
+}
+
+/// Sends `signal` to every process of the group led by the pidfd's process.
+/// `Ok(false)` when the kernel does not know the group flag (before 6.9):
+/// the caller falls back to `kill(-pgid)`.
+pub(crate) fn pidfd_signal_group(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain system call; a null siginfo is allowed.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd.as_raw_fd(),
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                PIDFD_SIGNAL_PROCESS_GROUP,
+            )
+        };
+        if rc == 0 {
+            return Ok(true);
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINVAL) | Some(libc::ENOSYS) => Ok(false),
+            _ => Err(err),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (pidfd.as_raw_fd(), signal);
+        Ok(false)
+    }
+}
+
+/// `kill(-pgid, signal)`. The caller has made sure `pgid` is > 1.
+pub(crate) fn kill_group(pgid: u32, signal: i32) -> io::Result<()> {
+    let raw = libc::pid_t::try_from(pgid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: plain system call with integer arguments.
+    if unsafe { libc::kill(-raw, signal) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Waits until the pidfd is readable (its process has exited) or the
+/// deadline passes. Returns whether it became readable.
+pub(crate) fn poll_readable(fds: &[BorrowedFd<'_>], deadline: Instant) -> io::Result<bool> {
+    let mut pollfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    loop {
+        let timeout_ms = poll_timeout_ms(deadline.saturating_duration_since(Instant::now()));
+        let nfds = libc::nfds_t::try_from(pollfds.len()).unwrap_or(libc::nfds_t::MAX);
+        // SAFETY: pollfds is a valid array of nfds entries for the duration of the call.
+        let rc = unsafe { libc::poll(pollfds.as_mut_ptr(), nfds, timeout_ms) };
+        if rc > 0 {
+            return Ok(true);
+        }
+        if rc == 0 {
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            continue;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Milliseconds for poll(2), rounded up so that a wait never ends just
+/// before its deadline and spins.
+fn poll_timeout_ms(remaining: Duration) -> libc::c_int {
+    let ms = remaining.as_nanos().div_ceil(1_000_000);
+    libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
+}
+
+/// What `waitpid(pid, WNOHANG)` found.
+#[derive(Debug)]
+pub(crate) enum WaitResult {
+    /// The child has exited and is now reaped.
+    Exited(ExitStatus),
+    /// The child is still running.
+    Running,
+    /// Not our child (or already reaped).
+    NotChild,
+}
+
+/// `waitpid(pid, WNOHANG)`, restarted on EINTR. Anything but a positive pid
+/// (which would mean "any child" or "a group") counts as not our child.
+pub(crate) fn waitpid_nohang(pid: u32) -> io::Result<WaitResult> {
+    let Ok(raw) = libc::pid_t::try_from(pid) else {
+        return Ok(WaitResult::NotChild);
+    };
+    if raw <= 0 {
+        return Ok(WaitResult::NotChild);
+    }
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: status is a valid out pointer.
+        let rc = unsafe { libc::waitpid(raw, &mut status, libc::WNOHANG) };
+        if rc > 0 {
+            return Ok(WaitResult::Exited(ExitStatus::from_raw(status)));
+        }
+        if rc == 0 {
+            return Ok(WaitResult::Running);
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::ECHILD) => return Ok(WaitResult::NotChild),
+            _ => return Err(err),
+        }
+    }
+}
+
+/// Our own process group.
+pub(crate) fn own_process_group() -> u32 {
+    // SAFETY: getpgrp cannot fail.
+    let pgid = unsafe { libc::getpgrp() };
+    u32::try_from(pgid).unwrap_or(0)
+}
+
+/// Our own pid.
+pub(crate) fn own_pid() -> u32 {
+    std::process::id()
+}
+
+/// Sleeps for the fallback polling where no pidfd is available: short at
+/// first, then longer, never past the deadline.
+pub(crate) fn backoff_sleep(step: &mut Duration, deadline: Instant) {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    std::thread::sleep((*step).min(remaining));
+    *step = (*step * 2).min(Duration::from_millis(50));
+}
+
+/// The first fallback sleep step.
+pub(crate) const BACKOFF_START: Duration = Duration::from_millis(1);
