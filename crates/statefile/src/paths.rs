@@ -171,11 +171,17 @@ pub fn ensure_dir(path: &Path) -> Result<(), Error> {
 
 /// Rotates a log file: `path.<keep-1>` becomes `path.<keep>` (the oldest copy
 /// is dropped), ..., `path.1` becomes `path.2`, and `path` becomes `path.1`.
-/// Missing files are skipped. With `keep == 0` nothing happens (the log keeps
-/// growing rather than being deleted).
+/// Missing copies are skipped; when `path` itself is missing nothing moves.
+/// With `keep == 0` nothing happens (the log keeps growing rather than being
+/// deleted).
 pub fn rotate_file(path: &Path, keep: u32) -> Result<(), Error> {
     if keep == 0 {
         return Ok(());
+    }
+    match fs::symlink_metadata(path) {
+        Ok(_) => {}
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(Error::io(path, err)),
     }
     let numbered = |n: u32| {
         let mut name = path.as_os_str().to_owned();

@@ -144,12 +144,15 @@ pub fn read_record(path: &Path) -> Result<Option<ServerRecord>, Error> {
 /// existing file. Call it while holding the project's lock, so that a good
 /// record written meanwhile is not moved aside.
 pub fn quarantine(path: &Path) -> Result<PathBuf, Error> {
+    quarantine_stamped(path, &time::compact_utc(SystemTime::now()))
+}
+
+fn quarantine_stamped(path: &Path, stamp: &str) -> Result<PathBuf, Error> {
     let (dir, name) = split_file_path(path)?;
-    let stamp = time::compact_utc(SystemTime::now());
     for attempt in 1u32..=1000 {
         let mut target_name = OsString::from(&name);
         target_name.push(".corrupt-");
-        target_name.push(&stamp);
+        target_name.push(stamp);
         if attempt > 1 {
             target_name.push(format!("-{attempt}"));
         }
@@ -204,5 +207,49 @@ fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
             fs::rename(from, to)
         }
         _ => Err(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quarantine_never_replaces_an_earlier_one_with_the_same_stamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.json");
+        let stamp = "20261121T100000.123Z";
+        let mut moved = Vec::new();
+        for i in 0..3 {
+            fs::write(&path, format!("bad {i}")).unwrap();
+            moved.push(quarantine_stamped(&path, stamp).unwrap());
+        }
+        let names: Vec<_> = moved
+            .iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "server.json.corrupt-20261121T100000.123Z",
+                "server.json.corrupt-20261121T100000.123Z-2",
+                "server.json.corrupt-20261121T100000.123Z-3",
+            ]
+        );
+        for (i, p) in moved.iter().enumerate() {
+            assert_eq!(fs::read_to_string(p).unwrap(), format!("bad {i}"));
+        }
+    }
+
+    #[test]
+    fn rename_no_replace_refuses_to_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        fs::write(&a, "a").unwrap();
+        fs::write(&b, "b").unwrap();
+        let err = rename_no_replace(&a, &b).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+        assert_eq!(fs::read_to_string(&b).unwrap(), "b");
+        assert_eq!(fs::read_to_string(&a).unwrap(), "a");
     }
 }
