@@ -47,7 +47,7 @@ pub enum Error {
     /// The project path is not valid UTF-8, so it has no port that the other
     /// managers (which work on JavaScript strings) could agree on.
     #[error(
-        "project path is not valid UTF-8, cannot derive its port: {}",
+        "path is not valid UTF-8, so no project hash or port can be derived from it: {}",
         path.display()
     )]
     NonUtf8Path {

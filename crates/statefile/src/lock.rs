@@ -87,7 +87,9 @@ pub fn try_lock(path: &Path) -> Result<Option<LockGuard>, Error> {
 /// blocking flock with a signal (SIGALRM) is process-wide, and a helper
 /// thread blocked in flock cannot be cancelled and would take the lock after
 /// we gave up. The cost is at most 25 ms of extra latency after a release
-/// and a few dozen wake-ups per second while waiting.
+/// and a few dozen wake-ups per second while waiting. Like flock itself it
+/// is not fair: a holder that releases and at once locks again usually wins
+/// over a sleeping waiter, so keep critical sections short and infrequent.
 ///
 /// On timeout: [`Error::LockTimeout`] with the path and the time waited.
 pub fn lock(path: &Path, timeout: Duration) -> Result<LockGuard, Error> {
