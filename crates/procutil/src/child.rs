@@ -153,7 +153,8 @@ impl Child {
 
 /// Reaps `pid` if it is an exited child of ours (`waitpid(WNOHANG)`) and
 /// returns its status; `None` when it is still running, not our child, or
-/// already reaped.
+/// already reaped. A [`Child`] for the same process then reports
+/// [`ExitStatus::UNKNOWN`].
 pub fn try_reap(pid: u32) -> Option<ExitStatus> {
     match sys::waitpid_nohang(pid) {
         Ok(WaitResult::Exited(status)) => Some(status),

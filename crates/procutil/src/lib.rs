@@ -52,3 +52,6 @@ pub use procfs::{
 };
 pub use signal::{Termination, signal_group, terminate, wait_gone};
 pub use spawn::{Output, SpawnSpec, spawn_detached};
+
+#[cfg(test)]
+mod tests;

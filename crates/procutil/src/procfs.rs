@@ -1,7 +1,6 @@
 //! Reading processes from /proc: identity, state, command line, memory and
 //! environment.
 
-use std::io;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -310,12 +309,6 @@ pub(crate) fn scan_group(pgid: u32) -> Result<Vec<GroupMember>, Error> {
         }
     }
     Ok(members)
-}
-
-/// Maps an `io::Error` from a pid-based system call, where ESRCH means the
-/// process is gone.
-pub(crate) fn is_esrch(err: &io::Error) -> bool {
-    err.raw_os_error() == Some(libc::ESRCH)
 }
 
 #[cfg(test)]

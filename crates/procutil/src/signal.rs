@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use crate::Error;
 use crate::child::ExitStatus;
-use crate::procfs::{Liveness, ProcessIdentity, is_esrch, scan_group};
-use crate::sys::{self, WaitResult};
+use crate::procfs::{Liveness, ProcessIdentity, scan_group};
+use crate::sys::{self, WaitResult, is_esrch};
 
 /// How long to wait for processes to disappear after SIGKILL. They only
 /// outlive it when stuck in the kernel (state D).
@@ -41,7 +41,10 @@ pub enum Termination {
 /// get what remains of `grace` and then SIGKILL too, and the call waits until
 /// none of them runs any more; this happens only when the identity matched at
 /// the start (also when the leader had already exited but was not reaped).
-/// Children of ours, the leader or group members, are reaped.
+/// Children of ours, the leader or group members, are reaped. (If the
+/// leader is a [`Child`](crate::Child) of ours, prefer
+/// [`Child::terminate`](crate::Child::terminate): after this function reaped
+/// it, the `Child` can only report [`ExitStatus::UNKNOWN`].)
 ///
 /// Blocks for at most `grace` plus two bounded waits after SIGKILL (10 s
 /// each), which only matter for a process stuck in the kernel:

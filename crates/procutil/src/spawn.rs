@@ -271,20 +271,8 @@ fn prepare_child() -> io::Result<()> {
     }
 
     // Ignored signals stay ignored across exec (the Rust runtime ignores
-    // SIGPIPE, for one); reset them all. SIGKILL and SIGSTOP, and the
-    // signals libc reserves, refuse with EINVAL, which is fine.
-    // SAFETY: a zeroed sigaction is a valid value; SIG_DFL with no flags.
-    let mut default_action: libc::sigaction = unsafe { std::mem::zeroed() };
-    default_action.sa_sigaction = libc::SIG_DFL;
-    for signal in 1..=MAX_SIGNAL {
-        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
-            continue;
-        }
-        // SAFETY: valid pointers; failure is deliberately ignored (see above).
-        unsafe {
-            libc::sigaction(signal, &default_action, std::ptr::null_mut());
-        }
-    }
+    // SIGPIPE, for one); reset them all.
+    reset_signal_dispositions();
 
     // An empty signal mask (std does this too; it is cheap to be sure).
     // SAFETY: set is initialised by sigemptyset before use.
@@ -301,6 +289,50 @@ fn prepare_child() -> io::Result<()> {
     // an exec failure to the parent is among them (and already CLOEXEC).
     mark_cloexec_from(3);
     Ok(())
+}
+
+/// Sets every signal's disposition to `SIG_DFL`. SIGKILL and SIGSTOP refuse
+/// with EINVAL, which is fine.
+fn reset_signal_dispositions() {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // The raw system call, because libc refuses to touch the signals it
+        // reserves for itself (32 and 33 in glibc), and an inherited SIG_IGN
+        // on those would survive exec. All zeros is, in the kernel's struct
+        // whatever its field order, SIG_DFL with no flags and an empty mask;
+        // 64 bytes cover it on every architecture.
+        let default_action = [0u64; 8];
+        let sigset_size: libc::size_t = if cfg!(any(target_arch = "mips", target_arch = "mips64")) {
+            16
+        } else {
+            8
+        };
+        for signal in 1..=MAX_SIGNAL {
+            // SAFETY: a valid pointer to a zeroed kernel sigaction; the old
+            // action is not requested; failure is deliberately ignored.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    signal,
+                    default_action.as_ptr(),
+                    std::ptr::null_mut::<libc::c_void>(),
+                    sigset_size,
+                );
+            }
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        // SAFETY: a zeroed sigaction is a valid value; SIG_DFL with no flags.
+        let mut default_action: libc::sigaction = unsafe { std::mem::zeroed() };
+        default_action.sa_sigaction = libc::SIG_DFL;
+        for signal in 1..=MAX_SIGNAL {
+            // SAFETY: valid pointers; failure is deliberately ignored.
+            unsafe {
+                libc::sigaction(signal, &default_action, std::ptr::null_mut());
+            }
+        }
+    }
 }
 
 /// Sets `FD_CLOEXEC` on every descriptor >= `first`.

@@ -161,6 +161,12 @@ pub(crate) fn waitpid_nohang(pid: u32) -> io::Result<WaitResult> {
     }
 }
 
+/// Whether a pid-based system call failed because the process (or group) is
+/// gone.
+pub(crate) fn is_esrch(err: &io::Error) -> bool {
+    err.raw_os_error() == Some(libc::ESRCH)
+}
+
 /// Our own process group.
 pub(crate) fn own_process_group() -> u32 {
     // SAFETY: getpgrp cannot fail.

@@ -1,0 +1,193 @@
+//! Helpers for the tests: guards that clean up processes also when a test
+//! fails, a FIFO to hear from a child without sleeping, and /proc checks.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use crate::procfs::read_stat;
+use crate::{Child, ProcessIdentity, sys};
+
+/// Makes this test process the subreaper of everything it starts.
+///
+/// Without it, a grandchild orphaned by a test (and the detached child whose
+/// parent exited) is handed to PID 1, and some sandboxes run a PID 1 that
+/// reaps late or never, which would leave zombies no test could tell from
+/// ours. As
+/// subreaper, orphans come back to us, `terminate` reaps them as members of
+/// the group, and "no zombie left" becomes checkable. The flag is set once,
+/// before any test spawns, and never changed, so parallel tests do not race.
+pub fn setup() {
+    static SUBREAPER: Once = Once::new();
+    SUBREAPER.call_once(|| {
+        // SAFETY: plain prctl with integer arguments.
+        let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        assert_eq!(
+            rc,
+            0,
+            "PR_SET_CHILD_SUBREAPER: {}",
+            std::io::Error::last_os_error()
+        );
+    });
+}
+
+/// Terminates the child's group when dropped, also when the test panicked.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.terminate(Duration::ZERO);
+    }
+}
+
+impl std::ops::Deref for ChildGuard {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+/// SIGKILLs one process (not its group) when dropped, if it is still the
+/// identified process; for grandchildren and other processes we did not
+/// spawn directly.
+pub struct KillOnDrop(pub ProcessIdentity);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0.is_alive() {
+            // SAFETY: plain kill; the identity was checked just before.
+            unsafe {
+                libc::kill(self.0.pid as libc::pid_t, libc::SIGKILL);
+            }
+            let _ = crate::wait_gone(&self.0, Duration::from_secs(10));
+        }
+    }
+}
+
+/// A FIFO in a temp dir, read end open (non-blocking), so that a child can
+/// write a line to it and the test wakes when it does.
+pub struct Fifo {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    read_end: OwnedFd,
+}
+
+impl Fifo {
+    pub fn new() -> Fifo {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fifo");
+        let c_path = CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: valid C string.
+        let rc = unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) };
+        assert_eq!(rc, 0, "mkfifo: {}", std::io::Error::last_os_error());
+        // SAFETY: valid C string; the descriptor is owned right away.
+        let fd = unsafe {
+            libc::open(
+                c_path.as_ptr(),
+                libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            )
+        };
+        assert!(fd >= 0, "open fifo: {}", std::io::Error::last_os_error());
+        Fifo {
+            _dir: dir,
+            path,
+            // SAFETY: fd was just opened and is owned by nobody else.
+            read_end: unsafe { OwnedFd::from_raw_fd(fd) },
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Waits (on poll, up to a generous deadline) for one line.
+    pub fn read_line(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut line = Vec::new();
+        loop {
+            let ready = sys::poll_readable(&[self.read_end.as_fd()], deadline).unwrap();
+            assert!(ready, "no line on the FIFO within 30 s (got {line:?})");
+            let mut buf = [0u8; 256];
+            // SAFETY: buf is valid for its length.
+            let n = unsafe {
+                libc::read(
+                    std::os::fd::AsRawFd::as_raw_fd(&self.read_end),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                )
+            };
+            if n > 0 {
+                line.extend_from_slice(&buf[..n as usize]);
+                if let Some(end) = line.iter().position(|&b| b == b'\n') {
+                    return String::from_utf8(line[..end].to_vec()).unwrap();
+                }
+            } else if n == 0 {
+                panic!("the writer closed the FIFO without a full line (got {line:?})");
+            }
+        }
+    }
+
+    pub fn read_pid(&self) -> u32 {
+        let line = self.read_line();
+        line.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("not a pid: {line:?}"))
+    }
+}
+
+/// Fails if the identified process still exists in any form, zombie
+/// included. A pid reused by another process is fine.
+pub fn assert_no_zombie(identity: &ProcessIdentity) {
+    match read_stat(identity.pid) {
+        Err(crate::Error::NoSuchProcess { .. }) => {}
+        Ok(stat) if stat.start_time != identity.start_time => {}
+        Ok(stat) => panic!(
+            "process {} still exists in state {} (parent {})",
+            identity.pid, stat.state, stat.ppid
+        ),
+        Err(other) => panic!("reading process {}: {other}", identity.pid),
+    }
+}
+
+/// A field of /proc/PID/status, e.g. "SigIgn".
+pub fn status_field(pid: &str, name: &str) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+        .trim()
+        .to_string()
+}
+
+/// A signal mask field of /proc/PID/status as a number.
+pub fn signal_mask(pid: &str, name: &str) -> u64 {
+    u64::from_str_radix(&status_field(pid, name), 16).unwrap()
+}
+
+/// The bit of `signal` in a /proc signal mask.
+pub fn signal_bit(signal: i32) -> u64 {
+    1 << (signal - 1)
+}
+
+/// The absolute path of a program on PATH.
+pub fn which(program: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").expect("PATH is set");
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| panic!("{program} not found on PATH; the tests need it"))
+}
+
+/// The pid as the i32 libc wants.
+pub fn raw(pid: u32) -> libc::pid_t {
+    libc::pid_t::try_from(pid).unwrap()
+}

@@ -1,0 +1,254 @@
+//! terminate, signal_group and wait_gone against real process groups.
+
+use std::time::{Duration, Instant};
+
+use super::support::*;
+use crate::procfs::read_stat;
+use crate::{
+    Error, ProcessIdentity, SpawnSpec, Termination, process_group_members, signal_group,
+    spawn_detached, terminate, wait_gone,
+};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A leader that ignores SIGTERM and a grandchild that ignores it too (the
+/// shell's `trap "" TERM` is inherited): both must die by SIGKILL.
+#[test]
+fn terminate_kills_a_term_ignoring_leader_and_its_grandchild() {
+    setup();
+    let fifo = Fifo::new();
+    let spec = SpawnSpec::new("sh")
+        .args([
+            "-c",
+            r#"trap "" TERM; sleep 1000 & echo $! > "$1"; wait"#,
+            "sh",
+        ])
+        .arg(fifo.path());
+    let mut child = ChildGuard(spawn_detached(&spec).unwrap());
+    let grandchild = ProcessIdentity::of(fifo.read_pid()).unwrap();
+    let _cleanup = KillOnDrop(grandchild.clone());
+    let leader = child.pid();
+
+    // Preconditions that make the test mean something.
+    assert_eq!(read_stat(grandchild.pid).unwrap().pgrp, leader);
+    assert_ne!(
+        signal_mask(&leader.to_string(), "SigIgn") & signal_bit(libc::SIGTERM),
+        0,
+        "the leader ignores SIGTERM"
+    );
+    let mut members = process_group_members(leader).unwrap();
+    members.sort_unstable();
+    let mut expected = vec![leader, grandchild.pid];
+    expected.sort_unstable();
+    assert_eq!(members, expected);
+
+    let outcome = child.terminate(Duration::from_millis(200)).unwrap();
+    assert_eq!(outcome, Termination::Killed);
+    let status = child.try_wait().unwrap().unwrap();
+    assert_eq!(status.signal, Some(libc::SIGKILL), "{status}");
+    assert!(!grandchild.is_alive(), "the grandchild survived");
+    assert!(process_group_members(leader).unwrap().is_empty());
+    assert_no_zombie(child.identity());
+    assert_no_zombie(&grandchild);
+}
+
+/// The leader exits on SIGTERM but leaves a grandchild that ignores it: the
+/// sweep after the leader is gone must kill the grandchild. Uses the free
+/// function, as a process that did not spawn the leader would.
+#[test]
+fn terminate_sweeps_a_grandchild_the_leader_left_behind() {
+    setup();
+    let fifo = Fifo::new();
+    let script =
+        r#"(trap "" TERM; exec sh -c 'echo $$ > "$1"; exec sleep 1000' inner "$1") & wait"#;
+    let spec = SpawnSpec::new("sh")
+        .args(["-c", script, "sh"])
+        .arg(fifo.path());
+    let mut child = ChildGuard(spawn_detached(&spec).unwrap());
+    let grandchild = ProcessIdentity::of(fifo.read_pid()).unwrap();
+    let _cleanup = KillOnDrop(grandchild.clone());
+    let leader = child.identity().clone();
+    assert_eq!(read_stat(grandchild.pid).unwrap().pgrp, leader.pid);
+    assert_ne!(
+        signal_mask(&grandchild.pid.to_string(), "SigIgn") & signal_bit(libc::SIGTERM),
+        0,
+        "precondition: the grandchild ignores SIGTERM"
+    );
+
+    let outcome = terminate(&leader, Duration::from_secs(2)).unwrap();
+    assert_eq!(outcome, Termination::ExitedOnTerm);
+    assert!(!leader.is_alive());
+    assert!(!grandchild.is_alive(), "the grandchild survived the sweep");
+    assert_no_zombie(&leader);
+    assert_no_zombie(&grandchild);
+    // The free function reaped our child, so the Child no longer knows how
+    // it ended.
+    assert_eq!(child.try_wait().unwrap(), Some(crate::ExitStatus::UNKNOWN));
+}
+
+/// An identity whose start time (or boot) differs from the process that now
+/// has the pid must not lead to any signal. The target is stopped first, so
+/// that any signal sent to it would stay pending and show in /proc.
+#[test]
+fn a_pid_with_another_start_time_is_never_signalled() {
+    setup();
+    let mut child = ChildGuard(spawn_detached(&SpawnSpec::new("sleep").arg("1000")).unwrap());
+    let real = child.identity().clone();
+    let pid = real.pid.to_string();
+
+    signal_group(&real, libc::SIGSTOP).unwrap();
+    let mut status = 0;
+    // SAFETY: waits for our own child to stop (SIGSTOP cannot be ignored).
+    let rc = unsafe { libc::waitpid(raw(real.pid), &mut status, libc::WUNTRACED) };
+    assert_eq!(rc, raw(real.pid));
+    assert!(libc::WIFSTOPPED(status));
+
+    let forged_start = ProcessIdentity {
+        start_time: real.start_time + 1,
+        ..real.clone()
+    };
+    let forged_boot = ProcessIdentity {
+        boot_id: "00000000-0000-0000-0000-000000000000".to_string(),
+        ..real.clone()
+    };
+    for forged in [&forged_start, &forged_boot] {
+        let err = signal_group(forged, libc::SIGTERM).unwrap_err();
+        assert!(matches!(err, Error::IdentityMismatch { .. }), "{err:?}");
+        assert!(err.is_gone());
+        assert!(err.to_string().contains(&pid), "{err}");
+        assert_eq!(
+            terminate(forged, Duration::ZERO).unwrap(),
+            Termination::AlreadyGone
+        );
+        assert!(wait_gone(forged, Duration::ZERO).unwrap());
+    }
+
+    // Still there, still stopped, and nothing pending.
+    assert!(real.is_alive());
+    assert_eq!(read_stat(real.pid).unwrap().state, 'T');
+    assert_eq!(signal_mask(&pid, "ShdPnd"), 0, "a signal reached it");
+    assert_eq!(signal_mask(&pid, "SigPnd"), 0, "a signal reached it");
+
+    // The same check does see a signal sent with the real identity.
+    signal_group(&real, libc::SIGTERM).unwrap();
+    assert_ne!(signal_mask(&pid, "ShdPnd") & signal_bit(libc::SIGTERM), 0);
+
+    // terminate sends SIGCONT too, so the stopped process acts on SIGTERM.
+    assert_eq!(child.terminate(WAIT).unwrap(), Termination::ExitedOnTerm);
+    assert_eq!(
+        child.try_wait().unwrap().unwrap().signal,
+        Some(libc::SIGTERM)
+    );
+    assert_no_zombie(&real);
+}
+
+#[test]
+fn terminate_of_an_exited_child_is_already_gone() {
+    setup();
+    let mut child = ChildGuard(spawn_detached(&SpawnSpec::new("true")).unwrap());
+    let identity = child.identity().clone();
+    assert!(child.wait_timeout(WAIT).unwrap().unwrap().success());
+    assert_eq!(child.terminate(WAIT).unwrap(), Termination::AlreadyGone);
+    assert_eq!(
+        terminate(&identity, WAIT).unwrap(),
+        Termination::AlreadyGone
+    );
+    assert!(wait_gone(&identity, Duration::ZERO).unwrap());
+    assert!(matches!(
+        signal_group(&identity, 0),
+        Err(Error::NoSuchProcess { .. } | Error::IdentityMismatch { .. })
+    ));
+    assert_eq!(child.try_wait().unwrap().unwrap().code, Some(0));
+    assert_no_zombie(&identity);
+}
+
+/// A session leader we did not spawn (our grandchild, started with
+/// setsid by a shell): wait_gone blocks on its pidfd, terminate works
+/// without being its parent, and its real parent reaps it.
+#[test]
+fn wait_gone_and_terminate_on_a_process_we_did_not_spawn() {
+    setup();
+    let fifo = Fifo::new();
+    let script = r#"setsid sh -c 'echo $$ > "$1"; exec sleep 1000' inner "$1" & wait"#;
+    let spec = SpawnSpec::new("sh")
+        .args(["-c", script, "sh"])
+        .arg(fifo.path());
+    let mut child = ChildGuard(spawn_detached(&spec).unwrap());
+    let other = ProcessIdentity::of(fifo.read_pid()).unwrap();
+    let _cleanup = KillOnDrop(other.clone());
+    let stat = read_stat(other.pid).unwrap();
+    assert_eq!(stat.ppid, child.pid(), "precondition: not our child");
+    assert_eq!(stat.pgrp, other.pid, "precondition: leads its group");
+
+    let started = Instant::now();
+    assert!(!wait_gone(&other, Duration::from_millis(100)).unwrap());
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    signal_group(&other, 0).unwrap();
+
+    assert_eq!(terminate(&other, WAIT).unwrap(), Termination::ExitedOnTerm);
+    assert!(wait_gone(&other, Duration::ZERO).unwrap());
+    // The shell reaps it and then exits, its `wait` done.
+    assert!(child.wait_timeout(WAIT).unwrap().is_some());
+    assert_no_zombie(&other);
+    assert_no_zombie(child.identity());
+}
+
+#[test]
+fn signal_group_kills_the_group() {
+    setup();
+    let fifo = Fifo::new();
+    let spec = SpawnSpec::new("sh")
+        .args(["-c", r#"sleep 1000 & echo $! > "$1"; wait"#, "sh"])
+        .arg(fifo.path());
+    let mut child = ChildGuard(spawn_detached(&spec).unwrap());
+    let grandchild = ProcessIdentity::of(fifo.read_pid()).unwrap();
+    let _cleanup = KillOnDrop(grandchild.clone());
+
+    signal_group(child.identity(), libc::SIGKILL).unwrap();
+    let status = child.wait_timeout(WAIT).unwrap().unwrap();
+    assert_eq!(status.signal, Some(libc::SIGKILL));
+    assert!(wait_gone(&grandchild, WAIT).unwrap());
+    assert!(!grandchild.is_alive());
+}
+
+/// Whatever an identity says, the group of init and our own group are never
+/// signalled. Signal 0 keeps the test harmless even if the guard failed.
+#[test]
+fn signal_group_refuses_init_our_own_group_and_non_leaders() {
+    setup();
+    let init = ProcessIdentity::of(1).unwrap();
+    assert!(matches!(
+        signal_group(&init, 0),
+        Err(Error::Protected { pid: 1, .. })
+    ));
+    assert!(matches!(
+        terminate(&init, Duration::ZERO),
+        Err(Error::Protected { pid: 1, .. })
+    ));
+
+    // SAFETY: getpgrp cannot fail.
+    let own_group = u32::try_from(unsafe { libc::getpgrp() }).unwrap();
+    if let Ok(leader) = ProcessIdentity::of(own_group) {
+        let err = signal_group(&leader, 0).unwrap_err();
+        assert!(matches!(err, Error::Protected { .. }), "{err:?}");
+    }
+
+    // A group member that is not its leader.
+    let fifo = Fifo::new();
+    let spec = SpawnSpec::new("sh")
+        .args(["-c", r#"sleep 1000 & echo $! > "$1"; wait"#, "sh"])
+        .arg(fifo.path());
+    let mut child = ChildGuard(spawn_detached(&spec).unwrap());
+    let member = ProcessIdentity::of(fifo.read_pid()).unwrap();
+    let _cleanup = KillOnDrop(member.clone());
+    let err = signal_group(&member, libc::SIGKILL).unwrap_err();
+    assert!(
+        matches!(err, Error::NotGroupLeader { pgid, .. } if pgid == child.pid()),
+        "{err:?}"
+    );
+    let err = terminate(&member, Duration::ZERO).unwrap_err();
+    assert!(matches!(err, Error::NotGroupLeader { .. }), "{err:?}");
+    assert!(member.is_alive());
+    assert_eq!(child.terminate(WAIT).unwrap(), Termination::ExitedOnTerm);
+    assert!(!member.is_alive());
+}
