@@ -82,6 +82,9 @@ pub struct Parser {
     data: String,
     event_type: String,
     last_event_id_buffer: String,
+    /// An `id` field was read since the last dispatch (so the buffer may
+    /// differ from `last_event_id`).
+    id_seen: bool,
     last_event_id: String,
     retry: Option<u64>,
 }
@@ -111,6 +114,7 @@ impl Parser {
             data: String::new(),
             event_type: String::new(),
             last_event_id_buffer: String::new(),
+            id_seen: false,
             last_event_id: String::new(),
             retry: None,
         }
@@ -286,6 +290,8 @@ impl Parser {
         match name {
             b"data" if self.discarding_event => {}
             b"data" => {
+                // One allocation of the right size for the common one-line event.
+                self.data.reserve(value.len() + 1);
                 push_lossy(&mut self.data, value);
                 self.data.push('\n');
                 if self.data.len() > self.max_bytes {
@@ -308,6 +314,7 @@ impl Parser {
             b"id" if memchr::memchr(0, value).is_none() => {
                 self.last_event_id_buffer.clear();
                 push_lossy(&mut self.last_event_id_buffer, value);
+                self.id_seen = true;
             }
             b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
                 let millis = value.iter().fold(0u64, |n, &d| {
@@ -321,7 +328,8 @@ impl Parser {
 
     /// The blank line: "dispatch the event" of the standard.
     fn dispatch(&mut self, on_event: &mut impl FnMut(Event)) {
-        if self.last_event_id != self.last_event_id_buffer {
+        if self.id_seen {
+            self.id_seen = false;
             self.last_event_id.clone_from(&self.last_event_id_buffer);
         }
         if self.discarding_event {
