@@ -96,14 +96,18 @@ pub(crate) struct Stat {
     pub pgrp: u32,
     /// Field 6.
     pub session: u32,
+    /// Field 20.
+    pub num_threads: u64,
     /// Field 22.
     pub start_time: u64,
 }
 
 impl Stat {
-    /// Zombie or dead: the process has exited.
+    /// Zombie or dead: the process has exited. A main thread that exited
+    /// before the other threads also shows Z, but while it has live threads
+    /// the process runs on (and its thread count is above one).
     pub fn is_dead(&self) -> bool {
-        matches!(self.state, 'Z' | 'X' | 'x')
+        matches!(self.state, 'Z' | 'X' | 'x') && self.num_threads <= 1
     }
 }
 
@@ -172,6 +176,7 @@ pub(crate) fn parse_stat(bytes: &[u8]) -> Result<Stat, String> {
         ppid: small(4)?,
         pgrp: small(5)?,
         session: small(6)?,
+        num_threads: number(20)?,
         start_time: number(22)?,
     })
 }
@@ -326,6 +331,7 @@ mod tests {
                 ppid: 1,
                 pgrp: 4242,
                 session: 4242,
+                num_threads: 1,
                 start_time: 987654
             }
         );
@@ -337,6 +343,14 @@ mod tests {
         let stat = parse_stat(line).unwrap();
         assert!(stat.is_dead());
         assert_eq!(stat.start_time, 5555);
+    }
+
+    #[test]
+    fn an_exited_main_thread_with_live_threads_is_not_dead() {
+        let line = b"78 (server) Z 1 78 78 0 -1 4227084 98 0 1 0 0 0 0 0 20 0 5 0 5555 0 0";
+        let stat = parse_stat(line).unwrap();
+        assert_eq!((stat.state, stat.num_threads), ('Z', 5));
+        assert!(!stat.is_dead());
     }
 
     #[test]

@@ -152,6 +152,15 @@ fn protect(pid: u32) -> Result<(), Error> {
     Ok(())
 }
 
+/// Whether the group members still need SIGTERM when the sweep begins.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum SweepFrom {
+    /// The leader was found gone: nothing has been sent yet.
+    Start,
+    /// SIGTERM went to the whole group with the leader.
+    TermSent,
+}
+
 /// A process group leader to terminate or wait for.
 pub(crate) struct Target<'a> {
     pub identity: &'a ProcessIdentity,
@@ -181,7 +190,7 @@ impl Target<'_> {
         if self.own_already_reaped() {
             // Reaped earlier: the pid may be reused, so only a pidfd (which
             // still names the original group) may address the group.
-            self.sweep_group(grace_deadline, false)?;
+            self.sweep_group(grace_deadline, SweepFrom::Start, false)?;
             return Ok(Termination::AlreadyGone);
         }
         match self.identity.check()? {
@@ -195,7 +204,7 @@ impl Target<'_> {
             Liveness::Zombie => {
                 // Exited but not reaped: the identity matched and the zombie
                 // keeps the group id reserved, so clean up what it left.
-                self.sweep_group(grace_deadline, true)?;
+                self.sweep_group(grace_deadline, SweepFrom::Start, true)?;
                 self.reap_leader()?;
                 return Ok(Termination::AlreadyGone);
             }
@@ -209,9 +218,7 @@ impl Target<'_> {
             }
         }
 
-        self.send(libc::SIGTERM)?;
-        // Ignored errors: SIGCONT only helps stopped members see SIGTERM.
-        let _ = self.signal_group(libc::SIGCONT);
+        self.send_term()?;
         let outcome = if self.wait_leader_exit(grace_deadline)? {
             Termination::ExitedOnTerm
         } else {
@@ -226,9 +233,17 @@ impl Target<'_> {
         };
         // The leader has exited; sweep before reaping it, while its zombie
         // still keeps the group id from being reused.
-        self.sweep_group(grace_deadline, true)?;
+        self.sweep_group(grace_deadline, SweepFrom::TermSent, true)?;
         self.reap_leader()?;
         Ok(outcome)
+    }
+
+    /// SIGTERM to the group, then SIGCONT so that stopped members can act on
+    /// it (errors of the latter are ignored: it only helps).
+    fn send_term(&self) -> Result<(), Error> {
+        self.send(libc::SIGTERM)?;
+        let _ = self.signal_group(libc::SIGCONT);
+        Ok(())
     }
 
     /// Signals the group; the group being empty (ESRCH) is fine.
@@ -256,10 +271,16 @@ impl Target<'_> {
     }
 
     /// After the leader has exited: gives the remaining members what is left
-    /// of the grace period, SIGKILLs the group, waits until no member runs
-    /// and reaps the members that are our children. `kill_fallback` allows
-    /// `kill(-pgid)` when the pidfd cannot address the group.
-    fn sweep_group(&mut self, grace_deadline: Instant, kill_fallback: bool) -> Result<(), Error> {
+    /// of the grace period after SIGTERM, SIGKILLs the group, waits until no
+    /// member runs and reaps the members that are our children.
+    /// `kill_fallback` allows `kill(-pgid)` when the pidfd cannot address the
+    /// group.
+    fn sweep_group(
+        &mut self,
+        grace_deadline: Instant,
+        from: SweepFrom,
+        kill_fallback: bool,
+    ) -> Result<(), Error> {
         let pgid = self.pid();
         let can_address_group = match self.pidfd {
             Some(fd) => match sys::pidfd_signal_group(fd, 0) {
@@ -272,6 +293,9 @@ impl Target<'_> {
         };
         if !can_address_group && !kill_fallback {
             return Ok(());
+        }
+        if from == SweepFrom::Start {
+            self.send_term()?;
         }
         wait_members(pgid, grace_deadline)?;
         self.send(libc::SIGKILL)?;

@@ -1,5 +1,6 @@
 //! terminate, signal_group and wait_gone against real process groups.
 
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use super::support::*;
@@ -251,4 +252,71 @@ fn signal_group_refuses_init_our_own_group_and_non_leaders() {
     assert!(member.is_alive());
     assert_eq!(child.terminate(WAIT).unwrap(), Termination::ExitedOnTerm);
     assert!(!member.is_alive());
+}
+
+/// The leader has already exited (a zombie, not reaped) but left a member in
+/// its group: terminate reports AlreadyGone and still ends the member,
+/// because the identity matched.
+#[test]
+fn terminate_of_an_exited_unreaped_leader_ends_what_it_left() {
+    setup();
+    let fifo = Fifo::new();
+    let spec = SpawnSpec::new("sh")
+        .args(["-c", r#"sleep 1000 & echo $! > "$1""#, "sh"])
+        .arg(fifo.path());
+    let child = ChildGuard(spawn_detached(&spec).unwrap());
+    let leftover = ProcessIdentity::of(fifo.read_pid()).unwrap();
+    let _cleanup = KillOnDrop(leftover.clone());
+    let leader = child.identity().clone();
+    let pidfd = crate::sys::pidfd_open(leader.pid).unwrap().expect("pidfd");
+    let exited = crate::sys::poll_readable(&[pidfd.as_fd()], Instant::now() + WAIT).unwrap();
+    assert!(exited && read_stat(leader.pid).unwrap().state == 'Z');
+    assert!(leftover.is_alive());
+
+    assert_eq!(terminate(&leader, WAIT).unwrap(), Termination::AlreadyGone);
+    assert!(!leftover.is_alive(), "the leftover member survived");
+    assert_no_zombie(&leader);
+    assert_no_zombie(&leftover);
+}
+
+/// After the Child has reaped its leader, the pid may be reused, so only a
+/// pidfd may still address the group (Linux 6.9+); on older kernels the
+/// member is deliberately left alone.
+#[test]
+fn child_terminate_after_reaping_sweeps_only_through_the_pidfd() {
+    setup();
+    let fifo = Fifo::new();
+    let spec = SpawnSpec::new("sh")
+        .args(["-c", r#"sleep 1000 & echo $! > "$1""#, "sh"])
+        .arg(fifo.path());
+    let mut child = ChildGuard(spawn_detached(&spec).unwrap());
+    let leftover = ProcessIdentity::of(fifo.read_pid()).unwrap();
+    let _cleanup = KillOnDrop(leftover.clone());
+    assert!(child.wait_timeout(WAIT).unwrap().unwrap().success());
+    assert!(leftover.is_alive());
+
+    assert_eq!(child.terminate(WAIT).unwrap(), Termination::AlreadyGone);
+    if pidfd_can_signal_groups() {
+        assert!(!leftover.is_alive(), "the leftover member survived");
+        assert_no_zombie(&leftover);
+    } else {
+        eprintln!("kernel before 6.9: no race-free group signal after reaping");
+        assert!(leftover.is_alive());
+    }
+}
+
+/// Whether this kernel knows PIDFD_SIGNAL_PROCESS_GROUP: asked with signal 0
+/// for the group whose id is our pid, which sends nothing. We lead no group,
+/// so a kernel that knows the flag answers ESRCH; one that does not, EINVAL.
+fn pidfd_can_signal_groups() -> bool {
+    let me = crate::sys::pidfd_open(std::process::id())
+        .unwrap()
+        .expect("pidfd");
+    match crate::sys::pidfd_signal_group(me.as_fd(), 0) {
+        Ok(known) => known,
+        Err(err) => {
+            assert!(crate::sys::is_esrch(&err), "{err}");
+            true
+        }
+    }
 }
