@@ -1,3 +1,86 @@
-//! A blocking, typed client of the OpenCode HTTP API.
+//! A blocking, typed client of the OpenCode HTTP API (`opencode serve`).
 //!
-//! Not implemented yet: this crate is an empty placeholder in the workspace.
+//! For synchronous programs: no async runtime, every call blocks the calling
+//! thread and is bounded in time (short for [`Client::health`], longer for
+//! ordinary calls); the blocking [`Client::prompt`] waits for the turn to end
+//! and can be cancelled from another thread with a [`CancelToken`].
+//!
+//! - [`Client`] / [`ClientBuilder`]: Basic auth (also from
+//!   `OPENCODE_SERVER_PASSWORD`), the project directory (sent as the
+//!   percent-encoded `x-opencode-directory` header), timeouts, and the calls:
+//!   health, sessions, messages, prompts, abort, status, event streams.
+//! - Types with serde for what the server sends: [`Session`], [`Message`],
+//!   [`Part`], [`Event`], [`GlobalEvent`]. Decoding is forward-compatible:
+//!   unknown fields are ignored and unknown part, role and event types are
+//!   kept as raw JSON.
+//! - [`new_message_id`]: message IDs in OpenCode's own format, so a prompt
+//!   can be found afterwards and retried without a duplicate turn.
+//! - [`Error`]: one enum; decode errors say which field failed, and no
+//!   message or `Debug` output ever contains the password.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use opencode_api::{Client, NewSession, PromptRequest, new_message_id};
+//!
+//! let client = Client::builder("http://127.0.0.1:4096")
+//!     .auth_from_env()
+//!     .directory("/home/me/project")
+//!     .build()?;
+//! println!("opencode {}", client.health()?.version);
+//! let session = client.create_session(&NewSession::titled("demo"))?;
+//! let reply = client.prompt(&session.id, &PromptRequest::text("say hi"))?;
+//! println!("{}", reply.text());
+//!
+//! // Fire and forget, then find the stored message by its ID.
+//! let id = new_message_id();
+//! client.prompt_async(&session.id, &PromptRequest::text("again").message_id(&id))?;
+//! # Ok::<(), opencode_api::Error>(())
+//! ```
+//!
+//! Decoding needs no server:
+//!
+//! ```
+//! use opencode_api::{Event, EventKind};
+//! let frame = r#"{"id":"evt_1","type":"session.idle","properties":{"sessionID":"ses_1"}}"#;
+//! let event = Event::parse(frame)?;
+//! assert!(matches!(event.kind, EventKind::SessionIdle(ref e) if e.session_id == "ses_1"));
+//! let other = Event::parse(r#"{"id":"evt_2","type":"plugin.added","properties":{}}"#)?;
+//! assert_eq!(other.kind_name(), "plugin.added");
+//! # Ok::<(), opencode_api::Error>(())
+//! ```
+
+mod cancel;
+mod client;
+mod decode;
+mod encoding;
+mod error;
+mod events;
+mod ids;
+mod requests;
+mod types;
+
+#[cfg(test)]
+mod captures;
+
+pub use cancel::CancelToken;
+pub use client::{
+    Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEALTH_TIMEOUT, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_TIMEOUT, DEFAULT_USERNAME, DIRECTORY_HEADER,
+};
+pub use error::Error;
+pub use events::{
+    Event, EventKind, GlobalEvent, InstanceDisposed, MessageRemoved, MessageUpdated, NextError,
+    NextReasoningDelta, NextStepEnded, NextStepFailed, NextStepStarted, NextTextDelta,
+    NextTextEnded, NextToolCalled, NextToolFailed, NextToolInputDelta, NextToolSuccess, PartDelta,
+    PartRemoved, PartUpdated, PendingRequest, SessionFailed, SessionInfo, SessionRef,
+    SessionStatusChanged,
+};
+pub use ids::{ascending_id, id_value, new_message_id, new_message_id_after, new_part_id};
+pub use requests::{NewSession, PartInput, PromptRequest};
+pub use types::{
+    AssistantMessage, AssistantMessageTime, CacheTokens, FilePart, Health, Message, MessageError,
+    MessagePath, MessageWithParts, ModelRef, Part, PartTime, PromptReply, ReasoningPart, Session,
+    SessionModel, SessionStatus, SessionTime, StepFinishPart, StepStartPart, TextPart, Tokens,
+    ToolPart, ToolState, ToolStatus, ToolTime, UserMessage, UserMessageTime,
+};
