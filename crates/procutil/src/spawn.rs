@@ -335,10 +335,22 @@ fn reset_signal_dispositions() {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Lets a test run the descriptor loop of kernels without
+    /// `CLOSE_RANGE_CLOEXEC` (before 5.11). Read in the child after fork: a
+    /// const-initialised thread-local is a plain memory read there.
+    pub(crate) static NO_CLOSE_RANGE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Sets `FD_CLOEXEC` on every descriptor >= `first`.
 fn mark_cloexec_from(first: libc::c_int) {
+    #[cfg(test)]
+    let use_close_range = !NO_CLOSE_RANGE.get();
+    #[cfg(not(test))]
+    let use_close_range = true;
     #[cfg(target_os = "linux")]
-    {
+    if use_close_range {
         let first = libc::c_uint::try_from(first).unwrap_or(3);
         // SAFETY: plain system call (Linux 5.11+); on failure we fall back.
         let rc = unsafe {
@@ -353,6 +365,7 @@ fn mark_cloexec_from(first: libc::c_int) {
             return;
         }
     }
+    let _ = use_close_range;
     // Fallback: every descriptor number up to the open-files limit.
     // SAFETY: rlimit is a valid out pointer.
     let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };

@@ -109,6 +109,18 @@ fn child_leads_a_new_session_with_stdin_and_output_on_dev_null() {
 #[test]
 fn child_inherits_no_descriptor_beyond_stdio() {
     setup();
+    assert_only_stdio_is_inherited();
+}
+
+/// The same with the loop that kernels without `CLOSE_RANGE_CLOEXEC` use.
+#[test]
+fn child_inherits_no_descriptor_beyond_stdio_without_close_range() {
+    setup();
+    crate::spawn::NO_CLOSE_RANGE.set(true);
+    assert_only_stdio_is_inherited();
+}
+
+fn assert_only_stdio_is_inherited() {
     // Descriptors without close-on-exec, as careless code elsewhere in the
     // process might leave them.
     let mut pipe = [0; 2];

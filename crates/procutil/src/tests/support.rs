@@ -39,7 +39,16 @@ pub struct ChildGuard(pub Child);
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
-        let _ = self.0.terminate(Duration::ZERO);
+        if self.0.terminate(Duration::ZERO).is_err() {
+            // E.g. not a group leader because a test found setsid broken:
+            // at least the child itself must go.
+            // SAFETY: plain kill of our own child, which is not reaped yet
+            // (terminate reaps only on success), so the pid is still its.
+            unsafe {
+                libc::kill(raw(self.0.pid()), libc::SIGKILL);
+            }
+            let _ = self.0.wait_timeout(Duration::from_secs(10));
+        }
     }
 }
 

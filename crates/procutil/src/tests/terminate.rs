@@ -320,3 +320,51 @@ fn pidfd_can_signal_groups() -> bool {
         }
     }
 }
+
+/// Runs the paths for kernels without pidfd (short sleeps instead of poll,
+/// `kill(-pgid)` instead of a pidfd group signal) in this thread.
+#[test]
+fn without_pidfd_waits_and_termination_still_work() {
+    setup();
+    crate::sys::NO_PIDFD.set(true);
+
+    // Our own child: wait_timeout, then SIGKILL for a TERM-ignoring group.
+    let fifo = Fifo::new();
+    let spec = SpawnSpec::new("sh")
+        .args([
+            "-c",
+            r#"trap "" TERM; sleep 1000 & echo $! > "$1"; wait"#,
+            "sh",
+        ])
+        .arg(fifo.path());
+    let mut child = ChildGuard(spawn_detached(&spec).unwrap());
+    let grandchild = ProcessIdentity::of(fifo.read_pid()).unwrap();
+    let _cleanup = KillOnDrop(grandchild.clone());
+    assert_eq!(child.wait_timeout(Duration::from_millis(20)).unwrap(), None);
+    assert_eq!(
+        child.terminate(Duration::from_millis(100)).unwrap(),
+        Termination::Killed
+    );
+    assert_eq!(
+        child.try_wait().unwrap().unwrap().signal,
+        Some(libc::SIGKILL)
+    );
+    assert!(!grandchild.is_alive());
+    assert_no_zombie(child.identity());
+    assert_no_zombie(&grandchild);
+
+    // A process we did not spawn: wait_gone and terminate by identity.
+    let fifo = Fifo::new();
+    let script = r#"setsid sh -c 'echo $$ > "$1"; exec sleep 1000' inner "$1" & wait"#;
+    let spec = SpawnSpec::new("sh")
+        .args(["-c", script, "sh"])
+        .arg(fifo.path());
+    let mut child = ChildGuard(spawn_detached(&spec).unwrap());
+    let other = ProcessIdentity::of(fifo.read_pid()).unwrap();
+    let _cleanup = KillOnDrop(other.clone());
+    assert!(!wait_gone(&other, Duration::from_millis(20)).unwrap());
+    assert_eq!(terminate(&other, WAIT).unwrap(), Termination::ExitedOnTerm);
+    assert!(wait_gone(&other, Duration::ZERO).unwrap());
+    assert!(child.wait_timeout(WAIT).unwrap().is_some());
+    assert_no_zombie(&other);
+}
