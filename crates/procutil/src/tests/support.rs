@@ -39,11 +39,11 @@ pub struct ChildGuard(pub Child);
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
-        if self.0.terminate(Duration::ZERO).is_err() {
+        if self.0.terminate(Duration::ZERO).is_err() && matches!(self.0.try_wait(), Ok(None)) {
             // E.g. not a group leader because a test found setsid broken:
             // at least the child itself must go.
-            // SAFETY: plain kill of our own child, which is not reaped yet
-            // (terminate reaps only on success), so the pid is still its.
+            // SAFETY: plain kill of our own child, still running and not
+            // reaped (just checked), so the pid is still its.
             unsafe {
                 libc::kill(raw(self.0.pid()), libc::SIGKILL);
             }
