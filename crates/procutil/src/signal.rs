@@ -413,13 +413,15 @@ impl Target<'_> {
 fn wait_members(pgid: u32, deadline: Instant) -> Result<Vec<u32>, Error> {
     let mut step = sys::BACKOFF_START;
     loop {
-        let running = reap_dead_members(pgid)?;
+        let (running, foreign_zombies) = reap_dead_members(pgid)?;
         if running.is_empty() {
-            // Once nothing runs, every exit (and with it every handing over
-            // of orphaned zombies to us as their subreaper) is complete; one
-            // more pass reaps zombies the first scan saw under their old
-            // parent.
-            reap_dead_members(pgid)?;
+            if foreign_zombies {
+                // Once nothing runs, every exit (and with it every handing
+                // over of orphaned zombies to us as their subreaper) is
+                // complete; one more pass reaps zombies that this scan saw
+                // under their old parent.
+                reap_dead_members(pgid)?;
+            }
             return Ok(running);
         }
         if Instant::now() >= deadline {
@@ -442,17 +444,23 @@ fn wait_members(pgid: u32, deadline: Instant) -> Result<Vec<u32>, Error> {
 }
 
 /// Reaps the zombies in group `pgid` that are our children, except the
-/// leader, and returns the members still running. Each zombie is reaped by
-/// its own pid: a zombie's pid cannot be reused until it is reaped.
-fn reap_dead_members(pgid: u32) -> Result<Vec<u32>, Error> {
+/// leader, and returns the members still running, and whether zombies of
+/// other parents were seen. Each zombie is reaped by its own pid: a zombie's
+/// pid cannot be reused until it is reaped.
+fn reap_dead_members(pgid: u32) -> Result<(Vec<u32>, bool), Error> {
     let own_pid = sys::own_pid();
     let mut running = Vec::new();
+    let mut foreign_zombies = false;
     for member in scan_group(pgid)? {
         if !member.dead {
             running.push(member.pid);
-        } else if member.ppid == own_pid && member.pid != pgid {
+        } else if member.pid == pgid {
+            // The leader: the caller reaps it.
+        } else if member.ppid == own_pid {
             let _ = sys::waitpid_nohang(member.pid);
+        } else {
+            foreign_zombies = true;
         }
     }
-    Ok(running)
+    Ok((running, foreign_zombies))
 }
