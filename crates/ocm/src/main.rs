@@ -1,6 +1,19 @@
-//! The `ocm` command-line tool. Not implemented yet.
+//! `ocm`: one OpenCode server per project, found again from any shell.
+//!
+//! The binary is thin: [`cli`] parses the command line, [`commands`] runs
+//! it with a [`manager::Manager`], [`render`] formats the result (human or
+//! `--json`), [`progress`] shows what happens on stderr, [`follow`] tails
+//! the server log, and [`error`] maps failures to exit statuses: 0 success,
+//! 1 error, 2 bad usage, 3 not running, 4 failed to start.
+
+mod cli;
+mod commands;
+mod error;
+mod follow;
+mod progress;
+mod render;
 
 fn main() {
-    eprintln!("ocm: not implemented yet");
-    std::process::exit(2);
+    let code = commands::main(std::env::args_os().skip(1).collect());
+    std::process::exit(code);
 }

@@ -1,0 +1,265 @@
+//! `ocm logs`: the last lines of a log, and following it like `tail -F`
+//! (across rotation and truncation) with inotify, not a polling loop.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Duration;
+
+/// How much of the end of the file is read to find the last lines.
+const TAIL_WINDOW: u64 = 4 * 1024 * 1024;
+/// A wake-up even without an inotify event: a safety net for filesystems
+/// where inotify sees nothing (network mounts), and the pace of waiting for
+/// a folder that does not exist yet.
+const SAFETY_NET: Duration = Duration::from_millis(1000);
+
+/// The last `n` lines of an open file and the offset its end was at.
+pub fn last_lines(file: &mut File, n: usize) -> io::Result<(Vec<u8>, u64)> {
+    let len = file.metadata()?.len();
+    if n == 0 {
+        return Ok((Vec::new(), len));
+    }
+    let start = len.saturating_sub(TAIL_WINDOW);
+    file.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::new();
+    Read::by_ref(file).take(len - start).read_to_end(&mut bytes)?;
+    let end = start + bytes.len() as u64;
+    // Lines end at '\n'; a last line without one still counts.
+    let body_end = if bytes.last() == Some(&b'\n') {
+        bytes.len() - 1
+    } else {
+        bytes.len()
+    };
+    let mut seen = 0;
+    let mut cut = if start > 0 {
+        // The window may begin inside a line: never print that fragment.
+        bytes.iter().position(|&b| b == b'\n').map_or(bytes.len(), |i| i + 1)
+    } else {
+        0
+    };
+    for i in (0..body_end).rev() {
+        if bytes[i] == b'\n' {
+            seen += 1;
+            if seen == n {
+                cut = cut.max(i + 1);
+                break;
+            }
+        }
+    }
+    Ok((bytes.split_off(cut.min(bytes.len())), end))
+}
+
+/// Writes what is appended to `path` to `out`, forever (until the process
+/// is interrupted or `out` fails), starting at `offset` of `file` (the
+/// file `path` named when it was opened; `None`: it did not exist yet).
+/// When the file is replaced (rotated) the rest of the old one is written,
+/// then the new one from its start; when it shrinks (truncated), it is
+/// read again from the start.
+pub fn follow(
+    path: &Path,
+    mut file: Option<File>,
+    mut offset: u64,
+    out: &mut dyn Write,
+    mut waiting: impl FnMut(&Path),
+) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut watch = DirWatch::new(dir);
+    let mut told_waiting = false;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if let Some(current) = file.as_mut() {
+            // Truncated in place: start over.
+            if current.metadata()?.len() < offset {
+                offset = 0;
+            }
+            current.seek(SeekFrom::Start(offset))?;
+            loop {
+                let n = current.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                out.write_all(&buf[..n])?;
+                offset += n as u64;
+            }
+            out.flush()?;
+        }
+        // Replaced (rotated or recreated)? Switch once the old one is drained.
+        let replaced = match (&file, std::fs::metadata(path)) {
+            (Some(current), Ok(now)) => {
+                let old = current.metadata()?;
+                (old.dev(), old.ino()) != (now.dev(), now.ino())
+            }
+            (None, Ok(_)) => true,
+            (_, Err(_)) => false,
+        };
+        if replaced {
+            match File::open(path) {
+                Ok(new) => {
+                    file = Some(new);
+                    offset = 0;
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if file.is_none() && !told_waiting {
+            waiting(path);
+            told_waiting = true;
+        }
+        if watch.is_none() {
+            // The folder may have appeared since.
+            watch = DirWatch::new(dir);
+        }
+        match &watch {
+            Some(watch) => watch.wait(SAFETY_NET),
+            None => std::thread::sleep(SAFETY_NET),
+        }
+    }
+}
+
+/// An inotify watch on a folder: it reports writes to, and creation,
+/// renaming and removal of, the files in it.
+struct DirWatch {
+    fd: OwnedFd,
+}
+
+impl DirWatch {
+    fn new(dir: &Path) -> Option<DirWatch> {
+        use std::os::unix::ffi::OsStrExt;
+        let c_dir = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        // SAFETY: plain syscalls; the descriptor is owned right away.
+        unsafe {
+            let fd = libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK);
+            if fd < 0 {
+                return None;
+            }
+            let fd = OwnedFd::from_raw_fd(fd);
+            let mask = libc::IN_MODIFY
+                | libc::IN_CREATE
+                | libc::IN_MOVED_TO
+                | libc::IN_MOVED_FROM
+                | libc::IN_DELETE
+                | libc::IN_CLOSE_WRITE
+                | libc::IN_ATTRIB;
+            if libc::inotify_add_watch(fd.as_raw_fd(), c_dir.as_ptr(), mask) < 0 {
+                return None;
+            }
+            Some(DirWatch { fd })
+        }
+    }
+
+    /// Sleeps until something happens in the folder or `timeout` passes.
+    fn wait(&self, timeout: Duration) {
+        let mut pollfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let millis = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd for the duration of the call.
+        unsafe { libc::poll(&mut pollfd, 1, millis) };
+        let mut events = [0u8; 4096];
+        // Drain the queue; only the wake-up matters.
+        // SAFETY: reading into a local buffer from a non-blocking descriptor.
+        while unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                events.as_mut_ptr().cast(),
+                events.len(),
+            )
+        } > 0
+        {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    fn tail_of(text: &str, n: usize) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(&path, text).unwrap();
+        let mut file = File::open(&path).unwrap();
+        let (bytes, end) = last_lines(&mut file, n).unwrap();
+        assert_eq!(end, text.len() as u64);
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn last_lines_of_files() {
+        assert_eq!(tail_of("a\nb\nc\n", 2), "b\nc\n");
+        assert_eq!(tail_of("a\nb\nc", 2), "b\nc");
+        assert_eq!(tail_of("a\nb\nc\n", 5), "a\nb\nc\n");
+        assert_eq!(tail_of("a\nb\nc\n", 0), "");
+        assert_eq!(tail_of("", 3), "");
+        assert_eq!(tail_of("\n\n", 1), "\n");
+    }
+
+    /// A writer that hands what it gets to a channel.
+    struct Sink(mpsc::Sender<Vec<u8>>);
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0
+                .send(buf.to_vec())
+                .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn expect(rx: &mpsc::Receiver<Vec<u8>>, wanted: &str) {
+        let mut got = Vec::new();
+        while got.len() < wanted.len() {
+            let chunk = rx
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("waited for {wanted:?}, got {got:?}"));
+            got.extend(chunk);
+        }
+        assert_eq!(String::from_utf8_lossy(&got), wanted);
+    }
+
+    #[test]
+    fn follows_appends_rotation_and_a_late_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.log");
+        let (tx, rx) = mpsc::channel();
+        let (waiting_tx, waiting_rx) = mpsc::channel();
+        let follow_path = path.clone();
+        // The thread ends when the test drops `rx` (the sink fails).
+        let follower = std::thread::spawn(move || {
+            let _ = follow(&follow_path, None, 0, &mut Sink(tx), |_| {
+                let _ = waiting_tx.send(());
+            });
+        });
+        waiting_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let append = |text: &str| {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .unwrap();
+            f.write_all(text.as_bytes()).unwrap();
+        };
+        append("first\n");
+        expect(&rx, "first\n");
+        append("second\n");
+        expect(&rx, "second\n");
+        std::fs::rename(&path, dir.path().join("server.log.1")).unwrap();
+        append("after rotation\n");
+        expect(&rx, "after rotation\n");
+        std::fs::write(&path, "").unwrap();
+        append("x\n");
+        expect(&rx, "x\n");
+        drop(rx);
+        // One more write wakes the follower, whose write then fails.
+        append("bye\n");
+        follower.join().unwrap();
+    }
+}

@@ -1,0 +1,440 @@
+//! How results look: one human line or block, or one JSON value.
+//!
+//! JSON objects always carry `project`, `url`, `port`, `pid`, `status`,
+//! `healthy`, `startedAt` and `logPath` (null when unknown), so scripts can
+//! read every command's output the same way.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use manager::{GcReport, ServerInfo, ServerState, ServerStatus, StopKind, StopReport};
+use serde_json::{Map, Value, json};
+
+/// `ocm up`/`restart` as JSON: the server plus `elapsedMs` (how long the
+/// call took) and `uptimeSeconds`.
+pub fn server_json(info: &ServerInfo, elapsed: Duration) -> Value {
+    let mut value = to_object(info);
+    value.insert("elapsedMs".into(), json!(elapsed.as_millis() as u64));
+    value.insert("uptimeSeconds".into(), json!(uptime(&info.started_at)));
+    Value::Object(value)
+}
+
+/// `ocm up`/`restart` for humans: `ready at URL (pid N) in 1.31 s`, or
+/// `running at URL (pid N), up 5m` for a reused server.
+pub fn server_line(info: &ServerInfo, elapsed: Duration) -> String {
+    let auth = if info.has_auth() {
+        ", password required"
+    } else {
+        ""
+    };
+    if info.reused {
+        let up = uptime(&info.started_at)
+            .map(|s| format!(", up {}", duration_short(Duration::from_secs(s))))
+            .unwrap_or_default();
+        format!("running at {} (pid {}){up}{auth}", info.url, info.pid)
+    } else {
+        format!(
+            "ready at {} (pid {}) in {:.2} s{auth}",
+            info.url,
+            info.pid,
+            elapsed.as_secs_f64()
+        )
+    }
+}
+
+/// `ocm status`/`ls` entries as JSON, plus `projectPort` (the deterministic
+/// port) when it can be computed.
+pub fn status_json(status: &ServerStatus) -> Value {
+    let mut value = to_object(status);
+    value.insert(
+        "projectPort".into(),
+        json!(portmap::port_for_project(&status.project).ok()),
+    );
+    Value::Object(value)
+}
+
+/// `ocm status` for humans: a block of `name value` lines.
+pub fn status_block(status: &ServerStatus) -> String {
+    let mut rows: Vec<(&str, String)> = Vec::new();
+    rows.push(("project", status.project.display().to_string()));
+    let state = match (status.status, &status.detail) {
+        (ServerState::Running, _) => "running (healthy)".to_string(),
+        (state, Some(detail)) => format!("{state}: {detail}"),
+        (state, None) => state.to_string(),
+    };
+    rows.push(("status", state));
+    let live = matches!(status.status, ServerState::Running | ServerState::Unhealthy);
+    if live {
+        if let Some(url) = &status.url {
+            rows.push(("url", url.clone()));
+        }
+        if let Some(pid) = status.pid {
+            rows.push(("pid", pid.to_string()));
+        }
+        if let Some(seconds) = status.uptime_seconds {
+            let since = status
+                .started_at
+                .as_deref()
+                .map(|s| format!(" (since {s})"))
+                .unwrap_or_default();
+            rows.push((
+                "uptime",
+                format!("{}{since}", duration_long(Duration::from_secs(seconds))),
+            ));
+        }
+        if let Some(bytes) = status.resident_memory_bytes {
+            rows.push(("memory", bytes_human(bytes)));
+        }
+        if let Some(version) = &status.version {
+            rows.push(("version", version.clone()));
+        }
+    } else {
+        let project_port = portmap::port_for_project(&status.project).ok();
+        if let Some(port) = project_port {
+            rows.push(("port", format!("{port} (the project's port)")));
+        }
+        if let (Some(url), Some(pid)) = (&status.url, status.pid) {
+            rows.push(("last run", format!("{url} (pid {pid})")));
+        }
+    }
+    rows.push(("log", status.log_path.display().to_string()));
+    rows.iter()
+        .map(|(name, value)| format!("{name:<8} {value}\n"))
+        .collect()
+}
+
+/// `ocm ls` for humans: a table, or a line saying there is nothing.
+pub fn list_table(all: &[ServerStatus]) -> String {
+    if all.is_empty() {
+        return "no projects (start one with `ocm up`)\n".to_string();
+    }
+    let mut rows = vec![[
+        "STATUS".to_string(),
+        "PORT".into(),
+        "PID".into(),
+        "UPTIME".into(),
+        "PROJECT".into(),
+    ]];
+    for status in all {
+        let live = matches!(status.status, ServerState::Running | ServerState::Unhealthy);
+        let dash = || "-".to_string();
+        rows.push([
+            status.status.to_string(),
+            status
+                .port
+                .filter(|_| live)
+                .map_or_else(dash, |p| p.to_string()),
+            status
+                .pid
+                .filter(|_| live)
+                .map_or_else(dash, |p| p.to_string()),
+            status
+                .uptime_seconds
+                .map_or_else(dash, |s| duration_short(Duration::from_secs(s))),
+            status.project.display().to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..4)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        for (i, width) in widths.iter().enumerate() {
+            out.push_str(&format!("{:<width$}  ", row[i]));
+        }
+        out.push_str(&row[4]);
+        out.push('\n');
+    }
+    out
+}
+
+/// `ocm down`/`destroy` as JSON: the status after the stop, plus what the
+/// stop did: `wasRunning`, `stopped` (`terminated`, `killed`,
+/// `already-gone` or null), `stoppedPid`, `orphansStopped`, `leftAlone`.
+pub fn stop_json(after: &ServerStatus, report: &StopReport) -> Value {
+    let mut value = status_json(after)
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let stop = to_object(report);
+    value.insert("wasRunning".into(), json!(was_running(report)));
+    value.insert(
+        "stopped".into(),
+        stop.get("stopped").cloned().unwrap_or(Value::Null),
+    );
+    value.insert("stoppedPid".into(), json!(report.pid));
+    value.insert("orphansStopped".into(), json!(report.orphans_stopped));
+    value.insert("leftAlone".into(), json!(report.left_alone));
+    Value::Object(value)
+}
+
+fn was_running(report: &StopReport) -> bool {
+    matches!(
+        report.stopped,
+        Some(StopKind::ExitedOnTerm) | Some(StopKind::Killed)
+    ) || !report.orphans_stopped.is_empty()
+}
+
+/// `ocm down` for humans: what was stopped, or that nothing was running.
+pub fn stop_lines(report: &StopReport, url: Option<&str>) -> Vec<String> {
+    let mut lines = Vec::new();
+    let at = url.map(|u| format!(" at {u}")).unwrap_or_default();
+    match (report.pid, report.stopped) {
+        (Some(pid), Some(StopKind::ExitedOnTerm)) => {
+            lines.push(format!("stopped the server{at} (pid {pid})"));
+        }
+        (Some(pid), Some(StopKind::Killed)) => lines.push(format!(
+            "killed the server{at} (pid {pid}): it ignored SIGTERM"
+        )),
+        (Some(pid), Some(StopKind::AlreadyGone)) => {
+            lines.push(format!("the server (pid {pid}) had already exited"));
+        }
+        _ => {}
+    }
+    if !report.orphans_stopped.is_empty() {
+        lines.push(format!(
+            "stopped unrecorded server(s) of this project: pid {}",
+            join(&report.orphans_stopped)
+        ));
+    }
+    if lines.is_empty() {
+        lines.push(format!(
+            "not running: no server for {}",
+            report.project.display()
+        ));
+    }
+    lines
+}
+
+/// `ocm gc` for humans.
+pub fn gc_lines(report: &GcReport) -> Vec<String> {
+    let mut lines = Vec::new();
+    for dir in &report.removed {
+        lines.push(format!("removed {}", dir.display()));
+    }
+    if !report.orphans_stopped.is_empty() {
+        lines.push(format!(
+            "stopped unrecorded server(s): pid {}",
+            join(&report.orphans_stopped)
+        ));
+    }
+    for status in &report.project_gone {
+        lines.push(format!(
+            "left running: {} (pid {}) serves {}, which no longer exists; `ocm down {}` stops it",
+            status.url.as_deref().unwrap_or("?"),
+            status.pid.map_or_else(|| "?".into(), |p| p.to_string()),
+            status.project.display(),
+            crate::error::shell_word(&status.project.display().to_string()),
+        ));
+    }
+    for dir in &report.busy {
+        lines.push(format!(
+            "skipped {}: another ocm is working on it",
+            dir.display()
+        ));
+    }
+    if lines.is_empty() {
+        lines.push("nothing to clean".into());
+    }
+    lines
+}
+
+/// `ocm port --json`.
+pub fn port_json(project: &Path, port: u16, hash: &str) -> Value {
+    json!({ "project": project, "port": port, "projectHash": hash })
+}
+
+/// `ocm logs --json`.
+pub fn logs_json(project: &Path, log: &Path, text: &str) -> Value {
+    json!({
+        "project": project,
+        "logPath": log,
+        "lines": text.lines().collect::<Vec<_>>(),
+    })
+}
+
+/// An error as JSON, for `--json` callers: `{"error": ..., "exitCode": N}`.
+pub fn error_json(message: &str, hint: Option<&str>, exit_code: i32) -> Value {
+    json!({ "error": message, "hint": hint, "exitCode": exit_code })
+}
+
+fn to_object(value: &impl serde::Serialize) -> Map<String, Value> {
+    match serde_json::to_value(value) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    }
+}
+
+fn join(pids: &[u32]) -> String {
+    pids.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whole seconds since an RFC 3339 time, when it parses and is past.
+pub fn uptime(started_at: &str) -> Option<u64> {
+    let started = statefile::parse_rfc3339(started_at)?;
+    SystemTime::now()
+        .duration_since(started)
+        .ok()
+        .map(|d| d.as_secs())
+}
+
+/// `12s`, `5m`, `2h 3m`, `3d 4h`: the two largest units.
+pub fn duration_short(d: Duration) -> String {
+    let s = d.as_secs();
+    let (days, hours, minutes, seconds) = (s / 86400, s / 3600 % 24, s / 60 % 60, s % 60);
+    if days > 0 {
+        format!("{days}d {hours}h")
+    } else if hours > 0 {
+        format!("{hours}h {minutes}m")
+    } else if minutes > 0 {
+        format!("{minutes}m")
+    } else {
+        format!("{seconds}s")
+    }
+}
+
+/// `5m 12s`, `2h 3m 0s`: down to seconds.
+pub fn duration_long(d: Duration) -> String {
+    let s = d.as_secs();
+    let (days, hours, minutes, seconds) = (s / 86400, s / 3600 % 24, s / 60 % 60, s % 60);
+    if days > 0 {
+        format!("{days}d {hours}h {minutes}m")
+    } else if hours > 0 {
+        format!("{hours}h {minutes}m {seconds}s")
+    } else if minutes > 0 {
+        format!("{minutes}m {seconds}s")
+    } else {
+        format!("{seconds}s")
+    }
+}
+
+/// `381.2 MB` (decimal units, like `ps` users expect from a glance).
+pub fn bytes_human(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["kB", "MB", "GB", "TB"];
+    if bytes < 1000 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64;
+    let mut unit = "B";
+    for next in UNITS {
+        if value < 1000.0 {
+            break;
+        }
+        value /= 1000.0;
+        unit = next;
+    }
+    format!("{value:.1} {unit}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn status(state: ServerState) -> ServerStatus {
+        ServerStatus {
+            project: "/work/p".into(),
+            status: state,
+            healthy: state == ServerState::Running,
+            url: Some("http://127.0.0.1:28412".into()),
+            port: Some(28412),
+            pid: Some(1234),
+            started_at: Some("2026-01-01T00:00:00.000Z".into()),
+            log_path: "/state/servers/h/server.log".into(),
+            version: Some("1.18.33".into()),
+            uptime_seconds: (state == ServerState::Running).then_some(312),
+            resident_memory_bytes: (state == ServerState::Running).then_some(381_234_567),
+            detail: (state == ServerState::Dead).then(|| "process 1234 is gone".into()),
+            state_dir: PathBuf::from("/state/servers/h"),
+        }
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(duration_short(Duration::from_secs(12)), "12s");
+        assert_eq!(duration_short(Duration::from_secs(300)), "5m");
+        assert_eq!(duration_short(Duration::from_secs(7380)), "2h 3m");
+        assert_eq!(duration_short(Duration::from_secs(4 * 86400 + 3600)), "4d 1h");
+        assert_eq!(duration_long(Duration::from_secs(312)), "5m 12s");
+        assert_eq!(bytes_human(999), "999 B");
+        assert_eq!(bytes_human(381_234_567), "381.2 MB");
+        assert_eq!(bytes_human(2_500_000_000), "2.5 GB");
+    }
+
+    #[test]
+    fn json_carries_the_common_fields() {
+        for state in [
+            ServerState::Running,
+            ServerState::Stopped,
+            ServerState::Dead,
+            ServerState::Unhealthy,
+        ] {
+            let value = status_json(&status(state));
+            for key in [
+                "project",
+                "url",
+                "port",
+                "pid",
+                "status",
+                "healthy",
+                "startedAt",
+                "logPath",
+                "projectPort",
+            ] {
+                assert!(value.get(key).is_some(), "{key} missing in {value}");
+            }
+            assert_eq!(value["status"], state.to_string());
+        }
+        let report = StopReport {
+            project: "/work/p".into(),
+            pid: Some(1234),
+            stopped: Some(StopKind::ExitedOnTerm),
+            orphans_stopped: vec![],
+            left_alone: None,
+        };
+        let value = stop_json(&status(ServerState::Stopped), &report);
+        assert_eq!(value["wasRunning"], true);
+        assert_eq!(value["stopped"], "terminated");
+        assert_eq!(value["stoppedPid"], 1234);
+        assert_eq!(value["status"], "stopped");
+    }
+
+    #[test]
+    fn human_status_and_list() {
+        let block = status_block(&status(ServerState::Running));
+        assert!(block.contains("status   running (healthy)\n"), "{block}");
+        assert!(block.contains("uptime   5m 12s"), "{block}");
+        assert!(block.contains("memory   381.2 MB"), "{block}");
+        let dead = status_block(&status(ServerState::Dead));
+        assert!(dead.contains("dead: process 1234 is gone"), "{dead}");
+        assert!(dead.contains("last run http://127.0.0.1:28412 (pid 1234)"), "{dead}");
+        let table = list_table(&[status(ServerState::Running), status(ServerState::Stopped)]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("STATUS"), "{table}");
+        assert!(lines[1].contains("28412") && lines[1].ends_with("/work/p"), "{table}");
+        assert!(lines[2].starts_with("stopped") && !lines[2].contains("1234"), "{table}");
+        assert!(list_table(&[]).contains("no projects"));
+    }
+
+    #[test]
+    fn stop_lines_say_what_happened() {
+        let mut report = StopReport {
+            project: "/work/p".into(),
+            pid: None,
+            stopped: None,
+            orphans_stopped: vec![],
+            left_alone: None,
+        };
+        assert_eq!(
+            stop_lines(&report, None),
+            vec!["not running: no server for /work/p"]
+        );
+        report.pid = Some(7);
+        report.stopped = Some(StopKind::Killed);
+        assert!(stop_lines(&report, Some("http://x"))[0].starts_with("killed the server at http://x"));
+        assert_eq!(gc_lines(&GcReport::default()), vec!["nothing to clean"]);
+    }
+}
