@@ -267,9 +267,20 @@ impl Client {
     }
 
     /// `GET /session`: the sessions of the client's directory, most recently
-    /// updated first.
+    /// updated first. Without a directory: every session of the server's own
+    /// project.
     pub fn list_sessions(&self) -> Result<Vec<Session>, Error> {
-        self.get_json("/session".into(), Limit::Normal)
+        // The header picks the server's instance but does not filter the
+        // list (non-git directories all share the "global" project); only
+        // the query parameter does.
+        let path = match &self.directory {
+            Some(dir) => format!(
+                "/session?directory={}",
+                percent_encode(dir.as_os_str().as_bytes(), false)
+            ),
+            None => "/session".to_string(),
+        };
+        self.get_json(path, Limit::Normal)
     }
 
     /// `POST /session`: creates a session in the client's directory.
