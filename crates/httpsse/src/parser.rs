@@ -15,6 +15,9 @@ pub type ParseError = Error;
 /// 16 MiB.
 pub const DEFAULT_MAX_BYTES: usize = 16 * 1024 * 1024;
 
+/// The most buffer capacity kept after a large line or event is done with.
+const KEPT_BUFFER_BYTES: usize = 64 * 1024;
+
 /// The UTF-8 byte order mark, stripped once at the very start of a stream.
 const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
 
@@ -238,8 +241,13 @@ impl Parser {
                 let mut line = std::mem::take(&mut self.line);
                 line.extend_from_slice(head);
                 self.interpret_line(&line, on_event, first_error);
+                let used = line.len();
                 line.clear();
-                // Keep the allocation for the next long line.
+                // Keep the allocation for lines of this size, but not one
+                // far larger than the lines the stream now sends.
+                if line.capacity() > (2 * used).max(KEPT_BUFFER_BYTES) {
+                    line.shrink_to(used.max(KEPT_BUFFER_BYTES));
+                }
                 self.line = line;
             }
         }
@@ -252,7 +260,7 @@ impl Parser {
         }
         if self.line.len() + bytes.len() > self.max_bytes {
             self.line.clear();
-            self.line.shrink_to(64 * 1024);
+            self.line.shrink_to(KEPT_BUFFER_BYTES);
             self.discarding_line = true;
             record(first_error, self.line_too_long());
             return;
@@ -296,7 +304,7 @@ impl Parser {
                 self.data.push('\n');
                 if self.data.len() > self.max_bytes {
                     self.data.clear();
-                    self.data.shrink_to(64 * 1024);
+                    self.data.shrink_to(KEPT_BUFFER_BYTES);
                     self.event_type.clear();
                     self.discarding_event = true;
                     record(

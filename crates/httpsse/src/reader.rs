@@ -111,8 +111,9 @@ impl ReaderConfig {
     }
 
     /// The limit on the length of one line and on the data of one event
-    /// (default 16 MiB). A stream that goes over it is treated as a failed
-    /// connection: it is dropped and opened again.
+    /// (default 16 MiB). A stream that goes over it is closed, reported as
+    /// [`ReaderItem::Disconnected`] with the limit in the reason, and opened
+    /// again.
     pub fn max_event_size(mut self, bytes: usize) -> Self {
         self.max_event_size = bytes;
         self
@@ -150,7 +151,13 @@ pub enum ReaderItem {
 /// A running event-stream reader: a thread that owns one connection at a time.
 ///
 /// Dropping it (or [`Reader::stop`]) stops the thread promptly, also while it
-/// waits for bytes or between attempts, and joins it.
+/// waits for the response, for bytes or between attempts, and joins it: it
+/// shuts down the reader's own ureq [`Agent`], which closes the socket under a
+/// blocked read. Only a TCP connect in progress cannot be cut short; it is
+/// bounded by [`ReaderConfig::connect_timeout`] (and is immediate on loopback).
+///
+/// Items wait in an unbounded channel until received: a caller that stops
+/// receiving should drop the reader.
 #[derive(Debug)]
 pub struct Reader {
     items: Receiver<ReaderItem>,
