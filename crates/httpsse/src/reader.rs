@@ -183,6 +183,10 @@ impl Reader {
             .timeout_send_request(Some(config.connect_timeout))
             .timeout_recv_response(Some(config.stall_timeout))
             .timeout_per_read(Some(config.stall_timeout))
+            // Every attempt opens a fresh connection: one the server closed
+            // just after ending a stream must not be picked up again.
+            .max_idle_connections(0)
+            .max_idle_connections_per_host(0)
             .build()
             .into();
         let stop = Arc::new(StopSignal::default());
