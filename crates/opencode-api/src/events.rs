@@ -635,3 +635,88 @@ impl GlobalEvent {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_known_event_names_the_field() {
+        let err = Event::parse(
+            r#"{"id":"evt_1","type":"session.status","properties":{"sessionID":"ses_1","status":{"type":"retry","attempt":"soon"}}}"#,
+        )
+        .unwrap_err();
+        match err {
+            Error::Decode { path, target, .. } => {
+                assert_eq!(path, "$.properties.status.attempt");
+                assert_eq!(target, "Event");
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = GlobalEvent::parse(
+            r#"{"directory":"/p","payload":{"type":"message.updated","properties":{"sessionID":"ses_1","info":{"role":"assistant","id":"msg_1","time":{"created":-4}}}}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::Decode { path, .. } if path == "$.payload.properties.info.time.created"),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("global event frame: cannot decode GlobalEvent at $.payload")
+        );
+        let err = Event::parse(r#"{"id":"evt_1","type":"message.part.updated","properties":{"sessionID":"s","part":{"type":"text","id":"p"}}}"#)
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Decode { path, message, .. }
+                if path == "$.properties.part" && message == "missing field `text`"),
+            "{err:?}"
+        );
+        assert!(Event::parse("not json").is_err());
+        assert!(Event::parse(r#"{"id":"evt_1"}"#).is_err(), "no type");
+    }
+
+    #[test]
+    fn unknown_events_keep_their_json_and_session() {
+        let e = Event::parse(
+            r#"{"id":"evt_9","type":"todo.updated","properties":{"sessionID":"ses_7","todos":[]},"extra":1}"#,
+        )
+        .unwrap();
+        assert_eq!(e.kind_name(), "todo.updated");
+        assert_eq!(e.session_id(), Some("ses_7"));
+        match e.kind {
+            EventKind::Unknown { raw, .. } => assert_eq!(raw["extra"], 1),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn v2_deltas_and_step_events_are_typed() {
+        let delta = Event::parse(r#"{"id":"evt_1","type":"session.next.text.delta","properties":{"timestamp":1,"sessionID":"ses_1","assistantMessageID":"msg_1","textID":"t","delta":"Hel"}}"#).unwrap();
+        assert!(
+            matches!(&delta.kind, EventKind::NextTextDelta(d) if d.delta == "Hel" && d.text_id == "t")
+        );
+        let ended = Event::parse(r#"{"id":"evt_2","type":"session.next.step.ended","properties":{"timestamp":1,"sessionID":"ses_1","assistantMessageID":"msg_1","finish":"stop","cost":0.25,"tokens":{"input":3,"output":4,"reasoning":0,"cache":{"read":0,"write":0}}}}"#).unwrap();
+        assert!(
+            matches!(&ended.kind, EventKind::NextStepEnded(s) if s.finish == "stop" && s.tokens.output == 4)
+        );
+        let failed = Event::parse(r#"{"id":"evt_3","type":"session.next.tool.failed","properties":{"timestamp":1,"sessionID":"ses_1","assistantMessageID":"msg_1","callID":"c1","error":{"type":"unknown","message":"boom"},"provider":{"executed":false}}}"#).unwrap();
+        assert!(
+            matches!(&failed.kind, EventKind::NextToolFailed(f) if f.error.as_ref().is_some_and(|e| e.message == "boom"))
+        );
+        let called = Event::parse(r#"{"id":"evt_4","type":"session.next.tool.called","properties":{"timestamp":1,"sessionID":"ses_1","assistantMessageID":"msg_1","callID":"c1","tool":"bash","input":{"command":"ls"},"provider":{"executed":false}}}"#).unwrap();
+        assert!(
+            matches!(&called.kind, EventKind::NextToolCalled(c) if c.tool == "bash" && c.input["command"] == "ls")
+        );
+        for e in [&delta, &ended, &failed, &called] {
+            assert_eq!(e.session_id(), Some("ses_1"));
+        }
+        let aborted = Event::parse(r#"{"id":"evt_5","type":"session.error","properties":{"sessionID":"ses_1","error":{"name":"MessageAbortedError","data":{"message":"Aborted"}}}}"#).unwrap();
+        assert!(
+            matches!(&aborted.kind, EventKind::SessionError(f) if f.error.as_ref().is_some_and(MessageError::is_aborted))
+        );
+        let bare =
+            Event::parse(r#"{"id":"evt_6","type":"session.error","properties":{}}"#).unwrap();
+        assert_eq!(bare.session_id(), None);
+    }
+}

@@ -932,3 +932,89 @@ pub(crate) fn with_tag<T: Serialize, S: Serializer>(
     }
     value.serialize(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unknown_fields_types_and_roles_never_fail() {
+        let parts: Vec<Part> = serde_json::from_value(json!([
+            {"id":"prt_1","sessionID":"ses_1","messageID":"msg_1","type":"text","text":"hi",
+             "brandNew":{"x":1}},
+            {"id":"prt_2","sessionID":"ses_1","messageID":"msg_1","type":"subtask",
+             "prompt":"p","description":"d","agent":"general"},
+            {"id":"prt_3","sessionID":"ses_1","messageID":"msg_1","type":"tool","callID":"c",
+             "tool":"bash","state":{"status":"queued","input":{}}}
+        ]))
+        .unwrap();
+        assert!(matches!(&parts[0], Part::Text(t) if t.text == "hi"));
+        assert!(
+            matches!(&parts[1], Part::Unknown { kind, raw } if kind == "subtask" && raw["agent"] == "general")
+        );
+        assert_eq!(parts[1].id(), "prt_2");
+        assert_eq!(parts[1].message_id(), "msg_1");
+        match &parts[2] {
+            Part::Tool(t) => assert_eq!(t.state.status, ToolStatus::Other("queued".into())),
+            other => panic!("{other:?}"),
+        }
+
+        let message: Message =
+            serde_json::from_value(json!({"id":"msg_9","sessionID":"ses_1","role":"system"}))
+                .unwrap();
+        assert_eq!((message.role(), message.id()), ("system", "msg_9"));
+
+        let status: SessionStatus =
+            serde_json::from_value(json!({"type":"paused","until":5})).unwrap();
+        assert_eq!(status.kind(), "paused");
+        let retry: SessionStatus = serde_json::from_value(
+            json!({"type":"retry","attempt":2,"message":"rate limited","next":99}),
+        )
+        .unwrap();
+        assert_eq!(
+            retry,
+            SessionStatus::Retry {
+                attempt: 2,
+                message: "rate limited".into(),
+                next: 99
+            }
+        );
+    }
+
+    #[test]
+    fn a_part_without_a_type_is_an_error() {
+        let err = crate::decode::from_str::<Vec<Part>>(r#"[{"id":"prt_1"}]"#).unwrap_err();
+        assert_eq!(err.message, "missing field `type`");
+    }
+
+    #[test]
+    fn typed_values_serialize_back_to_the_wire_shape() {
+        let raw = json!({"id":"prt_1","sessionID":"ses_1","messageID":"msg_1",
+            "type":"step-finish","reason":"stop","cost":0.5,
+            "tokens":{"total":15,"input":10,"output":5,"reasoning":0,"cache":{"read":0,"write":0}}});
+        let part: Part = serde_json::from_value(raw.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&part).unwrap(), raw);
+        let unknown = json!({"type":"patch","id":"prt_2","files":["a"]});
+        let part: Part = serde_json::from_value(unknown.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&part).unwrap(), unknown);
+        let user = json!({"id":"msg_1","sessionID":"ses_1","role":"user","time":{"created":1},
+            "agent":"build","model":{"providerID":"fake","modelID":"echo"}});
+        let message: Message = serde_json::from_value(user.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&message).unwrap(), user);
+    }
+
+    #[test]
+    fn message_errors_read_their_message() {
+        let info: AssistantMessage = serde_json::from_value(json!({
+            "id":"msg_1","sessionID":"ses_1","role":"assistant","time":{"created":1,"completed":2},
+            "error":{"name":"MessageAbortedError","data":{"message":"Aborted"}},
+            "modelID":"echo","providerID":"fake","mode":"build","agent":"build",
+            "path":{"cwd":"/","root":"/"},"cost":0,"tokens":{"input":0,"output":0,"reasoning":0,"cache":{"read":0,"write":0}}
+        }))
+        .unwrap();
+        let error = info.error.as_ref().unwrap();
+        assert!(error.is_aborted() && info.is_completed());
+        assert_eq!(error.to_string(), "MessageAbortedError: Aborted");
+    }
+}
