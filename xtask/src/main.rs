@@ -5,11 +5,13 @@
 //! - `ci`: everything CI checks: fmt, clippy, build, all tests (unit, doc and
 //!   end-to-end against the real opencode), rustdoc, and no stray processes.
 //! - `demo`: ocm's main job end to end on a scratch project.
+//! - `bench`: the speed and memory figures (see `bench.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+mod bench;
 mod demo;
 
 const USAGE: &str = "usage: cargo xtask <command>
@@ -17,7 +19,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   opencode   install opencode-ai@VERSION with npm into the cache (if missing) and print its path
   ci         fmt check, clippy -D warnings, build, all tests (opencode included), rustdoc -D warnings
-  demo       run ocm's main job end to end on a scratch project with the offline model";
+  demo       run ocm's main job end to end on a scratch project with the offline model
+  bench      speed and memory figures: httpsse throughput, cold/warm `ocm up`, ocm memory";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -25,6 +28,7 @@ fn main() -> ExitCode {
         Some("opencode") => install_opencode().map(|bin| println!("{}", bin.display())),
         Some("ci") => ci(),
         Some("demo") => demo::run(),
+        Some("bench") => bench::run(),
         Some("-h" | "--help" | "help") => {
             println!("{}", USAGE.replace("VERSION", e2e::OPENCODE_VERSION));
             Ok(())
