@@ -361,11 +361,7 @@ fn global_option(
     Ok(true)
 }
 
-fn parse_command(
-    mut cli: Cli,
-    name: Name,
-    parser: &mut lexopt::Parser,
-) -> Result<Cli, UsageError> {
+fn parse_command(mut cli: Cli, name: Name, parser: &mut lexopt::Parser) -> Result<Cli, UsageError> {
     let usage = |message: String| UsageError::new(message, Some(name));
     let lex = |e: lexopt::Error| UsageError::new(e.to_string(), Some(name));
     let mut dir: Option<PathBuf> = None;
@@ -706,7 +702,9 @@ pub fn command_help(name: Name) -> String {
         text.push('\n');
         text.push_str(START_OPTIONS_HELP);
     }
-    text.push_str("\nGlobal options: --json, -q/--quiet, --state-dir DIR, -h/--help (see ocm --help)\n");
+    text.push_str(
+        "\nGlobal options: --json, -q/--quiet, --state-dir DIR, -h/--help (see ocm --help)\n",
+    );
     text
 }
 
@@ -810,7 +808,14 @@ mod tests {
             Ok(PortPolicy::Range(28000..=28010))
         );
         for bad in [
-            "", "fixed", "fixed:0", "fixed:70000", "range:5-1", "range:5", "ports", "range:a-b",
+            "",
+            "fixed",
+            "fixed:0",
+            "fixed:70000",
+            "range:5-1",
+            "range:5",
+            "ports",
+            "range:a-b",
         ] {
             assert!(parse_port_policy(bad).is_err(), "{bad:?}");
         }
@@ -887,7 +892,10 @@ mod tests {
         assert_eq!(run(&["-V"]).unwrap().action, Action::Version);
         for name in Name::ALL {
             let text = command_help(name);
-            assert!(text.starts_with(&format!("Usage: {}", name.usage())), "{text}");
+            assert!(
+                text.starts_with(&format!("Usage: {}", name.usage())),
+                "{text}"
+            );
         }
         assert!(overview().contains("Exit status"));
     }
@@ -908,17 +916,37 @@ mod tests {
                 "cannot be combined",
                 Some(Name::Up),
             ),
-            (&["up", "--port", "1", "--port", "2"], "twice", Some(Name::Up)),
+            (
+                &["up", "--port", "1", "--port", "2"],
+                "twice",
+                Some(Name::Up),
+            ),
             (&["up", "--timeout", "0"], "out of range", Some(Name::Up)),
             (&["up", "--timeout", "soon"], "not a number", Some(Name::Up)),
-            (&["up", "--hostname", ""], "must not be empty", Some(Name::Up)),
+            (
+                &["up", "--hostname", ""],
+                "must not be empty",
+                Some(Name::Up),
+            ),
             (&["up", ""], "must not be empty", Some(Name::Up)),
             (&["down", "--port", "1"], "start option", Some(Name::Down)),
-            (&["status", "a", "b"], "unexpected argument 'b'", Some(Name::Status)),
+            (
+                &["status", "a", "b"],
+                "unexpected argument 'b'",
+                Some(Name::Status),
+            ),
             (&["ls", "/p"], "takes no folder", Some(Name::Ls)),
             (&["gc", "-f"], "'-f'", Some(Name::Gc)),
-            (&["logs", "-n", "many"], "not a number of lines", Some(Name::Logs)),
-            (&["logs", "-n", "-3"], "not a number of lines", Some(Name::Logs)),
+            (
+                &["logs", "-n", "many"],
+                "not a number of lines",
+                Some(Name::Logs),
+            ),
+            (
+                &["logs", "-n", "-3"],
+                "not a number of lines",
+                Some(Name::Logs),
+            ),
             (&["logs", "-f", "--json"], "--follow", Some(Name::Logs)),
             (&["exec"], "no command given", Some(Name::Exec)),
             (&["exec", "/p"], "no command given", Some(Name::Exec)),
@@ -926,7 +954,11 @@ mod tests {
             (&["exec", "--"], "no command after", Some(Name::Exec)),
             (&["help", "nope"], "unknown command 'nope'", None),
             (&["--state-dir"], "missing argument", None),
-            (&["url", "--state-dir", ""], "must not be empty", Some(Name::Url)),
+            (
+                &["url", "--state-dir", ""],
+                "must not be empty",
+                Some(Name::Url),
+            ),
         ];
         for (args, needle, command) in cases {
             let error = usage_error(args);

@@ -68,9 +68,9 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
     };
     let reporter = Reporter::for_stderr(cli.quiet);
     let start = match command {
-        Command::Up { start, .. } | Command::Restart { start, .. } | Command::Exec { start, .. } => {
-            Some(start)
-        }
+        Command::Up { start, .. }
+        | Command::Restart { start, .. }
+        | Command::Exec { start, .. } => Some(start),
         _ => None,
     };
     let manager = Manager::new(config(cli, start)?)?.with_progress(reporter.sink());
@@ -149,14 +149,9 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
             }
             Ok(EXIT_OK)
         }
-        Command::Logs { dir, lines, follow } => logs(
-            cli,
-            &manager,
-            &reporter,
-            &dir_or_here(dir),
-            *lines,
-            *follow,
-        ),
+        Command::Logs { dir, lines, follow } => {
+            logs(cli, &manager, &reporter, &dir_or_here(dir), *lines, *follow)
+        }
         Command::Exec {
             dir, program, args, ..
         } => {
@@ -254,12 +249,7 @@ fn show_server(cli: &Cli, info: &ServerInfo, began: Instant) -> Result<i32, CliE
     Ok(EXIT_OK)
 }
 
-fn down(
-    cli: &Cli,
-    manager: &Manager,
-    reporter: &Reporter,
-    dir: &Path,
-) -> Result<i32, CliError> {
+fn down(cli: &Cli, manager: &Manager, reporter: &Reporter, dir: &Path) -> Result<i32, CliError> {
     let report = manager.stop(dir)?;
     reporter.finish();
     note_left_alone(reporter, report.left_alone);
@@ -272,12 +262,7 @@ fn down(
     Ok(EXIT_OK)
 }
 
-fn destroy(
-    cli: &Cli,
-    manager: &Manager,
-    reporter: &Reporter,
-    dir: &Path,
-) -> Result<i32, CliError> {
+fn destroy(cli: &Cli, manager: &Manager, reporter: &Reporter, dir: &Path) -> Result<i32, CliError> {
     let state_dir = manager.paths(dir)?.dir;
     let existed = state_dir.exists();
     let url = manager.status(dir).ok().and_then(|s| s.url);
@@ -301,7 +286,10 @@ fn destroy(
             out.retain(|l| !l.starts_with("not running"));
             out.push(format!("removed {}", state_dir.display()));
         } else {
-            out = vec![format!("nothing to remove for {}", report.project.display())];
+            out = vec![format!(
+                "nothing to remove for {}",
+                report.project.display()
+            )];
         }
         print(&lines(out))?;
     }

@@ -25,9 +25,9 @@ pub enum CliError {
     /// The command line is wrong.
     #[error("{0}")]
     Usage(#[from] UsageError),
-    /// The manager failed.
+    /// The manager failed (boxed: its error is large).
     #[error("{0}")]
-    Manager(#[from] manager::Error),
+    Manager(Box<manager::Error>),
     /// The project's server is not running (or not healthy).
     #[error("no server is running for {}{}", project.display(), state_text(state, detail.as_deref()))]
     NotRunning {
@@ -64,6 +64,12 @@ pub enum CliError {
     },
 }
 
+impl From<manager::Error> for CliError {
+    fn from(error: manager::Error) -> Self {
+        CliError::Manager(Box::new(error))
+    }
+}
+
 fn state_text(state: &manager::ServerState, detail: Option<&str>) -> String {
     match (state, detail) {
         (manager::ServerState::Stopped, _) => String::new(),
@@ -83,7 +89,7 @@ impl CliError {
                 EXIT_NOT_FOUND
             }
             CliError::Exec { .. } => EXIT_CANNOT_RUN,
-            CliError::Manager(e) => match e {
+            CliError::Manager(e) => match e.as_ref() {
                 M::NotRunning { .. } => EXIT_NOT_RUNNING,
                 M::StartFailed { .. }
                 | M::OpencodeNotFound { .. }
@@ -102,10 +108,7 @@ impl CliError {
         use manager::Error as M;
         match self {
             CliError::Usage(usage) => Some(match usage.command {
-                Some(name) => format!(
-                    "usage: {}\nsee `ocm {name} --help`",
-                    name.usage()
-                ),
+                Some(name) => format!("usage: {}\nsee `ocm {name} --help`", name.usage()),
                 None => "see `ocm --help`".to_string(),
             }),
             CliError::NotRunning { project, .. } => Some(format!(
@@ -120,7 +123,7 @@ impl CliError {
             CliError::Exec { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 Some("check the command name and PATH".into())
             }
-            CliError::Manager(e) => match e {
+            CliError::Manager(e) => match e.as_ref() {
                 M::StartFailed { project, .. } => Some(format!(
                     "the whole log: `ocm logs {}`; a slow machine may need --timeout",
                     shell_word(&project.display().to_string())
@@ -129,10 +132,10 @@ impl CliError {
                     "choose another with --port N, or let ocm pick with --port-policy project"
                         .into(),
                 ),
-                M::NoFreePort { .. } => Some(
-                    "free a port, or choose another range with --port-policy range:A-B".into(),
-                ),
-                M::State(s) if matches!(s, statefile::Error::LockTimeout { .. }) => Some(
+                M::NoFreePort { .. } => {
+                    Some("free a port, or choose another range with --port-policy range:A-B".into())
+                }
+                M::State(statefile::Error::LockTimeout { .. }) => Some(
                     "another ocm is starting or stopping this project; try again when it is done"
                         .into(),
                 ),
@@ -177,12 +180,16 @@ mod tests {
         assert_eq!(not_running.exit_code(), EXIT_NOT_RUNNING);
         assert!(not_running.to_string().contains("dead: process 7 is gone"));
         assert!(not_running.hint().unwrap().contains("ocm up '/p q'"));
-        let not_found = CliError::Manager(manager::Error::OpencodeNotFound {
+        let not_found = CliError::from(manager::Error::OpencodeNotFound {
             detail: "nowhere".into(),
         });
         assert_eq!(not_found.exit_code(), EXIT_START_FAILED);
-        assert!(not_found.to_string().starts_with("opencode not found: nowhere"));
-        let exposed = CliError::Manager(manager::Error::NonLoopbackWithoutPassword {
+        assert!(
+            not_found
+                .to_string()
+                .starts_with("opencode not found: nowhere")
+        );
+        let exposed = CliError::from(manager::Error::NonLoopbackWithoutPassword {
             hostname: "0.0.0.0".into(),
         });
         assert_eq!(exposed.exit_code(), EXIT_USAGE);

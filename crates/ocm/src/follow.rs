@@ -24,7 +24,9 @@ pub fn last_lines(file: &mut File, n: usize) -> io::Result<(Vec<u8>, u64)> {
     let start = len.saturating_sub(TAIL_WINDOW);
     file.seek(SeekFrom::Start(start))?;
     let mut bytes = Vec::new();
-    Read::by_ref(file).take(len - start).read_to_end(&mut bytes)?;
+    Read::by_ref(file)
+        .take(len - start)
+        .read_to_end(&mut bytes)?;
     let end = start + bytes.len() as u64;
     // Lines end at '\n'; a last line without one still counts.
     let body_end = if bytes.last() == Some(&b'\n') {
@@ -35,7 +37,10 @@ pub fn last_lines(file: &mut File, n: usize) -> io::Result<(Vec<u8>, u64)> {
     let mut seen = 0;
     let mut cut = if start > 0 {
         // The window may begin inside a line: never print that fragment.
-        bytes.iter().position(|&b| b == b'\n').map_or(bytes.len(), |i| i + 1)
+        bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(bytes.len(), |i| i + 1)
     } else {
         0
     };

@@ -133,7 +133,11 @@ impl Shared {
             }
             Progress::Starting { port, attempt, .. } => {
                 let on = port.map(|p| format!(" on port {p}")).unwrap_or_default();
-                let again = if *attempt > 1 { " (second attempt)" } else { "" };
+                let again = if *attempt > 1 {
+                    " (second attempt)"
+                } else {
+                    ""
+                };
                 self.set_phase(Some(format!("starting opencode{on}{again}")));
             }
             Progress::WaitingForListen { pid } => {

@@ -152,10 +152,7 @@ pub fn list_table(all: &[ServerStatus]) -> String {
 /// stop did: `wasRunning`, `stopped` (`terminated`, `killed`,
 /// `already-gone` or null), `stoppedPid`, `orphansStopped`, `leftAlone`.
 pub fn stop_json(after: &ServerStatus, report: &StopReport) -> Value {
-    let mut value = status_json(after)
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
+    let mut value = status_json(after).as_object().cloned().unwrap_or_default();
     let stop = to_object(report);
     value.insert("wasRunning".into(), json!(was_running(report)));
     value.insert(
@@ -357,7 +354,10 @@ mod tests {
         assert_eq!(duration_short(Duration::from_secs(12)), "12s");
         assert_eq!(duration_short(Duration::from_secs(300)), "5m");
         assert_eq!(duration_short(Duration::from_secs(7380)), "2h 3m");
-        assert_eq!(duration_short(Duration::from_secs(4 * 86400 + 3600)), "4d 1h");
+        assert_eq!(
+            duration_short(Duration::from_secs(4 * 86400 + 3600)),
+            "4d 1h"
+        );
         assert_eq!(duration_long(Duration::from_secs(312)), "5m 12s");
         assert_eq!(bytes_human(999), "999 B");
         assert_eq!(bytes_human(381_234_567), "381.2 MB");
@@ -410,12 +410,21 @@ mod tests {
         assert!(block.contains("memory   381.2 MB"), "{block}");
         let dead = status_block(&status(ServerState::Dead));
         assert!(dead.contains("dead: process 1234 is gone"), "{dead}");
-        assert!(dead.contains("last run http://127.0.0.1:28412 (pid 1234)"), "{dead}");
+        assert!(
+            dead.contains("last run http://127.0.0.1:28412 (pid 1234)"),
+            "{dead}"
+        );
         let table = list_table(&[status(ServerState::Running), status(ServerState::Stopped)]);
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[0].starts_with("STATUS"), "{table}");
-        assert!(lines[1].contains("28412") && lines[1].ends_with("/work/p"), "{table}");
-        assert!(lines[2].starts_with("stopped") && !lines[2].contains("1234"), "{table}");
+        assert!(
+            lines[1].contains("28412") && lines[1].ends_with("/work/p"),
+            "{table}"
+        );
+        assert!(
+            lines[2].starts_with("stopped") && !lines[2].contains("1234"),
+            "{table}"
+        );
         assert!(list_table(&[]).contains("no projects"));
     }
 
@@ -434,7 +443,9 @@ mod tests {
         );
         report.pid = Some(7);
         report.stopped = Some(StopKind::Killed);
-        assert!(stop_lines(&report, Some("http://x"))[0].starts_with("killed the server at http://x"));
+        assert!(
+            stop_lines(&report, Some("http://x"))[0].starts_with("killed the server at http://x")
+        );
         assert_eq!(gc_lines(&GcReport::default()), vec!["nothing to clean"]);
     }
 }
