@@ -1,0 +1,748 @@
+//! End-to-end tests of the `ocm` binary against the real opencode: one
+//! server per project, found again, repaired when it is dead, hung or its
+//! record is corrupt, never touching what is not ocm's, and cleaned up
+//! without leftovers.
+//!
+//! Each test has its own [`TestBed`] (state folder, HOME, XDG folders, mock
+//! model), so the tests run in parallel. The `ocm` binary is built once per
+//! run with the same cargo, profile and target folder as this test.
+
+use std::ffi::OsStr;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Barrier, Mutex, OnceLock, mpsc};
+use std::time::{Duration, Instant};
+
+use e2e::{TestBed, e2e_skipped, poll_until};
+use procutil::ProcessIdentity;
+use serde_json::Value;
+
+/// No single `ocm` call may take longer: the lock timeout (90 s) plus a
+/// start is the worst legitimate case.
+const OCM_DEADLINE: Duration = Duration::from_secs(150);
+/// How long init may take to reap a server ocm stopped (it is init's child
+/// once the `ocm up` that spawned it has exited).
+const REAP_DEADLINE: Duration = Duration::from_secs(30);
+/// The health timeout ocm uses by default (manager::Config).
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The `ocm` binary next to this test's executable, built once per run.
+fn ocm_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test executable's path");
+        // target/<profile>/deps/ocm_cli-<hash>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test executable lives in target/<profile>/deps");
+        let target_dir = profile_dir.parent().expect("the target folder");
+        let profile = profile_dir
+            .file_name()
+            .and_then(OsStr::to_str)
+            .expect("a profile folder name");
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let mut build = Command::new(env!("CARGO"));
+        build
+            .args(["build", "--quiet", "-p", "ocm", "--manifest-path"])
+            .arg(&manifest)
+            .arg("--target-dir")
+            .arg(target_dir);
+        match profile {
+            "debug" => {}
+            "release" => {
+                build.arg("--release");
+            }
+            other => {
+                build.args(["--profile", other]);
+            }
+        }
+        let output = build.output().expect("run cargo build -p ocm");
+        assert!(
+            output.status.success(),
+            "cargo build -p ocm failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let bin = profile_dir.join("ocm");
+        assert!(bin.is_file(), "{} was not built", bin.display());
+        bin
+    })
+}
+
+/// What one `ocm` call did.
+#[derive(Debug)]
+struct Run {
+    args: Vec<String>,
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// Asserts exit status 0.
+    fn ok(self) -> Run {
+        self.code(0)
+    }
+
+    /// Asserts the exit status, showing the whole run when it differs.
+    fn code(self, expected: i32) -> Run {
+        assert_eq!(
+            self.code, expected,
+            "ocm {:?}: unexpected exit status: {self:#?}",
+            self.args
+        );
+        assert!(!self.stderr.contains("panicked"), "ocm panicked: {self:#?}");
+        self
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
+    }
+}
+
+/// Runs `ocm ARGS` in the bed's environment, bounded by [`OCM_DEADLINE`].
+fn ocm<I, S>(bed: &TestBed, args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    ocm_with(bed, args, &[])
+}
+
+fn ocm_with<I, S>(bed: &TestBed, args: I, env: &[(&str, &str)]) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|a| a.as_ref().to_string_lossy().into_owned())
+        .collect();
+    let mut command = bed.command(ocm_bin());
+    command
+        .args(&args)
+        .envs(env.iter().copied())
+        .current_dir(&bed.project)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = command.spawn().expect("start ocm");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = match rx.recv_timeout(OCM_DEADLINE) {
+        Ok(output) => output.expect("wait for ocm"),
+        Err(_) => {
+            // SAFETY: kill(2) on our own child, which has not been reaped
+            // (its waiter has not returned).
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            let _ = waiter.join();
+            panic!("ocm {args:?} did not finish within {OCM_DEADLINE:?}");
+        }
+    };
+    let _ = waiter.join();
+    Run {
+        args,
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A new project folder in the bed whose deterministic port (and the next
+/// one, where a taken port sends the server) is free now and not used by
+/// another test of this file, so parallel tests do not meet on a port.
+fn fresh_project(bed: &TestBed, name: &str) -> (PathBuf, u16) {
+    static CLAIMED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    for attempt in 0..200 {
+        let dir = bed.new_project(&format!("{name}-{attempt}"));
+        let port = portmap::port_for_project(&dir).expect("the project's port");
+        let next = if port == portmap::PROJECT_PORT_BASE + portmap::PROJECT_PORT_SPAN - 1 {
+            portmap::PROJECT_PORT_BASE
+        } else {
+            port + 1
+        };
+        let mut claimed = CLAIMED.lock().unwrap_or_else(|p| p.into_inner());
+        if claimed.contains(&port) || claimed.contains(&next) {
+            continue;
+        }
+        if portmap::is_port_free("127.0.0.1", port) && portmap::is_port_free("127.0.0.1", next) {
+            claimed.extend([port, next]);
+            return (dir, port);
+        }
+    }
+    panic!("no project folder with a free port found in 200 tries");
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 temp path")
+}
+
+/// The state of a process (`R`, `S`, `T`, `Z`, ...) and its start time, or
+/// `None` when the pid does not exist.
+fn proc_state(pid: u32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    Some((
+        fields.first()?.chars().next()?,
+        fields.get(19)?.parse().ok()?,
+    ))
+}
+
+/// Waits until the identified process is gone and reaped: no process, or
+/// the pid belongs to another process. A zombie does not count as gone.
+fn assert_reaped(identity: &ProcessIdentity) {
+    poll_until(
+        REAP_DEADLINE,
+        &format!("pid {} to be reaped (no zombie)", identity.pid),
+        || match proc_state(identity.pid) {
+            None => Some(()),
+            Some((_, start)) if start != identity.start_time => Some(()),
+            Some(_) => None,
+        },
+    );
+}
+
+/// Sends SIGCONT and SIGKILL to a server's group on drop, unless it is gone
+/// (a test that stops a server with SIGSTOP must not leave it stopped).
+struct ServerGuard(ProcessIdentity);
+
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        if self.0.is_alive() {
+            let pid = self.0.pid as libc::pid_t;
+            // SAFETY: kill(2) on a group we verified is still the server's.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+                libc::kill(-pid, libc::SIGCONT);
+            }
+        }
+    }
+}
+
+/// Kills and reaps a child of the test on drop.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the server with `ocm up --json` and returns its JSON.
+fn up(bed: &TestBed, project: &Path) -> Value {
+    ocm(bed, ["up", path_str(project), "--json"]).ok().json()
+}
+
+fn pid_of(value: &Value) -> u32 {
+    value["pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no pid in {value}")) as u32
+}
+
+fn identity(pid: u32) -> ProcessIdentity {
+    ProcessIdentity::of(pid).unwrap_or_else(|e| panic!("pid {pid} is not running: {e}"))
+}
+
+#[test]
+fn up_reuses_the_server_and_everyday_commands_work() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let (project, project_port) = fresh_project(&bed, "everyday");
+    let p = path_str(&project);
+
+    // Nothing runs yet: url and status never start anything.
+    let url = ocm(&bed, ["url", p]).code(3);
+    assert!(url.stdout.is_empty(), "{url:#?}");
+    assert!(url.stderr.contains("no server is running"), "{url:#?}");
+    let status = ocm(&bed, ["status", p, "--json"]).code(3).json();
+    assert_eq!(status["status"], "stopped", "{status}");
+    assert!(bed.opencode_pids().is_empty());
+
+    let first = up(&bed, &project);
+    assert_eq!(first["reused"], false, "{first}");
+    assert_eq!(first["healthy"], true, "{first}");
+    assert_eq!(first["project"], p, "{first}");
+    let pid = pid_of(&first);
+    let port = first["port"].as_u64().expect("port") as u16;
+    let server_url = first["url"].as_str().expect("url").to_string();
+    assert_eq!(port, project_port, "{first}");
+    assert_eq!(server_url, format!("http://127.0.0.1:{port}"));
+    for key in ["status", "startedAt", "logPath"] {
+        assert!(!first[key].is_null(), "{key} missing: {first}");
+    }
+    let server = identity(pid);
+
+    // The second `up` finds the same server.
+    let second = up(&bed, &project);
+    assert_eq!(second["reused"], true, "{second}");
+    assert_eq!(pid_of(&second), pid);
+    assert_eq!(second["url"], server_url.as_str());
+    let human = ocm(&bed, ["up", p]).ok();
+    assert!(
+        human
+            .stdout
+            .starts_with(&format!("running at {server_url} (pid {pid})")),
+        "{human:#?}"
+    );
+    assert_eq!(bed.opencode_pids(), vec![pid]);
+
+    // port, url, status.
+    let printed_port = ocm(&bed, ["port", p]).ok();
+    assert_eq!(printed_port.stdout.trim(), port.to_string());
+    assert_eq!(ocm(&bed, ["url", p]).ok().stdout.trim(), server_url);
+    let status = ocm(&bed, ["status", p, "--json"]).ok().json();
+    assert_eq!(status["status"], "running", "{status}");
+    assert_eq!(status["healthy"], true, "{status}");
+    assert_eq!(pid_of(&status), pid);
+    let block = ocm(&bed, ["status", p]).ok().stdout;
+    assert!(block.contains("running (healthy)"), "{block}");
+    assert!(block.contains(&server_url), "{block}");
+
+    // exec: the server's environment, the command's exit status.
+    let echoed = ocm(&bed, ["exec", p, "--", "sh", "-c", "echo $OPENCODE_SERVER"]).ok();
+    assert_eq!(echoed.stdout.trim(), server_url, "{echoed:#?}");
+    ocm(&bed, ["exec", p, "--", "sh", "-c", "exit 7"]).code(7);
+    let missing = ocm(&bed, ["exec", p, "--", "/nonexistent/command"]).code(127);
+    assert!(missing.stderr.contains("cannot run"), "{missing:#?}");
+
+    // logs: the server's own output.
+    let logs = ocm(&bed, ["logs", p, "-n", "5"]).ok();
+    let lines: Vec<&str> = logs.stdout.lines().collect();
+    assert!(!lines.is_empty() && lines.len() <= 5, "{logs:#?}");
+    let listening = format!("opencode server listening on {server_url}");
+    assert!(lines.contains(&listening.as_str()), "{logs:#?}");
+    let one = ocm(&bed, ["logs", p, "-n", "1"]).ok();
+    assert_eq!(one.stdout.lines().count(), 1, "{one:#?}");
+    let logs_json = ocm(&bed, ["logs", p, "--json"]).ok().json();
+    assert!(
+        logs_json["lines"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|line| line == listening.as_str())),
+        "{logs_json}"
+    );
+
+    // ls: an array with the project.
+    let listed = ocm(&bed, ["ls", "--json"]).ok().json();
+    let entries = listed.as_array().expect("ls --json is an array");
+    let entry = entries
+        .iter()
+        .find(|e| e["project"] == p)
+        .unwrap_or_else(|| panic!("the project is not listed: {listed}"));
+    assert_eq!(entry["status"], "running", "{entry}");
+    assert_eq!(pid_of(entry), pid);
+
+    // down: no opencode process left, and no zombie.
+    let down = ocm(&bed, ["down", p]).ok();
+    assert!(down.stdout.starts_with("stopped the server"), "{down:#?}");
+    assert!(!server.is_alive(), "pid {pid} still runs after ocm down");
+    assert!(bed.opencode_pids().is_empty(), "{:?}", bed.opencode_pids());
+    assert_reaped(&server);
+    let again = ocm(&bed, ["down", p, "--json"]).ok().json();
+    assert_eq!(again["wasRunning"], false, "{again}");
+    assert_eq!(again["status"], "stopped", "{again}");
+    let again = ocm(&bed, ["down", p]).ok();
+    assert!(again.stdout.contains("not running"), "{again:#?}");
+    ocm(&bed, ["url", p]).code(3);
+    let status = ocm(&bed, ["status", p]).code(3);
+    assert!(status.stdout.contains("stopped"), "{status:#?}");
+
+    // gc removes the stopped project's state.
+    let state = statefile::ProjectPaths::new(
+        &bed.state_dir,
+        &portmap::project_hash(&project).expect("hash"),
+    )
+    .dir;
+    assert!(state.is_dir());
+    let gc = ocm(&bed, ["gc", "--json"]).ok().json();
+    assert!(
+        gc["removed"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|d| d == path_str(&state))),
+        "{gc}"
+    );
+    assert!(!state.exists(), "{} survived gc", state.display());
+    assert_eq!(
+        ocm(&bed, ["ls", "--json"]).ok().json(),
+        Value::Array(vec![])
+    );
+}
+
+#[test]
+fn sixteen_simultaneous_ups_start_one_server() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = Arc::new(TestBed::new());
+    let (project, _) = fresh_project(&bed, "crowd");
+    ocm_bin();
+    const CALLERS: usize = 16;
+    let barrier = Arc::new(Barrier::new(CALLERS));
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|_| {
+            let bed = Arc::clone(&bed);
+            let barrier = Arc::clone(&barrier);
+            let project = project.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                ocm(&bed, ["up", path_str(&project), "--json"])
+            })
+        })
+        .collect();
+    let runs: Vec<Run> = callers
+        .into_iter()
+        .map(|c| c.join().expect("a caller thread"))
+        .collect();
+    let answers: Vec<Value> = runs.into_iter().map(|r| r.ok().json()).collect();
+    let url = answers[0]["url"].clone();
+    assert!(url.is_string(), "{}", answers[0]);
+    for answer in &answers {
+        assert_eq!(answer["url"], url, "{answer}");
+        assert_eq!(answer["pid"], answers[0]["pid"], "{answer}");
+    }
+    let started = answers.iter().filter(|a| a["reused"] == false).count();
+    assert_eq!(
+        started, 1,
+        "exactly one caller starts the server: {answers:?}"
+    );
+    let pid = pid_of(&answers[0]);
+    assert_eq!(bed.opencode_pids(), vec![pid]);
+    let server = identity(pid);
+
+    // destroy: the server is stopped and no state is left.
+    let state = statefile::ProjectPaths::new(
+        &bed.state_dir,
+        &portmap::project_hash(&project).expect("hash"),
+    )
+    .dir;
+    assert!(state.is_dir());
+    let destroyed = ocm(&bed, ["destroy", path_str(&project), "--json"])
+        .ok()
+        .json();
+    assert_eq!(destroyed["wasRunning"], true, "{destroyed}");
+    assert_eq!(destroyed["removed"], path_str(&state), "{destroyed}");
+    assert!(!state.exists(), "{} survived destroy", state.display());
+    assert!(bed.opencode_pids().is_empty());
+    assert_reaped(&server);
+}
+
+#[test]
+fn dead_and_hung_servers_are_replaced() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let (project, _) = fresh_project(&bed, "repair");
+    let p = path_str(&project);
+
+    // Killed with SIGKILL: status says dead, up starts a new one.
+    let first = pid_of(&up(&bed, &project));
+    let first_identity = identity(first);
+    // SAFETY: kill(2) on the server this test just started (verified alive).
+    unsafe { libc::kill(first as libc::pid_t, libc::SIGKILL) };
+    poll_until(Duration::from_secs(10), "the killed server to die", || {
+        (!first_identity.is_alive()).then_some(())
+    });
+    let status = ocm(&bed, ["status", p, "--json"]).code(3).json();
+    assert_eq!(status["status"], "dead", "{status}");
+    let second_run = ocm(&bed, ["up", p, "--json"]).ok();
+    assert!(second_run.stderr.contains("had died"), "{second_run:#?}");
+    let second = second_run.json();
+    assert_eq!(second["reused"], false, "{second}");
+    let second = pid_of(&second);
+    assert_ne!(second, first);
+    assert_eq!(bed.opencode_pids(), vec![second]);
+
+    // Stopped with SIGSTOP: the port is open but nothing answers.
+    let hung = ServerGuard(identity(second));
+    // SAFETY: kill(2) on the group of the server this test started.
+    unsafe { libc::kill(-(second as libc::pid_t), libc::SIGSTOP) };
+    poll_until(Duration::from_secs(10), "the server to be stopped", || {
+        matches!(proc_state(second), Some(('T', _))).then_some(())
+    });
+    let status = ocm(&bed, ["status", p, "--json"]).code(3).json();
+    assert_eq!(status["status"], "unhealthy", "{status}");
+    let start_timeout = Duration::from_secs(20);
+    let began = Instant::now();
+    let third_run = ocm(
+        &bed,
+        [
+            "up",
+            p,
+            "--json",
+            "--timeout",
+            &start_timeout.as_secs().to_string(),
+        ],
+    )
+    .ok();
+    let took = began.elapsed();
+    assert!(third_run.stderr.contains("unhealthy"), "{third_run:#?}");
+    let third = third_run.json();
+    assert_eq!(third["reused"], false, "{third}");
+    let third = pid_of(&third);
+    assert_ne!(third, second);
+    // A generous bound: one health timeout to find it hung, at most the stop
+    // grace (5 s) to end it, one start.
+    let bound = HEALTH_TIMEOUT + Duration::from_secs(5) + start_timeout;
+    assert!(
+        took < bound,
+        "replacing a hung server took {took:?} (bound {bound:?})"
+    );
+    assert!(!hung.0.is_alive(), "the hung server {second} still exists");
+    assert_eq!(bed.opencode_pids(), vec![third]);
+    assert_reaped(&hung.0);
+}
+
+#[test]
+fn a_recorded_pid_of_another_program_is_never_signalled() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let (project, project_port) = fresh_project(&bed, "foreign-pid");
+    let p = path_str(&project);
+    // A session leader with ocm's state folder in its environment: only the
+    // project marker tells it from a server of this project.
+    let sleeper = bed
+        .command("setsid")
+        .args(["sleep", "300"])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start setsid sleep");
+    let sleeper = ChildGuard(sleeper);
+    let pid = sleeper.0.id();
+    let sleep_identity = poll_until(Duration::from_secs(10), "sleep to run", || {
+        let identity = ProcessIdentity::of(pid).ok()?;
+        let cmdline = procutil::cmdline(pid).ok()?;
+        (cmdline.first().is_some_and(|c| c.ends_with("sleep"))).then_some(identity)
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let session: u32 = stat[stat.rfind(')').expect("stat") + 1..]
+        .split_whitespace()
+        .nth(3)
+        .and_then(|s| s.parse().ok())
+        .expect("session id");
+    assert_eq!(session, pid, "the sleep should lead its own session");
+
+    let hash = portmap::project_hash(&project).expect("hash");
+    let paths = statefile::ProjectPaths::new(&bed.state_dir, &hash);
+    let record = statefile::ServerRecord {
+        schema_version: statefile::SCHEMA_VERSION,
+        project_path: project.clone(),
+        project_hash: hash.clone(),
+        pid,
+        start_time: sleep_identity.start_time,
+        boot_id: sleep_identity.boot_id.clone(),
+        port: project_port,
+        hostname: "127.0.0.1".into(),
+        url: format!("http://127.0.0.1:{project_port}"),
+        status: statefile::RecordStatus::Running,
+        log_path: paths.log.clone(),
+        started_at: statefile::rfc3339_now(),
+        last_health_check: None,
+        opencode_version: Some(e2e::OPENCODE_VERSION.into()),
+        opencode_bin: e2e::opencode_bin(),
+    };
+    statefile::ensure_dir(&paths.dir).expect("state folder");
+    statefile::write_atomic(&paths.record, &record).expect("write the record");
+
+    let status = ocm(&bed, ["status", p, "--json"]).code(3).json();
+    assert_eq!(status["status"], "dead", "{status}");
+    assert!(
+        status["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("another program")),
+        "{status}"
+    );
+
+    let down = ocm(&bed, ["down", p, "--json"]).ok();
+    assert!(down.stderr.contains("left alone"), "{down:#?}");
+    let down = down.json();
+    assert_eq!(down["leftAlone"], pid, "{down}");
+    assert_eq!(down["wasRunning"], false, "{down}");
+    assert!(sleep_identity.is_alive(), "ocm down signalled the sleep");
+    assert!(
+        matches!(proc_state(pid), Some(('S', _))),
+        "the sleep is not sleeping: {:?}",
+        proc_state(pid)
+    );
+
+    // The same record once more, for `up`.
+    statefile::write_atomic(&paths.record, &record).expect("write the record");
+    let started = ocm(&bed, ["up", p, "--json"]).ok();
+    assert!(started.stderr.contains("left it alone"), "{started:#?}");
+    let server = pid_of(&started.json());
+    assert_ne!(server, pid);
+    assert_eq!(bed.opencode_pids(), vec![server]);
+    assert!(sleep_identity.is_alive(), "ocm up signalled the sleep");
+    ocm(&bed, ["down", p]).ok();
+    assert!(sleep_identity.is_alive(), "ocm down signalled the sleep");
+    assert!(matches!(proc_state(pid), Some(('S', _))));
+}
+
+#[test]
+fn corrupt_records_are_moved_aside_and_up_succeeds() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let (project, _) = fresh_project(&bed, "corrupt");
+    let p = path_str(&project);
+    let paths = statefile::ProjectPaths::new(
+        &bed.state_dir,
+        &portmap::project_hash(&project).expect("hash"),
+    );
+    up(&bed, &project);
+    let good = std::fs::read(&paths.record).expect("the record");
+    let mut future: Value = serde_json::from_slice(&good).expect("the record is JSON");
+    future["schemaVersion"] = Value::from(99);
+    future["somethingNew"] = Value::from("from a newer ocm");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", Vec::new()),
+        ("truncated", good[..good.len() / 2].to_vec()),
+        ("not JSON", b"\x00\xff this is not { JSON".to_vec()),
+        (
+            "wrong shape",
+            br#"{"schemaVersion": 1, "pid": "twelve", "port": []}"#.to_vec(),
+        ),
+        (
+            "future schemaVersion",
+            serde_json::to_vec(&future).expect("JSON"),
+        ),
+    ];
+    for (kind, bytes) in cases {
+        std::fs::write(&paths.record, &bytes).expect("write the bad record");
+        // status reads it without panicking and without starting anything.
+        let status = ocm(&bed, ["status", p, "--json"]).code(3).json();
+        assert_eq!(status["status"], "dead", "{kind}: {status}");
+        let run = ocm(&bed, ["up", p, "--json"]).ok();
+        assert!(run.stderr.contains("moved it to"), "{kind}: {run:#?}");
+        let answer = run.json();
+        assert_eq!(answer["healthy"], true, "{kind}: {answer}");
+        assert_eq!(
+            bed.opencode_pids(),
+            vec![pid_of(&answer)],
+            "{kind}: exactly the new server runs"
+        );
+        let kept = std::fs::read_dir(&paths.dir)
+            .expect("the state folder")
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("server.json.corrupt-")
+            })
+            .any(|e| std::fs::read(e.path()).is_ok_and(|b| b == bytes));
+        assert!(
+            kept,
+            "{kind}: no server.json.corrupt-* holds the original bytes"
+        );
+        let record = statefile::read_record(&paths.record)
+            .expect("a good record again")
+            .expect("a record");
+        assert_eq!(record.pid, pid_of(&answer), "{kind}");
+    }
+}
+
+#[test]
+fn a_foreign_listener_on_the_project_port_is_left_alone() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let (project, project_port) = fresh_project(&bed, "taken-port");
+    let p = path_str(&project);
+    let listener = TcpListener::bind(("127.0.0.1", project_port)).expect("bind the project's port");
+    let run = ocm(&bed, ["up", p, "--json"]).ok();
+    assert!(
+        run.stderr
+            .contains(&format!("port {project_port} is taken")),
+        "{run:#?}"
+    );
+    let answer = run.json();
+    let port = answer["port"].as_u64().expect("port") as u16;
+    assert_ne!(port, project_port, "{answer}");
+    assert!(
+        (portmap::PROJECT_PORT_BASE..portmap::PROJECT_PORT_BASE + portmap::PROJECT_PORT_SPAN)
+            .contains(&port),
+        "{answer}"
+    );
+    let status = ocm(&bed, ["status", p, "--json"]).ok().json();
+    assert_eq!(status["port"], port, "{status}");
+    assert_eq!(status["projectPort"], project_port, "{status}");
+    assert_eq!(
+        ocm(&bed, ["port", p]).ok().stdout.trim(),
+        project_port.to_string()
+    );
+    // Found again on the recorded port.
+    let again = up(&bed, &project);
+    assert_eq!(again["reused"], true, "{again}");
+    assert_eq!(again["port"], port, "{again}");
+
+    // The listener still works.
+    let _client = TcpStream::connect_timeout(
+        &([127, 0, 0, 1], project_port).into(),
+        Duration::from_secs(5),
+    )
+    .expect("connect to the foreign listener");
+    listener.set_nonblocking(false).expect("blocking listener");
+    let (_accepted, peer) = listener.accept().expect("accept a connection");
+    assert!(peer.ip().is_loopback());
+    ocm(&bed, ["down", p]).ok();
+}
+
+#[test]
+fn bad_usage_and_missing_opencode_have_their_own_exit_codes() {
+    let bed = TestBed::new();
+    let p = path_str(&bed.project);
+    for args in [
+        vec![],
+        vec!["frobnicate"],
+        vec!["up", "--port", "seventy"],
+        vec!["up", p, "extra"],
+        vec!["exec", p],
+        vec!["logs", p, "-n", "x"],
+        vec!["status", "--bogus"],
+    ] {
+        let run = ocm(&bed, &args).code(2);
+        assert!(run.stderr.starts_with("ocm: error: "), "{run:#?}");
+        assert!(run.stderr.contains("hint: "), "{run:#?}");
+    }
+    let json = ocm(&bed, ["up", "--port", "0", "--json"]).code(2).json();
+    assert_eq!(json["exitCode"], 2, "{json}");
+
+    for args in [vec!["--help"], vec!["up", "--help"], vec!["help", "exec"]] {
+        let run = ocm(&bed, &args).ok();
+        assert!(run.stdout.contains("Usage: ocm"), "{run:#?}");
+    }
+    let version = ocm(&bed, ["--version"]).ok();
+    assert!(version.stdout.starts_with("ocm "), "{version:#?}");
+
+    // No opencode: exit 4 with how to get it; nothing is left running.
+    let missing = ocm_with(
+        &bed,
+        ["up", p],
+        &[
+            ("OPENCODE_BIN", "/nonexistent/opencode"),
+            ("PATH", "/usr/bin:/bin"),
+        ],
+    )
+    .code(4);
+    assert!(
+        missing.stderr.contains("opencode not found"),
+        "{missing:#?}"
+    );
+    assert!(missing.stderr.contains("OPENCODE_BIN"), "{missing:#?}");
+
+    // No log yet: a plain error with a hint.
+    let logs = ocm(&bed, ["logs", p]).code(1);
+    assert!(logs.stderr.contains("no server log"), "{logs:#?}");
+    assert!(bed.opencode_pids().is_empty());
+}
