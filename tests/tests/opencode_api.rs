@@ -483,6 +483,28 @@ fn a_running_turn_shows_busy_and_is_cancelled_and_aborted() {
         "{:?}",
         last.error
     );
+
+    // A plain blocking prompt whose turn is aborted returns the aborted answer.
+    let call = {
+        let api = api.clone();
+        let id = session.id.clone();
+        std::thread::spawn(move || api.prompt(&id, &PromptRequest::text("stall again")))
+    };
+    events_until(&events, "the second model step's start", |e| {
+        matches!(&e.kind, EventKind::MessagePartUpdated(u)
+            if u.part.session_id() == session.id && u.part.kind() == "step-start")
+    });
+    assert!(api.abort(&session.id).expect("abort again"));
+    let reply = call
+        .join()
+        .expect("the prompt thread")
+        .expect("the aborted turn's answer");
+    assert!(reply.info.is_completed(), "{:?}", reply.info);
+    assert!(
+        reply.info.error.as_ref().is_some_and(|e| e.is_aborted()),
+        "{:?}",
+        reply.info.error
+    );
 }
 
 #[test]

@@ -360,7 +360,8 @@ impl Client {
 
     /// `POST /session/{id}/message`: sends a prompt and blocks until the turn
     /// ends, with no overall time limit (only the connect timeout). Returns
-    /// the last assistant message; check its `error`.
+    /// the last assistant message; check its `error`: a turn aborted by
+    /// [`abort`](Client::abort) returns `Ok` with a `MessageAbortedError`.
     pub fn prompt(&self, session_id: &str, request: &PromptRequest) -> Result<PromptReply, Error> {
         self.prompt_inner(session_id, request, None)
     }
@@ -493,11 +494,12 @@ impl Client {
         &self,
         configure: impl FnOnce(httpsse::ReaderConfig) -> httpsse::ReaderConfig,
     ) -> Result<httpsse::Reader, Error> {
-        let mut config = configure(self.reader_config(self.event_url()));
+        let url = self.event_url();
+        let mut config = configure(self.reader_config(url.clone()));
         if let Some(dir) = &self.directory_header {
             config = config.header(DIRECTORY_HEADER, dir.clone());
         }
-        self.start_reader(config)
+        self.start_reader(config, url)
     }
 
     /// Starts an [`httpsse::Reader`] on `GET /global/event` with the client's
@@ -513,20 +515,25 @@ impl Client {
         &self,
         configure: impl FnOnce(httpsse::ReaderConfig) -> httpsse::ReaderConfig,
     ) -> Result<httpsse::Reader, Error> {
-        let config = configure(self.reader_config(self.global_event_url()));
-        self.start_reader(config)
+        let url = self.global_event_url();
+        let config = configure(self.reader_config(url.clone()));
+        self.start_reader(config, url)
     }
 
     fn reader_config(&self, url: String) -> httpsse::ReaderConfig {
         httpsse::ReaderConfig::new(url).connect_timeout(self.shared.connect_timeout)
     }
 
-    fn start_reader(&self, mut config: httpsse::ReaderConfig) -> Result<httpsse::Reader, Error> {
+    fn start_reader(
+        &self,
+        mut config: httpsse::ReaderConfig,
+        url: String,
+    ) -> Result<httpsse::Reader, Error> {
         if let Some(credentials) = &self.shared.credentials {
             config = config.header("authorization", credentials.header.0.clone());
         }
         httpsse::Reader::start(config).map_err(|e| Error::EventStream {
-            url: self.event_url(),
+            url,
             reason: e.to_string(),
         })
     }
