@@ -7,11 +7,10 @@
 //!   (both from exec, alternating, same isolated environment), warm `ocm up`
 //!   as a whole process, and the `ocm` process's peak resident memory.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::{cargo, step, workspace_root};
+use crate::{cargo, step, target_dir, workspace_root};
 
 const COLD_RUNS: usize = 5;
 const WARM_RUNS: usize = 50;
@@ -125,19 +124,6 @@ pub fn run() -> Result<(), String> {
         max(&warm_rss) as f64 / 1024.0
     );
     Ok(())
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|p| {
-            if p.is_absolute() {
-                p
-            } else {
-                workspace_root().join(p)
-            }
-        })
-        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 /// Runs `command` to completion; returns its wall time from spawn to exit,

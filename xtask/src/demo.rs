@@ -1,60 +1,101 @@
-//! `cargo xtask demo`: the main job end to end on a scratch project.
+//! `cargo xtask demo`: ocm's main job end to end on a scratch project.
 //!
-//! Until the manager exists this runs the test bed's path: the real opencode
-//! with the offline model, one session and one prompt.
+//! `ocm up` starts the real opencode for a scratch project, configured with
+//! the offline mock model; a prompt goes through the typed API; `ocm status`
+//! shows the server; `ocm down` stops it and nothing is left running.
 
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Instant;
 
-use serde_json::{Value, json};
+use crate::{cargo, step, target_dir};
 
 pub fn run() -> Result<(), String> {
-    let bin = crate::install_opencode()?;
+    crate::install_opencode()?;
+    step("build ocm", cargo().args(["build", "--quiet", "-p", "ocm"]))?;
+    let ocm = target_dir().join("debug").join("ocm");
     let bed = e2e::TestBed::with_script(e2e::Script::reply(
         "Hello from the offline model: the server is up and answering.",
     ));
-    println!("opencode:  {}", bin.display());
-    println!("project:   {}", bed.project.display());
-    println!("mock llm:  {}", bed.mock.base_url());
+    let project = bed.project.clone();
+    println!("\nproject:  {}", project.display());
+    println!("model:    mock-llm at {}", bed.mock.base_url());
+    println!("state:    {}\n", bed.state_dir.display());
+
+    show(&ocm, &bed, &["up"], &project)?;
+    let url = capture(&ocm, &bed, &["url"], &project)?;
+
+    let client = opencode_api::Client::builder(&url)
+        .directory(&project)
+        .build()
+        .map_err(|e| format!("client for {url}: {e}"))?;
+    let session = client
+        .create_session(&opencode_api::NewSession::titled("ocm demo"))
+        .map_err(|e| format!("create a session: {e}"))?;
+    println!("\n$ prompt {} \"Say hello.\"", session.id);
     let started = Instant::now();
-    let server = bed.start_opencode();
-    println!(
-        "server:    {} (pid {}) listening after {:.2} s",
-        server.url,
-        server.pid,
-        started.elapsed().as_secs_f64()
-    );
-    let agent = e2e::http_agent(Duration::from_secs(60));
-    let directory = bed.project.display().to_string();
-    let session: Value = agent
-        .post(format!("{}/session", server.url))
-        .query("directory", &directory)
-        .send_json(json!({ "title": "demo" }))
-        .and_then(|mut r| r.body_mut().read_json())
-        .map_err(|e| format!("create session: {e}"))?;
-    let id = session["id"].as_str().ok_or("the session has no id")?;
-    println!("session:   {id}");
-    let started = Instant::now();
-    let reply: Value = agent
-        .post(format!("{}/session/{id}/message", server.url))
-        .query("directory", &directory)
-        .send_json(json!({ "parts": [{ "type": "text", "text": "Say hello." }] }))
-        .and_then(|mut r| r.body_mut().read_json())
+    let reply = client
+        .prompt(
+            &session.id,
+            &opencode_api::PromptRequest::text("Say hello."),
+        )
         .map_err(|e| format!("prompt: {e}"))?;
-    let text: String = reply["parts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["type"] == "text")
-        .filter_map(|p| p["text"].as_str())
-        .collect();
+    let text = reply.text();
     println!(
-        "reply:     {text:?} in {:.2} s",
+        "reply in {:.2} s: {text:?}\n",
         started.elapsed().as_secs_f64()
     );
-    drop(server);
-    println!("stopped:   the server and the mock model are gone");
     if text.is_empty() {
-        return Err(format!("the reply had no text: {reply}"));
+        return Err("the reply has no text".into());
     }
+
+    show(&ocm, &bed, &["status"], &project)?;
+    show(&ocm, &bed, &["down"], &project)?;
+    let left = bed.opencode_pids();
+    if !left.is_empty() {
+        return Err(format!(
+            "opencode processes still running after ocm down: {left:?}"
+        ));
+    }
+    println!("\nno opencode process is left running");
     Ok(())
+}
+
+/// Runs `ocm ARGS PROJECT` with its output shown.
+fn show(ocm: &Path, bed: &e2e::TestBed, args: &[&str], project: &Path) -> Result<(), String> {
+    println!("$ ocm {} {}", args.join(" "), project.display());
+    let status = bed
+        .command(ocm)
+        .args(args)
+        .arg(project)
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", ocm.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("ocm {} failed ({status})", args.join(" ")))
+    }
+}
+
+/// Runs `ocm ARGS PROJECT` and returns its trimmed stdout.
+fn capture(
+    ocm: &Path,
+    bed: &e2e::TestBed,
+    args: &[&str],
+    project: &Path,
+) -> Result<String, String> {
+    let output: std::process::Output = bed
+        .command(ocm)
+        .args(args)
+        .arg(project)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", ocm.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "ocm {} failed ({}): {}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }

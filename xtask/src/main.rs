@@ -56,6 +56,20 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The cargo target folder (honours CARGO_TARGET_DIR).
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| {
+            if p.is_absolute() {
+                p
+            } else {
+                workspace_root().join(p)
+            }
+        })
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
 /// Installs the pinned opencode into the cache unless it is there already,
 /// and returns the binary's path. The install goes to a temp folder first
 /// and is renamed into place, so an interrupted install is never used.
