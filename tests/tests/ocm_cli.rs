@@ -234,6 +234,77 @@ impl Drop for ChildGuard {
     }
 }
 
+/// `ocm logs -f` running in the background, its stdout lines on a channel.
+struct Follower {
+    child: ChildGuard,
+    lines: mpsc::Receiver<String>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Follower {
+    fn start(bed: &TestBed, project: &Path) -> Follower {
+        let mut child = bed
+            .command(ocm_bin())
+            .args(["logs", path_str(project), "-f", "-n", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ocm logs -f");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Follower {
+            child: ChildGuard(child),
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    /// Waits for a line containing `needle`; panics with what came instead.
+    fn expect_line(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("ocm logs -f never printed {needle:?}; it printed {seen:?}"),
+            }
+        }
+    }
+
+    /// Ctrl-C: ends it with SIGINT; returns how it ended.
+    fn interrupt(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe { libc::kill(self.child.0.id() as libc::pid_t, libc::SIGINT) };
+        let status = self.child.0.wait().expect("wait for ocm logs -f");
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        status
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
 /// Starts the server with `ocm up --json` and returns its JSON.
 fn up(bed: &TestBed, project: &Path) -> Value {
     ocm(bed, ["up", path_str(project), "--json"]).ok().json()
@@ -445,6 +516,8 @@ fn dead_and_hung_servers_are_replaced() {
     // Killed with SIGKILL: status says dead, up starts a new one.
     let first = pid_of(&up(&bed, &project));
     let first_identity = identity(first);
+    // Someone follows the log meanwhile.
+    let follower = Follower::start(&bed, &project);
     // SAFETY: kill(2) on the server this test just started (verified alive).
     unsafe { libc::kill(first as libc::pid_t, libc::SIGKILL) };
     poll_until(Duration::from_secs(10), "the killed server to die", || {
@@ -456,9 +529,17 @@ fn dead_and_hung_servers_are_replaced() {
     assert!(second_run.stderr.contains("had died"), "{second_run:#?}");
     let second = second_run.json();
     assert_eq!(second["reused"], false, "{second}");
+    let second_url = second["url"].as_str().expect("url").to_string();
     let second = pid_of(&second);
     assert_ne!(second, first);
     assert_eq!(bed.opencode_pids(), vec![second]);
+    // The follower saw the new server start, and Ctrl-C ends it.
+    follower.expect_line(&format!("opencode server listening on {second_url}"));
+    let ended = follower.interrupt();
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(ended.signal(), Some(libc::SIGINT), "{ended:?}");
+    }
 
     // Stopped with SIGSTOP: the port is open but nothing answers.
     let hung = ServerGuard(identity(second));
