@@ -26,7 +26,10 @@ const ERROR_BODY_BYTES: u64 = 300;
 ///
 /// Proxies named in the environment are not used: the reader is made for
 /// servers on this machine.
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` output names the headers but never shows their values, so a
+/// printed configuration does not leak an `Authorization` header.
+#[derive(Clone)]
 pub struct ReaderConfig {
     url: String,
     headers: Vec<(String, String)>,
@@ -37,6 +40,23 @@ pub struct ReaderConfig {
     max_failures: Option<u32>,
     last_event_id: String,
     max_event_size: usize,
+}
+
+impl std::fmt::Debug for ReaderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("ReaderConfig")
+            .field("url", &self.url)
+            .field("headers", &header_names)
+            .field("initial_delay", &self.initial_delay)
+            .field("max_delay", &self.max_delay)
+            .field("stall_timeout", &self.stall_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_failures", &self.max_failures)
+            .field("last_event_id", &self.last_event_id)
+            .field("max_event_size", &self.max_event_size)
+            .finish()
+    }
 }
 
 impl ReaderConfig {
@@ -548,6 +568,16 @@ impl Jitter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_hides_header_values() {
+        let config = ReaderConfig::new("http://127.0.0.1:1/event")
+            .header("Authorization", "Basic c2VjcmV0")
+            .header("x-opencode-directory", "/p");
+        let text = format!("{config:?}");
+        assert!(text.contains("Authorization"), "{text}");
+        assert!(!text.contains("c2VjcmV0"), "{text}");
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_and_jitters_down_by_at_most_a_quarter() {
