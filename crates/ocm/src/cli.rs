@@ -423,7 +423,13 @@ fn parse_command(mut cli: Cli, name: Name, parser: &mut lexopt::Parser) -> Resul
             }
             Long("hostname") | Long("host") if name.takes_start_options() => {
                 let value = parser.value().map_err(lex)?;
-                let host = value.to_string_lossy().trim().to_string();
+                // `[::1]` as in a URL: opencode wants the bare address.
+                let host = value
+                    .to_string_lossy()
+                    .trim()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string();
                 if host.is_empty() {
                     return Err(usage("--hostname must not be empty".into()));
                 }
@@ -779,7 +785,7 @@ mod tests {
             "--port",
             "9000",
             "--hostname",
-            "::1",
+            "[::1]",
             "--password-generate",
             "--timeout",
             "2.5",

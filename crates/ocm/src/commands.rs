@@ -73,28 +73,32 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
         | Command::Exec { start, .. } => Some(start),
         _ => None,
     };
-    let manager = Manager::new(config(cli, start)?)?.with_progress(reporter.sink());
+    // Made by the commands that need one (`port` is arithmetic on the path
+    // and needs no state).
+    let manager = || -> Result<Manager, CliError> {
+        Ok(Manager::new(config(cli, start)?)?.with_progress(reporter.sink()))
+    };
     let here = PathBuf::from(".");
     let dir_or_here = |dir: &Option<PathBuf>| dir.clone().unwrap_or_else(|| here.clone());
     match command {
         Command::Up { dir, start } => {
             let began = Instant::now();
-            let info = manager.ensure(&dir_or_here(dir))?;
+            let info = manager()?.ensure(&dir_or_here(dir))?;
             reporter.finish();
             warn_unapplied(&reporter, &info, start);
             show_server(cli, &info, began)
         }
         Command::Restart { dir, .. } => {
             let began = Instant::now();
-            let info = manager.restart(&dir_or_here(dir))?;
+            let info = manager()?.restart(&dir_or_here(dir))?;
             reporter.finish();
             show_server(cli, &info, began)
         }
-        Command::Down { dir } => down(cli, &manager, &reporter, &dir_or_here(dir)),
-        Command::Destroy { dir } => destroy(cli, &manager, &reporter, &dir_or_here(dir)),
+        Command::Down { dir } => down(cli, &manager()?, &reporter, &dir_or_here(dir)),
+        Command::Destroy { dir } => destroy(cli, &manager()?, &reporter, &dir_or_here(dir)),
         Command::Status { dir } => {
             reporter.phase("checking the server");
-            let status = manager.status(&dir_or_here(dir))?;
+            let status = manager()?.status(&dir_or_here(dir))?;
             reporter.finish();
             if cli.json {
                 print_json(&render::status_json(&status));
@@ -109,7 +113,7 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
         }
         Command::Url { dir } => {
             reporter.phase("checking the server");
-            let status = manager.status(&dir_or_here(dir))?;
+            let status = manager()?.status(&dir_or_here(dir))?;
             reporter.finish();
             if status.status != ServerState::Running {
                 return Err(CliError::NotRunning {
@@ -127,7 +131,7 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
         }
         Command::Ls => {
             reporter.phase("checking the servers");
-            let all = manager.list()?;
+            let all = manager()?.list()?;
             reporter.finish();
             if cli.json {
                 print_json(&serde_json::Value::Array(
@@ -138,25 +142,20 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
             }
             Ok(EXIT_OK)
         }
-        Command::Port { dir } => {
-            let project = portmap::resolve_path(&dir_or_here(dir)).map_err(manager::Error::from)?;
-            let port = portmap::port_for_project(&project).map_err(manager::Error::from)?;
-            if cli.json {
-                let hash = portmap::project_hash(&project).map_err(manager::Error::from)?;
-                print_json(&render::port_json(&project, port, &hash));
-            } else {
-                print(&format!("{port}\n"))?;
-            }
-            Ok(EXIT_OK)
-        }
-        Command::Logs { dir, lines, follow } => {
-            logs(cli, &manager, &reporter, &dir_or_here(dir), *lines, *follow)
-        }
+        Command::Port { dir } => port(cli, &dir_or_here(dir)),
+        Command::Logs { dir, lines, follow } => logs(
+            cli,
+            &manager()?,
+            &reporter,
+            &dir_or_here(dir),
+            *lines,
+            *follow,
+        ),
         Command::Exec {
             dir, program, args, ..
         } => {
             let began = Instant::now();
-            let info = manager.ensure(&dir_or_here(dir))?;
+            let info = manager()?.ensure(&dir_or_here(dir))?;
             reporter.finish();
             if !info.reused && stderr_is_tty() {
                 reporter.note(&render::server_line(&info, began.elapsed()));
@@ -165,7 +164,7 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
             exec(&info, program, args)
         }
         Command::Gc => {
-            let report = manager.gc()?;
+            let report = manager()?.gc()?;
             if cli.json {
                 print_json(&serde_json::to_value(&report).unwrap_or_default());
             } else {
@@ -174,6 +173,18 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
             Ok(EXIT_OK)
         }
     }
+}
+
+fn port(cli: &Cli, dir: &Path) -> Result<i32, CliError> {
+    let project = portmap::resolve_path(dir).map_err(manager::Error::from)?;
+    let port = portmap::port_for_project(&project).map_err(manager::Error::from)?;
+    if cli.json {
+        let hash = portmap::project_hash(&project).map_err(manager::Error::from)?;
+        print_json(&render::port_json(&project, port, &hash));
+    } else {
+        print(&format!("{port}\n"))?;
+    }
+    Ok(EXIT_OK)
 }
 
 /// The manager's configuration: the environment plus the command line.
