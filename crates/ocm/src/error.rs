@@ -139,6 +139,10 @@ impl CliError {
                     "another ocm is starting or stopping this project; try again when it is done"
                         .into(),
                 ),
+                M::NonLoopbackWithoutPassword { .. } => Some(
+                    "add --password-generate (or set OPENCODE_SERVER_PASSWORD), or bind 127.0.0.1"
+                        .into(),
+                ),
                 M::ProjectNotFound { .. } => {
                     Some("give an existing folder, or run ocm inside the project".into())
                 }
@@ -193,6 +197,7 @@ mod tests {
             hostname: "0.0.0.0".into(),
         });
         assert_eq!(exposed.exit_code(), EXIT_USAGE);
+        assert!(exposed.hint().unwrap().contains("--password-generate"));
         let missing = CliError::Exec {
             program: "nope".into(),
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
