@@ -1,0 +1,121 @@
+//! What /proc tells about processes ocm did not record: its own servers
+//! found by their environment marker, and the holder of a listening port.
+
+use std::path::Path;
+
+/// The variable every server ocm starts carries: the project's hash.
+pub const PROJECT_HASH_VAR: &str = "OCM_PROJECT_HASH";
+/// The variable every server ocm starts carries: the state root it was
+/// recorded under, so two state roots never claim each other's servers.
+pub const STATE_ROOT_VAR: &str = "OCM_STATE_DIR";
+
+/// True when `pid` is a server ocm started for `project_hash` under
+/// `state_root`: a session leader (ocm starts servers with setsid) whose
+/// environment carries both markers. Children of the server inherit the
+/// markers but are not session leaders.
+pub fn is_our_server(pid: u32, project_hash: &str, state_root: &Path) -> bool {
+    is_session_leader(pid)
+        && procutil::environ_var(pid, PROJECT_HASH_VAR)
+            .ok()
+            .flatten()
+            .is_some_and(|h| h == project_hash)
+        && procutil::environ_var(pid, STATE_ROOT_VAR)
+            .ok()
+            .flatten()
+            .is_some_and(|r| Path::new(&r) == state_root)
+}
+
+/// Every live server ocm started under `state_root`, with its project hash.
+pub fn our_servers(state_root: &Path) -> Vec<(u32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| is_session_leader(pid))
+        .filter_map(|pid| {
+            let hash = procutil::environ_var(pid, PROJECT_HASH_VAR).ok()??;
+            let root = procutil::environ_var(pid, STATE_ROOT_VAR).ok()??;
+            (Path::new(&root) == state_root).then_some((pid, hash))
+        })
+        .filter(|(pid, _)| procutil::ProcessIdentity::of(*pid).is_ok())
+        .collect()
+}
+
+fn is_session_leader(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return false;
+    };
+    // After ")": state ppid pgrp session ...
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    fields.get(3).and_then(|s| s.parse::<u32>().ok()) == Some(pid)
+}
+
+/// The pid of the process listening on `port` (TCP, IPv4 or IPv6), when
+/// /proc tells (it does not for other users' processes without privileges).
+pub fn port_holder(port: u16) -> Option<u32> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            let listening = *state == "0A";
+            let local_port = local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if listening && local_port == Some(port) && *inode != "0" {
+                inodes.push(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    let entries = std::fs::read_dir("/proc").ok()?;
+    for pid in entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path())
+                && inodes.iter().any(|i| target.as_os_str() == i.as_str())
+            {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_holder_of_a_listening_port() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert_eq!(port_holder(port), Some(std::process::id()));
+        drop(listener);
+        assert_eq!(port_holder(port), None);
+    }
+
+    #[test]
+    fn the_test_process_is_not_a_server() {
+        assert!(!is_our_server(
+            std::process::id(),
+            "0123",
+            Path::new("/nonexistent")
+        ));
+    }
+}
