@@ -63,7 +63,9 @@ pub fn run() -> Result<(), String> {
         )?;
         cold.push(elapsed);
         cold_rss.push(rss);
-        if !output.contains("\"pid\"") {
+        let started = serde_json::from_str::<serde_json::Value>(&output)
+            .is_ok_and(|v| v["pid"].is_u64() && v["reused"] == serde_json::Value::Bool(false));
+        if !started {
             return Err(format!("ocm up printed no server: {output}"));
         }
         if i + 1 < COLD_RUNS {
@@ -81,7 +83,9 @@ pub fn run() -> Result<(), String> {
                 .arg(&warm_project)
                 .arg("--json"),
         )?;
-        if !output.contains("\"reused\":true") {
+        let reused = serde_json::from_str::<serde_json::Value>(&output)
+            .is_ok_and(|v| v["reused"] == serde_json::Value::Bool(true));
+        if !reused {
             return Err(format!("a warm ocm up did not reuse the server: {output}"));
         }
         warm.push(elapsed);
