@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 pub use mock_llm::{MockLlm, Reply, Script};
 
-/// The OpenCode release ocm is tested against (`cargo xtask opencode`
-/// installs exactly this one).
-pub const OPENCODE_VERSION: &str = "1.18.33";
+/// The pinned release and where `cargo xtask opencode` puts it: the same
+/// answers the manager uses.
+pub use manager::{OPENCODE_VERSION, opencode_cache_dir, opencode_in_prefix};
 
 /// How long opencode may take to print its listening line in a test.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -34,54 +34,6 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// The environment variable that carries a test bed's marker into every
 /// process it starts, so that [`TestBed`]'s drop can find and kill them.
 pub const TEST_ID_VAR: &str = "OCM_TEST_ID";
-
-/// The folder `cargo xtask opencode` installs the pinned opencode into:
-/// `$XDG_CACHE_HOME/ocm/opencode-<version>`, else
-/// `~/.cache/ocm/opencode-<version>`.
-pub fn opencode_cache_dir() -> Option<PathBuf> {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty() && Path::new(v).is_absolute())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|h| Path::new(&h).join(".cache"))
-        })?;
-    Some(
-        cache
-            .join("ocm")
-            .join(format!("opencode-{OPENCODE_VERSION}")),
-    )
-}
-
-/// The opencode binary inside an npm prefix where `opencode-ai` was
-/// installed, for this platform.
-pub fn opencode_in_prefix(prefix: &Path) -> Option<PathBuf> {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "x64",
-        "aarch64" => "arm64",
-        other => other,
-    };
-    let os = match std::env::consts::OS {
-        "macos" => "darwin",
-        other => other,
-    };
-    [
-        format!("opencode-{os}-{arch}"),
-        format!("opencode-{os}-{arch}-baseline"),
-        format!("opencode-{os}-{arch}-musl"),
-        format!("opencode-{os}-{arch}-baseline-musl"),
-    ]
-    .iter()
-    .map(|package| {
-        prefix
-            .join("node_modules")
-            .join(package)
-            .join("bin")
-            .join("opencode")
-    })
-    .find(|path| is_executable(path))
-}
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;

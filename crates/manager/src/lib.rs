@@ -146,6 +146,12 @@ pub enum Progress {
         /// Its pid.
         pid: u32,
     },
+    /// Another process holds the project's lock (it is starting or stopping
+    /// the server); waiting for it, at most the lock timeout.
+    WaitingForLock {
+        /// The lock file.
+        path: PathBuf,
+    },
 }
 
 /// A running, healthy server, as [`Manager::ensure`] returns it.
@@ -388,6 +394,12 @@ impl Manager {
 
     fn lock(&self, paths: &ProjectPaths) -> Result<statefile::LockGuard, Error> {
         statefile::ensure_dir(&paths.dir)?;
+        if let Some(guard) = statefile::try_lock(&paths.lock)? {
+            return Ok(guard);
+        }
+        self.report(Progress::WaitingForLock {
+            path: paths.lock.clone(),
+        });
         Ok(statefile::lock(&paths.lock, self.config.lock_timeout)?)
     }
 
@@ -732,11 +744,8 @@ impl Manager {
             ),
         };
         // Clean up this attempt: the process (if still there) and its record.
-        let _ = procutil::terminate(
-            &identity,
-            self.config.stop_grace.min(Duration::from_secs(2)),
-        );
-        let exit = self.take_exit_status(pid).map(|s| s.to_string());
+        // Our own child is reaped through its handle, which keeps its status.
+        let exit = self.end_attempt(pid, &identity);
         record.status = RecordStatus::Stopped;
         let _ = statefile::write_atomic(&paths.record, &record);
         let output = logs::read_from(&paths.log, offset, 1024 * 1024);
@@ -795,12 +804,35 @@ impl Manager {
         }
     }
 
-    /// Reaps a child of ours and returns how it ended.
-    fn take_exit_status(&self, pid: u32) -> Option<procutil::ExitStatus> {
-        let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
-        let index = children.iter().position(|c| c.pid() == pid)?;
-        let mut child = children.swap_remove(index);
-        child.wait_timeout(Duration::from_secs(1)).ok().flatten()
+    /// Ends a failed start attempt: reaps the child if it exited (and says
+    /// how), else terminates its group. Returns its exit status, or what ocm
+    /// did to it.
+    fn end_attempt(&self, pid: u32, identity: &ProcessIdentity) -> Option<String> {
+        let grace = self.config.stop_grace.min(Duration::from_secs(2));
+        let child = {
+            let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
+            children
+                .iter()
+                .position(|c| c.pid() == pid)
+                .map(|index| children.swap_remove(index))
+        };
+        let Some(mut child) = child else {
+            return procutil::terminate(identity, grace)
+                .ok()
+                .map(stopped_by_ocm);
+        };
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status.to_string());
+        }
+        match child.terminate(grace) {
+            Ok(Termination::AlreadyGone) => child
+                .wait_timeout(Duration::from_secs(1))
+                .ok()
+                .flatten()
+                .map(|s| s.to_string()),
+            Ok(how) => Some(stopped_by_ocm(how)),
+            Err(e) => Some(format!("could not be stopped: {e}")),
+        }
     }
 
     /// Reaps spawned servers that have exited, so none stays a zombie.
@@ -1238,6 +1270,15 @@ fn describe_termination(how: Termination) -> &'static str {
     }
 }
 
+/// What ocm did to a start attempt's process that had not exited.
+fn stopped_by_ocm(how: Termination) -> String {
+    match how {
+        Termination::AlreadyGone => "it was gone".into(),
+        Termination::ExitedOnTerm => "ocm stopped it with SIGTERM".into(),
+        Termination::Killed => "ocm killed it with SIGKILL".into(),
+    }
+}
+
 /// `host:port`, with brackets around an IPv6 address.
 fn url_host_port(host: &str, port: u16) -> String {
     if host.contains(':') && !host.starts_with('[') {
@@ -1406,6 +1447,39 @@ mod tests {
             }
             other => panic!("expected PortInUse, got {other}"),
         }
+    }
+
+    #[test]
+    fn a_held_lock_is_reported_then_waited_for() {
+        let root = tempfile::tempdir().unwrap();
+        let project = root.path().join("project");
+        std::fs::create_dir(&project).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let manager = Manager::new(Config {
+            state_root: Some(root.path().join("state")),
+            ..Config::default()
+        })
+        .unwrap()
+        .with_progress(move |p| {
+            let _ = tx.send(p.clone());
+        });
+        let paths = manager.paths(&project).unwrap();
+        statefile::ensure_dir(&paths.dir).unwrap();
+        let held = statefile::lock(&paths.lock, Duration::from_secs(5)).unwrap();
+        std::thread::scope(|scope| {
+            let stopper = scope.spawn(|| manager.stop(&project));
+            let first = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            assert_eq!(
+                first,
+                Progress::WaitingForLock {
+                    path: paths.lock.clone()
+                }
+            );
+            assert!(!stopper.is_finished());
+            drop(held);
+            let report = stopper.join().unwrap().unwrap();
+            assert!(report.stopped.is_none());
+        });
     }
 
     #[test]

@@ -153,6 +153,11 @@ impl Shared {
             Progress::Stopping { pid } => {
                 self.set_phase(Some(format!("stopping opencode (pid {pid})")));
             }
+            Progress::WaitingForLock { .. } => {
+                self.set_phase(Some(
+                    "waiting for another ocm working on this project".to_string(),
+                ));
+            }
         }
     }
 
