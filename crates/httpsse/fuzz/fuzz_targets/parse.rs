@@ -49,6 +49,9 @@ fuzz_target!(|data: &[u8]| {
 
     let limit = usize::from(seed % 32);
     let small_whole = parse(&mut Parser::with_limit(limit), [input]);
-    let small_chunked = parse(&mut Parser::with_limit(limit), split(input, seed.rotate_left(3)));
+    let small_chunked = parse(
+        &mut Parser::with_limit(limit),
+        split(input, seed.rotate_left(3)),
+    );
     assert_eq!(small_whole, small_chunked);
 });
