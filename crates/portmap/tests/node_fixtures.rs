@@ -106,10 +106,19 @@ fn absolute_fixture_paths_through_the_public_functions() {
     }
 }
 
-fn node_available() -> bool {
+/// Node is a requirement of the project (see the README): without it these
+/// comparisons cannot run, and passing anyway would hide that.
+fn require_node() {
     match Command::new("node").arg("--version").output() {
-        Ok(out) => out.status.success(),
-        Err(_) => false,
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!(
+            "`node --version` failed ({}): {}; Node.js is required to compare against Node's path.resolve + MD5",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => panic!(
+            "cannot run `node` ({e}); Node.js is required (see the README) to compare against Node's path.resolve + MD5"
+        ),
     }
 }
 
@@ -129,13 +138,7 @@ fn run_generator(cwd: &Path) -> (PathBuf, Vec<Case>) {
 
 #[test]
 fn generator_still_produces_the_committed_table() {
-    if !node_available() {
-        eprintln!(
-            "NOTICE: `node` not found on PATH; not re-running fixtures/gen-port-fixtures.js \
-             (the committed table is still checked by committed_node_table_matches)"
-        );
-        return;
-    }
+    require_node();
     let (cwd, committed) = committed_table();
     let (regenerated_cwd, regenerated) = run_generator(&cwd);
     assert_eq!(regenerated_cwd, cwd);
@@ -144,10 +147,7 @@ fn generator_still_produces_the_committed_table() {
 
 #[test]
 fn relative_paths_against_the_real_current_directory_match_node() {
-    if !node_available() {
-        eprintln!("NOTICE: `node` not found on PATH; live comparison against Node not run");
-        return;
-    }
+    require_node();
     // The test process's real cwd (cargo runs tests in the package folder):
     // resolve_path must use it exactly as Node's path.resolve would.
     let cwd = std::env::current_dir().expect("cwd");
