@@ -262,9 +262,9 @@ impl TestBed {
             let left = deadline.saturating_duration_since(Instant::now());
             match lines_rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some((url, port)) = parse_listening(&line) {
-                        server.url = url;
-                        server.port = port;
+                    if let Some(addr) = portmap::parse_listening_line(&line) {
+                        server.url = addr.url();
+                        server.port = addr.port;
                         return server;
                     }
                 }
@@ -294,59 +294,103 @@ impl Drop for TestBed {
 }
 
 /// Kills every process whose environment carries `OCM_TEST_ID=<test_id>`,
-/// with its whole process group, and waits (bounded) until they are gone.
-/// Returns how many processes were found.
+/// and waits (bounded) until they are gone. Returns how many were found.
+///
+/// Each process is signalled through a pidfd opened before its marker is
+/// read again, so a pid that was reused meanwhile is never hit. A marked
+/// process that leads its own group gets the whole group killed (its
+/// children carry the marker too, but may have cleared their environment);
+/// while the leader is alive its group id cannot be reused. Only this
+/// process's own marked children are reaped: reaping any child
+/// (`waitpid(-1)`) would steal exit statuses from other tests running in
+/// parallel.
 pub fn kill_marked_processes(test_id: &str) -> usize {
     let marker = format!("{TEST_ID_VAR}={test_id}");
     let found = marked_pids(&marker);
     for &pid in &found {
-        // SAFETY: plain kill(2) calls; a stale pid only yields ESRCH.
-        unsafe {
-            let pgid = libc::getpgid(pid as libc::pid_t);
-            if pgid > 1 && pgid != libc::getpgrp() {
-                libc::kill(-pgid, libc::SIGKILL);
-            }
-            libc::kill(pid as libc::pid_t, libc::SIGKILL);
-        }
+        kill_if_marked(pid, &marker);
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !marked_pids(&marker).is_empty() && Instant::now() < deadline {
-        reap_children();
+    loop {
+        for &pid in &found {
+            reap_if_our_child(pid);
+        }
+        if marked_pids(&marker).is_empty() || Instant::now() >= deadline {
+            return found.len();
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
-    found.len()
 }
 
-/// Reaps any of this process's children that have exited.
-fn reap_children() {
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid with WNOHANG on any child; no memory is shared.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-        if pid <= 0 {
-            return;
+/// SIGKILLs `pid` (and its group, when it leads one) if it still carries
+/// `marker` once a pidfd pins it.
+fn kill_if_marked(pid: u32, marker: &str) {
+    // SAFETY: pidfd_open returns a new fd or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if pidfd < 0 {
+        return;
+    }
+    // SAFETY: the fd was just created and is owned here.
+    let pidfd =
+        unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pidfd as i32) };
+    let still_marked = std::fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == marker.as_bytes()));
+    if !still_marked {
+        return;
+    }
+    use std::os::fd::AsRawFd;
+    // SAFETY: signalling through a pidfd we own; the pid cannot have been
+    // reused since the pidfd was opened.
+    unsafe {
+        let leads_group = libc::getpgid(pid as libc::pid_t) == pid as libc::pid_t;
+        if leads_group && pid as libc::pid_t != libc::getpgrp() {
+            libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
         }
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        );
     }
 }
 
-/// Pids of live (not zombie) processes whose environment contains `marker`.
+/// Reaps `pid` if it is an exited child of this process.
+fn reap_if_our_child(pid: u32) {
+    let mut status = 0;
+    // SAFETY: waitpid on one pid with WNOHANG; ECHILD when not ours.
+    unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
+}
+
+/// Pids of live (not zombie) processes, other than this one, whose
+/// environment has a variable starting with `prefix` (`NAME=` for any value).
+pub fn processes_with_env(prefix: &str) -> Vec<u32> {
+    pids_with_env_var(|var| var.starts_with(prefix.as_bytes()))
+}
+
+/// Pids of live processes whose environment holds exactly `marker`.
 fn marked_pids(marker: &str) -> Vec<u32> {
+    pids_with_env_var(|var| var == marker.as_bytes())
+}
+
+fn pids_with_env_var(matches: impl Fn(&[u8]) -> bool) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
-    let needle = marker.as_bytes();
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&pid| pid != std::process::id())
         .filter(|&pid| {
             std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == needle))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(&matches))
         })
         .filter(|&pid| !is_zombie(pid))
         .collect()
 }
 
-fn is_zombie(pid: u32) -> bool {
+/// True when `pid` is a zombie or gone.
+pub fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|stat| {
@@ -431,16 +475,6 @@ fn drain(
             line.clear();
         }
     })
-}
-
-/// Parses `opencode server listening on http://HOST:PORT`.
-fn parse_listening(line: &str) -> Option<(String, u16)> {
-    let url = line
-        .trim()
-        .strip_prefix("opencode server listening on ")?
-        .trim();
-    let port = url.rsplit_once(':')?.1.trim_end_matches('/').parse().ok()?;
-    Some((url.trim_end_matches('/').to_string(), port))
 }
 
 /// An HTTP agent for tests: no TLS, statuses not turned into errors, and a

@@ -8,8 +8,8 @@
 //! - `bench`: the speed and memory figures (see `bench.rs`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
-use std::time::Instant;
+use std::process::{Command, ExitCode, ExitStatus};
+use std::time::{Duration, Instant};
 
 mod bench;
 mod demo;
@@ -100,22 +100,22 @@ fn install_opencode() -> Result<PathBuf, String> {
         dir.display()
     );
     let started = Instant::now();
-    let status = Command::new("npm")
-        .args([
-            "install",
-            "--no-audit",
-            "--no-fund",
-            "--loglevel=error",
-            "--prefix",
-        ])
-        .arg(&staging)
-        .arg(format!("opencode-ai@{version}"))
-        // stdout is for the binary's path only.
-        .stdout(std::io::stderr())
-        .status()
-        .map_err(|e| {
-            format!("cannot run npm ({e}): install Node.js and npm, or set OPENCODE_BIN")
-        })?;
+    let mut npm = Command::new("npm");
+    npm.args([
+        "install",
+        "--no-audit",
+        "--no-fund",
+        "--loglevel=error",
+        "--prefix",
+    ])
+    .arg(&staging)
+    .arg(format!("opencode-ai@{version}"))
+    // stdout is for the binary's path only.
+    .stdout(std::io::stderr());
+    let status = run_with_deadline(&mut npm, NPM_TIMEOUT).map_err(|e| {
+        let _ = std::fs::remove_dir_all(&staging);
+        format!("npm install: {e} (install Node.js and npm, or set OPENCODE_BIN)")
+    })?;
     if !status.success() {
         let _ = std::fs::remove_dir_all(&staging);
         return Err(format!(
@@ -155,11 +155,49 @@ fn install_opencode() -> Result<PathBuf, String> {
 }
 
 fn binary_version(bin: &Path) -> Option<String> {
-    let output = Command::new(bin).arg("--version").output().ok()?;
-    output
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+    let out = std::env::temp_dir().join(format!("ocm-xtask-version-{}", std::process::id()));
+    let file = std::fs::File::create(&out).ok()?;
+    let status = run_with_deadline(
+        Command::new(bin).arg("--version").stdout(file),
+        VERSION_TIMEOUT,
+    );
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let _ = std::fs::remove_file(&out);
+    status
+        .ok()
+        .filter(|s| s.success())
+        .map(|_| text.trim().to_string())
+}
+
+/// How long `npm install` may take.
+const NPM_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long `opencode --version` may take.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `command` and waits at most `timeout` for it, killing it after
+/// that. Checks every 100 ms: good enough for automation that runs for
+/// seconds.
+fn run_with_deadline(command: &mut Command, timeout: Duration) -> Result<ExitStatus, String> {
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot run {:?}: {e}", command.get_program()))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{:?} did not finish within {} s and was killed",
+                    command.get_program(),
+                    timeout.as_secs()
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => return Err(format!("waiting for {:?}: {e}", command.get_program())),
+        }
+    }
 }
 
 /// Runs one step of a pipeline, printing its name and duration.
@@ -212,7 +250,9 @@ fn ci() -> Result<(), String> {
         "test",
         cargo()
             .args(["test", "--workspace", "--locked"])
-            .env("OPENCODE_BIN", &bin),
+            .env("OPENCODE_BIN", &bin)
+            // CI runs everything: a skip set by hand does not carry over.
+            .env_remove("OCM_SKIP_E2E"),
     )?;
     step(
         "doc",
@@ -239,29 +279,14 @@ fn ci() -> Result<(), String> {
 /// Live processes that carry a test bed's marker in their environment: a
 /// test that leaked them has a cleanup bug.
 fn test_processes_left() -> Vec<String> {
-    let marker = format!("{}=", e2e::TEST_ID_VAR);
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
-                env.split(|&b| b == 0)
-                    .any(|var| var.starts_with(marker.as_bytes()))
-            })
-        })
-        .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let state = stat[stat.rfind(')')? + 1..].split_whitespace().next()?;
-            if state == "Z" {
-                return None;
-            }
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            Some(format!(
+    e2e::processes_with_env(&format!("{}=", e2e::TEST_ID_VAR))
+        .into_iter()
+        .map(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            format!(
                 "  pid {pid}: {}",
                 String::from_utf8_lossy(&cmd).replace('\0', " ")
-            ))
+            )
         })
         .collect()
 }

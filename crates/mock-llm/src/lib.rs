@@ -24,6 +24,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -270,6 +271,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug)]
 pub struct MockLlm {
     addr: SocketAddr,
+    /// A handle on the listening socket, to wake the accept thread on drop.
+    listener: TcpListener,
     shared: Arc<Shared>,
     accept_thread: Option<JoinHandle<()>>,
 }
@@ -292,12 +295,14 @@ impl MockLlm {
             connections: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
         });
+        let wake = listener.try_clone()?;
         let accept_shared = Arc::clone(&shared);
         let accept_thread = std::thread::Builder::new()
             .name("mock-llm-accept".into())
             .spawn(move || accept_loop(listener, accept_shared))?;
         Ok(MockLlm {
             addr,
+            listener: wake,
             shared,
             accept_thread: Some(accept_thread),
         })
@@ -342,8 +347,10 @@ impl Drop for MockLlm {
     fn drop(&mut self) {
         *lock(&self.shared.stopping) = true;
         self.shared.stop_signal.notify_all();
-        // Wake the accept thread, which is blocked in accept().
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        // Wake the accept thread, which is blocked in accept(): on Linux,
+        // shutting down a listening socket makes accept() fail at once.
+        // SAFETY: shutdown(2) on a socket this handle owns a clone of.
+        unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RD) };
         if let Some(thread) = self.accept_thread.take() {
             let _ = thread.join();
         }
@@ -377,11 +384,23 @@ pub fn opencode_config(base_url: &str) -> String {
 }
 
 fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut failures = 0u32;
     for stream in listener.incoming() {
         if shared.is_stopping() {
             return;
         }
-        let Ok(stream) = stream else { continue };
+        let stream = match stream {
+            Ok(stream) => {
+                failures = 0;
+                stream
+            }
+            Err(_) => {
+                // E.g. out of descriptors: back off instead of spinning.
+                failures = failures.saturating_add(1);
+                shared.pause(Duration::from_millis(u64::from(failures.min(100))));
+                continue;
+            }
+        };
         let Ok(handle_stream) = stream.try_clone() else {
             continue;
         };
@@ -508,7 +527,7 @@ fn read_chunked_body(reader: &mut BufReader<TcpStream>) -> io::Result<Vec<u8>> {
         let size_text = size_line.trim().split(';').next().unwrap_or("");
         let size = usize::from_str_radix(size_text, 16)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
-        if body.len() + size > MAX_REQUEST_BYTES {
+        if body.len().saturating_add(size) > MAX_REQUEST_BYTES {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "body too large"));
         }
         if size == 0 {
@@ -846,26 +865,36 @@ mod tests {
             body.len()
         )
         .unwrap();
+        // Read until the two frames before the stall have arrived ...
         stream
-            .set_read_timeout(Some(Duration::from_millis(300)))
+            .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         let mut received = Vec::new();
         let mut buf = [0; 4096];
-        // Read until the read times out: the stall sends nothing more.
-        loop {
+        while String::from_utf8_lossy(&received).matches("data: ").count() < 2 {
             match stream.read(&mut buf) {
                 Ok(0) => panic!("connection closed instead of stalling"),
                 Ok(n) => received.extend_from_slice(&buf[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    break;
-                }
-                Err(e) => panic!("read failed: {e}"),
+                Err(e) => panic!("no two frames within 10 s: {e}"),
             }
+        }
+        // ... then nothing more comes while the mock lives.
+        stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => panic!("connection closed instead of stalling"),
+            Ok(n) => panic!(
+                "sent more after the stall: {:?}",
+                String::from_utf8_lossy(&buf[..n])
+            ),
+            Err(e) => assert!(
+                matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ),
+                "{e}"
+            ),
         }
         let text = String::from_utf8_lossy(&received);
         assert_eq!(text.matches("data: ").count(), 2, "{text}");
