@@ -5,7 +5,7 @@
 
 mod server;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use httpsse::{Reader, ReaderConfig, ReaderItem};
 use server::{Reply, TestServer};
@@ -14,6 +14,21 @@ fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task")
         .expect("read /proc/self/task")
         .count()
+}
+
+/// Waits (at most 5 s) until the process has `expected` threads, then
+/// asserts it has. A joined thread can stay listed in /proc/self/task for a
+/// moment after join() returns (join wakes when the thread clears its ID,
+/// before the kernel has reaped it), and nothing signals the end of that, so
+/// this polls.
+fn assert_thread_count(expected: usize, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut count = thread_count();
+    while count != expected && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+        count = thread_count();
+    }
+    assert_eq!(count, expected, "{what}");
 }
 
 fn wait_for(reader: &Reader, wanted: fn(&ReaderItem) -> bool) {
@@ -35,25 +50,21 @@ fn readers_leave_no_thread_behind() {
             Reply::StreamThenClose(b"data: a\n\n".to_vec()),
             Reply::StreamThenHold(b"data: b\n\n".to_vec()),
         ]);
-        let with_server = thread_count();
-        assert_eq!(with_server, before + 1, "the test server runs one thread");
+        let with_server = before + 1;
+        assert_thread_count(with_server, "the test server runs one thread");
 
         // Stopped while blocked in a read, after a reconnection.
         let reader =
             Reader::start(ReaderConfig::new(server.url()).initial_delay(Duration::from_millis(5)))
                 .unwrap();
-        assert_eq!(thread_count(), with_server + 1, "a reader runs one thread");
+        assert_thread_count(with_server + 1, "a reader runs one thread");
         wait_for(
             &reader,
             |item| matches!(item, ReaderItem::Event(e) if e.data == "b"),
         );
-        assert_eq!(
-            thread_count(),
-            with_server + 1,
-            "reconnecting adds no thread"
-        );
+        assert_thread_count(with_server + 1, "reconnecting adds no thread");
         reader.stop();
-        assert_eq!(thread_count(), with_server);
+        assert_thread_count(with_server, "a stopped reader leaves no thread");
 
         // Dropped while waiting between attempts.
         let reader = Reader::start(
@@ -64,7 +75,10 @@ fn readers_leave_no_thread_behind() {
             matches!(item, ReaderItem::Reconnecting { .. })
         });
         drop(reader);
-        assert_eq!(thread_count(), with_server);
+        assert_thread_count(
+            with_server,
+            "a reader dropped between attempts leaves no thread",
+        );
 
         // Ended by itself after giving up, then dropped.
         let reader = Reader::start(
@@ -76,7 +90,7 @@ fn readers_leave_no_thread_behind() {
         wait_for(&reader, |item| matches!(item, ReaderItem::GaveUp { .. }));
         assert_eq!(reader.recv(), None);
         drop(reader);
-        assert_eq!(thread_count(), with_server);
+        assert_thread_count(with_server, "a reader that gave up leaves no thread");
     }
-    assert_eq!(thread_count(), before);
+    assert_thread_count(before, "the dropped test server leaves no thread");
 }
