@@ -14,9 +14,11 @@
 //!   default) is an error, not an out-of-memory.
 //! - [`Reader`]: connects to a URL with [`ureq`] on a thread it owns and
 //!   delivers [`ReaderItem`]s on a channel. It reconnects with exponential
-//!   backoff and jitter, sends `Last-Event-ID`, treats a silent connection as
-//!   dead, can give up after a number of failures, and stops promptly (even in
-//!   the middle of a blocked read) when dropped.
+//!   backoff and jitter (never sooner than [`MIN_RECONNECT_DELAY`]), sends
+//!   `Last-Event-ID`, treats a silent connection as dead, counts a stream
+//!   that ends at once without an event as a failure, can give up after a
+//!   number of failures, and stops promptly (even in the middle of a blocked
+//!   read) when dropped.
 //!
 //! # Example
 //!
@@ -63,4 +65,4 @@ mod reader;
 
 pub use error::Error;
 pub use parser::{DEFAULT_MAX_BYTES, Event, ParseError, Parser};
-pub use reader::{Reader, ReaderConfig, ReaderItem};
+pub use reader::{MIN_RECONNECT_DELAY, Reader, ReaderConfig, ReaderItem};

@@ -19,6 +19,16 @@ const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// How much of the body of a failed response goes into the failure's reason.
 const ERROR_BODY_BYTES: u64 = 300;
 
+/// The shortest wait before any reconnection attempt, whatever the
+/// configuration or the server's `retry:` field says.
+///
+/// A server that answers `retry: 0` and closes at once would otherwise be
+/// called again in a tight loop; with this floor the reader makes at most ten
+/// attempts a second, and fewer as the backoff grows. The base delay (the
+/// initial delay or `retry:`) is raised to it before the backoff doubles it,
+/// and so is the result after the jitter and the cap.
+pub const MIN_RECONNECT_DELAY: Duration = Duration::from_millis(100);
+
 /// What to connect to and how to behave when the connection fails.
 ///
 /// Built from [`ReaderConfig::new`] and the builder methods; handed to
@@ -88,13 +98,18 @@ impl ReaderConfig {
 
     /// The delay before the first reconnection attempt after a connection was
     /// lost (default 1 s); each further failed attempt doubles it. A `retry:`
-    /// field from the server replaces it.
+    /// field from the server replaces it. Either is raised to
+    /// [`MIN_RECONNECT_DELAY`] (100 ms) if shorter.
+    ///
+    /// It is also how long a stream that delivers no event must stay open to
+    /// count as working (see [`ReaderConfig::max_failures`]).
     pub fn initial_delay(mut self, d: Duration) -> Self {
         self.initial_delay = d;
         self
     }
 
-    /// The longest delay between attempts (default 30 s).
+    /// The longest delay between attempts (default 30 s). A cap below
+    /// [`MIN_RECONNECT_DELAY`] is raised to it.
     pub fn max_delay(mut self, d: Duration) -> Self {
         self.max_delay = d;
         self
@@ -115,8 +130,15 @@ impl ReaderConfig {
     }
 
     /// Give up after this many consecutive failed attempts (`None`, the default:
-    /// never). An attempt fails when it does not reach a `2xx` response of type
-    /// `text/event-stream`; a connection that got that far resets the count.
+    /// never).
+    ///
+    /// An attempt fails when it does not reach a `2xx` response of type
+    /// `text/event-stream`, and also when the stream it opens ends before it
+    /// delivered a single event and before it was open for the initial delay
+    /// (at least [`MIN_RECONNECT_DELAY`]): a server that accepts and closes at
+    /// once, or that always sends an event over the size limit, is not
+    /// working. A stream that delivered an event, or stayed open that long,
+    /// resets the count and the backoff.
     pub fn max_failures(mut self, n: Option<u32>) -> Self {
         self.max_failures = n;
         self
@@ -154,7 +176,8 @@ pub enum ReaderItem {
         reason: String,
     },
     /// The reader waits `delay` before attempt number `attempt` (counted from
-    /// the last connection that was open; it starts at 1).
+    /// the last connection that worked, that is delivered an event or stayed
+    /// open for the initial delay; it starts at 1).
     Reconnecting {
         /// The attempt that comes after the delay.
         attempt: u32,
@@ -357,7 +380,14 @@ enum Ended {
     /// The attempt never reached an open stream.
     Failed(String),
     /// An open stream ended.
-    Lost(String),
+    Lost {
+        /// Why, for a person to read.
+        reason: String,
+        /// Whether the stream delivered at least one event.
+        delivered: bool,
+        /// How long the stream was open.
+        open_for: Duration,
+    },
 }
 
 impl Worker {
@@ -375,10 +405,23 @@ impl Worker {
             }
             let reason = match self.connect_and_read(&mut stream) {
                 Ended::Stop => return,
-                Ended::Lost(reason) => {
+                Ended::Lost {
+                    reason,
+                    delivered,
+                    open_for,
+                } if delivered || open_for >= self.working_uptime() => {
                     failures = 0;
                     attempt = 0;
                     reason
+                }
+                // Opened and ended at once with nothing to show: as good as
+                // refused, or every such server would be called in a loop
+                // forever.
+                Ended::Lost {
+                    reason, open_for, ..
+                } => {
+                    failures = failures.saturating_add(1);
+                    format!("{reason}; no event arrived in the {open_for:.1?} it was open")
                 }
                 Ended::Failed(reason) => {
                     failures = failures.saturating_add(1);
@@ -414,6 +457,11 @@ impl Worker {
                 return;
             }
         }
+    }
+
+    /// How long a stream without events must stay open to count as working.
+    fn working_uptime(&self) -> Duration {
+        self.config.initial_delay.max(MIN_RECONNECT_DELAY)
     }
 
     /// Sends an item; false if nobody listens any more.
@@ -477,26 +525,42 @@ impl Worker {
         if !self.send(ReaderItem::Connected) {
             return Ended::Stop;
         }
+        let opened = Instant::now();
+        let mut delivered = false;
+        let lost = |reason: String, delivered: bool| Ended::Lost {
+            reason,
+            delivered,
+            open_for: opened.elapsed(),
+        };
         let mut parser = Parser::with_limit(self.config.max_event_size);
         parser.set_last_event_id(stream.last_event_id.clone());
         let mut reader = body.into_reader();
         let mut buffer = vec![0u8; READ_BUFFER_BYTES];
         loop {
             let read = match reader.read(&mut buffer) {
-                Ok(0) => return Ended::Lost(format!("{url} closed the stream")),
+                Ok(0) => return lost(format!("{url} closed the stream"), delivered),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) if self.stop.is_raised() => return Ended::Stop,
                 Err(e) if is_timeout(&e) => {
-                    return Ended::Lost(format!(
-                        "no data from {url} for {:?}: the connection is considered dead",
-                        self.config.stall_timeout
-                    ));
+                    return lost(
+                        format!(
+                            "no data from {url} for {:?}: the connection is considered dead",
+                            self.config.stall_timeout
+                        ),
+                        delivered,
+                    );
                 }
-                Err(e) => return Ended::Lost(format!("reading the stream from {url} failed: {e}")),
+                Err(e) => {
+                    return lost(
+                        format!("reading the stream from {url} failed: {e}"),
+                        delivered,
+                    );
+                }
             };
             let mut listening = true;
             let fed = parser.try_feed(&buffer[..read], |event| {
+                delivered = true;
                 listening = listening && self.send(ReaderItem::Event(event));
             });
             stream.last_event_id.clear();
@@ -506,7 +570,7 @@ impl Worker {
                 return Ended::Stop;
             }
             if let Err(e) = fed {
-                return Ended::Lost(format!("the stream from {url} was dropped: {e}"));
+                return lost(format!("the stream from {url} was dropped: {e}"), delivered);
             }
         }
     }
@@ -530,15 +594,18 @@ fn is_timeout(e: &io::Error) -> bool {
 
 /// The delay before attempt `attempt` (1 for the first): `base` doubled for
 /// each attempt after the first, at most `cap`, then lowered by up to a
-/// quarter at random so that many clients do not all come back at once.
+/// quarter at random so that many clients do not all come back at once; never
+/// less than [`MIN_RECONNECT_DELAY`], which also stands in for a shorter base
+/// so that a zero base still grows.
 fn backoff(base: Duration, cap: Duration, attempt: u32, jitter: &mut Jitter) -> Duration {
+    let base = base.max(MIN_RECONNECT_DELAY);
     let doublings = attempt.saturating_sub(1).min(32);
     let full = base
         .checked_mul(1u32 << doublings.min(31))
         .unwrap_or(cap)
         .min(cap);
     let fraction = jitter.next_unit();
-    full.mul_f64(1.0 - 0.25 * fraction)
+    full.mul_f64(1.0 - 0.25 * fraction).max(MIN_RECONNECT_DELAY)
 }
 
 /// A small xorshift generator for the jitter; no cryptographic needs here.
@@ -602,6 +669,48 @@ mod tests {
             backoff(Duration::MAX, cap, u32::MAX, &mut jitter).max(cap),
             cap
         );
+    }
+
+    #[test]
+    fn backoff_never_goes_below_the_floor_and_grows_from_a_zero_base() {
+        let mut jitter = Jitter(777);
+        let floor = MIN_RECONNECT_DELAY;
+        for _ in 0..1000 {
+            for attempt in 1..=40 {
+                let capped = backoff(
+                    Duration::ZERO,
+                    Duration::from_secs(30),
+                    attempt,
+                    &mut jitter,
+                );
+                assert!(capped >= floor, "{attempt}: {capped:?}");
+                // A cap under the floor does not win against it.
+                assert_eq!(
+                    backoff(Duration::ZERO, Duration::ZERO, attempt, &mut jitter),
+                    floor
+                );
+                assert_eq!(
+                    backoff(
+                        Duration::from_millis(1),
+                        Duration::from_millis(50),
+                        attempt,
+                        &mut jitter
+                    ),
+                    floor
+                );
+            }
+            // A zero base backs off like the floor itself: 100, 200, 400 ms.
+            for (attempt, full) in [(2, 200), (3, 400)] {
+                let d = backoff(
+                    Duration::ZERO,
+                    Duration::from_secs(30),
+                    attempt,
+                    &mut jitter,
+                );
+                let full = Duration::from_millis(full);
+                assert!(d <= full && d >= full.mul_f64(0.75), "{attempt}: {d:?}");
+            }
+        }
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! The reader against a scripted local server: events, headers, reconnection
-//! after a close, a stall, a 500 and a wrong content type, the backoff, giving
-//! up, and stopping promptly wherever the thread is blocked.
+//! after a close, a stall, a 500 and a wrong content type, the backoff and its
+//! floor, streams that end without an event counting as failures, giving up,
+//! and stopping promptly wherever the thread is blocked.
 
 mod server;
 
 use std::time::{Duration, Instant};
 
-use httpsse::{Error, Event, Reader, ReaderConfig, ReaderItem};
+use httpsse::{Error, Event, MIN_RECONNECT_DELAY, Reader, ReaderConfig, ReaderItem};
 use server::{Reply, TestServer};
 
 /// The longest any single step may take before the test fails (an upper
@@ -48,21 +49,58 @@ fn expect_reconnecting(reader: &Reader) -> (u32, Duration) {
     }
 }
 
-/// The delay of attempt `attempt` from `base`: doubled per attempt, then
-/// jittered down by at most a quarter.
+/// The delay of attempt `attempt` from `base` (at least the floor): doubled
+/// per attempt, then jittered down by at most a quarter, but never under the
+/// floor.
 fn assert_delay(delay: Duration, base_ms: u64, attempt: u32) {
+    assert!(Duration::from_millis(base_ms) >= MIN_RECONNECT_DELAY);
     let full = Duration::from_millis(base_ms << (attempt - 1));
+    let low = full.mul_f64(0.75).max(MIN_RECONNECT_DELAY);
     assert!(
-        delay <= full && delay >= full.mul_f64(0.75),
-        "attempt {attempt}: delay {delay:?} outside [{:?}, {full:?}]",
-        full.mul_f64(0.75)
+        delay <= full && delay >= low,
+        "attempt {attempt}: delay {delay:?} outside [{low:?}, {full:?}]"
     );
 }
 
+/// The shortest delays the reader allows.
 fn quick(url: String) -> ReaderConfig {
     ReaderConfig::new(url)
-        .initial_delay(Duration::from_millis(10))
+        .initial_delay(MIN_RECONNECT_DELAY)
         .max_delay(Duration::from_secs(5))
+}
+
+/// Every item the reader reports within `window` from now.
+fn items_during(reader: &Reader, window: Duration) -> Vec<ReaderItem> {
+    let deadline = Instant::now() + window;
+    let mut items = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return items;
+        }
+        match reader.recv_timeout(left) {
+            Ok(item) => items.push(item),
+            Err(_) => return items,
+        }
+    }
+}
+
+fn count_connected(items: &[ReaderItem]) -> usize {
+    items
+        .iter()
+        .filter(|item| matches!(item, ReaderItem::Connected))
+        .count()
+}
+
+/// The (attempt, delay) of every Reconnecting item.
+fn reconnections(items: &[ReaderItem]) -> Vec<(u32, Duration)> {
+    items
+        .iter()
+        .filter_map(|item| match item {
+            ReaderItem::Reconnecting { attempt, delay } => Some((*attempt, *delay)),
+            _ => None,
+        })
+        .collect()
 }
 
 #[test]
@@ -128,7 +166,7 @@ fn reconnects_after_the_server_closes_and_resumes_from_the_last_event_id() {
     assert!(reason.contains("closed the stream"), "{reason}");
     let (attempt, delay) = expect_reconnecting(&reader);
     assert_eq!(attempt, 1);
-    assert_delay(delay, 10, 1);
+    assert_delay(delay, 100, 1);
     expect_connected(&reader);
     let b = expect_event(&reader);
     // The new stream sent no id: the event carries the one from before.
@@ -242,7 +280,7 @@ fn backoff_grows_with_each_failure_and_resets_after_a_success() {
     ]);
     let reader = Reader::start(
         ReaderConfig::new(server.url())
-            .initial_delay(Duration::from_millis(20))
+            .initial_delay(Duration::from_millis(100))
             .max_delay(Duration::from_secs(10)),
     )
     .unwrap();
@@ -251,7 +289,7 @@ fn backoff_grows_with_each_failure_and_resets_after_a_success() {
         expect_disconnected(&reader);
         let (n, delay) = expect_reconnecting(&reader);
         assert_eq!(n, attempt);
-        assert_delay(delay, 20, attempt);
+        assert_delay(delay, 100, attempt);
         delays.push(delay);
     }
     assert!(delays[0] < delays[1] && delays[1] < delays[2], "{delays:?}");
@@ -261,11 +299,11 @@ fn backoff_grows_with_each_failure_and_resets_after_a_success() {
     // The success reset the count: back to the first delay.
     let (n, delay) = expect_reconnecting(&reader);
     assert_eq!(n, 1);
-    assert_delay(delay, 20, 1);
+    assert_delay(delay, 100, 1);
     expect_disconnected(&reader);
     let (n, delay) = expect_reconnecting(&reader);
     assert_eq!(n, 2);
-    assert_delay(delay, 20, 2);
+    assert_delay(delay, 100, 2);
     expect_connected(&reader);
     assert_eq!(expect_event(&reader).data, "up again");
 }
@@ -275,18 +313,18 @@ fn the_delay_never_exceeds_the_cap() {
     let server = TestServer::start(vec![Reply::Status(500, "")]);
     let reader = Reader::start(
         ReaderConfig::new(server.url())
-            .initial_delay(Duration::from_millis(4))
-            .max_delay(Duration::from_millis(20))
-            .max_failures(Some(7)),
+            .initial_delay(Duration::from_millis(100))
+            .max_delay(Duration::from_millis(300))
+            .max_failures(Some(5)),
     )
     .unwrap();
-    for attempt in 1..=6u32 {
+    for attempt in 1..=4u32 {
         expect_disconnected(&reader);
         let (n, delay) = expect_reconnecting(&reader);
         assert_eq!(n, attempt);
-        let full = Duration::from_millis((4u64 << (attempt - 1)).min(20));
+        let full = Duration::from_millis((100u64 << (attempt - 1)).min(300));
         assert!(
-            delay <= full && delay >= full.mul_f64(0.75),
+            delay <= full && delay >= full.mul_f64(0.75).max(MIN_RECONNECT_DELAY),
             "{attempt}: {delay:?}"
         );
     }
@@ -297,7 +335,7 @@ fn the_delay_never_exceeds_the_cap() {
 #[test]
 fn a_server_retry_field_sets_the_base_delay() {
     let server = TestServer::start(vec![
-        Reply::StreamThenClose(b"retry: 40\n\n".to_vec()),
+        Reply::StreamThenClose(b"retry: 150\n\n".to_vec()),
         Reply::Status(500, ""),
         Reply::StreamThenHold(Vec::new()),
     ]);
@@ -312,11 +350,11 @@ fn a_server_retry_field_sets_the_base_delay() {
     expect_disconnected(&reader);
     let (n, delay) = expect_reconnecting(&reader);
     assert_eq!(n, 1);
-    assert_delay(delay, 40, 1);
+    assert_delay(delay, 150, 1);
     expect_disconnected(&reader);
     let (n, delay) = expect_reconnecting(&reader);
     assert_eq!(n, 2);
-    assert_delay(delay, 40, 2);
+    assert_delay(delay, 150, 2);
     expect_connected(&reader);
 }
 
@@ -345,6 +383,204 @@ fn gives_up_after_the_configured_number_of_failures() {
     }
     // The thread has ended: the channel says so.
     assert_eq!(reader.recv(), None);
+}
+
+#[test]
+fn retry_zero_and_an_immediate_close_back_off_instead_of_spinning() {
+    // The server sets retry: 0 and ends every stream before any event.
+    let server = TestServer::start(vec![Reply::StreamThenClose(b"retry: 0\n\n".to_vec())]);
+    let reader = Reader::start(ReaderConfig::new(server.url())).unwrap();
+    let window = Duration::from_secs(1);
+    let mut items = items_during(&reader, window);
+    let in_window = server.connections();
+    // The floor and the backoff allow 4 (at 0, 0.1, 0.3, 0.7 s); a tight
+    // loop made hundreds. The bound is generous on purpose.
+    assert!(
+        in_window <= 10,
+        "{in_window} connections within {window:?}: {items:#?}"
+    );
+    // It does keep trying (waiting for events, not for the clock).
+    while count_connected(&items) < 3 {
+        items.push(next(&reader));
+    }
+    let waits = reconnections(&items);
+    assert!(waits.len() >= 2, "{items:#?}");
+    for (i, &(attempt, delay)) in waits.iter().enumerate() {
+        // No stream delivered an event, so nothing reset the backoff.
+        assert_eq!(attempt, i as u32 + 1, "{waits:?}");
+        assert_delay(delay, 100, attempt);
+    }
+    let reasons: Vec<&String> = items
+        .iter()
+        .filter_map(|item| match item {
+            ReaderItem::Disconnected { reason } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .all(|r| r.contains("closed the stream") && r.contains("no event")),
+        "{reasons:#?}"
+    );
+}
+
+#[test]
+fn retry_zero_and_an_immediate_close_give_up_after_max_failures() {
+    let server = TestServer::start(vec![Reply::StreamThenClose(b"retry: 0\n\n".to_vec())]);
+    let reader = Reader::start(ReaderConfig::new(server.url()).max_failures(Some(3))).unwrap();
+    for attempt in 1..=2 {
+        expect_connected(&reader);
+        let reason = expect_disconnected(&reader);
+        assert!(reason.contains("no event"), "{reason}");
+        let (n, delay) = expect_reconnecting(&reader);
+        assert_eq!(n, attempt);
+        assert!(delay >= MIN_RECONNECT_DELAY, "{delay:?}");
+    }
+    expect_connected(&reader);
+    expect_disconnected(&reader);
+    match next(&reader) {
+        ReaderItem::GaveUp { reason } => {
+            assert!(reason.contains("3 consecutive"), "{reason}");
+            assert!(reason.contains("no event"), "{reason}");
+        }
+        other => panic!("expected GaveUp, got {other:?}"),
+    }
+    assert_eq!(reader.recv(), None);
+    assert_eq!(server.connections(), 3);
+}
+
+#[test]
+fn a_server_that_always_closes_at_once_is_given_up_on() {
+    let server = TestServer::start(vec![Reply::StreamThenClose(Vec::new())]);
+    // A stream must last the initial delay to count as working without
+    // events; this one is long enough that a busy machine cannot stretch an
+    // immediate close past it.
+    let reader = Reader::start(
+        ReaderConfig::new(server.url())
+            .initial_delay(Duration::from_millis(250))
+            .max_failures(Some(3)),
+    )
+    .unwrap();
+    let mut items = Vec::new();
+    // Three attempts make 11 items; a reader that never gives up must not
+    // keep the test going forever.
+    while !matches!(items.last(), Some(ReaderItem::GaveUp { .. })) {
+        assert!(items.len() < 100, "no GaveUp after 100 items: {items:#?}");
+        items.push(next(&reader));
+    }
+    assert_eq!(count_connected(&items), 3, "{items:#?}");
+    assert_eq!(
+        reconnections(&items)
+            .iter()
+            .map(|w| w.0)
+            .collect::<Vec<_>>(),
+        [1, 2]
+    );
+    let Some(ReaderItem::GaveUp { reason }) = items.last() else {
+        unreachable!()
+    };
+    assert!(
+        reason.contains("3 consecutive") && reason.contains("closed the stream"),
+        "{reason}"
+    );
+    assert_eq!(reader.recv(), None);
+}
+
+#[test]
+fn a_server_that_always_sends_an_oversized_event_is_given_up_on() {
+    let server = TestServer::start(vec![Reply::StreamThenHold(
+        b"data: 0123456789abcdef0123456789\n\n".to_vec(),
+    )]);
+    let reader = Reader::start(
+        ReaderConfig::new(server.url())
+            .initial_delay(Duration::from_millis(250))
+            .max_event_size(24)
+            .max_failures(Some(2)),
+    )
+    .unwrap();
+    expect_connected(&reader);
+    let reason = expect_disconnected(&reader);
+    assert!(
+        reason.contains("limit of 24 bytes") && reason.contains("no event"),
+        "{reason}"
+    );
+    assert_eq!(expect_reconnecting(&reader).0, 1);
+    expect_connected(&reader);
+    expect_disconnected(&reader);
+    match next(&reader) {
+        ReaderItem::GaveUp { reason } => {
+            assert!(
+                reason.contains("2 consecutive") && reason.contains("limit of 24 bytes"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected GaveUp, got {other:?}"),
+    }
+    assert_eq!(reader.recv(), None);
+}
+
+#[test]
+fn retry_zero_with_an_event_per_stream_reconnects_no_faster_than_the_floor() {
+    // Each stream delivers an event, so each one worked: the count resets and
+    // the reader never gives up, but the floor still spaces the attempts.
+    let server = TestServer::start(vec![Reply::StreamThenClose(
+        b"retry: 0\ndata: x\n\n".to_vec(),
+    )]);
+    let reader = Reader::start(ReaderConfig::new(server.url()).max_failures(Some(1))).unwrap();
+    let window = Duration::from_secs(1);
+    let mut items = items_during(&reader, window);
+    let in_window = server.connections();
+    // At most 11 at one every 100 ms; a tight loop made hundreds.
+    assert!(
+        in_window <= 20,
+        "{in_window} connections within {window:?}: {items:#?}"
+    );
+    while count_connected(&items) < 3 {
+        items.push(next(&reader));
+    }
+    assert!(
+        !items
+            .iter()
+            .any(|item| matches!(item, ReaderItem::GaveUp { .. })),
+        "{items:#?}"
+    );
+    let waits = reconnections(&items);
+    assert!(waits.len() >= 2, "{items:#?}");
+    for &(attempt, delay) in &waits {
+        assert_eq!(attempt, 1, "{waits:?}");
+        assert_eq!(delay, MIN_RECONNECT_DELAY, "{waits:?}");
+    }
+}
+
+#[test]
+fn a_stream_that_stays_open_without_events_resets_the_count() {
+    let server = TestServer::start(vec![
+        Reply::Status(500, ""),
+        // Only a comment, then silence until the stall timeout drops it,
+        // well after the initial delay.
+        Reply::StreamThenHold(b": hello\n\n".to_vec()),
+        Reply::StreamThenHold(b"data: ok\n\n".to_vec()),
+    ]);
+    let reader = Reader::start(
+        quick(server.url())
+            .stall_timeout(Duration::from_millis(400))
+            .max_failures(Some(2)),
+    )
+    .unwrap();
+    expect_disconnected(&reader);
+    assert_eq!(expect_reconnecting(&reader).0, 1);
+    expect_connected(&reader);
+    let reason = expect_disconnected(&reader);
+    assert!(
+        reason.contains("no data") && !reason.contains("no event"),
+        "{reason}"
+    );
+    // Reset: had it counted, this would have been the second failure and the
+    // reader would have given up.
+    assert_eq!(expect_reconnecting(&reader).0, 1);
+    expect_connected(&reader);
+    assert_eq!(expect_event(&reader).data, "ok");
 }
 
 #[test]

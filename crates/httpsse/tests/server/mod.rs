@@ -8,7 +8,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -57,6 +57,7 @@ pub struct TestServer {
     requests: Receiver<Request>,
     held: Arc<Mutex<Vec<TcpStream>>>,
     stopping: Arc<AtomicBool>,
+    connections: Arc<AtomicUsize>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -68,9 +69,11 @@ impl TestServer {
         let (sender, requests) = mpsc::channel();
         let held = Arc::new(Mutex::new(Vec::new()));
         let stopping = Arc::new(AtomicBool::new(false));
+        let connections = Arc::new(AtomicUsize::new(0));
         let thread = {
             let held = Arc::clone(&held);
             let stopping = Arc::clone(&stopping);
+            let connections = Arc::clone(&connections);
             std::thread::spawn(move || {
                 for index in 0.. {
                     let Ok((mut stream, _)) = listener.accept() else {
@@ -79,6 +82,7 @@ impl TestServer {
                     if stopping.load(Ordering::SeqCst) {
                         return;
                     }
+                    connections.fetch_add(1, Ordering::SeqCst);
                     stream
                         .set_read_timeout(Some(Duration::from_secs(10)))
                         .unwrap();
@@ -96,6 +100,7 @@ impl TestServer {
             requests,
             held,
             stopping,
+            connections,
             thread: Some(thread),
         }
     }
@@ -106,6 +111,11 @@ impl TestServer {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// How many connections the server has accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// Waits (at most 10 s) for the next request.
