@@ -140,7 +140,10 @@ impl Child {
     /// [`terminate`](crate::terminate) and reaps the child; its exit status
     /// is then available from [`try_wait`](Self::try_wait).
     ///
-    /// Blocks for at most `grace` plus a bounded wait after SIGKILL.
+    /// Blocks for at most `grace` plus 10 s after SIGKILL. Until the child
+    /// is reaped its group id cannot go to another group, so unlike
+    /// [`terminate`](crate::terminate) this signals the group with
+    /// `kill(-pgid)` where the kernel's pidfd cannot address a group.
     pub fn terminate(&mut self, grace: Duration) -> Result<Termination, Error> {
         let mut target = Target {
             identity: &self.identity,

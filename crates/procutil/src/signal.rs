@@ -7,12 +7,20 @@ use std::time::{Duration, Instant};
 
 use crate::Error;
 use crate::child::ExitStatus;
-use crate::procfs::{Liveness, ProcessIdentity, scan_group};
+use crate::procfs::{GroupMember, Liveness, ProcessIdentity, read_stat, scan_group};
 use crate::sys::{self, WaitResult, is_esrch};
 
 /// How long to wait for processes to disappear after SIGKILL. They only
 /// outlive it when stuck in the kernel (state D).
 const KILL_WAIT: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+thread_local! {
+    /// Runs once, at the start of the next sweep in this thread (after the
+    /// leader has exited): lets a test change the world at that moment.
+    pub(crate) static BEFORE_SWEEP: std::cell::RefCell<Option<Box<dyn FnOnce()>>> =
+        const { std::cell::RefCell::new(None) };
+}
 
 /// What [`terminate`] had to do.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -41,14 +49,22 @@ pub enum Termination {
 /// get what remains of `grace` and then SIGKILL too, and the call waits until
 /// none of them runs any more; this happens only when the identity matched at
 /// the start (also when the leader had already exited but was not reaped).
-/// Children of ours, the leader or group members, are reaped. (If the
-/// leader is a [`Child`](crate::Child) of ours, prefer
-/// [`Child::terminate`](crate::Child::terminate): after this function reaped
-/// it, the `Child` can only report [`ExitStatus::UNKNOWN`].)
+/// When no member is left, nothing more is sent. Children of ours, the leader
+/// or group members, are reaped. (If the leader is a [`Child`](crate::Child)
+/// of ours, prefer [`Child::terminate`](crate::Child::terminate): after this
+/// function reaped it, the `Child` can only report [`ExitStatus::UNKNOWN`].)
 ///
-/// Blocks for at most `grace` plus two bounded waits after SIGKILL (10 s
-/// each), which only matter for a process stuck in the kernel:
-/// [`Error::StillRunning`] or [`Error::GroupSurvivors`] then.
+/// The group is signalled through the leader's pidfd where the kernel can
+/// address a group with it (Linux 6.9+). Elsewhere, unless the leader is a
+/// `Child` not yet reaped (then `kill(-pgid)`), the leader and each member
+/// are signalled one by one, each through a pidfd opened before checking
+/// that it is in the group: a leader reaped by its own parent frees its
+/// group id once no member is left, and a group that gets the id must not be
+/// hit. See [`signal_group`] for what that costs.
+///
+/// Blocks for at most `grace` plus 10 s after SIGKILL (one wait shared by the
+/// leader and its group), which only matters for a process stuck in the
+/// kernel: [`Error::StillRunning`] or [`Error::GroupSurvivors`] then.
 /// Refuses ([`Error::Protected`]) pid 1 and the caller's own process group,
 /// and ([`Error::NotGroupLeader`]) a process that does not lead its group.
 pub fn terminate(identity: &ProcessIdentity, grace: Duration) -> Result<Termination, Error> {
@@ -69,6 +85,15 @@ pub fn terminate(identity: &ProcessIdentity, grace: Duration) -> Result<Terminat
 /// and with [`Error::NotGroupLeader`] or [`Error::Protected`] as
 /// [`terminate`] does; in all these cases nothing is signalled. Signal 0
 /// checks that the group exists without sending anything.
+///
+/// Where the kernel cannot address a group through a pidfd (before Linux
+/// 6.9), the leader (through its pidfd) and each other member (through a
+/// pidfd opened before checking that it is in the group) are signalled one
+/// by one, so that no other process is hit even if the leader exits and its
+/// pid is reused meanwhile. Unlike `kill(-pgid)` that is not atomic: a
+/// process a member forks meanwhile may not get the signal. Without pidfd
+/// support at all (before Linux 5.3) each process is signalled by pid right
+/// after that check.
 pub fn signal_group(identity: &ProcessIdentity, signal: i32) -> Result<(), Error> {
     let pid = identity.pid;
     protect(pid)?;
@@ -83,14 +108,9 @@ pub fn signal_group(identity: &ProcessIdentity, signal: i32) -> Result<(), Error
             pid,
             pgid: stat.pgrp,
         }),
-        Liveness::Alive(_) => match target.signal_group(signal) {
-            Ok(()) => Ok(()),
-            Err(err) if is_esrch(&err) => Err(Error::NoSuchProcess { pid }),
-            Err(source) => Err(Error::Signal {
-                pgid: pid,
-                signal,
-                source,
-            }),
+        Liveness::Alive(_) => match target.signal_group(signal)? {
+            true => Ok(()),
+            false => Err(Error::NoSuchProcess { pid }),
         },
         Liveness::Zombie | Liveness::Gone => Err(Error::NoSuchProcess { pid }),
         Liveness::Mismatch(detail) => Err(Error::IdentityMismatch { pid, detail }),
@@ -104,7 +124,7 @@ pub fn signal_group(identity: &ProcessIdentity, signal: i32) -> Result<(), Error
 /// Blocks on a pidfd (no polling loop); where the kernel has no pidfd, checks
 /// with short sleeps. Waits for the process only, not its group.
 pub fn wait_gone(identity: &ProcessIdentity, timeout: Duration) -> Result<bool, Error> {
-    let deadline = Instant::now() + timeout;
+    let deadline = sys::deadline_after(Instant::now(), timeout);
     let pidfd = open_pidfd(identity.pid)?;
     let mut target = Target {
         identity,
@@ -120,7 +140,7 @@ pub fn wait_gone(identity: &ProcessIdentity, timeout: Duration) -> Result<bool, 
     if !target.wait_leader_exit(deadline)? {
         return Ok(false);
     }
-    target.reap_leader()?;
+    target.reap_leader(deadline)?;
     Ok(true)
 }
 
@@ -181,16 +201,28 @@ impl Target<'_> {
         matches!(&self.own_status, Some(slot) if slot.is_some())
     }
 
+    /// Whether the leader is our own child and not reaped yet. Until we reap
+    /// it, neither its pid nor its group id can be given to another process,
+    /// so `kill(-pgid)` can only reach its group.
+    fn holds_leader(&self) -> bool {
+        matches!(&self.own_status, Some(slot) if slot.is_none())
+    }
+
     pub(crate) fn terminate(&mut self, grace: Duration) -> Result<Termination, Error> {
-        let start = Instant::now();
-        let grace_deadline = start + grace;
+        let grace_deadline = sys::deadline_after(Instant::now(), grace);
+        // SIGKILL goes out when the grace period ends (to the group, or to
+        // what the leader left behind), so every wait after it ends here.
+        let kill_deadline = sys::deadline_after(grace_deadline, KILL_WAIT);
         let pid = self.pid();
         protect(pid)?;
 
         if self.own_already_reaped() {
-            // Reaped earlier: the pid may be reused, so only a pidfd (which
-            // still names the original group) may address the group.
-            self.sweep_group(grace_deadline, SweepFrom::Start, false)?;
+            // Reaped before this call, maybe long ago: the group may have
+            // emptied and its id gone to another group since. Only a pidfd
+            // that can address the group still names it for sure.
+            if self.pidfd_addresses_group() {
+                self.sweep_group(grace_deadline, kill_deadline, SweepFrom::Start)?;
+            }
             return Ok(Termination::AlreadyGone);
         }
         match self.identity.check()? {
@@ -202,10 +234,11 @@ impl Target<'_> {
             }
             Liveness::Alive(_) => {}
             Liveness::Zombie => {
-                // Exited but not reaped: the identity matched and the zombie
-                // keeps the group id reserved, so clean up what it left.
-                self.sweep_group(grace_deadline, SweepFrom::Start, true)?;
-                self.reap_leader()?;
+                // Exited but not reaped: the identity matched, so clean up
+                // what it left. (Unless it is our child, its parent may reap
+                // it at any moment; the sweep does not rely on the zombie.)
+                self.sweep_group(grace_deadline, kill_deadline, SweepFrom::Start)?;
+                self.reap_leader(kill_deadline)?;
                 return Ok(Termination::AlreadyGone);
             }
             Liveness::Gone | Liveness::Mismatch(_) => {
@@ -223,7 +256,7 @@ impl Target<'_> {
             Termination::ExitedOnTerm
         } else {
             self.send(libc::SIGKILL)?;
-            if !self.wait_leader_exit(Instant::now() + KILL_WAIT)? {
+            if !self.wait_leader_exit(kill_deadline)? {
                 return Err(Error::StillRunning {
                     pid,
                     waited: KILL_WAIT,
@@ -231,11 +264,19 @@ impl Target<'_> {
             }
             Termination::Killed
         };
-        // The leader has exited; sweep before reaping it, while its zombie
-        // still keeps the group id from being reused.
-        self.sweep_group(grace_deadline, SweepFrom::TermSent, true)?;
-        self.reap_leader()?;
+        // The leader has exited. Our own child is reaped only after the
+        // sweep, so that its zombie keeps the group id reserved meanwhile.
+        self.sweep_group(grace_deadline, kill_deadline, SweepFrom::TermSent)?;
+        self.reap_leader(kill_deadline)?;
         Ok(outcome)
+    }
+
+    /// Whether the pidfd can address the group (Linux 6.9+) and the group
+    /// still has a process in it.
+    fn pidfd_addresses_group(&self) -> bool {
+        // Signal 0 sends nothing; ESRCH: no process left in the group.
+        self.pidfd
+            .is_some_and(|fd| matches!(sys::pidfd_signal_group(fd, 0), Ok(true)))
     }
 
     /// SIGTERM to the group, then SIGCONT so that stopped members can act on
@@ -246,73 +287,225 @@ impl Target<'_> {
         Ok(())
     }
 
-    /// Signals the group; the group being empty (ESRCH) is fine.
+    /// Signals the group; nobody being there to receive it is fine.
     fn send(&self, signal: i32) -> Result<(), Error> {
-        match self.signal_group(signal) {
-            Ok(()) => Ok(()),
-            Err(err) if is_esrch(&err) => Ok(()),
-            Err(source) => Err(Error::Signal {
-                pgid: self.pid(),
-                signal,
-                source,
-            }),
-        }
+        self.signal_group(signal).map(|_| ())
     }
 
-    /// Through the pidfd where the kernel can address the group with it
-    /// (Linux 6.9+), which cannot hit a reused pid; else `kill(-pgid)`.
-    fn signal_group(&self, signal: i32) -> io::Result<()> {
-        if let Some(fd) = self.pidfd
-            && sys::pidfd_signal_group(fd, signal)?
-        {
-            return Ok(());
+    /// Sends `signal` to the group by the surest route there is, and returns
+    /// whether any process was there to receive it:
+    /// - through the leader's pidfd with the group flag (Linux 6.9+), which
+    ///   names this very group even after the leader was reaped;
+    /// - `kill(-pgid)` while we hold the leader, our child, unreaped;
+    /// - otherwise to the leader and each member one by one
+    ///   ([`signal_each`](Self::signal_each)): once another parent has reaped
+    ///   the leader and the last member is gone, the group id is free, and
+    ///   `kill(-pgid)` could reach a group that was given it.
+    fn signal_group(&self, signal: i32) -> Result<bool, Error> {
+        let pgid = self.pid();
+        let failed = |source| Error::Signal {
+            pgid,
+            signal,
+            source,
+        };
+        if let Some(fd) = self.pidfd {
+            match sys::pidfd_signal_group(fd, signal) {
+                Ok(true) => return Ok(true),
+                Ok(false) => {}
+                Err(err) if is_esrch(&err) => return Ok(false),
+                Err(err) => return Err(failed(err)),
+            }
         }
-        sys::kill_group(self.pid(), signal)
+        if self.holds_leader() {
+            return delivered(sys::kill_group(pgid, signal)).map_err(failed);
+        }
+        self.signal_each(signal)
+    }
+
+    /// Signals the leader and every other running member of its group one by
+    /// one. The leader through its pidfd (opened before its identity was
+    /// verified), without one by pid if it is still the identified process
+    /// and running; every other member as [`signal_member`] does, and none
+    /// when the group id has gone to another group
+    /// ([`scan_own_group`](Self::scan_own_group)).
+    ///
+    /// Unlike a group signal this is not atomic: a process forked meanwhile
+    /// is missed, which is why the SIGKILL phase of a sweep repeats it at
+    /// every look until no member runs. Like `kill(-pgid)`, it succeeds when
+    /// any process received the signal.
+    fn signal_each(&self, signal: i32) -> Result<bool, Error> {
+        let pgid = self.pid();
+        let failed = |source| Error::Signal {
+            pgid,
+            signal,
+            source,
+        };
+        let mut sent_any = match self.pidfd {
+            Some(fd) => delivered(sys::pidfd_send_signal(fd, signal)).map_err(failed)?,
+            None => match self.identity.check()? {
+                Liveness::Alive(_) => delivered(sys::kill_process(pgid, signal)).map_err(failed)?,
+                _ => false,
+            },
+        };
+        let mut first_error = None;
+        for member in self.scan_own_group()? {
+            if member.pid == pgid || member.dead {
+                continue;
+            }
+            match signal_member(member.pid, pgid, signal) {
+                Ok(sent) => sent_any |= sent,
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        match first_error {
+            Some(err) if !sent_any => Err(failed(err)),
+            _ => Ok(sent_any),
+        }
     }
 
     /// After the leader has exited: gives the remaining members what is left
-    /// of the grace period after SIGTERM, SIGKILLs the group, waits until no
-    /// member runs and reaps the members that are our children.
-    /// `kill_fallback` allows `kill(-pgid)` when the pidfd cannot address the
-    /// group.
+    /// of the grace period after SIGTERM, then SIGKILL and until
+    /// `kill_deadline` to be gone, reaping the members that are our children.
+    /// Sends nothing once no member is left.
     fn sweep_group(
         &mut self,
         grace_deadline: Instant,
+        kill_deadline: Instant,
         from: SweepFrom,
-        kill_fallback: bool,
     ) -> Result<(), Error> {
-        let pgid = self.pid();
-        let can_address_group = match self.pidfd {
-            Some(fd) => match sys::pidfd_signal_group(fd, 0) {
-                Ok(supported) => supported,
-                // ESRCH: no process left in the group, not even a zombie.
-                Err(err) if is_esrch(&err) => return Ok(()),
-                Err(_) => false,
-            },
-            None => false,
-        };
-        if !can_address_group && !kill_fallback {
+        #[cfg(test)]
+        if let Some(hook) = BEFORE_SWEEP.take() {
+            hook();
+        }
+        if let Some(fd) = self.pidfd
+            && sys::pidfd_signal_group(fd, 0).is_err_and(|err| is_esrch(&err))
+        {
+            // The kernel knows the group flag and the group is empty.
             return Ok(());
         }
         if from == SweepFrom::Start {
             self.send_term()?;
         }
-        wait_members(pgid, grace_deadline)?;
-        self.send(libc::SIGKILL)?;
-        let survivors = wait_members(pgid, Instant::now() + KILL_WAIT)?;
+        if self.wait_members(grace_deadline, false)?.is_empty() {
+            return Ok(());
+        }
+        let survivors = self.wait_members(kill_deadline, true)?;
         if survivors.is_empty() {
             Ok(())
         } else {
             Err(Error::GroupSurvivors {
-                pgid,
+                pgid: self.pid(),
                 pids: survivors,
                 waited: KILL_WAIT,
             })
         }
     }
 
-    /// Whether the leader has exited (zombie or reaped). Does not reap when
-    /// there is a pidfd, so that the zombie keeps the group id reserved.
+    /// Waits until no member of the group runs (zombies do not count) or the
+    /// deadline passes, reaping members that are our children on the way
+    /// (all but the leader, which [`reap_leader`](Self::reap_leader) reaps).
+    /// With `kill`, SIGKILLs the group at every look while a member runs, so
+    /// that signalling member by member also catches what a member forked
+    /// just before it died. Returns the members still running at the
+    /// deadline.
+    fn wait_members(&self, deadline: Instant, kill: bool) -> Result<Vec<u32>, Error> {
+        let pgid = self.pid();
+        let mut step = sys::BACKOFF_START;
+        loop {
+            let (running, foreign_zombies) = self.reap_dead_members()?;
+            if running.is_empty() {
+                if foreign_zombies {
+                    // Once nothing runs, every exit (and with it every handing
+                    // over of orphaned zombies to us as their subreaper) is
+                    // complete; one more pass reaps zombies that this scan saw
+                    // under their old parent.
+                    self.reap_dead_members()?;
+                }
+                return Ok(running);
+            }
+            if kill {
+                self.send(libc::SIGKILL)?;
+            }
+            if Instant::now() >= deadline {
+                return Ok(running);
+            }
+            let pidfds: Vec<OwnedFd> = running
+                .iter()
+                .filter_map(|&pid| sys::pidfd_open(pid).ok().flatten())
+                .collect();
+            if pidfds.len() == running.len() {
+                // Wakes when any member exits; then look again.
+                let fds: Vec<BorrowedFd<'_>> = pidfds.iter().map(|fd| fd.as_fd()).collect();
+                sys::poll_readable(&fds, deadline)
+                    .map_err(|source| Error::Wait { pid: pgid, source })?;
+            } else {
+                // No pidfd support, or a member exited while we looked.
+                sys::backoff_sleep(&mut step, deadline);
+            }
+        }
+    }
+
+    /// Every process in the leader's group, zombies included; none when the
+    /// group id has been given to another group.
+    ///
+    /// The kernel gives a pid to a new process only once nothing uses it any
+    /// more, neither as a process id nor as a group or session id. So while
+    /// the group has a member, no other process can have the leader's pid;
+    /// one that has it means that the group emptied and its id was reused.
+    /// It is told apart from the leader by its start time or, within the
+    /// same clock tick, by running while the leader's pidfd says the leader
+    /// has exited. What this cannot see is a group that took the id and whose
+    /// own leader is gone too, leaving members: that takes the original group
+    /// to empty, the pid allocator (which hands out every other free pid
+    /// before it comes back to one) to return to the id, and a whole process
+    /// life, all between the leader's exit (or the previous scan) and this
+    /// one.
+    fn scan_own_group(&self) -> Result<Vec<GroupMember>, Error> {
+        let pgid = self.pid();
+        let members = scan_group(pgid)?;
+        // Both looked at after the scan, so that a takeover before it shows;
+        // the pidfd first, so that a running process seen after it is not
+        // the leader if the leader had exited.
+        let leader_exited = self
+            .pidfd
+            .is_some_and(|fd| sys::poll_readable(&[fd], Instant::now()).unwrap_or(false));
+        let taken_over = match read_stat(pgid) {
+            Ok(stat) => {
+                stat.start_time != self.identity.start_time || (leader_exited && !stat.is_dead())
+            }
+            Err(Error::NoSuchProcess { .. }) => false,
+            Err(other) => return Err(other),
+        };
+        Ok(if taken_over { Vec::new() } else { members })
+    }
+
+    /// Reaps the zombies in the group that are our children, except the
+    /// leader, and returns the members still running, and whether zombies of
+    /// other parents were seen. Each zombie is reaped by its own pid: a
+    /// zombie's pid cannot be reused until it is reaped.
+    fn reap_dead_members(&self) -> Result<(Vec<u32>, bool), Error> {
+        let own_pid = sys::own_pid();
+        let mut running = Vec::new();
+        let mut foreign_zombies = false;
+        for member in self.scan_own_group()? {
+            if !member.dead {
+                running.push(member.pid);
+            } else if member.pid == self.pid() {
+                // The leader: reap_leader reaps it.
+            } else if member.ppid == own_pid {
+                let _ = sys::waitpid_nohang(member.pid);
+            } else {
+                foreign_zombies = true;
+            }
+        }
+        Ok((running, foreign_zombies))
+    }
+
+    /// Whether the leader has exited (zombie or reaped). Never reaps: our own
+    /// child's zombie keeps the group id reserved until
+    /// [`reap_leader`](Self::reap_leader).
     fn leader_exited(&mut self) -> Result<bool, Error> {
         let pid = self.pid();
         if self.own_already_reaped() {
@@ -322,21 +515,16 @@ impl Target<'_> {
             return sys::poll_readable(&[fd], Instant::now())
                 .map_err(|source| Error::Wait { pid, source });
         }
-        match &mut self.own_status {
-            Some(slot) => {
-                match sys::waitpid_nohang(pid).map_err(|source| Error::Wait { pid, source })? {
-                    WaitResult::Exited(status) => {
-                        **slot = Some(status);
-                        Ok(true)
-                    }
-                    WaitResult::Running => Ok(false),
-                    WaitResult::NotChild => {
-                        **slot = Some(ExitStatus::UNKNOWN);
-                        Ok(true)
-                    }
+        match self.identity.check()? {
+            Liveness::Alive(_) => Ok(false),
+            Liveness::Zombie => Ok(true),
+            Liveness::Gone | Liveness::Mismatch(_) => {
+                if let Some(slot) = &mut self.own_status {
+                    // Our child, reaped by someone else (or auto-reaped).
+                    **slot = Some(ExitStatus::UNKNOWN);
                 }
+                Ok(true)
             }
-            None => Ok(!matches!(self.identity.check()?, Liveness::Alive(_))),
         }
     }
 
@@ -361,17 +549,16 @@ impl Target<'_> {
         }
     }
 
-    /// Reaps the exited leader if it is our child.
-    pub(crate) fn reap_leader(&mut self) -> Result<(), Error> {
+    /// Reaps the exited leader if it is our child. An exited child is
+    /// waitable at once; retrying up to `deadline` only guards against
+    /// surprises (a tracer that holds on to it).
+    pub(crate) fn reap_leader(&mut self, deadline: Instant) -> Result<(), Error> {
         let pid = self.pid();
         match &mut self.own_status {
             Some(slot) => {
                 if slot.is_some() {
                     return Ok(());
                 }
-                // Our exited child is waitable as soon as its pidfd is
-                // readable; the loop only guards against surprises.
-                let deadline = Instant::now() + KILL_WAIT;
                 let mut step = sys::BACKOFF_START;
                 loop {
                     match sys::waitpid_nohang(pid).map_err(|source| Error::Wait { pid, source })? {
@@ -406,61 +593,35 @@ impl Target<'_> {
     }
 }
 
-/// Waits until no member of group `pgid` runs (zombies do not count) or the
-/// deadline passes, reaping members that are our children on the way (all but
-/// the leader, which the caller reaps). Returns the members still running at
-/// the deadline.
-fn wait_members(pgid: u32, deadline: Instant) -> Result<Vec<u32>, Error> {
-    let mut step = sys::BACKOFF_START;
-    loop {
-        let (running, foreign_zombies) = reap_dead_members(pgid)?;
-        if running.is_empty() {
-            if foreign_zombies {
-                // Once nothing runs, every exit (and with it every handing
-                // over of orphaned zombies to us as their subreaper) is
-                // complete; one more pass reaps zombies that this scan saw
-                // under their old parent.
-                reap_dead_members(pgid)?;
-            }
-            return Ok(running);
-        }
-        if Instant::now() >= deadline {
-            return Ok(running);
-        }
-        let pidfds: Vec<OwnedFd> = running
-            .iter()
-            .filter_map(|&pid| sys::pidfd_open(pid).ok().flatten())
-            .collect();
-        if pidfds.len() == running.len() {
-            // Wakes when any member exits; then look again.
-            let fds: Vec<BorrowedFd<'_>> = pidfds.iter().map(|fd| fd.as_fd()).collect();
-            sys::poll_readable(&fds, deadline)
-                .map_err(|source| Error::Wait { pid: pgid, source })?;
-        } else {
-            // No pidfd support, or a member exited while we looked.
-            sys::backoff_sleep(&mut step, deadline);
-        }
+/// Whether a signal reached a process: `Ok(false)` for ESRCH (nobody there).
+fn delivered(sent: io::Result<()>) -> io::Result<bool> {
+    match sent {
+        Ok(()) => Ok(true),
+        Err(err) if is_esrch(&err) => Ok(false),
+        Err(err) => Err(err),
     }
 }
 
-/// Reaps the zombies in group `pgid` that are our children, except the
-/// leader, and returns the members still running, and whether zombies of
-/// other parents were seen. Each zombie is reaped by its own pid: a zombie's
-/// pid cannot be reused until it is reaped.
-fn reap_dead_members(pgid: u32) -> Result<(Vec<u32>, bool), Error> {
-    let own_pid = sys::own_pid();
-    let mut running = Vec::new();
-    let mut foreign_zombies = false;
-    for member in scan_group(pgid)? {
-        if !member.dead {
-            running.push(member.pid);
-        } else if member.pid == pgid {
-            // The leader: the caller reaps it.
-        } else if member.ppid == own_pid {
-            let _ = sys::waitpid_nohang(member.pid);
-        } else {
-            foreign_zombies = true;
-        }
+/// Sends `signal` to process `pid` if it is a running member of group
+/// `pgid`, and returns whether it did.
+///
+/// The membership is checked after a pidfd for `pid` is open. If the pid was
+/// reused before the pidfd was opened, the check is about the new process,
+/// which then has to be in the group itself; if after, the pidfd's process
+/// has been reaped and the signal fails with ESRCH. Either way no process
+/// outside the group is hit. Without pidfd support `kill(pid)` follows the
+/// check, which narrows that window but cannot close it.
+fn signal_member(pid: u32, pgid: u32, signal: i32) -> io::Result<bool> {
+    let pidfd = match sys::pidfd_open(pid) {
+        Ok(fd) => fd,
+        Err(err) if is_esrch(&err) => return Ok(false),
+        Err(err) => return Err(err),
+    };
+    if !read_stat(pid).is_ok_and(|stat| stat.pgrp == pgid && !stat.is_dead()) {
+        return Ok(false);
     }
-    Ok((running, foreign_zombies))
+    delivered(match &pidfd {
+        Some(fd) => sys::pidfd_send_signal(fd.as_fd(), signal),
+        None => sys::kill_process(pid, signal),
+    })
 }

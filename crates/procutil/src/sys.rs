@@ -12,6 +12,9 @@ thread_local! {
     /// Lets a test run the fallback paths of a kernel without pidfd, in its
     /// own thread only.
     pub(crate) static NO_PIDFD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Lets a test run the paths of a kernel whose pidfd cannot address a
+    /// process group (before Linux 6.9), in its own thread only.
+    pub(crate) static NO_PIDFD_GROUP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// `pidfd_send_signal` flag (Linux 6.9): signal the process group whose id is
@@ -53,27 +56,20 @@ pub(crate) fn pidfd_open(pid: u32) -> io::Result<Option<OwnedFd>> {
 
 /// Sends `signal` to every process of the group led by the pidfd's process.
 /// `Ok(false)` when the kernel does not know the group flag (before 6.9):
-/// the caller falls back to `kill(-pgid)`.
+/// the caller has to find another way.
 pub(crate) fn pidfd_signal_group(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<bool> {
+    #[cfg(test)]
+    if NO_PIDFD_GROUP.get() {
+        return Ok(false);
+    }
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: plain system call; a null siginfo is allowed.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                pidfd.as_raw_fd(),
-                signal,
-                std::ptr::null::<libc::siginfo_t>(),
-                PIDFD_SIGNAL_PROCESS_GROUP,
-            )
-        };
-        if rc == 0 {
-            return Ok(true);
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EINVAL) | Some(libc::ENOSYS) => Ok(false),
-            _ => Err(err),
+        match pidfd_send_signal_flags(pidfd, signal, PIDFD_SIGNAL_PROCESS_GROUP) {
+            Ok(()) => Ok(true),
+            Err(err) if matches!(err.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => {
+                Ok(false)
+            }
+            Err(err) => Err(err),
         }
     }
     #[cfg(not(target_os = "linux"))]
@@ -83,7 +79,62 @@ pub(crate) fn pidfd_signal_group(pidfd: BorrowedFd<'_>, signal: i32) -> io::Resu
     }
 }
 
-/// `kill(-pgid, signal)`. The caller has made sure `pgid` is > 1.
+/// Sends `signal` to the pidfd's process alone; `ESRCH` once it has been
+/// reaped, whatever process has its pid by now.
+pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        pidfd_send_signal_flags(pidfd, signal, 0)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        // Unreachable: there are no pidfds without Linux.
+        let _ = (pidfd.as_raw_fd(), signal);
+        Err(io::Error::from_raw_os_error(libc::ENOSYS))
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn pidfd_send_signal_flags(
+    pidfd: BorrowedFd<'_>,
+    signal: i32,
+    flags: libc::c_uint,
+) -> io::Result<()> {
+    // SAFETY: plain system call; a null siginfo is allowed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            flags,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `kill(pid, signal)`, for a single process, where there is no pidfd. The
+/// caller has made sure `pid` is > 0.
+pub(crate) fn kill_process(pid: u32, signal: i32) -> io::Result<()> {
+    let raw = libc::pid_t::try_from(pid)
+        .ok()
+        .filter(|&raw| raw > 0)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: plain system call with integer arguments.
+    if unsafe { libc::kill(raw, signal) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `kill(-pgid, signal)`. The caller has made sure `pgid` is > 1 and that
+/// the group id cannot have been given to another group (we hold its leader,
+/// our child, unreaped).
 pub(crate) fn kill_group(pgid: u32, signal: i32) -> io::Result<()> {
     let raw = libc::pid_t::try_from(pgid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
     // SAFETY: plain system call with integer arguments.
@@ -196,6 +247,16 @@ pub(crate) fn backoff_sleep(step: &mut Duration, deadline: Instant) {
     let remaining = deadline.saturating_duration_since(Instant::now());
     std::thread::sleep((*step).min(remaining));
     *step = (*step * 2).min(Duration::from_millis(50));
+}
+
+/// `timeout` after `start`; a timeout too large for an [`Instant`] means a
+/// century, which is as good as never.
+pub(crate) fn deadline_after(start: Instant, timeout: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+    start
+        .checked_add(timeout)
+        .or_else(|| start.checked_add(CENTURY))
+        .unwrap_or(start)
 }
 
 /// The first fallback sleep step.

@@ -200,3 +200,130 @@ pub fn which(program: &str) -> PathBuf {
 pub fn raw(pid: u32) -> libc::pid_t {
     libc::pid_t::try_from(pid).unwrap()
 }
+
+/// Whether this process may choose the pid of a process it creates (clone3
+/// with `set_tid`, which needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE).
+pub fn can_choose_pids() -> bool {
+    let caps = u64::from_str_radix(&status_field("self", "CapEff"), 16).unwrap();
+    let cap_sys_admin = 21;
+    let cap_checkpoint_restore = 40;
+    caps & (1 << cap_sys_admin | 1 << cap_checkpoint_restore) != 0
+}
+
+/// A child of ours that was given a pid of our choice and leads a new
+/// session, so that the group with that id is its group: what a reused pid
+/// and group id look like. SIGKILLed and reaped on drop.
+pub struct PidTaker {
+    pid: u32,
+    start_time: u64,
+}
+
+/// The kernel's `struct clone_args` (all fields are 64 bits wide).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+impl PidTaker {
+    /// Creates the process with pid `pid`, which must be free, and returns
+    /// once it leads its session. Fails with EPERM without the capability
+    /// (see [`can_choose_pids`]) and with EEXIST when the pid is in use.
+    pub fn spawn(pid: u32) -> std::io::Result<PidTaker> {
+        let mut ends = [0; 2];
+        // SAFETY: ends is a valid array of two descriptors.
+        if unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: both descriptors were just created and are owned here.
+        let (ready_read, ready_write) =
+            unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
+        let tids = [raw(pid)];
+        let args = CloneArgs {
+            exit_signal: libc::SIGCHLD as u64,
+            set_tid: tids.as_ptr() as u64,
+            set_tid_size: 1,
+            ..CloneArgs::default()
+        };
+        // SAFETY: args is a valid clone_args of the size given; without
+        // CLONE_VM the child gets a copy of our memory, like after fork.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        if rc == 0 {
+            // The child: only async-signal-safe calls, as after fork in a
+            // process with threads. It never returns: SIGKILL ends it, and
+            // so would SIGTERM (left at its default by the test process; the
+            // mask is emptied here).
+            // SAFETY: plain system calls on valid arguments.
+            unsafe {
+                libc::setsid();
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+                libc::write(
+                    std::os::fd::AsRawFd::as_raw_fd(&ready_write),
+                    b"x".as_ptr().cast(),
+                    1,
+                );
+                // Copies of other tests' descriptors (a pipe that std reads
+                // until exec closes it, for one) must not stay open here.
+                libc::syscall(libc::SYS_close_range, 3, libc::c_uint::MAX, 0);
+                loop {
+                    libc::pause();
+                }
+            }
+        }
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        assert_eq!(rc, libc::c_long::from(raw(pid)), "clone3 gave another pid");
+        drop(ready_write);
+        let ready = sys::poll_readable(
+            &[ready_read.as_fd()],
+            Instant::now() + Duration::from_secs(30),
+        )
+        .unwrap();
+        assert!(ready, "the pid taker did not start within 30 s");
+        Ok(PidTaker {
+            pid,
+            start_time: read_stat(pid).unwrap().start_time,
+        })
+    }
+
+    /// Still running (not a zombie, not reaped by anyone).
+    pub fn is_running(&self) -> bool {
+        read_stat(self.pid).is_ok_and(|stat| stat.start_time == self.start_time && !stat.is_dead())
+    }
+}
+
+impl Drop for PidTaker {
+    fn drop(&mut self) {
+        if !read_stat(self.pid).is_ok_and(|stat| stat.start_time == self.start_time) {
+            return; // Reaped by someone else (a failed test): the pid is not its.
+        }
+        // SAFETY: our own child, not reaped (just checked), so the pid is its.
+        unsafe {
+            libc::kill(raw(self.pid), libc::SIGKILL);
+            let mut status = 0;
+            while libc::waitpid(raw(self.pid), &mut status, 0) < 0
+                && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+            {
+            }
+        }
+    }
+}

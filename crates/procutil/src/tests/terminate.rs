@@ -1,6 +1,8 @@
 //! terminate, signal_group and wait_gone against real process groups.
 
+use std::cell::RefCell;
 use std::os::fd::AsFd;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::support::*;
@@ -194,9 +196,19 @@ fn wait_gone_and_terminate_on_a_process_we_did_not_spawn() {
     assert_no_zombie(child.identity());
 }
 
+/// Through a pidfd that addresses the group, member by member where the
+/// kernel's pidfd cannot (before 6.9), and by pid without pidfd support.
 #[test]
 fn signal_group_kills_the_group() {
     setup();
+    signal_group_kills_leader_and_grandchild();
+    crate::sys::NO_PIDFD_GROUP.set(true);
+    signal_group_kills_leader_and_grandchild();
+    crate::sys::NO_PIDFD.set(true);
+    signal_group_kills_leader_and_grandchild();
+}
+
+fn signal_group_kills_leader_and_grandchild() {
     let fifo = Fifo::new();
     let spec = SpawnSpec::new("sh")
         .args(["-c", r#"sleep 1000 & echo $! > "$1"; wait"#, "sh"])
@@ -367,4 +379,142 @@ fn without_pidfd_waits_and_termination_still_work() {
     assert!(wait_gone(&other, Duration::ZERO).unwrap());
     assert!(child.wait_timeout(WAIT).unwrap().is_some());
     assert_no_zombie(&other);
+}
+
+/// Where a pidfd cannot address a group (before Linux 6.9), a leader that
+/// is not our child is reaped by its parent as soon as it exits, and with no
+/// member left its pid and group id are free. A process that takes them
+/// before the sweep that follows must not be signalled. (The pid is taken
+/// with clone3's `set_tid`, which needs CAP_SYS_ADMIN.)
+#[test]
+fn the_sweep_never_signals_a_group_that_took_over_the_leaders_id() {
+    setup();
+    if !can_choose_pids() {
+        eprintln!("SKIPPED: choosing a pid (clone3 set_tid) needs CAP_SYS_ADMIN");
+        return;
+    }
+    crate::sys::NO_PIDFD_GROUP.set(true);
+    let fifo = Fifo::new();
+    let script = r#"setsid sh -c 'echo $$ > "$1"; exec sleep 1000' inner "$1" & wait"#;
+    let spec = SpawnSpec::new("sh")
+        .args(["-c", script, "sh"])
+        .arg(fifo.path());
+    let mut parent = ChildGuard(spawn_detached(&spec).unwrap());
+    let leader = ProcessIdentity::of(fifo.read_pid()).unwrap();
+    let _cleanup = KillOnDrop(leader.clone());
+    let stat = read_stat(leader.pid).unwrap();
+    assert_eq!(stat.ppid, parent.pid(), "precondition: not our child");
+    assert_eq!(stat.pgrp, leader.pid, "precondition: leads its group");
+
+    let parent_exited = crate::sys::pidfd_open(parent.pid())
+        .unwrap()
+        .expect("pidfd");
+    let taker = Rc::new(RefCell::new(None));
+    let taker_slot = Rc::clone(&taker);
+    let pid = leader.pid;
+    crate::signal::BEFORE_SWEEP.set(Some(Box::new(move || {
+        // The shell reaps the leader, then exits: by then the pid is free.
+        let exited =
+            crate::sys::poll_readable(&[parent_exited.as_fd()], Instant::now() + WAIT).unwrap();
+        assert!(exited, "the leader's parent did not exit");
+        let taker = PidTaker::spawn(pid).expect("clone3 with set_tid");
+        assert_eq!(
+            read_stat(pid).unwrap().pgrp,
+            pid,
+            "precondition: the taker leads the group with the leader's old id"
+        );
+        *taker_slot.borrow_mut() = Some(taker);
+    })));
+
+    let outcome = terminate(&leader, Duration::from_secs(5));
+    let taker = taker.borrow_mut().take().expect("the sweep ran");
+    assert_eq!(outcome.unwrap(), Termination::ExitedOnTerm);
+    assert!(
+        taker.is_running(),
+        "the group that took the id was signalled"
+    );
+    assert!(parent.wait_timeout(WAIT).unwrap().unwrap().success());
+}
+
+/// Where a pidfd cannot address a group, a leader that is not our child
+/// exits on SIGTERM and leaves a member that ignores it: the sweep kills the
+/// member by itself, through the member's own pidfd, and without pidfd
+/// support by pid.
+#[test]
+fn a_member_by_member_sweep_kills_what_a_foreign_leader_left() {
+    setup();
+    crate::sys::NO_PIDFD_GROUP.set(true);
+    sweep_what_a_foreign_leader_left();
+    crate::sys::NO_PIDFD.set(true);
+    sweep_what_a_foreign_leader_left();
+}
+
+fn sweep_what_a_foreign_leader_left() {
+    let fifo = Fifo::new();
+    // The leader, started by setsid from a shell that reaps it: it starts a
+    // member that ignores SIGTERM and reports its pid once it does.
+    let leader_script =
+        r#"(trap "" TERM; exec sh -c 'echo $$ > "$1"; exec sleep 1000' member "$1") & wait"#;
+    let spec = SpawnSpec::new("sh")
+        .args(["-c", r#"setsid sh -c "$2" leader "$1" & wait"#, "sh"])
+        .arg(fifo.path())
+        .arg(leader_script);
+    let mut parent = ChildGuard(spawn_detached(&spec).unwrap());
+    let member = ProcessIdentity::of(fifo.read_pid()).unwrap();
+    let _cleanup_member = KillOnDrop(member.clone());
+    let leader = ProcessIdentity::of(read_stat(member.pid).unwrap().pgrp).unwrap();
+    let _cleanup_leader = KillOnDrop(leader.clone());
+    let stat = read_stat(leader.pid).unwrap();
+    assert_eq!(stat.ppid, parent.pid(), "precondition: not our child");
+    assert_eq!(stat.pgrp, leader.pid, "precondition: leads its group");
+    assert_ne!(
+        signal_mask(&member.pid.to_string(), "SigIgn") & signal_bit(libc::SIGTERM),
+        0,
+        "precondition: the member ignores SIGTERM"
+    );
+
+    let outcome = terminate(&leader, Duration::from_secs(1)).unwrap();
+    assert_eq!(outcome, Termination::ExitedOnTerm);
+    assert!(!member.is_alive(), "the member survived the sweep");
+    assert!(process_group_members(leader.pid).unwrap().is_empty());
+    assert!(parent.wait_timeout(WAIT).unwrap().unwrap().success());
+    assert_no_zombie(&leader);
+    assert_no_zombie(&member);
+}
+
+/// Without pidfd, our own child is seen to exit through /proc, which does not
+/// reap it: its zombie keeps the group id reserved while `kill(-pgid)` sweeps
+/// the member it left behind, and is reaped only after.
+#[test]
+fn without_pidfd_our_child_is_reaped_only_after_the_sweep() {
+    setup();
+    crate::sys::NO_PIDFD.set(true);
+    let fifo = Fifo::new();
+    let script =
+        r#"(trap "" TERM; exec sh -c 'echo $$ > "$1"; exec sleep 1000' inner "$1") & wait"#;
+    let spec = SpawnSpec::new("sh")
+        .args(["-c", script, "sh"])
+        .arg(fifo.path());
+    let mut child = ChildGuard(spawn_detached(&spec).unwrap());
+    let member = ProcessIdentity::of(fifo.read_pid()).unwrap();
+    let _cleanup = KillOnDrop(member.clone());
+    assert_eq!(read_stat(member.pid).unwrap().pgrp, child.pid());
+
+    let leader = child.pid();
+    let state_at_sweep = Rc::new(RefCell::new(None));
+    let state_slot = Rc::clone(&state_at_sweep);
+    crate::signal::BEFORE_SWEEP.set(Some(Box::new(move || {
+        *state_slot.borrow_mut() = Some(read_stat(leader).map(|stat| stat.state));
+    })));
+    let outcome = child.terminate(Duration::from_secs(1)).unwrap();
+    assert_eq!(outcome, Termination::ExitedOnTerm);
+    let state = state_at_sweep.borrow_mut().take().expect("the sweep ran");
+    assert_eq!(state.unwrap(), 'Z', "the leader was not held as a zombie");
+    assert_eq!(
+        child.try_wait().unwrap().unwrap().signal,
+        Some(libc::SIGTERM)
+    );
+    assert!(!member.is_alive(), "the member survived the sweep");
+    assert_no_zombie(child.identity());
+    assert_no_zombie(&member);
 }
