@@ -116,7 +116,7 @@ impl Child {
     /// it is still running at the deadline. Blocks on the child's pidfd (no
     /// polling loop); where there is no pidfd, checks with short sleeps.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>, Error> {
-        let deadline = Instant::now() + timeout;
+        let deadline = sys::deadline_after(Instant::now(), timeout);
         let pid = self.identity.pid;
         let mut step = sys::BACKOFF_START;
         loop {

@@ -518,3 +518,30 @@ fn without_pidfd_our_child_is_reaped_only_after_the_sweep() {
     assert_no_zombie(child.identity());
     assert_no_zombie(&member);
 }
+
+/// A timeout too large for an `Instant` means as long as it takes, not a
+/// panic.
+#[test]
+fn huge_timeouts_wait_instead_of_panicking() {
+    setup();
+    let mut child = ChildGuard(spawn_detached(&SpawnSpec::new("true")).unwrap());
+    assert!(
+        child
+            .wait_timeout(Duration::MAX)
+            .unwrap()
+            .unwrap()
+            .success()
+    );
+
+    let mut child = ChildGuard(spawn_detached(&SpawnSpec::new("sleep").arg("1000")).unwrap());
+    let identity = child.identity().clone();
+    assert_eq!(
+        child.terminate(Duration::MAX).unwrap(),
+        Termination::ExitedOnTerm
+    );
+    assert!(wait_gone(&identity, Duration::MAX).unwrap());
+    assert_eq!(
+        terminate(&identity, Duration::MAX).unwrap(),
+        Termination::AlreadyGone
+    );
+}
