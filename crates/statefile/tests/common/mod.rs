@@ -45,6 +45,7 @@ pub fn sample_record(n: u64, payload: usize) -> ServerRecord {
         last_health_check: Some(format!("n={n}")),
         opencode_version: Some(unit.repeat(repeats)),
         opencode_bin: PathBuf::from("/bin/opencode"),
+        auth: false,
     }
 }
 
@@ -78,18 +79,14 @@ pub fn read_valid(path: &Path) -> Result<u64, String> {
     }
 }
 
-/// A small xorshift generator: tests print their seed so a failure can be
-/// replayed.
+/// A small xorshift generator with a fixed seed, so that every run makes the
+/// same choices; tests print the seed with their results.
 pub struct Rng(u64);
 
 impl Rng {
-    pub fn from_time() -> (Rng, u64) {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1)
-            | 1;
-        (Rng(seed), seed)
+    pub fn new(seed: u64) -> Rng {
+        // xorshift never leaves zero.
+        Rng(seed | 1)
     }
 
     pub fn below(&mut self, bound: u64) -> u64 {
@@ -279,9 +276,10 @@ pub fn child_main() {
             }
             say(&format!("DONE id={id} iterations={iterations}"));
         }
-        // Writes big records without end until killed. The records are
-        // serialized once up front (as write_atomic does) so that the time
-        // goes to the file operations a kill should interrupt.
+        // Writes big records without end until killed, saying `WROTE <count>`
+        // after each complete write. The records are serialized once up front
+        // (as write_atomic does) so that the time goes to the file operations
+        // a kill should interrupt.
         "endless-writer" => {
             let path = env_path("RECORD");
             let payload = env_u64("PAYLOAD") as usize;
@@ -294,9 +292,10 @@ pub fn child_main() {
                 })
                 .collect();
             say("WRITER-STARTED");
-            for bytes in records.iter().cycle() {
+            for (count, bytes) in (1u64..).zip(records.iter().cycle()) {
                 statefile::write_private(&path, bytes)
                     .unwrap_or_else(|e| panic!("write failed: {e}"));
+                say(&format!("WROTE {count}"));
             }
         }
         // ITER critical sections under the lock: a journal line at entry and
