@@ -337,35 +337,56 @@ fn reset_signal_dispositions() {
 
 #[cfg(test)]
 thread_local! {
-    /// Lets a test run the descriptor loop of kernels without
+    /// Lets a test run the descriptor listing of kernels without
     /// `CLOSE_RANGE_CLOEXEC` (before 5.11). Read in the child after fork: a
     /// const-initialised thread-local is a plain memory read there.
     pub(crate) static NO_CLOSE_RANGE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// With `NO_CLOSE_RANGE`, lets a test run the loop used when
+    /// /proc/self/fd cannot be read either.
+    pub(crate) static NO_FD_LISTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Sets `FD_CLOEXEC` on every descriptor >= `first`.
+/// Sets `FD_CLOEXEC` on every descriptor >= `first`. Runs in the child
+/// after fork, so only system calls, no allocation.
+///
+/// `close_range` (Linux 5.11+) does it in one call. Before that, the open
+/// descriptors are listed from /proc/self/fd with raw `getdents64` calls
+/// into a buffer on the stack: that is exact, because the child's descriptor
+/// table is its own copy that no other thread changes, and it costs one call
+/// per open descriptor. (Listing them in the parent before fork would miss
+/// what other threads open meanwhile; trying every number up to the
+/// open-files limit costs up to a billion calls where that limit is high.)
+/// Only when /proc/self/fd cannot be opened does it fall back to that loop:
+/// without /proc (where [`spawn_detached`] fails anyway, unable to read the
+/// child's identity), or when every descriptor number below the limit is
+/// taken, so that the loop covers exactly the open ones.
 fn mark_cloexec_from(first: libc::c_int) {
     #[cfg(test)]
-    let use_close_range = !NO_CLOSE_RANGE.get();
+    let (use_close_range, use_listing) = (!NO_CLOSE_RANGE.get(), !NO_FD_LISTING.get());
     #[cfg(not(test))]
-    let use_close_range = true;
+    let (use_close_range, use_listing) = (true, true);
     #[cfg(target_os = "linux")]
-    if use_close_range {
-        let first = libc::c_uint::try_from(first).unwrap_or(3);
-        // SAFETY: plain system call (Linux 5.11+); on failure we fall back.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_close_range,
-                first,
-                libc::c_uint::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            )
-        };
-        if rc == 0 {
+    {
+        if use_close_range {
+            let first = libc::c_uint::try_from(first).unwrap_or(3);
+            // SAFETY: plain system call (Linux 5.11+); on failure we fall back.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_close_range,
+                    first,
+                    libc::c_uint::MAX,
+                    libc::CLOSE_RANGE_CLOEXEC,
+                )
+            };
+            if rc == 0 {
+                return;
+            }
+        }
+        if use_listing && mark_listed_cloexec_from(first) {
             return;
         }
     }
-    let _ = use_close_range;
+    let _ = (use_close_range, use_listing);
     // Fallback: every descriptor number up to the open-files limit.
     // SAFETY: rlimit is a valid out pointer.
     let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
@@ -378,12 +399,137 @@ fn mark_cloexec_from(first: libc::c_int) {
         1 << 20
     };
     for fd in first..max {
-        // SAFETY: fcntl on a number that may not be open just returns EBADF.
-        unsafe {
-            let flags = libc::fcntl(fd, libc::F_GETFD);
-            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
-                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+        set_cloexec(fd);
+    }
+}
+
+/// Sets `FD_CLOEXEC` on `fd` unless it is set already. A number that is not
+/// open just gets EBADF.
+fn set_cloexec(fd: libc::c_int) {
+    // SAFETY: fcntl with integer arguments on any number is harmless.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+            libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+        }
+    }
+}
+
+/// A `getdents64` buffer, aligned as the kernel's records are.
+#[cfg(target_os = "linux")]
+#[repr(C, align(8))]
+struct DirentBuffer([u8; 4096]);
+
+/// Marks the descriptors >= `first` listed in /proc/self/fd close-on-exec.
+/// `false` when the directory cannot be opened or read to the end. Only
+/// system calls and no allocation or panic (every access is checked), as
+/// [`mark_cloexec_from`] needs.
+#[cfg(target_os = "linux")]
+fn mark_listed_cloexec_from(first: libc::c_int) -> bool {
+    // SAFETY: a valid NUL-terminated path.
+    let dir = unsafe {
+        libc::open(
+            c"/proc/self/fd".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if dir < 0 {
+        return false;
+    }
+    let mut buffer = DirentBuffer([0; 4096]);
+    let complete = loop {
+        // SAFETY: the buffer is valid for writes of its whole length.
+        let read = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                dir,
+                buffer.0.as_mut_ptr(),
+                buffer.0.len(),
+            )
+        };
+        let Ok(read) = usize::try_from(read) else {
+            break false;
+        };
+        if read == 0 {
+            break true;
+        }
+        let records = buffer.0.get(..read).unwrap_or(&[]);
+        for name in dirent_names(records) {
+            if let Some(fd) = parse_fd(name)
+                && fd >= first
+                && fd != dir
+            {
+                set_cloexec(fd);
             }
         }
+    };
+    // SAFETY: closing the descriptor opened above.
+    unsafe { libc::close(dir) };
+    complete
+}
+
+/// The names in a buffer of `linux_dirent64` records (inode u64, offset
+/// i64, record length u16, type u8, then the NUL-terminated name).
+#[cfg(target_os = "linux")]
+fn dirent_names(mut records: &[u8]) -> impl Iterator<Item = &[u8]> {
+    const NAME_OFFSET: usize = 19;
+    std::iter::from_fn(move || {
+        let length = match records.get(16..18) {
+            Some(&[low, high]) => usize::from(u16::from_ne_bytes([low, high])),
+            _ => return None,
+        };
+        let record = records.get(..length).filter(|_| length > NAME_OFFSET)?;
+        records = &records[length..];
+        let name = &record[NAME_OFFSET..];
+        let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+        Some(&name[..end])
+    })
+}
+
+/// A descriptor number from a /proc/self/fd name; `None` for "." and "..".
+#[cfg(target_os = "linux")]
+fn parse_fd(name: &[u8]) -> Option<libc::c_int> {
+    if name.is_empty() {
+        return None;
+    }
+    name.iter().try_fold(0 as libc::c_int, |fd, &byte| {
+        let digit = libc::c_int::from(byte.checked_sub(b'0').filter(|d| *d <= 9)?);
+        fd.checked_mul(10)?.checked_add(digit)
+    })
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptor_names() {
+        assert_eq!(parse_fd(b"0"), Some(0));
+        assert_eq!(parse_fd(b"1048575"), Some(1_048_575));
+        for name in [&b""[..], b".", b"..", b"1a", b"-1", b"99999999999"] {
+            assert_eq!(parse_fd(name), None, "{:?}", String::from_utf8_lossy(name));
+        }
+    }
+
+    #[test]
+    fn dirent_records_are_split_and_a_bad_length_ends_the_walk() {
+        fn record(name: &[u8]) -> Vec<u8> {
+            let length = (19 + name.len() + 1).next_multiple_of(8);
+            let mut record = vec![0u8; length];
+            record[16..18].copy_from_slice(&u16::try_from(length).unwrap().to_ne_bytes());
+            record[19..19 + name.len()].copy_from_slice(name);
+            record
+        }
+        let mut buffer = [record(b"."), record(b".."), record(b"3"), record(b"12345")].concat();
+        let names: Vec<&[u8]> = dirent_names(&buffer).collect();
+        assert_eq!(names, [&b"."[..], b"..", b"3", b"12345"]);
+
+        // A length past the end or too short to hold a name stops the walk.
+        let third = 2 * 24 + 16;
+        buffer[third..third + 2].copy_from_slice(&999u16.to_ne_bytes());
+        assert_eq!(dirent_names(&buffer).count(), 2);
+        buffer[third..third + 2].copy_from_slice(&0u16.to_ne_bytes());
+        assert_eq!(dirent_names(&buffer).count(), 2);
+        assert_eq!(dirent_names(&buffer[..10]).count(), 0);
     }
 }

@@ -112,7 +112,8 @@ fn child_inherits_no_descriptor_beyond_stdio() {
     assert_only_stdio_is_inherited();
 }
 
-/// The same with the loop that kernels without `CLOSE_RANGE_CLOEXEC` use.
+/// The same with the /proc/self/fd listing that kernels without
+/// `CLOSE_RANGE_CLOEXEC` use.
 #[test]
 fn child_inherits_no_descriptor_beyond_stdio_without_close_range() {
     setup();
@@ -120,6 +121,18 @@ fn child_inherits_no_descriptor_beyond_stdio_without_close_range() {
     assert_only_stdio_is_inherited();
 }
 
+/// The same with the loop up to the open-files limit, for when neither
+/// works.
+#[test]
+fn child_inherits_no_descriptor_beyond_stdio_without_close_range_or_listing() {
+    setup();
+    crate::spawn::NO_CLOSE_RANGE.set(true);
+    crate::spawn::NO_FD_LISTING.set(true);
+    assert_only_stdio_is_inherited();
+}
+
+/// Leaves inheritable descriptors open while spawning: a pipe, /dev/null,
+/// more of them than one `getdents64` call lists, and one with a high number.
 fn assert_only_stdio_is_inherited() {
     // Descriptors without close-on-exec, as careless code elsewhere in the
     // process might leave them.
@@ -129,20 +142,48 @@ fn assert_only_stdio_is_inherited() {
     // SAFETY: valid C string literal.
     let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) };
     assert!(null >= 0);
-    let leaky = [pipe[0], pipe[1], null];
-    for fd in leaky {
+    let mut leaky = vec![pipe[0], pipe[1], null];
+    // A 4 KiB listing holds about 170 names of this length.
+    for _ in 0..200 {
+        // SAFETY: dup of our own descriptor.
+        let copy = unsafe { libc::dup(null) };
+        assert!(copy >= 0, "dup: {}", io::Error::last_os_error());
+        leaky.push(copy);
+    }
+    // SAFETY: rlimit is a valid out pointer.
+    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
+    let high = libc::c_int::try_from(limit.rlim_cur.min(1 << 16)).unwrap() - 1;
+    // SAFETY: dup2 of our own descriptor onto a number nobody else uses.
+    assert_eq!(unsafe { libc::dup2(null, high) }, high);
+    leaky.push(high);
+    for &fd in &leaky {
         // SAFETY: fcntl on our own descriptor.
         let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
         assert_eq!(flags & libc::FD_CLOEXEC, 0, "fd {fd} must be inheritable");
     }
 
+    // A shell that stops itself: once it has stopped it has run its whole
+    // start-up, and it opens no descriptor of its own (unlike a program that
+    // reads locale files while it starts).
     let dir = tempfile::tempdir().unwrap();
-    let spawned = spawn_detached(&sleeper().output(Output::AppendTo(dir.path().join("log"))));
+    let spec = SpawnSpec::new("sh")
+        .args(["-c", "kill -STOP $$"])
+        .output(Output::AppendTo(dir.path().join("log")));
+    let spawned = spawn_detached(&spec);
     for fd in leaky {
         // SAFETY: closing our own descriptors.
         unsafe { libc::close(fd) };
     }
     let mut child = ChildGuard(spawned.unwrap());
+    let mut status = 0;
+    // SAFETY: waits for our own child to stop.
+    let rc = unsafe { libc::waitpid(raw(child.pid()), &mut status, libc::WUNTRACED) };
+    assert_eq!(rc, raw(child.pid()));
+    assert!(libc::WIFSTOPPED(status), "status {status:#x}");
 
     let fds: BTreeSet<String> = std::fs::read_dir(format!("/proc/{}/fd", child.pid()))
         .unwrap()
@@ -150,6 +191,7 @@ fn assert_only_stdio_is_inherited() {
         .collect();
     let expected: BTreeSet<String> = ["0", "1", "2"].map(String::from).into();
     assert_eq!(fds, expected);
+    // terminate sends SIGCONT after SIGTERM, so the stopped shell dies.
     assert_eq!(child.terminate(WAIT).unwrap(), Termination::ExitedOnTerm);
 }
 
