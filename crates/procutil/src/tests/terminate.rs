@@ -14,22 +14,40 @@ use crate::{
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// A leader that ignores SIGTERM, with a grandchild that inherits that.
+const TERM_IGNORING_GROUP: &str = r#"trap "" TERM; sleep 1000 & echo $! > "$1"; wait"#;
+/// A leader with a grandchild in its group.
+const LEADER_AND_GRANDCHILD: &str = r#"sleep 1000 & echo $! > "$1"; wait"#;
+/// A leader that exits at once and leaves a grandchild in its group.
+const LEADER_LEAVING_A_GRANDCHILD: &str = r#"sleep 1000 & echo $! > "$1""#;
+/// A leader whose grandchild ignores SIGTERM (and reports only once it does).
+const GRANDCHILD_IGNORING_TERM: &str =
+    r#"(trap "" TERM; exec sh -c 'echo $$ > "$1"; exec sleep 1000' inner "$1") & wait"#;
+/// A shell whose child leads a session and group of its own: a group
+/// leader that is not our child, reaped by the shell when it exits.
+const SETSID_CHILD: &str = r#"setsid sh -c 'echo $$ > "$1"; exec sleep 1000' inner "$1" & wait"#;
+
+/// Spawns `sh -c script` with a FIFO's path as `$1` (and `more_args` after
+/// it), and returns it with the process whose pid the script writes to the
+/// FIFO, which is SIGKILLed on drop if the test leaves it running.
+fn spawn_reporting(script: &str, more_args: &[&str]) -> (ChildGuard, ProcessIdentity, KillOnDrop) {
+    let fifo = Fifo::new();
+    let spec = SpawnSpec::new("sh")
+        .args(["-c", script, "sh"])
+        .arg(fifo.path())
+        .args(more_args);
+    let child = ChildGuard(spawn_detached(&spec).unwrap());
+    let reported = ProcessIdentity::of(fifo.read_pid()).unwrap();
+    let cleanup = KillOnDrop(reported.clone());
+    (child, reported, cleanup)
+}
+
 /// A leader that ignores SIGTERM and a grandchild that ignores it too (the
 /// shell's `trap "" TERM` is inherited): both must die by SIGKILL.
 #[test]
 fn terminate_kills_a_term_ignoring_leader_and_its_grandchild() {
     setup();
-    let fifo = Fifo::new();
-    let spec = SpawnSpec::new("sh")
-        .args([
-            "-c",
-            r#"trap "" TERM; sleep 1000 & echo $! > "$1"; wait"#,
-            "sh",
-        ])
-        .arg(fifo.path());
-    let mut child = ChildGuard(spawn_detached(&spec).unwrap());
-    let grandchild = ProcessIdentity::of(fifo.read_pid()).unwrap();
-    let _cleanup = KillOnDrop(grandchild.clone());
+    let (mut child, grandchild, _cleanup) = spawn_reporting(TERM_IGNORING_GROUP, &[]);
     let leader = child.pid();
 
     // Preconditions that make the test mean something.
@@ -61,15 +79,7 @@ fn terminate_kills_a_term_ignoring_leader_and_its_grandchild() {
 #[test]
 fn terminate_sweeps_a_grandchild_the_leader_left_behind() {
     setup();
-    let fifo = Fifo::new();
-    let script =
-        r#"(trap "" TERM; exec sh -c 'echo $$ > "$1"; exec sleep 1000' inner "$1") & wait"#;
-    let spec = SpawnSpec::new("sh")
-        .args(["-c", script, "sh"])
-        .arg(fifo.path());
-    let mut child = ChildGuard(spawn_detached(&spec).unwrap());
-    let grandchild = ProcessIdentity::of(fifo.read_pid()).unwrap();
-    let _cleanup = KillOnDrop(grandchild.clone());
+    let (mut child, grandchild, _cleanup) = spawn_reporting(GRANDCHILD_IGNORING_TERM, &[]);
     let leader = child.identity().clone();
     assert_eq!(read_stat(grandchild.pid).unwrap().pgrp, leader.pid);
     assert_ne!(
@@ -171,14 +181,7 @@ fn terminate_of_an_exited_child_is_already_gone() {
 #[test]
 fn wait_gone_and_terminate_on_a_process_we_did_not_spawn() {
     setup();
-    let fifo = Fifo::new();
-    let script = r#"setsid sh -c 'echo $$ > "$1"; exec sleep 1000' inner "$1" & wait"#;
-    let spec = SpawnSpec::new("sh")
-        .args(["-c", script, "sh"])
-        .arg(fifo.path());
-    let mut child = ChildGuard(spawn_detached(&spec).unwrap());
-    let other = ProcessIdentity::of(fifo.read_pid()).unwrap();
-    let _cleanup = KillOnDrop(other.clone());
+    let (mut child, other, _cleanup) = spawn_reporting(SETSID_CHILD, &[]);
     let stat = read_stat(other.pid).unwrap();
     assert_eq!(stat.ppid, child.pid(), "precondition: not our child");
     assert_eq!(stat.pgrp, other.pid, "precondition: leads its group");
@@ -209,13 +212,7 @@ fn signal_group_kills_the_group() {
 }
 
 fn signal_group_kills_leader_and_grandchild() {
-    let fifo = Fifo::new();
-    let spec = SpawnSpec::new("sh")
-        .args(["-c", r#"sleep 1000 & echo $! > "$1"; wait"#, "sh"])
-        .arg(fifo.path());
-    let mut child = ChildGuard(spawn_detached(&spec).unwrap());
-    let grandchild = ProcessIdentity::of(fifo.read_pid()).unwrap();
-    let _cleanup = KillOnDrop(grandchild.clone());
+    let (mut child, grandchild, _cleanup) = spawn_reporting(LEADER_AND_GRANDCHILD, &[]);
 
     signal_group(child.identity(), libc::SIGKILL).unwrap();
     let status = child.wait_timeout(WAIT).unwrap().unwrap();
@@ -247,13 +244,7 @@ fn signal_group_refuses_init_our_own_group_and_non_leaders() {
     }
 
     // A group member that is not its leader.
-    let fifo = Fifo::new();
-    let spec = SpawnSpec::new("sh")
-        .args(["-c", r#"sleep 1000 & echo $! > "$1"; wait"#, "sh"])
-        .arg(fifo.path());
-    let mut child = ChildGuard(spawn_detached(&spec).unwrap());
-    let member = ProcessIdentity::of(fifo.read_pid()).unwrap();
-    let _cleanup = KillOnDrop(member.clone());
+    let (mut child, member, _cleanup) = spawn_reporting(LEADER_AND_GRANDCHILD, &[]);
     let err = signal_group(&member, libc::SIGKILL).unwrap_err();
     assert!(
         matches!(err, Error::NotGroupLeader { pgid, .. } if pgid == child.pid()),
@@ -272,13 +263,7 @@ fn signal_group_refuses_init_our_own_group_and_non_leaders() {
 #[test]
 fn terminate_of_an_exited_unreaped_leader_ends_what_it_left() {
     setup();
-    let fifo = Fifo::new();
-    let spec = SpawnSpec::new("sh")
-        .args(["-c", r#"sleep 1000 & echo $! > "$1""#, "sh"])
-        .arg(fifo.path());
-    let child = ChildGuard(spawn_detached(&spec).unwrap());
-    let leftover = ProcessIdentity::of(fifo.read_pid()).unwrap();
-    let _cleanup = KillOnDrop(leftover.clone());
+    let (child, leftover, _cleanup) = spawn_reporting(LEADER_LEAVING_A_GRANDCHILD, &[]);
     let leader = child.identity().clone();
     let pidfd = crate::sys::pidfd_open(leader.pid).unwrap().expect("pidfd");
     let exited = crate::sys::poll_readable(&[pidfd.as_fd()], Instant::now() + WAIT).unwrap();
@@ -297,13 +282,7 @@ fn terminate_of_an_exited_unreaped_leader_ends_what_it_left() {
 #[test]
 fn child_terminate_after_reaping_sweeps_only_through_the_pidfd() {
     setup();
-    let fifo = Fifo::new();
-    let spec = SpawnSpec::new("sh")
-        .args(["-c", r#"sleep 1000 & echo $! > "$1""#, "sh"])
-        .arg(fifo.path());
-    let mut child = ChildGuard(spawn_detached(&spec).unwrap());
-    let leftover = ProcessIdentity::of(fifo.read_pid()).unwrap();
-    let _cleanup = KillOnDrop(leftover.clone());
+    let (mut child, leftover, _cleanup) = spawn_reporting(LEADER_LEAVING_A_GRANDCHILD, &[]);
     assert!(child.wait_timeout(WAIT).unwrap().unwrap().success());
     assert!(leftover.is_alive());
 
@@ -341,17 +320,7 @@ fn without_pidfd_waits_and_termination_still_work() {
     crate::sys::NO_PIDFD.set(true);
 
     // Our own child: wait_timeout, then SIGKILL for a TERM-ignoring group.
-    let fifo = Fifo::new();
-    let spec = SpawnSpec::new("sh")
-        .args([
-            "-c",
-            r#"trap "" TERM; sleep 1000 & echo $! > "$1"; wait"#,
-            "sh",
-        ])
-        .arg(fifo.path());
-    let mut child = ChildGuard(spawn_detached(&spec).unwrap());
-    let grandchild = ProcessIdentity::of(fifo.read_pid()).unwrap();
-    let _cleanup = KillOnDrop(grandchild.clone());
+    let (mut child, grandchild, _cleanup) = spawn_reporting(TERM_IGNORING_GROUP, &[]);
     assert_eq!(child.wait_timeout(Duration::from_millis(20)).unwrap(), None);
     assert_eq!(
         child.terminate(Duration::from_millis(100)).unwrap(),
@@ -366,14 +335,7 @@ fn without_pidfd_waits_and_termination_still_work() {
     assert_no_zombie(&grandchild);
 
     // A process we did not spawn: wait_gone and terminate by identity.
-    let fifo = Fifo::new();
-    let script = r#"setsid sh -c 'echo $$ > "$1"; exec sleep 1000' inner "$1" & wait"#;
-    let spec = SpawnSpec::new("sh")
-        .args(["-c", script, "sh"])
-        .arg(fifo.path());
-    let mut child = ChildGuard(spawn_detached(&spec).unwrap());
-    let other = ProcessIdentity::of(fifo.read_pid()).unwrap();
-    let _cleanup = KillOnDrop(other.clone());
+    let (mut child, other, _cleanup) = spawn_reporting(SETSID_CHILD, &[]);
     assert!(!wait_gone(&other, Duration::from_millis(20)).unwrap());
     assert_eq!(terminate(&other, WAIT).unwrap(), Termination::ExitedOnTerm);
     assert!(wait_gone(&other, Duration::ZERO).unwrap());
@@ -394,14 +356,7 @@ fn the_sweep_never_signals_a_group_that_took_over_the_leaders_id() {
         return;
     }
     crate::sys::NO_PIDFD_GROUP.set(true);
-    let fifo = Fifo::new();
-    let script = r#"setsid sh -c 'echo $$ > "$1"; exec sleep 1000' inner "$1" & wait"#;
-    let spec = SpawnSpec::new("sh")
-        .args(["-c", script, "sh"])
-        .arg(fifo.path());
-    let mut parent = ChildGuard(spawn_detached(&spec).unwrap());
-    let leader = ProcessIdentity::of(fifo.read_pid()).unwrap();
-    let _cleanup = KillOnDrop(leader.clone());
+    let (mut parent, leader, _cleanup) = spawn_reporting(SETSID_CHILD, &[]);
     let stat = read_stat(leader.pid).unwrap();
     assert_eq!(stat.ppid, parent.pid(), "precondition: not our child");
     assert_eq!(stat.pgrp, leader.pid, "precondition: leads its group");
@@ -450,18 +405,12 @@ fn a_member_by_member_sweep_kills_what_a_foreign_leader_left() {
 }
 
 fn sweep_what_a_foreign_leader_left() {
-    let fifo = Fifo::new();
-    // The leader, started by setsid from a shell that reaps it: it starts a
-    // member that ignores SIGTERM and reports its pid once it does.
-    let leader_script =
-        r#"(trap "" TERM; exec sh -c 'echo $$ > "$1"; exec sleep 1000' member "$1") & wait"#;
-    let spec = SpawnSpec::new("sh")
-        .args(["-c", r#"setsid sh -c "$2" leader "$1" & wait"#, "sh"])
-        .arg(fifo.path())
-        .arg(leader_script);
-    let mut parent = ChildGuard(spawn_detached(&spec).unwrap());
-    let member = ProcessIdentity::of(fifo.read_pid()).unwrap();
-    let _cleanup_member = KillOnDrop(member.clone());
+    // The leader, started by setsid from a shell that reaps it, runs
+    // GRANDCHILD_IGNORING_TERM: its member ignores SIGTERM.
+    let (mut parent, member, _cleanup_member) = spawn_reporting(
+        r#"setsid sh -c "$2" leader "$1" & wait"#,
+        &[GRANDCHILD_IGNORING_TERM],
+    );
     let leader = ProcessIdentity::of(read_stat(member.pid).unwrap().pgrp).unwrap();
     let _cleanup_leader = KillOnDrop(leader.clone());
     let stat = read_stat(leader.pid).unwrap();
@@ -489,15 +438,7 @@ fn sweep_what_a_foreign_leader_left() {
 fn without_pidfd_our_child_is_reaped_only_after_the_sweep() {
     setup();
     crate::sys::NO_PIDFD.set(true);
-    let fifo = Fifo::new();
-    let script =
-        r#"(trap "" TERM; exec sh -c 'echo $$ > "$1"; exec sleep 1000' inner "$1") & wait"#;
-    let spec = SpawnSpec::new("sh")
-        .args(["-c", script, "sh"])
-        .arg(fifo.path());
-    let mut child = ChildGuard(spawn_detached(&spec).unwrap());
-    let member = ProcessIdentity::of(fifo.read_pid()).unwrap();
-    let _cleanup = KillOnDrop(member.clone());
+    let (mut child, member, _cleanup) = spawn_reporting(GRANDCHILD_IGNORING_TERM, &[]);
     assert_eq!(read_stat(member.pid).unwrap().pgrp, child.pid());
 
     let leader = child.pid();
