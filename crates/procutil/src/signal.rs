@@ -235,8 +235,9 @@ impl Target<'_> {
             Liveness::Alive(_) => {}
             Liveness::Zombie => {
                 // Exited but not reaped: the identity matched, so clean up
-                // what it left. (Unless it is our child, its parent may reap
-                // it at any moment; the sweep does not rely on the zombie.)
+                // what it left. Its parent may reap it at any moment (unless
+                // that is us, through a Child), so the sweep relies on the
+                // zombie reserving the group id only when we hold it.
                 self.sweep_group(grace_deadline, kill_deadline, SweepFrom::Start)?;
                 self.reap_leader(kill_deadline)?;
                 return Ok(Termination::AlreadyGone);
