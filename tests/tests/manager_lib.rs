@@ -108,6 +108,7 @@ fn ensure_reports_progress_reuses_and_stop_reaps_its_own_child() {
     let listed = manager.list().unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].status, ServerState::Stopped);
+    assert_eq!(listed[0].pid, None, "a stopped server reports no pid");
     assert_eq!(
         listed[0].project,
         portmap::resolve_path(&bed.project).unwrap()
@@ -260,4 +261,84 @@ fn a_server_that_cannot_start_fails_with_its_log_and_exit_status() {
         manager.status(&bed.project).unwrap().status,
         ServerState::Stopped
     );
+}
+
+#[test]
+fn a_password_given_later_is_not_claimed_for_an_open_server() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let open = manager_in(&bed, |_| {}).ensure(&bed.project).unwrap();
+    assert!(!open.has_auth());
+    let (asked, seen) = recording(manager_in(&bed, |c| {
+        c.password = PasswordPolicy::Fixed("later-secret".into());
+    }));
+    let reused = asked.ensure(&bed.project).unwrap();
+    assert!(reused.reused);
+    assert_eq!(reused.pid, open.pid);
+    assert!(!reused.has_auth(), "the running server has no password");
+    assert_eq!(health_status(&reused.url), 200);
+    assert!(seen.lock().unwrap().iter().any(|p| matches!(
+        p,
+        Progress::Repaired { what } if what.contains("has no password")
+    )));
+    // From its next start the password applies.
+    let restarted = asked.restart(&bed.project).unwrap();
+    assert!(restarted.has_auth());
+    assert_eq!(health_status(&restarted.url), 401);
+    asked.stop(&bed.project).unwrap();
+}
+
+#[test]
+fn destroy_racing_with_ensures_leaves_at_most_one_server() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let first = manager_in(&bed, |_| {}).ensure(&bed.project).unwrap();
+    let barrier = std::sync::Barrier::new(9);
+    let results: Vec<Result<u32, String>> = std::thread::scope(|scope| {
+        let destroyer = scope.spawn(|| {
+            // Each thread has its own manager: like separate processes, its
+            // locks are separate open files.
+            let manager = manager_in(&bed, |_| {});
+            barrier.wait();
+            manager
+                .destroy(&bed.project)
+                .map(|_| 0)
+                .map_err(|e| e.to_string())
+        });
+        let ups: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    let manager = manager_in(&bed, |_| {});
+                    barrier.wait();
+                    manager
+                        .ensure(&bed.project)
+                        .map(|info| info.pid)
+                        .map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        let mut all = vec![destroyer.join().unwrap()];
+        all.extend(ups.into_iter().map(|t| t.join().unwrap()));
+        all
+    });
+    for result in &results {
+        assert!(result.is_ok(), "{results:?}");
+    }
+    let live = bed.opencode_pids();
+    assert!(live.len() <= 1, "servers {live:?} after {results:?}");
+    // Every ensure got the first server (before the destroy) or the one
+    // server left running.
+    for pid in results[1..].iter().flatten() {
+        assert!(
+            *pid == first.pid || live.contains(pid),
+            "ensure returned pid {pid}, live {live:?}, first {}",
+            first.pid
+        );
+    }
+    manager_in(&bed, |_| {}).stop(&bed.project).unwrap();
+    assert!(bed.opencode_pids().is_empty());
 }

@@ -220,8 +220,19 @@ fn is_executable(path: &Path) -> bool {
 }
 
 /// Finds the opencode binary: `explicit`, else `OPENCODE_BIN`, else `PATH`,
-/// else the `cargo xtask opencode` cache.
+/// else the `cargo xtask opencode` cache. The path returned is absolute (a
+/// relative one is taken against the current folder, where it was checked),
+/// because the server is started in the project's folder.
 pub fn find_opencode(explicit: Option<&Path>) -> Result<PathBuf, Error> {
+    let found = find_opencode_as_given(explicit)?;
+    std::path::absolute(&found).map_err(|source| Error::Io {
+        action: "cannot make absolute",
+        path: found,
+        source,
+    })
+}
+
+fn find_opencode_as_given(explicit: Option<&Path>) -> Result<PathBuf, Error> {
     let not_executable = |path: &Path, from: &str| Error::OpencodeNotFound {
         detail: format!("{from}{} is not an executable file", path.display()),
     };

@@ -97,6 +97,20 @@ pub enum Error {
         /// The server's pid.
         pid: u32,
     },
+    /// The project's record was written by a newer ocm; it is left alone.
+    #[error(
+        "{path} was written by a newer ocm (record version {found}, this ocm reads up to \
+         {supported}); use that ocm for this project, or move the record away to let this \
+         one take over"
+    )]
+    RecordFromNewerOcm {
+        /// The record.
+        path: PathBuf,
+        /// Its schema version.
+        found: u64,
+        /// The newest this ocm reads.
+        supported: u32,
+    },
     /// The state folder or a record failed.
     #[error(transparent)]
     State(#[from] statefile::Error),

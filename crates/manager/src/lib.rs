@@ -30,7 +30,7 @@
 mod config;
 mod error;
 mod listen;
-pub mod logs;
+mod logs;
 mod scan;
 
 use std::path::{Path, PathBuf};
@@ -267,7 +267,7 @@ pub struct ServerStatus {
 }
 
 /// What [`Manager::stop`] did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StopReport {
     /// The project.
@@ -307,6 +307,8 @@ pub struct GcReport {
     pub orphans_stopped: Vec<u32>,
     /// State folders skipped because another process holds their lock.
     pub busy: Vec<PathBuf>,
+    /// Records that cannot be read, left in place for a person to look at.
+    pub unreadable: Vec<PathBuf>,
 }
 
 type ProgressFn = dyn Fn(&Progress) + Send + Sync;
@@ -428,22 +430,22 @@ impl Manager {
         hash: &str,
         paths: &ProjectPaths,
     ) -> Result<Option<ServerInfo>, Error> {
-        let record = match statefile::read_record(&paths.record) {
-            Ok(Some(record)) => record,
-            Ok(None) => return Ok(None),
-            Err(e) if e.is_corrupt() => {
-                let moved = statefile::quarantine(&paths.record)?;
-                self.report(Progress::Repaired {
-                    what: format!("{e}; moved it to {}", moved.display()),
-                });
-                return Ok(None);
-            }
-            Err(e) => return Err(e.into()),
+        let Some(record) = self.read_record_repairing(paths)? else {
+            return Ok(None);
         };
         if record.status == RecordStatus::Stopped {
             return Ok(None);
         }
-        let password = self.known_password(paths)?;
+        let password = self.password_of(&record, paths)?;
+        if !record.auth && matches!(self.config.password, PasswordPolicy::Fixed(_)) {
+            self.report(Progress::Repaired {
+                what: format!(
+                    "the running server (pid {}) has no password; the one given applies \
+                     from its next start (`ocm restart`)",
+                    record.pid
+                ),
+            });
+        }
         match self.liveness(
             &record,
             hash,
@@ -481,7 +483,6 @@ impl Manager {
                 Ok(None)
             }
             Liveness::Dead => {
-                procutil::try_reap(record.pid);
                 self.report(Progress::Repaired {
                     what: format!("server pid {} had died", record.pid),
                 });
@@ -496,6 +497,46 @@ impl Manager {
                 });
                 Ok(None)
             }
+        }
+    }
+
+    /// Reads the project's record under its lock. A corrupt record is moved
+    /// aside (and said); a record written by a newer ocm is refused, not
+    /// touched: that ocm's server is not ours to judge.
+    fn read_record_repairing(&self, paths: &ProjectPaths) -> Result<Option<ServerRecord>, Error> {
+        match statefile::read_record(&paths.record) {
+            Ok(record) => Ok(record),
+            Err(statefile::Error::FutureVersion {
+                path,
+                found,
+                supported,
+            }) => Err(Error::RecordFromNewerOcm {
+                path,
+                found,
+                supported,
+            }),
+            Err(e) if e.is_corrupt() => {
+                let moved = statefile::quarantine(&paths.record)?;
+                self.report(Progress::Repaired {
+                    what: format!("{e}; moved it to {}", moved.display()),
+                });
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The password of a recorded server: none when it was started without
+    /// one, else the configured or kept one.
+    fn password_of(
+        &self,
+        record: &ServerRecord,
+        paths: &ProjectPaths,
+    ) -> Result<Option<String>, Error> {
+        if record.auth {
+            self.known_password(paths)
+        } else {
+            Ok(None)
         }
     }
 
@@ -695,6 +736,7 @@ impl Manager {
             last_health_check: None,
             opencode_version: None,
             opencode_bin: bin.to_path_buf(),
+            auth: password.is_some(),
         };
         // Recorded before the wait: a crash from here on leaves a record
         // that points at this process, so the next call cleans it up.
@@ -762,17 +804,7 @@ impl Manager {
         let host = &self.config.hostname;
         match &self.config.port_policy {
             PortPolicy::Auto => Ok(None),
-            PortPolicy::Fixed(port) => {
-                if portmap::is_port_free(host, *port) {
-                    Ok(Some(*port))
-                } else {
-                    Err(Error::PortInUse {
-                        hostname: host.clone(),
-                        port: *port,
-                        holder: scan::port_holder(*port),
-                    })
-                }
-            }
+            PortPolicy::Fixed(port) => self.fixed_port_free(*port).map(Some),
             PortPolicy::Range(range) => portmap::first_free_port(host, range.clone())
                 .map(Some)
                 .ok_or_else(|| Error::NoFreePort {
@@ -819,7 +851,7 @@ impl Manager {
         let Some(mut child) = child else {
             return procutil::terminate(identity, grace)
                 .ok()
-                .map(stopped_by_ocm);
+                .map(|how| describe_termination(how).to_string());
         };
         if let Ok(Some(status)) = child.try_wait() {
             return Some(status.to_string());
@@ -830,12 +862,21 @@ impl Manager {
                 .ok()
                 .flatten()
                 .map(|s| s.to_string()),
-            Ok(how) => Some(stopped_by_ocm(how)),
+            Ok(how) => Some(describe_termination(how).to_string()),
             Err(e) => Some(format!("could not be stopped: {e}")),
         }
     }
 
-    /// Reaps spawned servers that have exited, so none stays a zombie.
+    /// Reaps servers this manager spawned that have exited since, so none
+    /// stays a zombie. Every call of the manager does this first; a program
+    /// that keeps a `Manager` but calls it rarely may call this from time to
+    /// time. Servers still running when the `Manager` is dropped are children
+    /// of this process and, if they exit while it still runs, wait for it to
+    /// reap them (or to exit); drop the `Manager` only when that is fine.
+    pub fn reap(&self) {
+        self.reap_children();
+    }
+
     fn reap_children(&self) {
         let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
         children.retain_mut(|child| !matches!(child.try_wait(), Ok(Some(_)) | Err(_)));
@@ -849,13 +890,20 @@ impl Manager {
         self.reap_children();
         let (project, hash, paths) = self.project(project)?;
         if !paths.dir.exists() {
-            return Ok(StopReport {
+            // Nothing recorded; a server of ours may still run unrecorded.
+            let mut report = StopReport {
                 project,
-                pid: None,
-                stopped: None,
-                orphans_stopped: Vec::new(),
-                left_alone: None,
-            });
+                ..StopReport::default()
+            };
+            for (pid, _) in scan::our_servers(&self.state_root)
+                .into_iter()
+                .filter(|(_, h)| *h == hash)
+            {
+                if self.stop_unrecorded(pid, &hash)? {
+                    report.orphans_stopped.push(pid);
+                }
+            }
+            return Ok(report);
         }
         let _lock = self.lock(&paths)?;
         self.stop_locked(project, &hash, &paths)
@@ -869,29 +917,15 @@ impl Manager {
     ) -> Result<StopReport, Error> {
         let mut report = StopReport {
             project,
-            pid: None,
-            stopped: None,
-            orphans_stopped: Vec::new(),
-            left_alone: None,
+            ..StopReport::default()
         };
-        let record = match statefile::read_record(&paths.record) {
-            Ok(record) => record,
-            Err(e) if e.is_corrupt() => {
-                let moved = statefile::quarantine(&paths.record)?;
-                self.report(Progress::Repaired {
-                    what: format!("{e}; moved it to {}", moved.display()),
-                });
-                None
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let record = self.read_record_repairing(paths)?;
         if let Some(mut record) = record {
             let identity = identity_of(&record);
             if record.status != RecordStatus::Stopped && identity.is_alive() {
                 if scan::is_our_server(record.pid, hash, &self.state_root) {
                     self.report(Progress::Stopping { pid: record.pid });
                     let how = procutil::terminate(&identity, self.config.stop_grace)?;
-                    procutil::try_reap(record.pid);
                     report.pid = Some(record.pid);
                     report.stopped = Some(how);
                 } else {
@@ -937,10 +971,6 @@ impl Manager {
         let PortPolicy::Fixed(port) = self.config.port_policy else {
             return Ok(());
         };
-        let host = &self.config.hostname;
-        if portmap::is_port_free(host, port) {
-            return Ok(());
-        }
         let held_by_recorded = statefile::read_record(&paths.record)
             .ok()
             .flatten()
@@ -950,11 +980,21 @@ impl Manager {
         if held_by_recorded {
             return Ok(());
         }
-        Err(Error::PortInUse {
-            hostname: host.clone(),
-            port,
-            holder: scan::port_holder(port),
-        })
+        self.fixed_port_free(port).map(|_| ())
+    }
+
+    /// `port` when it is free, else [`Error::PortInUse`] naming its holder.
+    fn fixed_port_free(&self, port: u16) -> Result<u16, Error> {
+        let host = &self.config.hostname;
+        if portmap::is_port_free(host, port) {
+            Ok(port)
+        } else {
+            Err(Error::PortInUse {
+                hostname: host.clone(),
+                port,
+                holder: scan::port_holder(port),
+            })
+        }
     }
 
     /// The project's record with live checks: alive, healthy, version,
@@ -1003,15 +1043,17 @@ impl Manager {
         let Some(record) = record else {
             return status;
         };
+        status.log_path = record.log_path.clone();
+        // A stopped server has no pid, URL or port any more: a script that
+        // checks them must not find the last run's values.
+        if record.status == RecordStatus::Stopped {
+            return status;
+        }
         status.url = (!record.url.is_empty()).then(|| record.url.clone());
         status.port = (record.port != 0).then_some(record.port);
         status.pid = Some(record.pid);
         status.started_at = Some(record.started_at.clone());
-        status.log_path = record.log_path.clone();
         status.version = record.opencode_version.clone();
-        if record.status == RecordStatus::Stopped {
-            return status;
-        }
         // A record written at spawn, before the server listened: another
         // process is starting it (or was killed while it did). There is no
         // URL to ask yet.
@@ -1026,7 +1068,7 @@ impl Manager {
             ));
             return status;
         }
-        let password = self.known_password(paths).ok().flatten();
+        let password = self.password_of(record, paths).ok().flatten();
         match self.liveness(
             record,
             hash,
@@ -1072,30 +1114,41 @@ impl Manager {
     pub fn list(&self) -> Result<Vec<ServerStatus>, Error> {
         self.reap_children();
         let mut all = Vec::new();
-        for dir in self.project_dirs()? {
-            let Some(hash) = dir.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
-                continue;
-            };
-            let paths = ProjectPaths::new(&self.state_root, &hash);
+        for (hash, paths) in self.recorded_projects()? {
             match statefile::read_record(&paths.record) {
                 Ok(Some(record)) => {
                     let project = record.project_path.clone();
                     all.push(self.status_of(project, &hash, &paths, Some(&record)));
                 }
                 Ok(None) => {}
-                Err(e) => {
-                    let mut status = self.status_of(dir.clone(), &hash, &paths, None);
-                    status.status = ServerState::Dead;
-                    status.detail = Some(e.to_string());
-                    all.push(status);
-                }
+                Err(e) => all.push(self.unreadable_status(&hash, &paths, &e)),
             }
         }
         all.sort_by(|a, b| a.project.cmp(&b.project));
         Ok(all)
     }
 
-    fn project_dirs(&self) -> Result<Vec<PathBuf>, Error> {
+    /// The status of a project whose record cannot be read: dead, with the
+    /// reason, and the project path recovered from the raw JSON if it can be.
+    fn unreadable_status(
+        &self,
+        hash: &str,
+        paths: &ProjectPaths,
+        error: &statefile::Error,
+    ) -> ServerStatus {
+        let project = std::fs::read(&paths.record)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .and_then(|v| v.get("projectPath")?.as_str().map(PathBuf::from))
+            .unwrap_or_else(|| paths.dir.clone());
+        let mut status = self.status_of(project, hash, paths, None);
+        status.status = ServerState::Dead;
+        status.detail = Some(format!("the record is unreadable: {error}"));
+        status
+    }
+
+    /// The hash and paths of every project folder under the state root.
+    fn recorded_projects(&self) -> Result<Vec<(String, ProjectPaths)>, Error> {
         let servers = ProjectPaths::servers_dir(&self.state_root);
         let entries = match std::fs::read_dir(&servers) {
             Ok(entries) => entries,
@@ -1110,8 +1163,13 @@ impl Manager {
         };
         Ok(entries
             .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.is_dir())
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|hash| statefile::is_project_hash(hash))
+            .map(|hash| {
+                let paths = ProjectPaths::new(&self.state_root, &hash);
+                (hash, paths)
+            })
             .collect())
     }
 
@@ -1133,62 +1191,90 @@ impl Manager {
         Ok(report)
     }
 
-    /// Removes the state of servers that are not running, stops servers of
-    /// ours that have no record at all, and reports running servers whose
-    /// project folder is gone (they are left running).
+    /// Removes the state folders (record, logs, moved-aside records) of
+    /// projects whose server is not running, stops servers of ours that have
+    /// no record at all, and reports running servers whose project folder is
+    /// gone (they are left running). Folders whose record cannot be read are
+    /// left for a person to look at, and so are folders another process is
+    /// working on; both are listed.
     pub fn gc(&self) -> Result<GcReport, Error> {
         self.reap_children();
         let mut report = GcReport::default();
+        let live = scan::our_servers(&self.state_root);
         let mut recorded = Vec::new();
-        for dir in self.project_dirs()? {
-            let Some(hash) = dir.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
-                continue;
-            };
+        for (hash, paths) in self.recorded_projects()? {
             recorded.push(hash.clone());
-            let paths = ProjectPaths::new(&self.state_root, &hash);
-            let Ok(lock) = statefile::lock(&paths.lock, Duration::from_millis(200)) else {
-                report.busy.push(dir);
+            let Some(lock) = statefile::try_lock(&paths.lock)? else {
+                report.busy.push(paths.dir);
                 continue;
             };
-            let record = statefile::read_record(&paths.record).ok().flatten();
+            let record = match statefile::read_record(&paths.record) {
+                Ok(record) => record,
+                Err(_) => {
+                    report.unreadable.push(paths.record);
+                    continue;
+                }
+            };
             let project = record
                 .as_ref()
                 .map(|r| r.project_path.clone())
-                .unwrap_or_else(|| dir.clone());
+                .unwrap_or_else(|| paths.dir.clone());
             let status = self.status_of(project, &hash, &paths, record.as_ref());
-            let running = matches!(status.status, ServerState::Running | ServerState::Unhealthy);
-            if running {
+            if matches!(status.status, ServerState::Running | ServerState::Unhealthy) {
                 if !status.project.is_dir() {
                     report.project_gone.push(status);
                 }
                 continue;
             }
-            // Not running: nothing of ours lives here any more.
-            if scan::our_servers(&self.state_root)
-                .iter()
-                .any(|(_, h)| *h == hash)
-            {
+            // Not running; an unrecorded server of this project (started
+            // before we took the lock) keeps the folder for `ensure` to find.
+            if live.iter().any(|(_, h)| *h == hash) {
                 continue;
             }
-            std::fs::remove_dir_all(&dir).map_err(|source| Error::Io {
+            std::fs::remove_dir_all(&paths.dir).map_err(|source| Error::Io {
                 action: "cannot remove",
-                path: dir.clone(),
+                path: paths.dir.clone(),
                 source,
             })?;
             drop(lock);
-            report.removed.push(dir);
+            report.removed.push(paths.dir);
         }
-        for (pid, hash) in scan::our_servers(&self.state_root) {
+        for (pid, hash) in live {
             if recorded.contains(&hash) {
                 continue;
             }
-            if let Ok(identity) = ProcessIdentity::of(pid) {
-                procutil::terminate(&identity, self.config.stop_grace)?;
-                procutil::try_reap(pid);
+            if self.stop_unrecorded(pid, &hash)? {
                 report.orphans_stopped.push(pid);
             }
         }
         Ok(report)
+    }
+
+    /// Stops a server of ours whose project had no state folder when `gc`
+    /// looked, unless, under that project's lock, it turns out to be
+    /// recorded by now (an `ensure` that ran meanwhile) or the lock is busy.
+    fn stop_unrecorded(&self, pid: u32, hash: &str) -> Result<bool, Error> {
+        let paths = ProjectPaths::new(&self.state_root, hash);
+        let Some(lock) = statefile::try_lock(&paths.lock)? else {
+            return Ok(false);
+        };
+        let recorded = statefile::read_record(&paths.record);
+        if matches!(&recorded, Ok(Some(r)) if r.pid == pid) || recorded.is_err() {
+            return Ok(false);
+        }
+        let stopped = match ProcessIdentity::of(pid) {
+            Ok(identity) if scan::is_our_server(pid, hash, &self.state_root) => {
+                procutil::terminate(&identity, self.config.stop_grace)?;
+                true
+            }
+            _ => false,
+        };
+        // The lock file was made just now for this check: leave no folder.
+        if matches!(recorded, Ok(None)) {
+            let _ = std::fs::remove_dir_all(&paths.dir);
+        }
+        drop(lock);
+        Ok(stopped)
     }
 }
 
@@ -1265,17 +1351,8 @@ fn random_password() -> Result<String, Error> {
 fn describe_termination(how: Termination) -> &'static str {
     match how {
         Termination::AlreadyGone => "it was already gone",
-        Termination::ExitedOnTerm => "stopped it (SIGTERM)",
-        Termination::Killed => "killed it (SIGKILL after the grace period)",
-    }
-}
-
-/// What ocm did to a start attempt's process that had not exited.
-fn stopped_by_ocm(how: Termination) -> String {
-    match how {
-        Termination::AlreadyGone => "it was gone".into(),
-        Termination::ExitedOnTerm => "ocm stopped it with SIGTERM".into(),
-        Termination::Killed => "ocm killed it with SIGKILL".into(),
+        Termination::ExitedOnTerm => "stopped it with SIGTERM",
+        Termination::Killed => "killed it with SIGKILL after the grace period",
     }
 }
 
@@ -1480,6 +1557,68 @@ mod tests {
             let report = stopper.join().unwrap().unwrap();
             assert!(report.stopped.is_none());
         });
+    }
+
+    #[test]
+    fn a_tool_that_leads_its_own_session_with_the_markers_is_not_a_server() {
+        let root = tempfile::tempdir().unwrap();
+        let project = root.path().join("project");
+        std::fs::create_dir(&project).unwrap();
+        let manager = Manager::new(Config {
+            state_root: Some(root.path().join("state")),
+            ..Config::default()
+        })
+        .unwrap();
+        let hash = portmap::project_hash(&project).unwrap();
+        // What a tool run by the server could do: setsid, inheriting the
+        // server's markers.
+        let mut tool = procutil::spawn_detached(
+            &procutil::SpawnSpec::new("sleep")
+                .arg("300")
+                .env(PROJECT_HASH_VAR, &hash)
+                .env(STATE_ROOT_VAR, manager.state_root().as_os_str()),
+        )
+        .unwrap();
+        assert!(!scan::is_our_server(
+            tool.pid(),
+            &hash,
+            manager.state_root()
+        ));
+        assert!(scan::our_servers(manager.state_root()).is_empty());
+        let report = manager.stop(&project).unwrap();
+        assert!(report.orphans_stopped.is_empty());
+        assert!(tool.identity().is_alive(), "the tool was signalled");
+        tool.terminate(Duration::from_secs(1)).unwrap();
+    }
+
+    #[test]
+    fn a_record_from_a_newer_ocm_is_refused_and_left_untouched() {
+        let root = tempfile::tempdir().unwrap();
+        let project = root.path().join("project");
+        std::fs::create_dir(&project).unwrap();
+        let manager = Manager::new(Config {
+            state_root: Some(root.path().join("state")),
+            opencode_bin: Some(PathBuf::from("/bin/true")),
+            ..Config::default()
+        })
+        .unwrap();
+        let paths = manager.paths(&project).unwrap();
+        statefile::ensure_dir(&paths.dir).unwrap();
+        let newer = br#"{"schemaVersion": 99, "pid": 1, "anything": "new"}"#;
+        std::fs::write(&paths.record, newer).unwrap();
+        for err in [
+            manager.ensure(&project).unwrap_err(),
+            manager.stop(&project).unwrap_err(),
+        ] {
+            assert!(
+                matches!(err, Error::RecordFromNewerOcm { found: 99, .. }),
+                "{err}"
+            );
+            assert!(err.to_string().contains("newer ocm"), "{err}");
+        }
+        assert_eq!(std::fs::read(&paths.record).unwrap(), newer);
+        let status = manager.status(&project).unwrap();
+        assert_eq!(status.status, ServerState::Dead);
     }
 
     #[test]

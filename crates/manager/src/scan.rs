@@ -10,11 +10,14 @@ pub const PROJECT_HASH_VAR: &str = "OCM_PROJECT_HASH";
 pub const STATE_ROOT_VAR: &str = "OCM_STATE_DIR";
 
 /// True when `pid` is a server ocm started for `project_hash` under
-/// `state_root`: a session leader (ocm starts servers with setsid) whose
-/// environment carries both markers. Children of the server inherit the
-/// markers but are not session leaders.
+/// `state_root`: a session leader (ocm starts servers with setsid) running
+/// `serve --hostname H --port P` (as ocm starts it), whose environment
+/// carries both markers. Processes the server's tools start inherit the
+/// markers but are not session leaders running `serve`; a tool that calls
+/// setsid itself still is not an opencode server.
 pub fn is_our_server(pid: u32, project_hash: &str, state_root: &Path) -> bool {
     is_session_leader(pid)
+        && runs_serve(pid)
         && procutil::environ_var(pid, PROJECT_HASH_VAR)
             .ok()
             .flatten()
@@ -32,14 +35,20 @@ pub fn our_servers(state_root: &Path) -> Vec<(u32, String)> {
     };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| is_session_leader(pid))
         .filter_map(|pid| {
             let hash = procutil::environ_var(pid, PROJECT_HASH_VAR).ok()??;
-            let root = procutil::environ_var(pid, STATE_ROOT_VAR).ok()??;
-            (Path::new(&root) == state_root).then_some((pid, hash))
+            is_our_server(pid, &hash, state_root).then_some((pid, hash))
         })
         .filter(|(pid, _)| procutil::ProcessIdentity::of(*pid).is_ok())
         .collect()
+}
+
+/// True when the process's arguments are `serve --hostname H --port P`
+/// (after the program), as ocm starts the server.
+fn runs_serve(pid: u32) -> bool {
+    procutil::cmdline(pid).is_ok_and(|args| {
+        args.len() == 6 && args[1] == "serve" && args[2] == "--hostname" && args[4] == "--port"
+    })
 }
 
 fn is_session_leader(pid: u32) -> bool {

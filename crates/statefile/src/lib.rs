@@ -43,6 +43,7 @@
 //!     last_health_check: None,
 //!     opencode_version: None,
 //!     opencode_bin: "/usr/local/bin/opencode".into(),
+//!     auth: false,
 //! };
 //! statefile::write_atomic(&paths.record, &record)?;
 //!

@@ -61,25 +61,49 @@ fn open_lock_file(path: &Path) -> Result<File, Error> {
     }
 }
 
+/// True when `file` is still the file at `path` (same device and inode).
+///
+/// A holder may remove the lock file (for example when it deletes a
+/// project's whole state folder). Whoever then wins the lock on the old,
+/// unlinked inode must not count it: a later process would lock a new file
+/// at the same path, and both would think they own the project. So a lock is
+/// only taken once the locked file is verified to still be the path's file.
+fn still_at_path(file: &File, path: &Path) -> Result<bool, Error> {
+    use std::os::unix::fs::MetadataExt;
+    let held = file.metadata().map_err(|e| Error::io(path, e))?;
+    match std::fs::metadata(path) {
+        Ok(current) => Ok(current.dev() == held.dev() && current.ino() == held.ino()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
 /// Takes the lock if it is free right now, `Ok(None)` if someone holds it.
 /// Creates the lock file (0600) and its folder (0700) if missing.
 pub fn try_lock(path: &Path) -> Result<Option<LockGuard>, Error> {
-    let file = open_lock_file(path)?;
-    match file.try_lock() {
-        Ok(()) => Ok(Some(LockGuard {
-            file,
-            path: path.to_path_buf(),
-        })),
-        Err(TryLockError::WouldBlock) => Ok(None),
-        Err(TryLockError::Error(err)) => Err(Error::io(path, err)),
+    loop {
+        let file = open_lock_file(path)?;
+        match file.try_lock() {
+            Ok(()) if still_at_path(&file, path)? => {
+                return Ok(Some(LockGuard {
+                    file,
+                    path: path.to_path_buf(),
+                }));
+            }
+            // Removed while we locked it: lock the file now at the path.
+            Ok(()) => continue,
+            Err(TryLockError::WouldBlock) => return Ok(None),
+            Err(TryLockError::Error(err)) => return Err(Error::io(path, err)),
+        }
     }
 }
 
 /// Takes the exclusive lock on `path`, waiting at most `timeout`; blocks.
 ///
-/// Creates the lock file (0600) and its folder (0700) if missing. Never
-/// delete a lock file that others may use: a process holding the old inode
-/// and one locking a new file would both think they own the project.
+/// Creates the lock file (0600) and its folder (0700) if missing. The lock
+/// file may be deleted by its holder (with the folder around it): a waiter
+/// that then wins the lock on the deleted file notices, and locks the file
+/// now at the path instead, so two processes never both hold "the" lock.
 ///
 /// Waiting is done by retrying a non-blocking flock with a pause of 1 ms
 /// doubling up to 25 ms, until the deadline. The kernel has no flock with a
@@ -93,16 +117,21 @@ pub fn try_lock(path: &Path) -> Result<Option<LockGuard>, Error> {
 ///
 /// On timeout: [`Error::LockTimeout`] with the path and the time waited.
 pub fn lock(path: &Path, timeout: Duration) -> Result<LockGuard, Error> {
-    let file = open_lock_file(path)?;
+    let mut file = open_lock_file(path)?;
     let start = Instant::now();
     let mut backoff = FIRST_BACKOFF;
     loop {
         match file.try_lock() {
-            Ok(()) => {
+            Ok(()) if still_at_path(&file, path)? => {
                 return Ok(LockGuard {
                     file,
                     path: path.to_path_buf(),
                 });
+            }
+            Ok(()) => {
+                // Removed while we waited: lock the file now at the path.
+                file = open_lock_file(path)?;
+                continue;
             }
             Err(TryLockError::WouldBlock) => {}
             Err(TryLockError::Error(err)) => return Err(Error::io(path, err)),
@@ -116,5 +145,41 @@ pub fn lock(path: &Path, timeout: Duration) -> Result<LockGuard, Error> {
         };
         std::thread::sleep(backoff.min(left));
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_waiter_never_keeps_a_lock_on_a_deleted_file() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("project");
+        let path = dir.join("server.lock");
+        let holder = lock(&path, Duration::from_secs(1)).unwrap();
+        std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| lock(&path, Duration::from_secs(10)));
+            // Let the waiter open the current file and start waiting on it.
+            while std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .flatten()
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .filter(|target| target == &path)
+                .nth(1)
+                .is_none()
+            {
+                std::thread::yield_now();
+            }
+            // The holder deletes the whole folder, lock file included.
+            std::fs::remove_dir_all(&dir).unwrap();
+            drop(holder);
+            let guard = waiter.join().unwrap().unwrap();
+            // The waiter holds the file now at the path, so nobody else can
+            // take it there.
+            assert!(try_lock(&path).unwrap().is_none());
+            drop(guard);
+            assert!(try_lock(&path).unwrap().is_some());
+        });
     }
 }

@@ -43,6 +43,10 @@ pub struct ServerRecord {
     pub opencode_version: Option<String>,
     /// The `opencode` binary that was started.
     pub opencode_bin: PathBuf,
+    /// True when the server was started with a password (HTTP Basic auth on
+    /// every route). Absent in a record means false.
+    #[serde(default)]
+    pub auth: bool,
 }
 
 /// Lifecycle state of a recorded server (lowercase in JSON).
@@ -89,6 +93,7 @@ mod tests {
             last_health_check: None,
             opencode_version: Some("1.18.33".into()),
             opencode_bin: "/bin/opencode".into(),
+            auth: true,
         };
         let value = serde_json::to_value(&record).unwrap();
         let expected = serde_json::json!({
@@ -98,7 +103,8 @@ mod tests {
             "hostname": "127.0.0.1", "url": "http://127.0.0.1:28001",
             "status": "running", "logPath": "/s/server.log",
             "startedAt": "2026-11-21T10:00:00.123Z", "lastHealthCheck": null,
-            "opencodeVersion": "1.18.33", "opencodeBin": "/bin/opencode"
+            "opencodeVersion": "1.18.33", "opencodeBin": "/bin/opencode",
+            "auth": true
         });
         assert_eq!(value, expected);
         let back: ServerRecord = serde_json::from_value(value).unwrap();

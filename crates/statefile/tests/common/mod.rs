@@ -45,6 +45,7 @@ pub fn sample_record(n: u64, payload: usize) -> ServerRecord {
         last_health_check: Some(format!("n={n}")),
         opencode_version: Some(unit.repeat(repeats)),
         opencode_bin: PathBuf::from("/bin/opencode"),
+        auth: false,
     }
 }
 
