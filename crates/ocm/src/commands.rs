@@ -233,8 +233,9 @@ fn warn_unapplied(reporter: &Reporter, info: &ServerInfo, start: &StartOptions) 
         }
         _ => {}
     }
+    // The parser already took `[::1]` apart into `::1`.
     if let Some(host) = &start.hostname
-        && host.trim_start_matches('[').trim_end_matches(']') != info.hostname
+        && *host != info.hostname
     {
         differences.push(format!("hostname {host}"));
     }
