@@ -316,6 +316,26 @@ fn pid_of(value: &Value) -> u32 {
         .unwrap_or_else(|| panic!("no pid in {value}")) as u32
 }
 
+/// The fields every JSON object that reports on a project carries.
+const COMMON_KEYS: [&str; 8] = [
+    "project",
+    "url",
+    "port",
+    "pid",
+    "status",
+    "healthy",
+    "startedAt",
+    "logPath",
+];
+
+/// Asserts that `value` reports on `project` with all of [`COMMON_KEYS`].
+fn assert_reports_on(value: &Value, project: &str) {
+    for key in COMMON_KEYS {
+        assert!(value.get(key).is_some(), "{key} missing: {value}");
+    }
+    assert_eq!(value["project"], project, "{value}");
+}
+
 fn identity(pid: u32) -> ProcessIdentity {
     ProcessIdentity::of(pid).unwrap_or_else(|e| panic!("pid {pid} is not running: {e}"))
 }
@@ -377,6 +397,24 @@ fn up_reuses_the_server_and_everyday_commands_work() {
     assert!(block.contains("running (healthy)"), "{block}");
     assert!(block.contains(&server_url), "{block}");
 
+    // --json of port and url: the same status object, plus (port) the
+    // deterministic port and the hash.
+    let port_json = ocm(&bed, ["port", p, "--json"]).ok().json();
+    assert_reports_on(&port_json, p);
+    assert_eq!(port_json["status"], "running", "{port_json}");
+    assert_eq!(port_json["port"], port, "{port_json}");
+    assert_eq!(port_json["projectPort"], project_port, "{port_json}");
+    assert_eq!(
+        port_json["projectHash"],
+        portmap::project_hash(&project).expect("hash").as_str(),
+        "{port_json}"
+    );
+    assert_eq!(pid_of(&port_json), pid);
+    let url_json = ocm(&bed, ["url", p, "--json"]).ok().json();
+    assert_reports_on(&url_json, p);
+    assert_eq!(url_json["url"], server_url.as_str(), "{url_json}");
+    assert_eq!(pid_of(&url_json), pid);
+
     // exec: the server's environment, the command's exit status.
     let echoed = ocm(&bed, ["exec", p, "--", "sh", "-c", "echo $OPENCODE_SERVER"]).ok();
     assert_eq!(echoed.stdout.trim(), server_url, "{echoed:#?}");
@@ -393,6 +431,9 @@ fn up_reuses_the_server_and_everyday_commands_work() {
     let one = ocm(&bed, ["logs", p, "-n", "1"]).ok();
     assert_eq!(one.stdout.lines().count(), 1, "{one:#?}");
     let logs_json = ocm(&bed, ["logs", p, "--json"]).ok().json();
+    assert_reports_on(&logs_json, p);
+    assert_eq!(logs_json["status"], "running", "{logs_json}");
+    assert_eq!(pid_of(&logs_json), pid);
     assert!(
         logs_json["lines"]
             .as_array()
@@ -424,6 +465,10 @@ fn up_reuses_the_server_and_everyday_commands_work() {
     ocm(&bed, ["url", p]).code(3);
     let status = ocm(&bed, ["status", p]).code(3);
     assert!(status.stdout.contains("stopped"), "{status:#?}");
+    let port_json = ocm(&bed, ["port", p, "--json"]).ok().json();
+    assert_reports_on(&port_json, p);
+    assert_eq!(port_json["status"], "stopped", "{port_json}");
+    assert_eq!(port_json["projectPort"], project_port, "{port_json}");
 
     // gc removes the stopped project's state.
     let state = statefile::ProjectPaths::new(
@@ -433,12 +478,12 @@ fn up_reuses_the_server_and_everyday_commands_work() {
     .dir;
     assert!(state.is_dir());
     let gc = ocm(&bed, ["gc", "--json"]).ok().json();
-    assert!(
-        gc["removed"]
-            .as_array()
-            .is_some_and(|r| r.iter().any(|d| d == path_str(&state))),
-        "{gc}"
-    );
+    let removed = gc["removed"]
+        .as_array()
+        .and_then(|r| r.iter().find(|e| e["stateDir"] == path_str(&state)))
+        .unwrap_or_else(|| panic!("gc did not report removing {}: {gc}", state.display()));
+    assert_reports_on(removed, p);
+    assert_eq!(removed["status"], "stopped", "{removed}");
     assert!(!state.exists(), "{} survived gc", state.display());
     assert_eq!(
         ocm(&bed, ["ls", "--json"]).ok().json(),
@@ -630,6 +675,7 @@ fn a_recorded_pid_of_another_program_is_never_signalled() {
         last_health_check: None,
         opencode_version: Some(e2e::OPENCODE_VERSION.into()),
         opencode_bin: e2e::opencode_bin(),
+        auth: false,
     };
     statefile::ensure_dir(&paths.dir).expect("state folder");
     statefile::write_atomic(&paths.record, &record).expect("write the record");

@@ -673,13 +673,18 @@ pub fn command_help(name: Name) -> String {
         }
         Name::Ls => "Lists every project recorded in the state folder, with a live health check.",
         Name::Logs => {
-            "Prints the last lines of the server log (the server's stdout and stderr).\n\n  \
+            "Prints the last lines of the server log (the server's stdout and stderr). With \
+             --json: the project's status (as `ocm status --json`) plus `lines`.\n\n  \
              -n, --lines N   How many lines (default 50)\n  \
              -f, --follow    Keep printing what is appended (across rotation) until Ctrl-C"
         }
         Name::Port => {
             "Prints the project's deterministic port: 28000 + md5(absolute path) % 1000, the \
-             port `ocm up` tries first. `ocm status` shows the port actually in use."
+             port `ocm up` tries first. `ocm status` shows the port actually in use.\n\n\
+             With --json: the project's status as `ocm status --json` prints it (there, as \
+             everywhere, `port` is the port the server listens on, null when none runs), \
+             with `projectPort` (the deterministic port printed without --json) and \
+             `projectHash`."
         }
         Name::Url => {
             "Prints the URL of the project's running server. Never starts anything: exit 3 \
@@ -694,7 +699,10 @@ pub fn command_help(name: Name) -> String {
         Name::Gc => {
             "Removes the state folders of projects whose server is not running, stops servers \
              ocm started that have no record any more, and reports running servers whose \
-             project folder is gone (they are left running)."
+             project folder is gone (they are left running) and records it cannot read (left \
+             alone).\n\nWith --json: {removed, projectGone, orphansStopped, busy, unreadable}; \
+             each project in them is a status object (as `ocm status --json`, as it was before \
+             gc ran) with its `stateDir` (and, in unreadable, `recordPath`)."
         }
         Name::Destroy => {
             "Stops the project's server and deletes its state folder (record, lock, logs)."

@@ -142,7 +142,7 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
             }
             Ok(EXIT_OK)
         }
-        Command::Port { dir } => port(cli, &dir_or_here(dir)),
+        Command::Port { dir } => port(cli, manager, &reporter, &dir_or_here(dir)),
         Command::Logs { dir, lines, follow } => logs(
             cli,
             &manager()?,
@@ -164,9 +164,19 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
             exec(&info, program, args)
         }
         Command::Gc => {
-            let report = manager()?.gc()?;
+            let manager = manager()?;
+            // What each project was before gc, for --json to report removed
+            // projects in full (gc itself returns their state folders).
+            let before = if cli.json {
+                reporter.phase("checking the servers");
+                manager.list()?
+            } else {
+                Vec::new()
+            };
+            let report = manager.gc()?;
+            reporter.finish();
             if cli.json {
-                print_json(&serde_json::to_value(&report).unwrap_or_default());
+                print_json(&render::gc_json(&report, &before));
             } else {
                 print(&lines(render::gc_lines(&report)))?;
             }
@@ -175,12 +185,22 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
     }
 }
 
-fn port(cli: &Cli, dir: &Path) -> Result<i32, CliError> {
+/// `ocm port`: arithmetic on the path, no state needed; `--json` adds the
+/// project's status (which never starts anything).
+fn port(
+    cli: &Cli,
+    manager: impl FnOnce() -> Result<Manager, CliError>,
+    reporter: &Reporter,
+    dir: &Path,
+) -> Result<i32, CliError> {
     let project = portmap::resolve_path(dir).map_err(manager::Error::from)?;
     let port = portmap::port_for_project(&project).map_err(manager::Error::from)?;
     if cli.json {
         let hash = portmap::project_hash(&project).map_err(manager::Error::from)?;
-        print_json(&render::port_json(&project, port, &hash));
+        reporter.phase("checking the server");
+        let status = manager()?.status(&project)?;
+        reporter.finish();
+        print_json(&render::port_json(&status, port, &hash));
     } else {
         print(&format!("{port}\n"))?;
     }
@@ -262,6 +282,7 @@ fn show_server(cli: &Cli, info: &ServerInfo, began: Instant) -> Result<i32, CliE
 }
 
 fn down(cli: &Cli, manager: &Manager, reporter: &Reporter, dir: &Path) -> Result<i32, CliError> {
+    let url = recorded_url(manager, dir);
     let report = manager.stop(dir)?;
     reporter.finish();
     note_left_alone(reporter, report.left_alone);
@@ -269,15 +290,24 @@ fn down(cli: &Cli, manager: &Manager, reporter: &Reporter, dir: &Path) -> Result
     if cli.json {
         print_json(&render::stop_json(&after, &report));
     } else {
-        print(&lines(render::stop_lines(&report, after.url.as_deref())))?;
+        print(&lines(render::stop_lines(&report, url.as_deref())))?;
     }
     Ok(EXIT_OK)
+}
+
+/// The URL in the project's record, read before a stop to say what was
+/// stopped (the status of a stopped server has none). No health check.
+fn recorded_url(manager: &Manager, dir: &Path) -> Option<String> {
+    let record = statefile::read_record(&manager.paths(dir).ok()?.record)
+        .ok()
+        .flatten()?;
+    (!record.url.is_empty()).then_some(record.url)
 }
 
 fn destroy(cli: &Cli, manager: &Manager, reporter: &Reporter, dir: &Path) -> Result<i32, CliError> {
     let state_dir = manager.paths(dir)?.dir;
     let existed = state_dir.exists();
-    let url = manager.status(dir).ok().and_then(|s| s.url);
+    let url = recorded_url(manager, dir);
     let report = manager.destroy(dir)?;
     reporter.finish();
     note_left_alone(reporter, report.left_alone);
@@ -345,8 +375,9 @@ fn logs(
         Err(e) => return Err(io_error(e)),
     };
     if cli.json {
+        let status = manager.status(&project)?;
         print_json(&render::logs_json(
-            &project,
+            &status,
             &log,
             &String::from_utf8_lossy(&text),
         ));

@@ -1,10 +1,15 @@
 //! How results look: one human line or block, or one JSON value.
 //!
-//! JSON objects always carry `project`, `url`, `port`, `pid`, `status`,
-//! `healthy`, `startedAt` and `logPath` (null when unknown), so scripts can
-//! read every command's output the same way.
+//! Every JSON object that reports on a project (the one object of `up`,
+//! `restart`, `down`, `destroy`, `status`, `url`, `port` and `logs`, each
+//! entry of `ls`, each project listed by `gc`) carries `project`, `url`,
+//! `port`, `pid`, `status`, `healthy`, `startedAt` and `logPath` (null when
+//! unknown), so scripts can read every command's output the same way.
+//! `port` is always the port the server listens on (null when none runs);
+//! the deterministic port is `projectPort`. Errors are
+//! `{"error", "hint", "exitCode"}`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use manager::{GcReport, ServerInfo, ServerState, ServerStatus, StopKind, StopReport};
@@ -43,14 +48,20 @@ pub fn server_line(info: &ServerInfo, elapsed: Duration) -> String {
 }
 
 /// `ocm status`/`ls` entries as JSON, plus `projectPort` (the deterministic
-/// port) when it can be computed.
+/// port) when it can be computed and `projectExists` (false when the
+/// project folder was deleted, perhaps while its server runs).
 pub fn status_json(status: &ServerStatus) -> Value {
+    Value::Object(status_object(status))
+}
+
+fn status_object(status: &ServerStatus) -> Map<String, Value> {
     let mut value = to_object(status);
     value.insert(
         "projectPort".into(),
         json!(portmap::port_for_project(&status.project).ok()),
     );
-    Value::Object(value)
+    value.insert("projectExists".into(), json!(status.project.is_dir()));
+    value
 }
 
 /// `ocm status` for humans: a block of `name value` lines.
@@ -152,7 +163,7 @@ pub fn list_table(all: &[ServerStatus]) -> String {
 /// stop did: `wasRunning`, `stopped` (`terminated`, `killed`,
 /// `already-gone` or null), `stoppedPid`, `orphansStopped`, `leftAlone`.
 pub fn stop_json(after: &ServerStatus, report: &StopReport) -> Value {
-    let mut value = status_json(after).as_object().cloned().unwrap_or_default();
+    let mut value = status_object(after);
     let stop = to_object(report);
     value.insert("wasRunning".into(), json!(was_running(report)));
     value.insert(
@@ -230,24 +241,89 @@ pub fn gc_lines(report: &GcReport) -> Vec<String> {
             dir.display()
         ));
     }
+    for record in &report.unreadable {
+        lines.push(format!(
+            "left {} alone: it cannot be read (`ocm ls` says why)",
+            record.display()
+        ));
+    }
     if lines.is_empty() {
         lines.push("nothing to clean".into());
     }
     lines
 }
 
-/// `ocm port --json`.
-pub fn port_json(project: &Path, port: u16, hash: &str) -> Value {
-    json!({ "project": project, "port": port, "projectHash": hash })
+/// `ocm gc --json`: the report's shape (`removed`, `projectGone`,
+/// `orphansStopped`, `busy`, `unreadable`), with each project a status
+/// object plus its `stateDir` (and, for `unreadable`, its `recordPath`).
+/// `before` is the list taken before gc ran: removed, busy and unreadable
+/// projects are reported as they were then (a state folder not in it, such
+/// as one without a record, is reported as a stopped project whose path is
+/// unknown).
+pub fn gc_json(report: &GcReport, before: &[ServerStatus]) -> Value {
+    let as_listed = |dir: &PathBuf| match before.iter().find(|s| s.state_dir == *dir) {
+        Some(status) => with_state_dir(status),
+        None => unlisted(dir),
+    };
+    json!({
+        "removed": report.removed.iter().map(as_listed).collect::<Vec<_>>(),
+        "projectGone": report.project_gone.iter().map(with_state_dir).collect::<Vec<_>>(),
+        "orphansStopped": report.orphans_stopped,
+        "busy": report.busy.iter().map(as_listed).collect::<Vec<_>>(),
+        "unreadable": report.unreadable.iter().map(|record| {
+            let dir = record.parent().map(Path::to_path_buf).unwrap_or_default();
+            let mut value = as_listed(&dir);
+            value["recordPath"] = json!(record);
+            value
+        }).collect::<Vec<_>>(),
+    })
 }
 
-/// `ocm logs --json`.
-pub fn logs_json(project: &Path, log: &Path, text: &str) -> Value {
+fn with_state_dir(status: &ServerStatus) -> Value {
+    let mut value = status_object(status);
+    value.insert("stateDir".into(), json!(status.state_dir));
+    Value::Object(value)
+}
+
+/// A state folder the list before gc did not see: nothing is known of its
+/// project, and nothing of it runs (gc removed it).
+fn unlisted(dir: &Path) -> Value {
     json!({
-        "project": project,
-        "logPath": log,
-        "lines": text.lines().collect::<Vec<_>>(),
+        "project": null,
+        "status": ServerState::Stopped,
+        "healthy": false,
+        "url": null,
+        "port": null,
+        "pid": null,
+        "startedAt": null,
+        "logPath": dir.join("server.log"),
+        "version": null,
+        "uptimeSeconds": null,
+        "residentMemoryBytes": null,
+        "detail": null,
+        "projectPort": null,
+        "projectExists": null,
+        "stateDir": dir,
     })
+}
+
+/// `ocm port --json`: the project's status (`port` is the server's port,
+/// null when none runs) plus `projectPort`, the deterministic port, and
+/// `projectHash`.
+pub fn port_json(status: &ServerStatus, project_port: u16, hash: &str) -> Value {
+    let mut value = status_object(status);
+    value.insert("projectPort".into(), json!(project_port));
+    value.insert("projectHash".into(), json!(hash));
+    Value::Object(value)
+}
+
+/// `ocm logs --json`: the project's status plus `lines`; `logPath` is the
+/// log the lines were read from.
+pub fn logs_json(status: &ServerStatus, log: &Path, text: &str) -> Value {
+    let mut value = status_object(status);
+    value.insert("logPath".into(), json!(log));
+    value.insert("lines".into(), json!(text.lines().collect::<Vec<_>>()));
+    Value::Object(value)
 }
 
 /// An error as JSON, for `--json` callers: `{"error": ..., "exitCode": N}`.
@@ -331,15 +407,18 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
+    /// A status as the manager reports it: a stopped server has no URL,
+    /// port, pid or start time any more.
     fn status(state: ServerState) -> ServerStatus {
+        let last_run = state != ServerState::Stopped;
         ServerStatus {
             project: "/work/p".into(),
             status: state,
             healthy: state == ServerState::Running,
-            url: Some("http://127.0.0.1:28412".into()),
-            port: Some(28412),
-            pid: Some(1234),
-            started_at: Some("2026-01-01T00:00:00.000Z".into()),
+            url: last_run.then(|| "http://127.0.0.1:28412".into()),
+            port: last_run.then_some(28412),
+            pid: last_run.then_some(1234),
+            started_at: last_run.then(|| "2026-01-01T00:00:00.000Z".into()),
             log_path: "/state/servers/h/server.log".into(),
             version: Some("1.18.33".into()),
             uptime_seconds: (state == ServerState::Running).then_some(312),
@@ -402,6 +481,93 @@ mod tests {
         assert_eq!(value["status"], "stopped");
     }
 
+    const COMMON_KEYS: [&str; 8] = [
+        "project",
+        "url",
+        "port",
+        "pid",
+        "status",
+        "healthy",
+        "startedAt",
+        "logPath",
+    ];
+
+    fn assert_common_keys(value: &Value) {
+        for key in COMMON_KEYS {
+            assert!(value.get(key).is_some(), "{key} missing in {value}");
+        }
+    }
+
+    #[test]
+    fn port_and_logs_json_are_status_objects() {
+        let running = status(ServerState::Running);
+        let value = port_json(&running, 28999, "abc123");
+        assert_common_keys(&value);
+        assert_eq!(value["port"], 28412, "the server's port: {value}");
+        assert_eq!(value["projectPort"], 28999, "{value}");
+        assert_eq!(value["projectHash"], "abc123", "{value}");
+        assert_eq!(value["status"], "running", "{value}");
+        let stopped = port_json(&status(ServerState::Stopped), 28999, "abc123");
+        assert_common_keys(&stopped);
+        assert_eq!(stopped["status"], "stopped", "{stopped}");
+        assert_eq!(
+            stopped["port"],
+            Value::Null,
+            "no server, no port: {stopped}"
+        );
+        assert_eq!(stopped["pid"], Value::Null, "{stopped}");
+        assert_eq!(stopped["projectPort"], 28999, "{stopped}");
+
+        let value = logs_json(&running, Path::new("/state/servers/h/server.log"), "a\nb\n");
+        assert_common_keys(&value);
+        assert_eq!(value["lines"], json!(["a", "b"]), "{value}");
+        assert_eq!(value["logPath"], "/state/servers/h/server.log", "{value}");
+        assert_eq!(value["pid"], 1234, "{value}");
+    }
+
+    #[test]
+    fn gc_json_lists_projects_as_status_objects() {
+        let mut dead = status(ServerState::Dead);
+        dead.state_dir = "/state/servers/dead".into();
+        let mut gone = status(ServerState::Running);
+        gone.project = "/deleted/p".into();
+        gone.state_dir = "/state/servers/gone".into();
+        let report = GcReport {
+            removed: vec!["/state/servers/dead".into(), "/state/servers/new".into()],
+            project_gone: vec![gone.clone()],
+            orphans_stopped: vec![99],
+            busy: vec![],
+            unreadable: vec!["/state/servers/gone/server.json".into()],
+        };
+        let value = gc_json(&report, &[dead, gone]);
+        let removed = value["removed"].as_array().expect("removed is an array");
+        assert_eq!(removed.len(), 2, "{value}");
+        for entry in removed
+            .iter()
+            .chain(value["projectGone"].as_array().unwrap())
+        {
+            assert_common_keys(entry);
+            assert!(entry["stateDir"].is_string(), "{entry}");
+        }
+        assert_eq!(removed[0]["project"], "/work/p", "{value}");
+        assert_eq!(removed[0]["status"], "dead", "{value}");
+        assert_eq!(removed[0]["stateDir"], "/state/servers/dead", "{value}");
+        // Not in the list taken before gc: its project is unknown.
+        assert_eq!(removed[1]["project"], Value::Null, "{value}");
+        assert_eq!(removed[1]["stateDir"], "/state/servers/new", "{value}");
+        assert_eq!(value["projectGone"][0]["project"], "/deleted/p", "{value}");
+        assert_eq!(value["projectGone"][0]["projectExists"], false, "{value}");
+        assert_eq!(value["orphansStopped"], json!([99]), "{value}");
+        assert_eq!(value["busy"], json!([]), "{value}");
+        let unreadable = &value["unreadable"][0];
+        assert_common_keys(unreadable);
+        assert_eq!(unreadable["stateDir"], "/state/servers/gone", "{value}");
+        assert_eq!(
+            unreadable["recordPath"], "/state/servers/gone/server.json",
+            "{value}"
+        );
+    }
+
     #[test]
     fn human_status_and_list() {
         let block = status_block(&status(ServerState::Running));
@@ -413,6 +579,17 @@ mod tests {
         assert!(
             dead.contains("last run http://127.0.0.1:28412 (pid 1234)"),
             "{dead}"
+        );
+        let stopped = status_block(&status(ServerState::Stopped));
+        assert!(stopped.contains("status   stopped\n"), "{stopped}");
+        let project_port = portmap::port_for_project(Path::new("/work/p")).unwrap();
+        assert!(
+            stopped.contains(&format!("port     {project_port} (the project's port)")),
+            "{stopped}"
+        );
+        assert!(
+            !stopped.contains("last run") && !stopped.contains("pid"),
+            "{stopped}"
         );
         let table = list_table(&[status(ServerState::Running), status(ServerState::Stopped)]);
         let lines: Vec<&str> = table.lines().collect();
@@ -447,5 +624,13 @@ mod tests {
             stop_lines(&report, Some("http://x"))[0].starts_with("killed the server at http://x")
         );
         assert_eq!(gc_lines(&GcReport::default()), vec!["nothing to clean"]);
+        let unreadable = GcReport {
+            unreadable: vec!["/s/servers/h/server.json".into()],
+            ..GcReport::default()
+        };
+        assert_eq!(
+            gc_lines(&unreadable),
+            vec!["left /s/servers/h/server.json alone: it cannot be read (`ocm ls` says why)"]
+        );
     }
 }
