@@ -492,6 +492,82 @@ fn up_reuses_the_server_and_everyday_commands_work() {
 }
 
 #[test]
+fn a_project_folder_that_does_not_exist_is_said_so() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    // Nothing recorded: status and url say so (exit 3); up, restart and
+    // exec refuse it as bad usage (exit 2). None suggests `ocm up`.
+    let never = bed.root().join("never-created");
+    let n = path_str(&never);
+    for args in [["status", n], ["url", n]] {
+        let run = ocm(&bed, args).code(3);
+        assert!(run.stdout.is_empty(), "{run:#?}");
+        assert!(run.stderr.contains("does not exist"), "{run:#?}");
+        assert!(!run.stderr.contains("ocm up"), "{run:#?}");
+    }
+    let json = ocm(&bed, ["status", n, "--json"]).code(3).json();
+    assert_eq!(json["exitCode"], 3, "{json}");
+    assert!(
+        json["error"].as_str().is_some_and(|e| e.contains(n)),
+        "{json}"
+    );
+    for args in [
+        vec!["up", n],
+        vec!["restart", n],
+        vec!["exec", n, "--", "true"],
+    ] {
+        let run = ocm(&bed, &args).code(2);
+        assert!(run.stderr.contains("does not exist"), "{run:#?}");
+        assert!(run.stderr.contains("hint: "), "{run:#?}");
+    }
+    assert!(!never.exists(), "ocm created {n}");
+
+    // A server whose folder is deleted while it runs: shown, with a note;
+    // gc reports it and leaves it running.
+    let (project, _) = fresh_project(&bed, "deleted");
+    let p = path_str(&project);
+    let pid = pid_of(&up(&bed, &project));
+    let server = identity(pid);
+    std::fs::remove_dir_all(&project).expect("delete the project folder");
+    let status = ocm(&bed, ["status", p]).ok();
+    assert!(status.stdout.contains("running (healthy)"), "{status:#?}");
+    assert!(status.stderr.contains("no longer exists"), "{status:#?}");
+    let url = ocm(&bed, ["url", p]).ok();
+    assert!(url.stdout.starts_with("http://127.0.0.1:"), "{url:#?}");
+    assert!(url.stderr.contains("no longer exists"), "{url:#?}");
+    let json = ocm(&bed, ["status", p, "--json"]).ok().json();
+    assert_reports_on(&json, p);
+    assert_eq!(json["projectExists"], false, "{json}");
+    assert_eq!(pid_of(&json), pid);
+    let gc = ocm(&bed, ["gc", "--json"]).ok().json();
+    let gone = gc["projectGone"]
+        .as_array()
+        .and_then(|g| g.iter().find(|e| e["project"] == p))
+        .unwrap_or_else(|| panic!("gc did not report the deleted project: {gc}"));
+    assert_reports_on(gone, p);
+    assert_eq!(pid_of(gone), pid);
+    assert!(gone["stateDir"].is_string(), "{gone}");
+    assert_eq!(bed.opencode_pids(), vec![pid], "gc left the server running");
+
+    // Stopped, its record is still there: shown as stopped, and the hint
+    // is to clean up, not to start it.
+    ocm(&bed, ["down", p]).ok();
+    assert_reaped(&server);
+    let status = ocm(&bed, ["status", p]).code(3);
+    assert!(status.stdout.contains("stopped"), "{status:#?}");
+    assert!(status.stderr.contains("no longer exists"), "{status:#?}");
+    let url = ocm(&bed, ["url", p]).code(3);
+    assert!(url.stderr.contains("ocm destroy"), "{url:#?}");
+    assert!(!url.stderr.contains("ocm up"), "{url:#?}");
+    ocm(&bed, ["destroy", p]).ok();
+    let status = ocm(&bed, ["status", p]).code(3);
+    assert!(status.stderr.contains("does not exist"), "{status:#?}");
+    assert!(bed.opencode_pids().is_empty());
+}
+
+#[test]
 fn sixteen_simultaneous_ups_start_one_server() {
     if e2e_skipped() {
         return;
@@ -739,10 +815,6 @@ fn corrupt_records_are_moved_aside_and_up_succeeds() {
             "wrong shape",
             br#"{"schemaVersion": 1, "pid": "twelve", "port": []}"#.to_vec(),
         ),
-        (
-            "future schemaVersion",
-            serde_json::to_vec(&future).expect("JSON"),
-        ),
     ];
     for (kind, bytes) in cases {
         std::fs::write(&paths.record, &bytes).expect("write the bad record");
@@ -776,6 +848,47 @@ fn corrupt_records_are_moved_aside_and_up_succeeds() {
             .expect("a record");
         assert_eq!(record.pid, pid_of(&answer), "{kind}");
     }
+
+    // A record from a newer ocm is not corrupt: this ocm refuses to judge
+    // it (exit 1, with what to do), touches nothing and starts nothing.
+    let newer = serde_json::to_vec(&future).expect("JSON");
+    std::fs::write(&paths.record, &newer).expect("write the newer record");
+    let running = bed.opencode_pids();
+    assert_eq!(running.len(), 1, "{running:?}");
+    let status = ocm(&bed, ["status", p, "--json"]).code(3).json();
+    assert_eq!(status["status"], "dead", "{status}");
+    let refused = ocm(&bed, ["up", p]).code(1);
+    assert!(refused.stderr.contains("newer ocm"), "{refused:#?}");
+    assert!(refused.stderr.contains("hint: "), "{refused:#?}");
+    let json = ocm(&bed, ["up", p, "--json"]).code(1).json();
+    assert_eq!(json["exitCode"], 1, "{json}");
+    assert!(
+        json["hint"].as_str().is_some_and(|h| h.contains("mv ")),
+        "{json}"
+    );
+    ocm(&bed, ["down", p]).code(1);
+    assert_eq!(
+        std::fs::read(&paths.record).expect("the record is still there"),
+        newer,
+        "the newer record was changed"
+    );
+    assert_eq!(
+        bed.opencode_pids(),
+        running,
+        "a server was started or stopped"
+    );
+    // Moved away as the hint says, this ocm takes over: `down` stops the
+    // server the record no longer names.
+    let aside = paths.record.with_extension("json.newer");
+    std::fs::rename(&paths.record, &aside).expect("move the record away");
+    let down = ocm(&bed, ["down", p, "--json"]).ok().json();
+    assert_eq!(
+        down["orphansStopped"],
+        Value::from(running.clone()),
+        "{down}"
+    );
+    assert!(bed.opencode_pids().is_empty());
+    assert_eq!(std::fs::read(&aside).expect("the moved record"), newer);
 }
 
 #[test]
@@ -871,5 +984,35 @@ fn bad_usage_and_missing_opencode_have_their_own_exit_codes() {
     // No log yet: a plain error with a hint.
     let logs = ocm(&bed, ["logs", p]).code(1);
     assert!(logs.stderr.contains("no server log"), "{logs:#?}");
+
+    // The log cannot be created (a folder is in its place): a failed start.
+    let broken = bed.root().join("broken-opencode");
+    std::fs::write(&broken, "#!/nonexistent/interpreter\n").expect("write the script");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755))
+            .expect("make it executable");
+    }
+    let broken_env = [("OPENCODE_BIN", path_str(&broken))];
+    let log = statefile::ProjectPaths::new(
+        &bed.state_dir,
+        &portmap::project_hash(&bed.project).expect("hash"),
+    )
+    .log;
+    std::fs::create_dir_all(log.join("in-the-way")).expect("a folder where the log goes");
+    let run = ocm_with(&bed, ["up", p], &broken_env).code(4);
+    assert!(run.stderr.contains(path_str(&log)), "{run:#?}");
+    std::fs::remove_dir_all(&log).expect("remove the folder");
+
+    // A binary that cannot be executed (its interpreter does not exist):
+    // the spawn fails, and that is a failed start too.
+    for args in [vec!["up", p], vec!["exec", p, "--", "true"]] {
+        let run = ocm_with(&bed, &args, &broken_env).code(4);
+        assert!(run.stderr.contains(path_str(&broken)), "{run:#?}");
+    }
+    let json = ocm_with(&bed, ["restart", p, "--json"], &broken_env)
+        .code(4)
+        .json();
+    assert_eq!(json["exitCode"], 4, "{json}");
     assert!(bed.opencode_pids().is_empty());
 }

@@ -627,9 +627,10 @@ Environment:
 Exit status:
   0  success
   1  error
-  2  bad usage
-  3  not running (status, url)
-  4  the server failed to start (up, restart, exec)
+  2  bad usage, or the project folder does not exist (up, restart, exec)
+  3  not running, or no such project (status, url)
+  4  the server failed to start (up, restart, exec): opencode missing, the
+     port taken, the spawn or the start-up failed, the state not writable
   exec exits with CMD's status (128+N when a signal N ended it)
 ",
         version = env!("CARGO_PKG_VERSION"),
@@ -658,7 +659,8 @@ pub fn command_help(name: Name) -> String {
              healthy. A dead, hung or foreign process in the record, a corrupt record or a taken \
              port is repaired on the way (said on stderr). Any number of `ocm up` at once get \
              one server.\n\nPrints one line: `ready at URL (pid N) in 1.31 s`, or `running at \
-             URL (pid N), up 5m` for a reused server. Exit 4 when it fails to start."
+             URL (pid N), up 5m` for a reused server. Exit 4 when it fails to start, 2 when the \
+             folder does not exist."
         }
         Name::Down => {
             "Stops the project's server: SIGTERM to its process group, SIGKILL after 5 s. A \
@@ -669,7 +671,8 @@ pub fn command_help(name: Name) -> String {
         Name::Status => {
             "Shows the project's server: status (running, stopped, unhealthy, dead), URL, pid, \
              uptime, memory, version and log. Never starts anything. Exit 0 when it is running \
-             and healthy, 3 otherwise."
+             and healthy, 3 otherwise (also when the folder does not exist and ocm has no \
+             server recorded for it; a server whose folder was deleted is shown, with a note)."
         }
         Name::Ls => "Lists every project recorded in the state folder, with a live health check.",
         Name::Logs => {
@@ -688,7 +691,8 @@ pub fn command_help(name: Name) -> String {
         }
         Name::Url => {
             "Prints the URL of the project's running server. Never starts anything: exit 3 \
-             when it is not running (or not healthy)."
+             when it is not running (or not healthy), or when the folder does not exist and \
+             ocm has no server recorded for it."
         }
         Name::Exec => {
             "Makes sure the project's server is up, then runs CMD with OPENCODE_SERVER=<url> \

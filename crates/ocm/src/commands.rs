@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use manager::{Config, Manager, PasswordPolicy, PortPolicy, ServerInfo, ServerState};
+use manager::{Config, Manager, PasswordPolicy, PortPolicy, ServerInfo, ServerState, ServerStatus};
 
 use crate::cli::{self, Action, Cli, Command, StartOptions, UsageError};
 use crate::error::{CliError, EXIT_NOT_RUNNING, EXIT_OK, shell_word};
@@ -83,14 +83,18 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
     match command {
         Command::Up { dir, start } => {
             let began = Instant::now();
-            let info = manager()?.ensure(&dir_or_here(dir))?;
+            let info = manager()
+                .and_then(|m| Ok(m.ensure(&dir_or_here(dir))?))
+                .map_err(CliError::starting)?;
             reporter.finish();
             warn_unapplied(&reporter, &info, start);
             show_server(cli, &info, began)
         }
         Command::Restart { dir, .. } => {
             let began = Instant::now();
-            let info = manager()?.restart(&dir_or_here(dir))?;
+            let info = manager()
+                .and_then(|m| Ok(m.restart(&dir_or_here(dir))?))
+                .map_err(CliError::starting)?;
             reporter.finish();
             show_server(cli, &info, began)
         }
@@ -98,7 +102,7 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
         Command::Destroy { dir } => destroy(cli, &manager()?, &reporter, &dir_or_here(dir)),
         Command::Status { dir } => {
             reporter.phase("checking the server");
-            let status = manager()?.status(&dir_or_here(dir))?;
+            let status = checked_status(&manager()?, &reporter, &dir_or_here(dir))?;
             reporter.finish();
             if cli.json {
                 print_json(&render::status_json(&status));
@@ -113,7 +117,7 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
         }
         Command::Url { dir } => {
             reporter.phase("checking the server");
-            let status = manager()?.status(&dir_or_here(dir))?;
+            let status = checked_status(&manager()?, &reporter, &dir_or_here(dir))?;
             reporter.finish();
             if status.status != ServerState::Running {
                 return Err(CliError::NotRunning {
@@ -155,7 +159,9 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
             dir, program, args, ..
         } => {
             let began = Instant::now();
-            let info = manager()?.ensure(&dir_or_here(dir))?;
+            let info = manager()
+                .and_then(|m| Ok(m.ensure(&dir_or_here(dir))?))
+                .map_err(CliError::starting)?;
             reporter.finish();
             if !info.reused && stderr_is_tty() {
                 reporter.note(&render::server_line(&info, began.elapsed()));
@@ -205,6 +211,31 @@ fn port(
         print(&format!("{port}\n"))?;
     }
     Ok(EXIT_OK)
+}
+
+/// The project's status for `status` and `url`. A folder that does not
+/// exist is an error unless ocm has a record for it (its server may still
+/// run after the folder was deleted): then the status is shown with a note.
+fn checked_status(
+    manager: &Manager,
+    reporter: &Reporter,
+    dir: &Path,
+) -> Result<ServerStatus, CliError> {
+    let project = portmap::resolve_path(dir).map_err(manager::Error::from)?;
+    let exists = project.is_dir();
+    // An unreadable state folder counts as a record: status says why.
+    if !exists && !manager.paths(&project)?.record.try_exists().unwrap_or(true) {
+        return Err(CliError::NoProject { project });
+    }
+    let status = manager.status(&project)?;
+    if !exists {
+        reporter.finish();
+        reporter.note(&format!(
+            "the project folder {} no longer exists",
+            project.display()
+        ));
+    }
+    Ok(status)
 }
 
 /// The manager's configuration: the environment plus the command line.

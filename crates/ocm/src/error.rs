@@ -28,6 +28,20 @@ pub enum CliError {
     /// The manager failed (boxed: its error is large).
     #[error("{0}")]
     Manager(Box<manager::Error>),
+    /// `up`, `restart` or `exec` could not get a running server: anything
+    /// but bad usage ends these with exit 4 (see [`CliError::starting`]).
+    #[error("{0}")]
+    Start(Box<manager::Error>),
+    /// The project folder does not exist and ocm has nothing recorded for
+    /// it (`status`, `url`).
+    #[error(
+        "project folder {} does not exist (and ocm has no server recorded for it)",
+        project.display()
+    )]
+    NoProject {
+        /// The project path, made absolute.
+        project: PathBuf,
+    },
     /// The project's server is not running (or not healthy).
     #[error("no server is running for {}{}", project.display(), state_text(state, detail.as_deref()))]
     NotRunning {
@@ -78,24 +92,53 @@ fn state_text(state: &manager::ServerState, detail: Option<&str>) -> String {
     }
 }
 
+/// True for manager errors that mean the command line (or the folder it
+/// names, or the configuration) is wrong: exit 2 whatever the command.
+fn is_bad_usage(error: &manager::Error) -> bool {
+    use manager::Error as M;
+    matches!(
+        error,
+        M::Config(_)
+            | M::NonLoopbackWithoutPassword { .. }
+            | M::ProjectNotFound { .. }
+            | M::Port(portmap::Error::NonUtf8Path { .. })
+    )
+}
+
 impl CliError {
+    /// Marks a failure of `up`, `restart` or `exec` on their way to a
+    /// running server: every manager error there (opencode missing, the
+    /// spawn failing, the port taken, the state folder not lockable...)
+    /// means the server could not be started, exit 4, unless it is bad
+    /// usage. Other errors are returned as they are.
+    pub fn starting(self) -> CliError {
+        match self {
+            CliError::Manager(error) => CliError::Start(error),
+            other => other,
+        }
+    }
+
     /// The exit status this error ends ocm with.
     pub fn exit_code(&self) -> i32 {
         use manager::Error as M;
         match self {
             CliError::Usage(_) => EXIT_USAGE,
-            CliError::NotRunning { .. } => EXIT_NOT_RUNNING,
+            CliError::NotRunning { .. } | CliError::NoProject { .. } => EXIT_NOT_RUNNING,
             CliError::Exec { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 EXIT_NOT_FOUND
             }
             CliError::Exec { .. } => EXIT_CANNOT_RUN,
+            CliError::Start(e) | CliError::Manager(e) if is_bad_usage(e) => EXIT_USAGE,
+            // Not a failed start: this ocm must not judge a newer one's
+            // server, so it did not try.
+            CliError::Start(e) if matches!(e.as_ref(), M::RecordFromNewerOcm { .. }) => EXIT_ERROR,
+            CliError::Start(_) => EXIT_START_FAILED,
             CliError::Manager(e) => match e.as_ref() {
                 M::NotRunning { .. } => EXIT_NOT_RUNNING,
                 M::StartFailed { .. }
                 | M::OpencodeNotFound { .. }
                 | M::PortInUse { .. }
                 | M::NoFreePort { .. } => EXIT_START_FAILED,
-                M::Config(_) | M::NonLoopbackWithoutPassword { .. } => EXIT_USAGE,
                 _ => EXIT_ERROR,
             },
             CliError::NoLog { .. } | CliError::Io { .. } => EXIT_ERROR,
@@ -111,6 +154,17 @@ impl CliError {
                 Some(name) => format!("usage: {}\nsee `ocm {name} --help`", name.usage()),
                 None => "see `ocm --help`".to_string(),
             }),
+            // Only a server recorded for a folder deleted since gets here.
+            CliError::NotRunning { project, .. } if !project.is_dir() => Some(format!(
+                "the project folder no longer exists; `ocm destroy {}` removes what ocm kept \
+                 for it",
+                shell_word(&project.display().to_string())
+            )),
+            CliError::NoLog { project, .. } if !project.is_dir() => Some(format!(
+                "the project folder {} does not exist; check the path (`ocm ls` lists the \
+                 projects ocm knows)",
+                project.display()
+            )),
             CliError::NotRunning { project, .. } => Some(format!(
                 "start it with `ocm up {}`",
                 shell_word(&project.display().to_string())
@@ -120,10 +174,13 @@ impl CliError {
                  `ocm logs -f` to wait for it",
                 shell_word(&project.display().to_string())
             )),
+            CliError::NoProject { .. } => {
+                Some("check the path; `ocm ls` lists the projects ocm knows".into())
+            }
             CliError::Exec { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 Some("check the command name and PATH".into())
             }
-            CliError::Manager(e) => match e.as_ref() {
+            CliError::Manager(e) | CliError::Start(e) => match e.as_ref() {
                 M::StartFailed { project, .. } => Some(format!(
                     "the whole log: `ocm logs {}`; a slow machine may need --timeout",
                     shell_word(&project.display().to_string())
@@ -143,9 +200,19 @@ impl CliError {
                     "add --password-generate (or set OPENCODE_SERVER_PASSWORD), or bind 127.0.0.1"
                         .into(),
                 ),
-                M::ProjectNotFound { .. } => {
-                    Some("give an existing folder, or run ocm inside the project".into())
+                M::RecordFromNewerOcm { path, .. } => {
+                    let record = shell_word(&path.display().to_string());
+                    let aside = shell_word(&format!("{}.newer", path.display()));
+                    Some(format!(
+                        "manage this project with the newer ocm that wrote it; to let this one \
+                         start a new server instead, move the record away: `mv {record} {aside}`"
+                    ))
                 }
+                M::ProjectNotFound { .. } => Some(
+                    "give an existing folder, or run ocm inside the project (`ocm ls` lists \
+                     the projects ocm knows)"
+                        .into(),
+                ),
                 _ => None,
             },
             CliError::Io { .. } => None,
@@ -176,14 +243,22 @@ mod tests {
         let usage = CliError::Usage(crate::cli::parse(["frob"]).unwrap_err());
         assert_eq!(usage.exit_code(), EXIT_USAGE);
         assert!(usage.hint().unwrap().contains("ocm --help"));
+        let folder = tempfile::Builder::new()
+            .prefix("p q")
+            .tempdir()
+            .expect("a temp folder");
         let not_running = CliError::NotRunning {
-            project: "/p q".into(),
+            project: folder.path().to_path_buf(),
             state: manager::ServerState::Dead,
             detail: Some("process 7 is gone".into()),
         };
         assert_eq!(not_running.exit_code(), EXIT_NOT_RUNNING);
         assert!(not_running.to_string().contains("dead: process 7 is gone"));
-        assert!(not_running.hint().unwrap().contains("ocm up '/p q'"));
+        let hint = not_running.hint().unwrap();
+        assert!(
+            hint.contains(&format!("ocm up '{}'", folder.path().display())),
+            "{hint}"
+        );
         let not_found = CliError::from(manager::Error::OpencodeNotFound {
             detail: "nowhere".into(),
         });
@@ -208,6 +283,110 @@ mod tests {
             source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
         };
         assert_eq!(denied.exit_code(), EXIT_CANNOT_RUN);
+    }
+
+    #[test]
+    fn every_failure_on_the_way_to_a_server_is_exit_4_unless_it_is_bad_usage() {
+        let spawn_failed = || manager::Error::Io {
+            action: "cannot open",
+            path: "/state/servers/h/server.log".into(),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        let lock_timeout = || {
+            manager::Error::State(statefile::Error::LockTimeout {
+                path: "/state/servers/h/server.lock".into(),
+                waited: std::time::Duration::from_secs(90),
+            })
+        };
+        let missing_folder = || manager::Error::ProjectNotFound {
+            path: "/no/such/folder".into(),
+        };
+        // The same errors outside a start: a plain error, or bad usage.
+        assert_eq!(CliError::from(spawn_failed()).exit_code(), EXIT_ERROR);
+        assert_eq!(CliError::from(lock_timeout()).exit_code(), EXIT_ERROR);
+        assert_eq!(CliError::from(missing_folder()).exit_code(), EXIT_USAGE);
+        let starting = |e: manager::Error| CliError::from(e).starting();
+        assert_eq!(starting(spawn_failed()).exit_code(), EXIT_START_FAILED);
+        let locked = starting(lock_timeout());
+        assert_eq!(locked.exit_code(), EXIT_START_FAILED);
+        assert!(locked.hint().unwrap().contains("another ocm"), "{locked}");
+        assert_eq!(
+            starting(manager::Error::OpencodeNotFound {
+                detail: "nowhere".into()
+            })
+            .exit_code(),
+            EXIT_START_FAILED
+        );
+        let port_taken = starting(manager::Error::PortInUse {
+            hostname: "127.0.0.1".into(),
+            port: 28001,
+            holder: None,
+        });
+        assert_eq!(port_taken.exit_code(), EXIT_START_FAILED);
+        assert!(port_taken.hint().unwrap().contains("--port"));
+        let no_folder = starting(missing_folder());
+        assert_eq!(no_folder.exit_code(), EXIT_USAGE);
+        assert!(no_folder.to_string().contains("/no/such/folder"));
+        assert!(no_folder.hint().unwrap().contains("existing folder"));
+        assert_eq!(
+            starting(manager::Error::Config("bad".into())).exit_code(),
+            EXIT_USAGE
+        );
+        let newer = starting(manager::Error::RecordFromNewerOcm {
+            path: "/state/servers/h/server.json".into(),
+            found: 99,
+            supported: 1,
+        });
+        assert_eq!(newer.exit_code(), EXIT_ERROR, "not a failed start");
+        assert!(
+            newer
+                .hint()
+                .unwrap()
+                .contains("mv /state/servers/h/server.json /state/servers/h/server.json.newer"),
+            "{newer:?}"
+        );
+        // Only manager errors change: the command's own stay as they are.
+        let denied = CliError::Exec {
+            program: "x".into(),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        assert_eq!(denied.starting().exit_code(), EXIT_CANNOT_RUN);
+    }
+
+    #[test]
+    fn a_folder_that_does_not_exist_is_said_so() {
+        let gone = std::env::temp_dir().join("ocm-error-test-no-such-folder");
+        assert!(!gone.exists());
+        let unknown = CliError::NoProject {
+            project: gone.clone(),
+        };
+        assert_eq!(unknown.exit_code(), EXIT_NOT_RUNNING);
+        assert!(unknown.to_string().contains("does not exist"), "{unknown}");
+        assert!(!unknown.hint().unwrap().contains("ocm up"));
+        let deleted = CliError::NotRunning {
+            project: gone.clone(),
+            state: manager::ServerState::Dead,
+            detail: None,
+        };
+        let hint = deleted.hint().unwrap();
+        assert!(
+            hint.contains("no longer exists") && hint.contains("ocm destroy"),
+            "{hint}"
+        );
+        let no_log = CliError::NoLog {
+            project: gone.clone(),
+            log: "/state/servers/h/server.log".into(),
+        };
+        let hint = no_log.hint().unwrap();
+        assert!(
+            hint.contains("does not exist") && !hint.contains("ocm up"),
+            "{hint}"
+        );
+        let here = CliError::NoLog {
+            project: std::env::temp_dir(),
+            log: "/state/servers/h/server.log".into(),
+        };
+        assert!(here.hint().unwrap().contains("ocm up"));
     }
 
     #[test]
