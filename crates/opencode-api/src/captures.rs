@@ -1,8 +1,10 @@
 //! Decoding tests against streams captured from the real server (opencode
 //! 1.18.33), kept in the `shared/opencode/` folder beside the repository.
 
+use crate::Error;
 use crate::events::{Event, EventKind, GlobalEvent};
-use crate::types::{Message, Part};
+use crate::types::{Message, MessageWithParts, Part};
+use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
@@ -61,7 +63,7 @@ const TYPED: &[&str] = &[
 
 /// Checks one decoded event against its raw JSON: typed when this crate
 /// knows the type, else unknown with the raw JSON kept exactly.
-fn check(event: &Event, raw: &serde_json::Value) {
+fn check(event: &Event, raw: &Value) {
     let kind = raw["type"]
         .as_str()
         .expect("every captured payload has a type");
@@ -81,7 +83,7 @@ fn every_frame_of_the_prompt_stream_decodes() {
     let mut seen = BTreeMap::<String, usize>::new();
     for data in frames("event-stream-prompt.sse") {
         let event = Event::parse(&data).unwrap_or_else(|e| panic!("{e}\nframe: {data}"));
-        let raw: serde_json::Value = serde_json::from_str(&data).unwrap();
+        let raw: Value = serde_json::from_str(&data).unwrap();
         check(&event, &raw);
         *seen.entry(event.kind_name().to_string()).or_default() += 1;
     }
@@ -107,7 +109,7 @@ fn every_frame_of_the_global_stream_decodes() {
     let all = frames("global-event-stream.sse");
     for data in &all {
         let event = GlobalEvent::parse(data).unwrap_or_else(|e| panic!("{e}\nframe: {data}"));
-        let raw: serde_json::Value = serde_json::from_str(data).unwrap();
+        let raw: Value = serde_json::from_str(data).unwrap();
         check(&event.payload, &raw["payload"]);
         assert_eq!(event.directory.as_deref(), raw["directory"].as_str());
         assert_eq!(event.project.as_deref(), raw["project"].as_str());
@@ -183,7 +185,7 @@ fn captured_message_ids_encode_their_creation_time() {
     let mut checked = 0;
     for name in ["event-stream-prompt.sse", "global-event-stream.sse"] {
         for data in frames(name) {
-            let raw: serde_json::Value = serde_json::from_str(&data).unwrap();
+            let raw: Value = serde_json::from_str(&data).unwrap();
             let payload = raw.get("payload").unwrap_or(&raw);
             if payload["type"] != "message.updated" {
                 continue;
@@ -205,4 +207,114 @@ fn captured_message_ids_encode_their_creation_time() {
         }
     }
     assert!(checked >= 4, "only {checked} message IDs checked");
+}
+
+/// The messages of the prompt stream as `GET /session/{id}/message` lists
+/// them: each message's last state with its parts' last states.
+fn captured_message_list() -> Value {
+    let mut infos = BTreeMap::<String, Value>::new();
+    let mut parts = BTreeMap::<String, BTreeMap<String, Value>>::new();
+    for data in frames("event-stream-prompt.sse") {
+        let mut raw: Value = serde_json::from_str(&data).unwrap();
+        let properties = raw["properties"].take();
+        match raw["type"].as_str() {
+            Some("message.updated") => {
+                let id = properties["info"]["id"].as_str().unwrap().to_string();
+                infos.insert(id, properties["info"].clone());
+            }
+            Some("message.part.updated") => {
+                let part = &properties["part"];
+                let message = part["messageID"].as_str().unwrap().to_string();
+                let id = part["id"].as_str().unwrap().to_string();
+                parts.entry(message).or_default().insert(id, part.clone());
+            }
+            _ => {}
+        }
+    }
+    let list: Vec<Value> = infos
+        .into_iter()
+        .map(|(id, info)| {
+            let parts: Vec<&Value> = parts
+                .get(&id)
+                .into_iter()
+                .flat_map(|p| p.values())
+                .collect();
+            json!({"info": info, "parts": parts})
+        })
+        .collect();
+    assert!(list.len() >= 2, "a user and an assistant message: {list:?}");
+    Value::Array(list)
+}
+
+/// Every scalar of `value`: its path in the decoder's notation and its JSON
+/// pointer.
+fn scalars(value: &Value, path: String, pointer: String, out: &mut Vec<(String, String)>) {
+    match value {
+        Value::Object(map) => {
+            for (key, member) in map {
+                let plain =
+                    !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                let segment = if plain {
+                    format!(".{key}")
+                } else {
+                    format!("[{}]", Value::String(key.clone()))
+                };
+                let escaped = key.replace('~', "~0").replace('/', "~1");
+                scalars(
+                    member,
+                    path.clone() + &segment,
+                    format!("{pointer}/{escaped}"),
+                    out,
+                );
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                scalars(item, format!("{path}[{i}]"), format!("{pointer}/{i}"), out);
+            }
+        }
+        _ => out.push((path, pointer)),
+    }
+}
+
+/// Replaces each scalar in turn with one of another type: the document
+/// either still decodes (the field is optional or unknown) or the error
+/// names exactly that scalar's path. Returns how many failed.
+fn check_every_wrong_scalar(doc: &Value, decode: impl Fn(&str) -> Result<(), Error>) -> usize {
+    let mut found = Vec::new();
+    scalars(doc, "$".into(), String::new(), &mut found);
+    let mut located = 0;
+    for (path, pointer) in &found {
+        let mut wrong = doc.clone();
+        let slot = wrong.pointer_mut(pointer).expect("a pointer from the walk");
+        *slot = if slot.is_string() {
+            json!(7)
+        } else {
+            json!("x")
+        };
+        match decode(&wrong.to_string()) {
+            Ok(()) => {}
+            Err(Error::Decode { path: at, .. }) if at == *path => located += 1,
+            Err(other) => panic!("a wrong {path} was reported as: {other}"),
+        }
+    }
+    located
+}
+
+#[test]
+fn a_wrong_value_in_a_captured_document_is_reported_at_its_path() {
+    let list = captured_message_list();
+    let located = check_every_wrong_scalar(&list, |text| {
+        crate::decode::from_str::<Vec<MessageWithParts>>(text)
+            .map(drop)
+            .map_err(|f| Error::decode("list", "Vec<MessageWithParts>", f))
+    });
+    assert!(located >= 50, "only {located} failures located");
+
+    let mut located = 0;
+    for data in frames("global-event-stream.sse") {
+        let frame: Value = serde_json::from_str(&data).unwrap();
+        located += check_every_wrong_scalar(&frame, |text| GlobalEvent::parse(text).map(drop));
+    }
+    assert!(located >= 500, "only {located} failures located");
 }

@@ -436,7 +436,7 @@ impl Client {
             limit: Limit::Normal,
             cancel: None,
         })?;
-        decode::map_from_str(&text).map_err(|failure| {
+        decode::from_str(&text).map_err(|failure| {
             Error::decode(
                 self.label("GET", path),
                 short_type_name::<BTreeMap<String, SessionStatus>>(),

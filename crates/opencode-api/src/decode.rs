@@ -1,24 +1,22 @@
 //! JSON decoding that says where it failed.
 //!
-//! serde_json reports a line and column for a failed decode but not the field.
-//! We turn that position back into a path (`$.parts[2].time.start`) by
-//! scanning the text up to it. That is exact for errors serde_json raises
-//! itself (a wrong type, a missing field of a derived struct).
+//! A document is decoded straight into its type. Only when that fails is it
+//! parsed into a [`Value`] to learn where: serde_json reports a line and
+//! column but not the field, so the value is printed again with one value
+//! (or an object's or array's opening or closing) per line, remembering each
+//! line's path, and decoded from that copy. The line of the error is the
+//! failing value's line: its scalar, the opening of a value of the wrong kind,
+//! or the closing of an object that misses a field.
 //!
-//! Types that decode through a [`serde_json::Value`] (to keep unknown
-//! variants) raise their errors after the value was consumed, so serde_json
-//! places them just after that field's value, or, when the field is the last
-//! of its object, after the object's end, which loses the field. So:
-//! - those types, and the fields and sequences that hold them ([`field`],
-//!   [`seq_field`]), carry their own relative path in the error message
-//!   ([`nested_error`]), starting with the field's name;
-//! - a failure is located on a copy of the document printed with one extra
-//!   member at the end of every object, so a failing field is never the last
-//!   and the position always ends right after its value; the field's name,
-//!   then in both the outer and the inner path, is counted once.
+//! Types that decode through a [`Value`] (to keep unknown variants) convert
+//! it inside serde's visitor ([`buffered`]), so serde_json positions their
+//! failure at the end of their own object rather than after the separator
+//! that follows it (which is where the enclosing array would place an error
+//! returned later, naming the next element). Their inner path travels in the
+//! error's message ([`nested_error`]), relative to their own object.
 
 use serde::Deserialize;
-use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
+use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 use std::fmt;
 
@@ -30,62 +28,86 @@ const PATH_MARK: char = '\u{1f}';
 pub(crate) struct DecodeFailure {
     /// JSONPath-like location, `$` for the top level.
     pub(crate) path: String,
-    /// serde's message, with the line and column when it has them.
+    /// serde's message, with the line and column for a syntax error.
     pub(crate) message: String,
 }
 
-/// The member added at the end of every object of the locating copy.
-const SENTINEL_MEMBER: &str = "\"\\u0001\":0";
-
-/// Decodes `text` as `T`, locating a failure as a path.
+/// Decodes `text` as `T`; on failure, locates it as a path.
 pub(crate) fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, DecodeFailure> {
-    let value: Value = serde_json::from_str(text).map_err(|e| describe(text, &e))?;
-    from_value(&value)
+    serde_json::from_str(text).map_err(|first| match serde_json::from_str::<Value>(text) {
+        // Not JSON at all: the line and column are the best location there is.
+        Err(syntax) => DecodeFailure {
+            path: "$".into(),
+            message: syntax.to_string(),
+        },
+        Ok(value) => locate::<T>(&value, &first),
+    })
 }
 
-/// Decodes an already parsed value as `T`. On failure the value is printed
-/// again (see the module doc) and decoded from text, only to learn the
-/// position for the path.
+/// Decodes an already parsed value as `T`; on failure, locates it as a path.
 pub(crate) fn from_value<T: DeserializeOwned>(value: &Value) -> Result<T, DecodeFailure> {
-    match T::deserialize(value) {
-        Ok(v) => Ok(v),
-        Err(first) => {
-            let mut text = String::new();
-            write_locating_copy(value, &mut text);
-            match serde_json::from_str::<T>(&text) {
-                Err(e) => Err(describe(&text, &e)),
-                // Not expected (same data); keep the first message anyway.
-                Ok(_) => Err(split_inner("$", &first.to_string())),
-            }
+    T::deserialize(value).map_err(|first| locate::<T>(value, &first))
+}
+
+/// Decodes the locating copy of `value` (see the module doc) as `T` to learn
+/// the path of the failure `first`.
+#[cold]
+fn locate<T: DeserializeOwned>(value: &Value, first: &serde_json::Error) -> DecodeFailure {
+    let mut copy = LocatingCopy::default();
+    copy.write(value, &mut "$".to_string(), "", "");
+    match serde_json::from_str::<T>(&copy.text) {
+        Err(e) => {
+            let outer = e.line().checked_sub(1).and_then(|i| copy.paths.get(i));
+            split_inner(outer.map_or("$", String::as_str), &e)
         }
+        // Not expected (same data); keep the first message.
+        Ok(_) => split_inner("$", first),
     }
 }
 
-/// Prints `value` as JSON with [`SENTINEL_MEMBER`] closing every object.
-fn write_locating_copy(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            out.push('{');
-            for (key, member) in map {
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                write_locating_copy(member, out);
-                out.push(',');
-            }
-            out.push_str(SENTINEL_MEMBER);
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
+/// The document printed one value per line, and the path of each line.
+#[derive(Default)]
+struct LocatingCopy {
+    text: String,
+    paths: Vec<String>,
+}
+
+impl LocatingCopy {
+    /// Prints `value` at `path`, after `lead` (its member's key) and before
+    /// `trail` (the separator from the next value).
+    fn write(&mut self, value: &Value, path: &mut String, lead: &str, trail: &str) {
+        let (open, close) = match value {
+            Value::Object(_) => ("{", "}"),
+            Value::Array(_) => ("[", "]"),
+            scalar => return self.line(path, &[lead, &scalar.to_string(), trail]),
+        };
+        self.line(path, &[lead, open]);
+        let len = path.len();
+        match value {
+            Value::Object(map) => {
+                for (i, (key, member)) in map.iter().enumerate() {
+                    path.push_str(&key_segment(key));
+                    let key = format!("{}:", Value::String(key.clone()));
+                    self.write(member, path, &key, if i + 1 < map.len() { "," } else { "" });
+                    path.truncate(len);
                 }
-                write_locating_copy(item, out);
             }
-            out.push(']');
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    path.push_str(&format!("[{i}]"));
+                    self.write(item, path, "", if i + 1 < items.len() { "," } else { "" });
+                    path.truncate(len);
+                }
+            }
+            _ => {}
         }
-        scalar => out.push_str(&scalar.to_string()),
+        self.line(path, &[close, trail]);
+    }
+
+    fn line(&mut self, path: &str, pieces: &[&str]) {
+        pieces.iter().for_each(|p| self.text.push_str(p));
+        self.text.push('\n');
+        self.paths.push(path.to_string());
     }
 }
 
@@ -99,53 +121,39 @@ pub(crate) fn nested_error<E: de::Error>(failure: DecodeFailure) -> E {
     ))
 }
 
-/// `deserialize_with` helper body for a field `name` whose type decodes
-/// through a `Value`: the field's name goes into the path of a failure.
-pub(crate) fn field<'de, D: Deserializer<'de>, T: DeserializeOwned>(
-    d: D,
-    name: &str,
-) -> Result<T, D::Error> {
-    let value = Value::deserialize(d)?;
-    from_value(&value).map_err(|f| nested_error(prefixed(&format!(".{name}"), f)))
-}
-
-/// Like [`field`] for a sequence: the element's index goes into the path.
-pub(crate) fn seq_field<'de, D: Deserializer<'de>, T: DeserializeOwned>(
-    d: D,
-    name: &str,
-) -> Result<Vec<T>, D::Error> {
-    let values = Vec::<Value>::deserialize(d)?;
-    values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            from_value(v).map_err(|f| nested_error(prefixed(&format!(".{name}[{i}]"), f)))
-        })
-        .collect()
-}
-
-/// Decodes a whole document that is a map of values of `T`, locating a
-/// failure by its key.
-pub(crate) fn map_from_str<T: DeserializeOwned>(
-    text: &str,
-) -> Result<std::collections::BTreeMap<String, T>, DecodeFailure> {
-    let values: std::collections::BTreeMap<String, Value> = from_str(text)?;
-    values
-        .into_iter()
-        .map(|(k, v)| match from_value(&v) {
-            Ok(t) => Ok((k, t)),
-            Err(f) => Err(prefixed(&key_segment(&k), f)),
-        })
-        .collect()
-}
-
-/// Puts `prefix` (relative, like `.parts[2]`) in front of a failure's path.
+/// Puts `prefix` (relative, like `.properties`) in front of a failure's path.
 pub(crate) fn prefixed(prefix: &str, failure: DecodeFailure) -> DecodeFailure {
     let inner = failure.path.strip_prefix('$').unwrap_or(&failure.path);
     DecodeFailure {
         path: format!("${prefix}{inner}"),
         message: failure.message,
     }
+}
+
+/// The body of a `Deserialize` impl that needs the whole object as a
+/// [`Value`] (to read a tag, to keep unknown variants): `convert` runs inside
+/// serde's visitor, so a failure is positioned at the end of this object (see
+/// the module doc). Anything but an object is an error.
+pub(crate) fn buffered<'de, D, T, F>(d: D, convert: F) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    F: FnOnce(Value) -> Result<T, serde_json::Error>,
+{
+    struct Buffered<F>(F);
+
+    impl<'de, T, F: FnOnce(Value) -> Result<T, serde_json::Error>> Visitor<'de> for Buffered<F> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            let value = Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
+            // A custom error keeps the message and the inner path it carries.
+            (self.0)(value).map_err(de::Error::custom)
+        }
+    }
+
+    d.deserialize_map(Buffered(convert))
 }
 
 fn key_segment(key: &str) -> String {
@@ -156,163 +164,27 @@ fn key_segment(key: &str) -> String {
     }
 }
 
-fn describe(text: &str, err: &serde_json::Error) -> DecodeFailure {
-    let position = if err.line() == 0 {
-        None
-    } else {
-        Some(byte_offset(text, err.line(), err.column()))
-    };
-    let outer = match position {
-        Some(offset) if !err.is_syntax() && !err.is_eof() => path_at(text, offset),
-        _ => "$".to_string(),
-    };
-    // serde_json appends " at line L column C"; keep it only for syntax errors,
-    // where it is the best location there is.
+/// Joins `outer` and the inner path a nested failure carries in its message.
+fn split_inner(outer: &str, err: &serde_json::Error) -> DecodeFailure {
+    // serde_json appends " at line L column C" to a positioned error; the
+    // line is one of the locating copy, so it is of no use to a reader.
     let mut message = err.to_string();
-    if !(err.is_syntax() || err.is_eof())
+    if err.line() > 0
         && let Some(cut) = message.rfind(" at line ")
     {
         message.truncate(cut);
     }
-    split_inner(&outer, &message)
-}
-
-fn split_inner(outer: &str, message: &str) -> DecodeFailure {
     let mut parts = message.splitn(3, PATH_MARK);
     match (parts.next(), parts.next(), parts.next()) {
-        (Some(""), Some(inner), Some(rest)) => {
-            // The position ends right after the failing field's value, so the
-            // outer path ends with the field that the inner one starts with.
-            let first = first_segment(inner);
-            let outer = match outer.strip_suffix(first) {
-                Some(stripped) if !first.is_empty() => stripped,
-                _ => outer,
-            };
-            DecodeFailure {
-                path: format!("{outer}{inner}"),
-                message: rest.to_string(),
-            }
-        }
+        (Some(""), Some(inner), Some(rest)) => DecodeFailure {
+            path: format!("{outer}{inner}"),
+            message: rest.to_string(),
+        },
         _ => DecodeFailure {
             path: outer.to_string(),
-            message: message.to_string(),
+            message,
         },
     }
-}
-
-/// The first segment of a relative path: `.parts` of `.parts[2].text`,
-/// `["a b"]` of `["a b"].x`.
-fn first_segment(path: &str) -> &str {
-    let bytes = path.as_bytes();
-    match bytes.first() {
-        Some(b'.') => {
-            let end = path[1..].find(['.', '[']).map_or(path.len(), |i| i + 1);
-            &path[..end]
-        }
-        Some(b'[') => {
-            // A quoted key may contain `]`; skip over the JSON string.
-            let mut i = 1;
-            if bytes.get(1) == Some(&b'"') {
-                i = string_end(bytes, 1);
-            }
-            match path[i..].find(']') {
-                Some(j) => &path[..i + j + 1],
-                None => path,
-            }
-        }
-        _ => "",
-    }
-}
-
-/// Byte offset just past the character serde_json names by a 1-based line
-/// and column.
-fn byte_offset(text: &str, line: usize, column: usize) -> usize {
-    let mut start = 0;
-    for _ in 1..line {
-        match text[start..].find('\n') {
-            Some(i) => start += i + 1,
-            None => return text.len(),
-        }
-    }
-    (start + column).min(text.len())
-}
-
-enum Frame {
-    Object { key: Option<String>, in_value: bool },
-    Array { index: usize },
-}
-
-/// The path of the innermost value that contains or ends at `end` (exclusive).
-pub(crate) fn path_at(text: &str, end: usize) -> String {
-    let bytes = text.as_bytes();
-    let end = end.min(bytes.len());
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut i = 0;
-    while i < end {
-        match bytes[i] {
-            b'{' => stack.push(Frame::Object {
-                key: None,
-                in_value: false,
-            }),
-            b'[' => stack.push(Frame::Array { index: 0 }),
-            b'}' | b']' => {
-                stack.pop();
-            }
-            b',' => match stack.last_mut() {
-                Some(Frame::Array { index }) => *index += 1,
-                Some(Frame::Object { key, in_value }) => {
-                    *key = None;
-                    *in_value = false;
-                }
-                None => {}
-            },
-            b':' => {
-                if let Some(Frame::Object { in_value, .. }) = stack.last_mut() {
-                    *in_value = true;
-                }
-            }
-            b'"' => {
-                let close = string_end(bytes, i);
-                if let Some(Frame::Object {
-                    key,
-                    in_value: false,
-                }) = stack.last_mut()
-                {
-                    let raw = &text[i + 1..close.saturating_sub(1).max(i + 1)];
-                    *key = Some(
-                        serde_json::from_str(&format!("\"{raw}\""))
-                            .unwrap_or_else(|_| raw.to_string()),
-                    );
-                }
-                i = close;
-                continue;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    let mut path = String::from("$");
-    for frame in &stack {
-        match frame {
-            Frame::Object { key: Some(k), .. } => path.push_str(&key_segment(k)),
-            Frame::Object { key: None, .. } => {}
-            Frame::Array { index } => path.push_str(&format!("[{index}]")),
-        }
-    }
-    path
-}
-
-/// Index just past the closing quote of the string starting at `open`.
-fn string_end(bytes: &[u8], open: usize) -> usize {
-    let mut i = open + 1;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' => i += 2,
-            b'"' => return i + 1,
-            _ => i += 1,
-        }
-    }
-    bytes.len()
 }
 
 /// The short name of a type for messages: `Vec<Session>`, not
@@ -413,6 +285,7 @@ pub(crate) mod num {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[derive(Debug, Deserialize)]
     #[allow(dead_code)]
@@ -452,41 +325,78 @@ mod tests {
 
     #[test]
     fn odd_keys_are_quoted_and_escapes_skipped() {
-        let text = r#"{"a b":{"q\"x":[0,{"k":true}]}}"#;
-        let end = text.find("true").unwrap() + 4;
-        assert_eq!(path_at(text, end), r#"$["a b"]["q\"x"][1].k"#);
+        type Nested = BTreeMap<String, BTreeMap<String, (u8, BTreeMap<String, u8>)>>;
+        let f = from_str::<Nested>(r#"{"a b":{"q\"x":[0,{"k":true}]}}"#).unwrap_err();
+        assert_eq!(f.path, r#"$["a b"]["q\"x"][1].k"#);
+        assert!(f.message.starts_with("invalid type: boolean"), "{f:?}");
+    }
+
+    #[derive(Debug)]
+    struct ViaValue;
+
+    impl<'de> Deserialize<'de> for ViaValue {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            buffered(d, |v| {
+                from_value::<Inner>(&v).map_err(nested_error)?;
+                Ok(ViaValue)
+            })
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Doc {
+        n: u8,
+        list: Vec<ViaValue>,
     }
 
     #[test]
     fn inner_paths_join_the_outer_one() {
-        #[derive(Debug)]
-        struct ViaValue;
-        impl<'de> Deserialize<'de> for ViaValue {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let v = Value::deserialize(d)?;
-                from_value::<Inner>(&v).map_err(nested_error)?;
-                Ok(ViaValue)
-            }
-        }
-        fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ViaValue>, D::Error> {
-            seq_field(d, "list")
-        }
-        #[derive(Debug, Deserialize)]
-        #[allow(dead_code)]
-        struct Doc {
-            n: u8,
-            #[serde(deserialize_with = "list")]
-            list: Vec<ViaValue>,
-        }
         let text = r#"[{"n":1,"list":[]},{"n":2,"list":[{"start":2},{"start":-1}]}]"#;
         let f = from_str::<Vec<Doc>>(text).unwrap_err();
         assert_eq!(f.path, "$[1].list[1].start");
         assert!(f.message.contains("invalid value"), "{f:?}");
 
-        let f = map_from_str::<Doc>(r#"{"a":{"n":1,"list":[]},"b c":{"n":1,"list":[{}]}}"#)
-            .unwrap_err();
+        let f = from_str::<BTreeMap<String, Doc>>(
+            r#"{"a":{"n":1,"list":[]},"b c":{"n":1,"list":[{}]},"d":{"n":1,"list":[]}}"#,
+        )
+        .unwrap_err();
         assert_eq!(f.path, r#"$["b c"].list[0]"#);
         assert_eq!(f.message, "missing field `start`");
+    }
+
+    #[test]
+    fn a_buffered_value_that_fails_is_named_not_its_neighbour() {
+        // An error returned after the value was read would be placed by the
+        // array after the next separator, i.e. at the next element.
+        let f =
+            from_str::<Vec<ViaValue>>(r#"[{"start":1},{"start":"x"},{"start":2}]"#).unwrap_err();
+        assert_eq!(f.path, "$[1].start");
+        let f = from_str::<Vec<ViaValue>>(r#"[{"start":1},{},{"start":2}]"#).unwrap_err();
+        assert_eq!(
+            (f.path.as_str(), f.message.as_str()),
+            ("$[1]", "missing field `start`")
+        );
+        let f = from_str::<Vec<ViaValue>>(r#"[{"start":1},"x"]"#).unwrap_err();
+        assert_eq!(f.path, "$[1]");
+        assert!(f.message.contains("expected an object"), "{f:?}");
+        // The last member of an object keeps its name too.
+        let f = from_str::<Doc>(r#"{"n":1,"list":[{}]}"#).unwrap_err();
+        assert_eq!(f.path, "$.list[0]");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_kind_is_named_where_it_opens() {
+        let f = from_str::<Outer>(r#"{"name":"x","items":[{"start":{"a":1}}]}"#).unwrap_err();
+        assert_eq!(f.path, "$.items[0].start");
+        assert!(f.message.starts_with("invalid type: map"), "{f:?}");
+        let f = from_str::<Vec<String>>(r#"["a",["b"]]"#).unwrap_err();
+        assert_eq!(f.path, "$[1]");
+        let f = from_str::<Outer>(r#"{"items":[{"start":1}]}"#).unwrap_err();
+        assert_eq!(
+            (f.path.as_str(), f.message.as_str()),
+            ("$", "missing field `name`")
+        );
     }
 
     #[test]

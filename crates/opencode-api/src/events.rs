@@ -12,7 +12,7 @@ use crate::decode::{self, DecodeFailure, nested_error, num};
 use crate::types::{
     Message, MessageError, Part, Session, SessionModel, SessionStatus, Tokens, tag,
 };
-use serde::de::{self, Deserializer};
+use serde::de::Deserializer;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -118,7 +118,6 @@ pub struct SessionStatusChanged {
     #[serde(rename = "sessionID")]
     pub session_id: String,
     /// Its new status.
-    #[serde(deserialize_with = "status_field")]
     pub status: SessionStatus,
 }
 
@@ -148,7 +147,6 @@ pub struct MessageUpdated {
     #[serde(rename = "sessionID", default)]
     pub session_id: String,
     /// The message as it is now.
-    #[serde(deserialize_with = "crate::types::info_message")]
     pub info: Message,
 }
 
@@ -170,7 +168,6 @@ pub struct PartUpdated {
     #[serde(rename = "sessionID", default)]
     pub session_id: String,
     /// The part as it is now.
-    #[serde(deserialize_with = "part_field")]
     pub part: Part,
     /// When it changed, ms since the Unix epoch.
     #[serde(
@@ -533,7 +530,7 @@ impl EventKind {
 }
 
 /// Decodes `raw.properties` as `T`, reporting a failure under `$.properties`.
-fn props<T: serde::de::DeserializeOwned, E: de::Error>(raw: &Value) -> Result<T, E> {
+fn props<T: serde::de::DeserializeOwned>(raw: &Value) -> Result<T, serde_json::Error> {
     let properties = raw.get("properties").unwrap_or(&Value::Null);
     decode::from_value(properties)
         .map_err(|f: DecodeFailure| nested_error(decode::prefixed(".properties", f)))
@@ -541,8 +538,13 @@ fn props<T: serde::de::DeserializeOwned, E: de::Error>(raw: &Value) -> Result<T,
 
 impl<'de> Deserialize<'de> for Event {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = Value::deserialize(d)?;
-        let name = tag::<D::Error>(&raw, "type")?;
+        decode::buffered(d, Event::from_raw)
+    }
+}
+
+impl Event {
+    fn from_raw(raw: Value) -> Result<Event, serde_json::Error> {
+        let name = tag(&raw, "type")?;
         let id = raw
             .get("id")
             .and_then(Value::as_str)
@@ -604,22 +606,7 @@ struct GlobalEnvelope {
     project: Option<String>,
     #[serde(default)]
     workspace: Option<String>,
-    #[serde(deserialize_with = "payload_field")]
     payload: Event,
-}
-
-// Fields of types that decode through a `Value` name themselves in the path
-// of a failure (see `decode`).
-fn status_field<'de, D: Deserializer<'de>>(d: D) -> Result<SessionStatus, D::Error> {
-    decode::field(d, "status")
-}
-
-fn part_field<'de, D: Deserializer<'de>>(d: D) -> Result<Part, D::Error> {
-    decode::field(d, "part")
-}
-
-fn payload_field<'de, D: Deserializer<'de>>(d: D) -> Result<Event, D::Error> {
-    decode::field(d, "payload")
 }
 
 impl GlobalEvent {

@@ -370,12 +370,13 @@ impl Message {
 
 impl<'de> Deserialize<'de> for Message {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = Value::deserialize(d)?;
-        let role = tag(&raw, "role")?;
-        Ok(match role.as_str() {
-            "user" => Message::User(typed(&raw)?),
-            "assistant" => Message::Assistant(typed(&raw)?),
-            _ => Message::Unknown { role, raw },
+        decode::buffered(d, |raw| {
+            let role = tag(&raw, "role")?;
+            Ok(match role.as_str() {
+                "user" => Message::User(typed(&raw)?),
+                "assistant" => Message::Assistant(typed(&raw)?),
+                _ => Message::Unknown { role, raw },
+            })
         })
     }
 }
@@ -716,16 +717,17 @@ fn raw_str<'a>(raw: &'a Value, key: &str) -> &'a str {
 
 impl<'de> Deserialize<'de> for Part {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = Value::deserialize(d)?;
-        let kind = tag(&raw, "type")?;
-        Ok(match kind.as_str() {
-            "text" => Part::Text(typed(&raw)?),
-            "reasoning" => Part::Reasoning(typed(&raw)?),
-            "tool" => Part::Tool(typed(&raw)?),
-            "step-start" => Part::StepStart(typed(&raw)?),
-            "step-finish" => Part::StepFinish(typed(&raw)?),
-            "file" => Part::File(typed(&raw)?),
-            _ => Part::Unknown { kind, raw },
+        decode::buffered(d, |raw| {
+            let kind = tag(&raw, "type")?;
+            Ok(match kind.as_str() {
+                "text" => Part::Text(typed(&raw)?),
+                "reasoning" => Part::Reasoning(typed(&raw)?),
+                "tool" => Part::Tool(typed(&raw)?),
+                "step-start" => Part::StepStart(typed(&raw)?),
+                "step-finish" => Part::StepFinish(typed(&raw)?),
+                "file" => Part::File(typed(&raw)?),
+                _ => Part::Unknown { kind, raw },
+            })
         })
     }
 }
@@ -748,21 +750,10 @@ impl Serialize for Part {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MessageWithParts {
     /// The message.
-    #[serde(deserialize_with = "info_message")]
     pub info: Message,
     /// Its parts in order.
-    #[serde(default, deserialize_with = "parts")]
+    #[serde(default)]
     pub parts: Vec<Part>,
-}
-
-// Fields of types that decode through a `Value` name themselves in the path
-// of a failure (see `decode`).
-pub(crate) fn info_message<'de, D: Deserializer<'de>>(d: D) -> Result<Message, D::Error> {
-    decode::field(d, "info")
-}
-
-pub(crate) fn parts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Part>, D::Error> {
-    decode::seq_field(d, "parts")
 }
 
 impl MessageWithParts {
@@ -778,7 +769,7 @@ pub struct PromptReply {
     /// The assistant message (check `error` and `time.completed`).
     pub info: AssistantMessage,
     /// Its parts in order.
-    #[serde(default, deserialize_with = "parts")]
+    #[serde(default)]
     pub parts: Vec<Part>,
 }
 
@@ -853,20 +844,21 @@ struct RetryFields {
 
 impl<'de> Deserialize<'de> for SessionStatus {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = Value::deserialize(d)?;
-        let kind = tag(&raw, "type")?;
-        Ok(match kind.as_str() {
-            "idle" => SessionStatus::Idle,
-            "busy" => SessionStatus::Busy,
-            "retry" => {
-                let r: RetryFields = typed(&raw)?;
-                SessionStatus::Retry {
-                    attempt: r.attempt,
-                    message: r.message,
-                    next: r.next,
+        decode::buffered(d, |raw| {
+            let kind = tag(&raw, "type")?;
+            Ok(match kind.as_str() {
+                "idle" => SessionStatus::Idle,
+                "busy" => SessionStatus::Busy,
+                "retry" => {
+                    let r: RetryFields = typed(&raw)?;
+                    SessionStatus::Retry {
+                        attempt: r.attempt,
+                        message: r.message,
+                        next: r.next,
+                    }
                 }
-            }
-            _ => SessionStatus::Unknown { kind, raw },
+                _ => SessionStatus::Unknown { kind, raw },
+            })
         })
     }
 }
@@ -891,31 +883,17 @@ impl Serialize for SessionStatus {
 
 /// Decodes a variant's fields from the buffered object, passing the inner
 /// path of a failure up to the enclosing decoder.
-pub(crate) fn typed<T: serde::de::DeserializeOwned, E: de::Error>(raw: &Value) -> Result<T, E> {
+pub(crate) fn typed<T: serde::de::DeserializeOwned>(raw: &Value) -> Result<T, serde_json::Error> {
     decode::from_value(raw).map_err(nested_error)
 }
 
 /// Reads the string tag of a tagged object; a missing tag is an error (the
 /// object is not of any known version's shape).
-pub(crate) fn tag<E: de::Error>(raw: &Value, field: &'static str) -> Result<String, E> {
-    if !raw.is_object() {
-        return Err(E::invalid_type(unexpected(raw), &"an object"));
-    }
+pub(crate) fn tag(raw: &Value, field: &'static str) -> Result<String, serde_json::Error> {
     match raw.get(field) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(other) => Err(E::invalid_type(unexpected(other), &"a string tag")),
-        None => Err(E::missing_field(field)),
-    }
-}
-
-fn unexpected(v: &Value) -> de::Unexpected<'_> {
-    match v {
-        Value::Null => de::Unexpected::Unit,
-        Value::Bool(b) => de::Unexpected::Bool(*b),
-        Value::Number(_) => de::Unexpected::Other("a number"),
-        Value::String(s) => de::Unexpected::Str(s),
-        Value::Array(_) => de::Unexpected::Seq,
-        Value::Object(_) => de::Unexpected::Map,
+        Some(value) => decode::from_value(value)
+            .map_err(|f| nested_error(decode::prefixed(&format!(".{field}"), f))),
+        None => Err(de::Error::missing_field(field)),
     }
 }
 
