@@ -6,10 +6,32 @@ use crate::events::{Event, EventKind, GlobalEvent};
 use crate::types::{Message, MessageWithParts, Part};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+/// `shared/opencode/` beside the checkout: the captures are real server
+/// output kept outside the repository, and CI places `shared/` beside its
+/// clone too. A missing folder is a broken setup, so it fails loudly.
 fn captures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/opencode")
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    // Resolved, so the message names a real place rather than a chain of `..`.
+    let workspace = workspace.canonicalize().unwrap_or(workspace);
+    let beside = workspace.parent().unwrap_or(&workspace);
+    let dir = beside.join("shared").join("opencode");
+    match std::fs::metadata(&dir) {
+        Ok(meta) if meta.is_dir() => dir,
+        found => panic!(
+            "the captured OpenCode streams are missing: looked for the folder {} ({}). \
+             These tests decode frames recorded from opencode 1.18.33, which are kept \
+             outside the repository in shared/opencode/ beside the checkout {} (CI puts \
+             shared/ beside its clone too); put that folder there to run them.",
+            dir.display(),
+            match found {
+                Ok(_) => "it is not a folder".to_string(),
+                Err(e) => e.to_string(),
+            },
+            workspace.display(),
+        ),
+    }
 }
 
 /// The `data` of every frame of a captured stream, split by the real parser.
@@ -17,9 +39,8 @@ fn frames(name: &str) -> Vec<String> {
     let path = captures_dir().join(name);
     let bytes = std::fs::read(&path).unwrap_or_else(|e| {
         panic!(
-            "cannot read the captured stream {}: {e}. These tests need the folder \
-             shared/opencode/ (with the *.sse captures of opencode 1.18.33) next to \
-             the repository checkout, i.e. ../shared/opencode relative to the workspace root",
+            "cannot read the captured stream {}: {e}; the folder shared/opencode/ beside \
+             the checkout is there but lacks this capture of opencode 1.18.33",
             path.display()
         )
     });
