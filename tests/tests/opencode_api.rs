@@ -439,6 +439,15 @@ fn a_running_turn_shows_busy_and_is_cancelled_and_aborted() {
         Some(&SessionStatus::Busy),
         "{status:?}"
     );
+    // The status map is per directory: a client of another directory on the
+    // same server does not see this busy session (it is still busy: see
+    // below, after the cancel).
+    let other_dir = bed.new_project("other");
+    let other = api
+        .with_directory(&other_dir)
+        .session_status()
+        .expect("status of another directory");
+    assert!(!other.contains_key(&session.id), "{other:?}");
 
     let cancelled_at = Instant::now();
     token.cancel();

@@ -426,7 +426,8 @@ impl Client {
     }
 
     /// `GET /session/status`: the sessions of the client's directory that are
-    /// busy or retrying; idle sessions are absent.
+    /// busy or retrying; idle sessions are absent, and so are the sessions of
+    /// other directories served by the same server.
     pub fn session_status(&self) -> Result<BTreeMap<String, SessionStatus>, Error> {
         let path = "/session/status";
         let text = self.execute(Call {
