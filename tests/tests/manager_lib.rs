@@ -342,3 +342,79 @@ fn destroy_racing_with_ensures_leaves_at_most_one_server() {
     manager_in(&bed, |_| {}).stop(&bed.project).unwrap();
     assert!(bed.opencode_pids().is_empty());
 }
+
+#[test]
+fn one_state_folder_by_two_paths_is_one_state_root() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let link = bed.root().join("state-link");
+    std::os::unix::fs::symlink(&bed.state_dir, &link).unwrap();
+    let direct = manager_in(&bed, |_| {});
+    let via_link = manager_in(&bed, |c| c.state_root = Some(link.clone()));
+    assert_eq!(direct.state_root(), via_link.state_root());
+    let info = direct.ensure(&bed.project).unwrap();
+    // Through the link the same server is found, reused and stopped.
+    assert_eq!(
+        via_link.status(&bed.project).unwrap().status,
+        ServerState::Running
+    );
+    let again = via_link.ensure(&bed.project).unwrap();
+    assert!(again.reused);
+    assert_eq!(again.pid, info.pid);
+    let report = via_link.stop(&bed.project).unwrap();
+    assert_eq!(report.pid, Some(info.pid));
+    assert!(bed.opencode_pids().is_empty());
+}
+
+/// A wrapper script around the real binary, as package managers install.
+fn wrapper(bed: &TestBed, name: &str, body: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = bed.root().join(name);
+    let script = format!(
+        "#!/bin/sh\nOPENCODE={}\n{body}\n",
+        e2e::opencode_bin().display()
+    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn a_wrapper_script_is_managed_and_one_that_hides_the_server_is_refused() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    // The shell stays the group leader; opencode runs as its child.
+    let passes_on = wrapper(&bed, "oc-wrapper", "\"$OPENCODE\" \"$@\"");
+    let manager = manager_in(&bed, |c| c.opencode_bin = Some(passes_on.clone()));
+    let info = manager
+        .ensure(&bed.project)
+        .expect("start through the wrapper");
+    assert!(manager.ensure(&bed.project).unwrap().reused);
+    assert_eq!(bed.opencode_pids().len(), 1);
+    manager.stop(&bed.project).unwrap();
+    assert!(
+        bed.opencode_pids().is_empty(),
+        "the wrapper's child survived"
+    );
+    assert!(!Path::new(&format!("/proc/{}", info.pid)).exists());
+
+    // A wrapper that changes the arguments makes a server ocm could not
+    // find again: the start is refused and nothing is left running.
+    let hides = wrapper(
+        &bed,
+        "oc-reorders",
+        "exec \"$OPENCODE\" serve --port \"$5\" --hostname \"$3\"",
+    );
+    let other = bed.new_project("hidden");
+    let manager = manager_in(&bed, |c| c.opencode_bin = Some(hides.clone()));
+    let err = manager.ensure(&other).unwrap_err();
+    assert!(
+        matches!(&err, Error::StartFailed { reason, .. } if reason.contains("would not be recognised")),
+        "{err}"
+    );
+    assert!(bed.opencode_pids().is_empty());
+}

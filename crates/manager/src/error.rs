@@ -86,8 +86,9 @@ pub enum Error {
     },
     /// The server answers but refuses ocm's credentials.
     #[error(
-        "the server for {project} at {url} (pid {pid}) requires a password ocm was not given \
-         (set OPENCODE_SERVER_PASSWORD to the server's password)"
+        "the server for {project} at {url} (pid {pid}) refuses ocm's credentials (401): it was \
+         started with a password ocm does not have; set OPENCODE_SERVER_PASSWORD to that \
+         password, or `ocm restart` the project to start it with the current one"
     )]
     Unauthorized {
         /// The project.

@@ -347,10 +347,19 @@ impl Manager {
     /// when a server is started.
     pub fn new(config: Config) -> Result<Manager, Error> {
         config.validate()?;
-        let state_root = match &config.state_root {
+        let given = match &config.state_root {
             Some(root) => portmap::resolve_path(root)?,
             None => statefile::state_root()?,
         };
+        // One name for the state root, whatever path led to it (symlinks,
+        // `..`): servers are recognised by the root in their environment, so
+        // two spellings of one folder must not look like two roots.
+        statefile::ensure_dir(&given)?;
+        let state_root = std::fs::canonicalize(&given).map_err(|source| Error::Io {
+            action: "cannot resolve the state folder",
+            path: given.clone(),
+            source,
+        })?;
         Ok(Manager {
             config,
             state_root,
@@ -570,9 +579,14 @@ impl Manager {
             .into_iter()
             .filter(|(_, h)| h == hash)
         {
+            // Pin the process first, then check it is still ours: terminate
+            // refuses a pid whose start time changed since.
             let Ok(identity) = ProcessIdentity::of(pid) else {
                 continue;
             };
+            if !scan::is_our_server(pid, hash, &self.state_root) {
+                continue;
+            }
             let how = procutil::terminate(&identity, self.config.stop_grace)?;
             self.report(Progress::Repaired {
                 what: format!(
@@ -754,6 +768,16 @@ impl Manager {
                 });
                 let url = format!("http://{}", url_host_port(&addr.host, addr.port));
                 match wait_healthy(&url, password, deadline) {
+                    // ocm must find its server again (to reuse or stop it):
+                    // refuse one it would not recognise, rather than leak it.
+                    Ok(_) if !scan::is_our_server(pid, hash, &self.state_root) => format!(
+                        "the process ocm started (pid {pid}) answers on {url} but would not be \
+                         recognised as this project's server (its arguments must end in \
+                         `serve --hostname H --port P` and it must keep ocm's environment \
+                         markers); if {} is a wrapper, make it pass both on (or use the \
+                         opencode binary itself)",
+                        bin.display()
+                    ),
                     Ok(version) => {
                         self.report(Progress::Healthy {
                             url: url.clone(),
@@ -1182,11 +1206,7 @@ impl Manager {
         }
         let lock = self.lock(&paths)?;
         let report = self.stop_locked(project, &hash, &paths)?;
-        std::fs::remove_dir_all(&paths.dir).map_err(|source| Error::Io {
-            action: "cannot remove",
-            path: paths.dir.clone(),
-            source,
-        })?;
+        self.remove_project_dir(&paths)?;
         drop(lock);
         Ok(report)
     }
@@ -1200,6 +1220,7 @@ impl Manager {
     pub fn gc(&self) -> Result<GcReport, Error> {
         self.reap_children();
         let mut report = GcReport::default();
+        self.remove_stale_tombstones();
         let live = scan::our_servers(&self.state_root);
         let mut recorded = Vec::new();
         for (hash, paths) in self.recorded_projects()? {
@@ -1226,16 +1247,15 @@ impl Manager {
                 }
                 continue;
             }
-            // Not running; an unrecorded server of this project (started
-            // before we took the lock) keeps the folder for `ensure` to find.
-            if live.iter().any(|(_, h)| *h == hash) {
+            // Not running; an unrecorded server of this project (its starter
+            // died before recording it) keeps the folder for `ensure` to find.
+            if scan::our_servers(&self.state_root)
+                .iter()
+                .any(|(_, h)| *h == hash)
+            {
                 continue;
             }
-            std::fs::remove_dir_all(&paths.dir).map_err(|source| Error::Io {
-                action: "cannot remove",
-                path: paths.dir.clone(),
-                source,
-            })?;
+            self.remove_project_dir(&paths)?;
             drop(lock);
             report.removed.push(paths.dir);
         }
@@ -1248,6 +1268,59 @@ impl Manager {
             }
         }
         Ok(report)
+    }
+
+    /// Removes a project's state folder while its lock is held. The folder is
+    /// first renamed out of the way (to a name no project has), so nobody
+    /// arriving meanwhile can lock or record anything in what is being
+    /// deleted: they make a fresh folder, and lock a fresh file, at the
+    /// project's path.
+    fn remove_project_dir(&self, paths: &ProjectPaths) -> Result<(), Error> {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let tombstone = ProjectPaths::servers_dir(&self.state_root).join(format!(
+            ".removing-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        match std::fs::rename(&paths.dir, &tombstone) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(Error::Io {
+                    action: "cannot move away",
+                    path: paths.dir.clone(),
+                    source,
+                });
+            }
+        }
+        std::fs::remove_dir_all(&tombstone).map_err(|source| Error::Io {
+            action: "cannot remove",
+            path: tombstone,
+            source,
+        })
+    }
+
+    /// Deletes folders that a removal renamed out of the way but did not
+    /// finish deleting (its process died meanwhile).
+    fn remove_stale_tombstones(&self) {
+        let servers = ProjectPaths::servers_dir(&self.state_root);
+        let Ok(entries) = std::fs::read_dir(&servers) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(".removing-")) else {
+                continue;
+            };
+            let owner_alive = rest
+                .split('-')
+                .next()
+                .and_then(|pid| pid.parse::<u32>().ok())
+                .is_some_and(|pid| ProcessIdentity::of(pid).is_ok());
+            if !owner_alive {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
     }
 
     /// Stops a server of ours whose project had no state folder when `gc`
@@ -1271,7 +1344,7 @@ impl Manager {
         };
         // The lock file was made just now for this check: leave no folder.
         if matches!(recorded, Ok(None)) {
-            let _ = std::fs::remove_dir_all(&paths.dir);
+            self.remove_project_dir(&paths)?;
         }
         drop(lock);
         Ok(stopped)

@@ -11,7 +11,7 @@ pub const STATE_ROOT_VAR: &str = "OCM_STATE_DIR";
 
 /// True when `pid` is a server ocm started for `project_hash` under
 /// `state_root`: a session leader (ocm starts servers with setsid) running
-/// `serve --hostname H --port P` (as ocm starts it), whose environment
+/// `... serve --hostname H --port P` (as ocm starts it), whose environment
 /// carries both markers. Processes the server's tools start inherit the
 /// markers but are not session leaders running `serve`; a tool that calls
 /// setsid itself still is not an opencode server.
@@ -43,11 +43,17 @@ pub fn our_servers(state_root: &Path) -> Vec<(u32, String)> {
         .collect()
 }
 
-/// True when the process's arguments are `serve --hostname H --port P`
-/// (after the program), as ocm starts the server.
+/// True when the process's arguments end in `serve --hostname H --port P`,
+/// as ocm starts the server (possibly through a wrapper script, whose
+/// interpreter then leads the group: `bash /path/opencode serve ...`).
 fn runs_serve(pid: u32) -> bool {
     procutil::cmdline(pid).is_ok_and(|args| {
-        args.len() == 6 && args[1] == "serve" && args[2] == "--hostname" && args[4] == "--port"
+        args.len() >= 6
+            && matches!(
+                &args[args.len() - 5..],
+                [serve, hostname, _, port, _]
+                    if serve == "serve" && hostname == "--hostname" && port == "--port"
+            )
     })
 }
 

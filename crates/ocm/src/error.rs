@@ -102,6 +102,7 @@ fn is_bad_usage(error: &manager::Error) -> bool {
             | M::NonLoopbackWithoutPassword { .. }
             | M::ProjectNotFound { .. }
             | M::Port(portmap::Error::NonUtf8Path { .. })
+            | M::State(statefile::Error::RelativeStateDir { .. })
     )
 }
 

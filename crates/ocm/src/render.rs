@@ -5,7 +5,8 @@
 //! entry of `ls`, each project listed by `gc`) carries `project`, `url`,
 //! `port`, `pid`, `status`, `healthy`, `startedAt` and `logPath` (null when
 //! unknown), so scripts can read every command's output the same way.
-//! `port` is always the port the server listens on (null when none runs);
+//! `port` is always the recorded server's port (null when none was started
+//! or it was stopped; a dead server's last port otherwise, see `status`);
 //! the deterministic port is `projectPort`. Errors are
 //! `{"error", "hint", "exitCode"}`.
 
