@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use e2e::{TestBed, e2e_skipped, http_agent};
-use manager::{Config, Error, Manager, PasswordPolicy, PortPolicy, Progress, ServerState};
+use manager::{
+    Config, Error, Manager, PasswordPolicy, PortPolicy, Progress, ServerState, StartFailure,
+};
 
 /// A manager whose servers live in the bed: its state folder, its isolated
 /// HOME and XDG folders, its mock model and its cleanup marker.
@@ -169,7 +171,7 @@ fn a_fixed_port_held_by_another_program_is_an_error_naming_it() {
             port: p, holder, ..
         } => {
             assert_eq!(*p, port);
-            assert_eq!(*holder, Some(std::process::id()));
+            assert_eq!(holder.as_ref().map(|h| h.pid), Some(std::process::id()));
         }
         other => panic!("expected PortInUse, got {other:?}"),
     }
@@ -216,7 +218,7 @@ fn range_and_auto_policies_and_restart() {
     assert_ne!(info.port, 0);
     assert!(info.url.ends_with(&format!(":{}", info.port)));
     assert_eq!(health_status(&info.url), 200);
-    let recorded = statefile::read_record(&auto.paths(&other).unwrap().record)
+    let recorded = manager::read_record(&auto.paths(&other).unwrap().record)
         .unwrap()
         .unwrap();
     assert_eq!(recorded.port, info.port);
@@ -247,7 +249,12 @@ fn a_server_that_cannot_start_fails_with_its_log_and_exit_status() {
         panic!("expected StartFailed, got {err:?}");
     };
     assert_eq!(*attempts, 2);
-    assert_eq!(exit.as_deref(), Some("exit status 1"), "{err}");
+    assert_eq!(
+        exit.map(|e| e.to_string()).as_deref(),
+        Some("exit status 1"),
+        "{err}"
+    );
+    assert_eq!(exit.and_then(|e| e.code), Some(1), "{err}");
     assert!(
         log_tail.iter().any(|l| l.contains("ENOTDIR")),
         "{log_tail:?}"
@@ -281,7 +288,7 @@ fn a_password_given_later_is_not_claimed_for_an_open_server() {
     assert_eq!(health_status(&reused.url), 200);
     assert!(seen.lock().unwrap().iter().any(|p| matches!(
         p,
-        Progress::Repaired { what } if what.contains("has no password")
+        Progress::PasswordNotApplied { pid } if *pid == open.pid
     )));
     // From its next start the password applies.
     let restarted = asked.restart(&bed.project).unwrap();
@@ -413,7 +420,9 @@ fn a_wrapper_script_is_managed_and_one_that_hides_the_server_is_refused() {
     let manager = manager_in(&bed, |c| c.opencode_bin = Some(hides.clone()));
     let err = manager.ensure(&other).unwrap_err();
     assert!(
-        matches!(&err, Error::StartFailed { reason, .. } if reason.contains("would not be recognised")),
+        matches!(&err, Error::StartFailed { failure, .. }
+            if matches!(**failure, StartFailure::Unrecognised { .. })
+                && err.to_string().contains("would not be recognised")),
         "{err}"
     );
     assert!(bed.opencode_pids().is_empty());

@@ -735,8 +735,8 @@ fn a_recorded_pid_of_another_program_is_never_signalled() {
 
     let hash = portmap::project_hash(&project).expect("hash");
     let paths = statefile::ProjectPaths::new(&bed.state_dir, &hash);
-    let record = statefile::ServerRecord {
-        schema_version: statefile::SCHEMA_VERSION,
+    let record = manager::ServerRecord {
+        schema_version: manager::SCHEMA_VERSION,
         project_path: project.clone(),
         project_hash: hash.clone(),
         pid,
@@ -745,13 +745,15 @@ fn a_recorded_pid_of_another_program_is_never_signalled() {
         port: project_port,
         hostname: "127.0.0.1".into(),
         url: format!("http://127.0.0.1:{project_port}"),
-        status: statefile::RecordStatus::Running,
+        status: manager::RecordStatus::Running,
         log_path: paths.log.clone(),
         started_at: statefile::rfc3339_now(),
         last_health_check: None,
         opencode_version: Some(e2e::OPENCODE_VERSION.into()),
         opencode_bin: e2e::opencode_bin(),
         auth: false,
+        desired: manager::Desired::Up,
+        extra: Default::default(),
     };
     statefile::ensure_dir(&paths.dir).expect("state folder");
     statefile::write_atomic(&paths.record, &record).expect("write the record");
@@ -843,7 +845,7 @@ fn corrupt_records_are_moved_aside_and_up_succeeds() {
             kept,
             "{kind}: no server.json.corrupt-* holds the original bytes"
         );
-        let record = statefile::read_record(&paths.record)
+        let record = manager::read_record(&paths.record)
             .expect("a good record again")
             .expect("a record");
         assert_eq!(record.pid, pid_of(&answer), "{kind}");
@@ -889,6 +891,74 @@ fn corrupt_records_are_moved_aside_and_up_succeeds() {
     );
     assert!(bed.opencode_pids().is_empty());
     assert_eq!(std::fs::read(&aside).expect("the moved record"), newer);
+}
+
+#[test]
+fn records_of_other_schema_versions_are_read_or_moved_aside() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let (project, _) = fresh_project(&bed, "schemas");
+    let p = path_str(&project);
+    let paths = statefile::ProjectPaths::new(
+        &bed.state_dir,
+        &portmap::project_hash(&project).expect("hash"),
+    );
+    let first = up(&bed, &project);
+    // A record as the previous ocm wrote it (schema 1, no `desired`), for
+    // the server that runs: it is read and the server reused.
+    let live: Value = serde_json::from_slice(&std::fs::read(&paths.record).expect("record"))
+        .expect("the record is JSON");
+    let fixture = include_str!("../../crates/manager/tests/fixtures/server-schema-1.json");
+    let mut old: Value = serde_json::from_str(fixture).expect("the fixture is JSON");
+    for key in [
+        "projectPath",
+        "projectHash",
+        "pid",
+        "startTime",
+        "bootId",
+        "port",
+        "url",
+        "logPath",
+        "startedAt",
+        "opencodeBin",
+    ] {
+        old[key] = live[key].clone();
+    }
+    assert_eq!(old["schemaVersion"], 1);
+    assert!(old.get("desired").is_none());
+    std::fs::write(
+        &paths.record,
+        serde_json::to_vec_pretty(&old).expect("JSON"),
+    )
+    .expect("write the schema-1 record");
+    let again = up(&bed, &project);
+    assert_eq!(again["reused"], true, "{again}");
+    assert_eq!(pid_of(&again), pid_of(&first));
+
+    // A record from a newer ocm whose server no longer runs: moved aside
+    // (kept), and `up` starts a server.
+    ocm(&bed, ["down", p]).ok();
+    assert!(bed.opencode_pids().is_empty());
+    let newer = br#"{"schemaVersion": 99, "pid": 1, "somethingNew": true}"#;
+    std::fs::write(&paths.record, newer).expect("write the newer record");
+    let run = ocm(&bed, ["up", p, "--json"]).ok();
+    assert!(run.stderr.contains("newer ocm"), "{run:#?}");
+    let started = run.json();
+    assert_eq!(started["healthy"], true, "{started}");
+    assert_eq!(bed.opencode_pids(), vec![pid_of(&started)]);
+    let kept = std::fs::read_dir(&paths.dir)
+        .expect("the state folder")
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("server.json.newer-")
+        })
+        .any(|e| std::fs::read(e.path()).is_ok_and(|b| b == newer));
+    assert!(kept, "no server.json.newer-* holds the newer record");
+    ocm(&bed, ["down", p]).ok();
 }
 
 #[test]

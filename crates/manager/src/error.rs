@@ -1,10 +1,17 @@
-//! The manager's error type.
+//! The manager's error type: one enum, each message with what a user needs
+//! to act (the project, the port, the pid, the log).
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+use procutil::{ExitStatus, Termination};
+
+use crate::progress::{StartFailure, describe_termination};
 
 /// Everything that can go wrong managing a project's server. Messages carry
 /// what a user needs to act: the project, the port, the pid, the log.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The opencode binary could not be found.
     #[error(
@@ -34,21 +41,16 @@ pub enum Error {
         /// The project path as given, made absolute.
         path: PathBuf,
     },
-    /// No server is running for the project.
-    #[error("no server is running for {project}")]
-    NotRunning {
-        /// The project.
-        project: PathBuf,
-    },
     /// A fixed port is held by something else.
-    #[error("port {port} on {hostname} is in use{}", holder_text(*holder))]
+    #[error("port {port} on {hostname} is in use{}", holder_text(holder.as_ref()))]
     PortInUse {
         /// The address.
         hostname: String,
         /// The port.
         port: u16,
-        /// The holder's pid when /proc tells.
-        holder: Option<u32>,
+        /// The holder, when /proc tells (read when the error is made, so
+        /// printing it later reads nothing).
+        holder: Option<PortHolder>,
     },
     /// Every port the policy allows is taken.
     #[error("no free port on {hostname} in {first}-{last}")]
@@ -62,12 +64,13 @@ pub enum Error {
     },
     /// The server would not start (after the retry).
     #[error(
-        "opencode failed to start for {project} after {attempts} attempt(s): {reason}{}\n\
+        "opencode failed to start for {project} after {attempts} attempt(s): {failure}{}\n\
          log: {log_path}\n{}",
-        exit.as_ref().map(|e| format!(" ({e})")).unwrap_or_default(),
+        ending_text(exit.as_ref(), stopped.as_ref()),
         if log_tail.is_empty() { "(the log is empty)".to_string() } else {
             format!("last lines of the log:\n{}", log_tail.join("\n"))
         },
+        project = project.display(),
         log_path = log_path.display()
     )]
     StartFailed {
@@ -75,10 +78,14 @@ pub enum Error {
         project: PathBuf,
         /// How many starts were tried.
         attempts: u32,
-        /// What went wrong on the last attempt.
-        reason: String,
-        /// The exit status when the server exited.
-        exit: Option<String>,
+        /// What went wrong on the last attempt (boxed: the error stays small
+        /// on the common paths).
+        failure: Box<StartFailure>,
+        /// How the server of the last attempt exited, when it did and its
+        /// status could be read.
+        exit: Option<ExitStatus>,
+        /// How ocm stopped it, when it was still running.
+        stopped: Option<Termination>,
         /// The server's log.
         log_path: PathBuf,
         /// Its last lines (at most 20) from the last attempt.
@@ -112,15 +119,40 @@ pub enum Error {
         /// The newest this ocm reads.
         supported: u32,
     },
+    /// Another process held the project's lock for the whole lock timeout.
+    #[error(
+        "timed out after {waited:?} waiting for the lock {} (another ocm process is working on \
+         this project)",
+        path.display()
+    )]
+    LockTimeout {
+        /// The lock file.
+        path: PathBuf,
+        /// How long ocm waited.
+        waited: Duration,
+    },
+    /// No usable state folder: `OCM_STATE_DIR` is relative, or none of
+    /// `OCM_STATE_DIR`, `XDG_STATE_HOME` and `HOME` gives one.
+    #[error("{0}")]
+    BadStateDir(String),
+    /// A project path that is not UTF-8: no hash or port can be derived.
+    #[error(
+        "path is not valid UTF-8, so no project hash or port can be derived from it: {}",
+        path.display()
+    )]
+    NonUtf8Path {
+        /// The path (lossily displayed).
+        path: PathBuf,
+    },
     /// The state folder or a record failed.
     #[error(transparent)]
-    State(#[from] statefile::Error),
+    State(statefile::Error),
     /// A process operation failed.
     #[error(transparent)]
     Process(#[from] procutil::Error),
-    /// A project path could not be mapped to a port or hash.
+    /// A project path could not be resolved.
     #[error(transparent)]
-    Port(#[from] portmap::Error),
+    Port(portmap::Error),
     /// A file operation failed.
     #[error("{action} {path}: {source}")]
     Io {
@@ -133,16 +165,103 @@ pub enum Error {
     },
 }
 
-fn holder_text(holder: Option<u32>) -> String {
-    match holder {
-        Some(pid) => format!(
-            " by pid {pid}{}",
-            procutil::cmdline(pid)
-                .ok()
-                .filter(|c| !c.is_empty())
-                .map(|c| format!(" ({})", c.join(" ")))
-                .unwrap_or_default()
-        ),
-        None => String::new(),
+/// The process holding a port, as /proc told when the error was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortHolder {
+    /// Its pid.
+    pub pid: u32,
+    /// Its command line (empty when unreadable).
+    pub cmdline: Vec<String>,
+}
+
+impl PortHolder {
+    /// The holder of a listening `port`, when /proc tells.
+    pub(crate) fn of_port(port: u16) -> Option<PortHolder> {
+        crate::scan::port_holder(port).map(PortHolder::of_pid)
+    }
+
+    fn of_pid(pid: u32) -> PortHolder {
+        PortHolder {
+            pid,
+            cmdline: procutil::cmdline(pid).unwrap_or_default(),
+        }
+    }
+
+    /// `pid N (command line)`, the command line cut to `max_chars`.
+    pub fn describe(&self, max_chars: usize) -> String {
+        if self.cmdline.is_empty() {
+            return format!("pid {}", self.pid);
+        }
+        let mut text = self.cmdline.join(" ");
+        if text.chars().count() > max_chars {
+            text = text
+                .chars()
+                .take(max_chars.saturating_sub(3))
+                .collect::<String>()
+                + "...";
+        }
+        format!("pid {} ({text})", self.pid)
+    }
+}
+
+fn holder_text(holder: Option<&PortHolder>) -> String {
+    holder
+        .map(|h| format!(" by {}", h.describe(usize::MAX)))
+        .unwrap_or_default()
+}
+
+fn ending_text(exit: Option<&ExitStatus>, stopped: Option<&Termination>) -> String {
+    match (exit, stopped) {
+        (Some(status), _) => format!(" ({status})"),
+        (None, Some(how)) => format!(" ({})", describe_termination(*how)),
+        (None, None) => String::new(),
+    }
+}
+
+impl From<statefile::Error> for Error {
+    fn from(error: statefile::Error) -> Self {
+        match error {
+            statefile::Error::LockTimeout { path, waited } => Error::LockTimeout { path, waited },
+            e @ (statefile::Error::RelativeStateDir { .. } | statefile::Error::NoStateDir) => {
+                Error::BadStateDir(e.to_string())
+            }
+            other => Error::State(other),
+        }
+    }
+}
+
+impl From<portmap::Error> for Error {
+    fn from(error: portmap::Error) -> Self {
+        match error {
+            portmap::Error::NonUtf8Path { path } => Error::NonUtf8Path { path },
+            other => Error::Port(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_holder_of_a_port_as_read_when_made() {
+        let own = PortHolder::of_pid(std::process::id());
+        let text = own.describe(60);
+        assert!(
+            text.starts_with(&format!("pid {} (", std::process::id())),
+            "{text}"
+        );
+        assert!(text.chars().count() <= 60 + 20, "{text}");
+        let gone = PortHolder::of_pid(u32::MAX);
+        assert_eq!(gone.describe(60), format!("pid {}", u32::MAX));
+        let error = Error::PortInUse {
+            hostname: "127.0.0.1".into(),
+            port: 1,
+            holder: Some(gone),
+        };
+        assert_eq!(
+            error.to_string(),
+            format!("port 1 on 127.0.0.1 is in use by pid {}", u32::MAX)
+        );
     }
 }

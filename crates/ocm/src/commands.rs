@@ -199,16 +199,14 @@ fn port(
     reporter: &Reporter,
     dir: &Path,
 ) -> Result<i32, CliError> {
-    let project = portmap::resolve_path(dir).map_err(manager::Error::from)?;
-    let port = portmap::port_for_project(&project).map_err(manager::Error::from)?;
+    let project = manager::project(dir)?;
     if cli.json {
-        let hash = portmap::project_hash(&project).map_err(manager::Error::from)?;
         reporter.phase("checking the server");
-        let status = manager()?.status(&project)?;
+        let status = manager()?.status(&project.path)?;
         reporter.finish();
-        print_json(&render::port_json(&status, port, &hash));
+        print_json(&render::port_json(&status, project.port, &project.hash));
     } else {
-        print(&format!("{port}\n"))?;
+        print(&format!("{}\n", project.port))?;
     }
     Ok(EXIT_OK)
 }
@@ -221,7 +219,7 @@ fn checked_status(
     reporter: &Reporter,
     dir: &Path,
 ) -> Result<ServerStatus, CliError> {
-    let project = portmap::resolve_path(dir).map_err(manager::Error::from)?;
+    let project = manager::project(dir)?.path;
     let exists = project.is_dir();
     // An unreadable state folder counts as a record: status says why.
     if !exists && !manager.paths(&project)?.record.try_exists().unwrap_or(true) {
@@ -313,7 +311,6 @@ fn show_server(cli: &Cli, info: &ServerInfo, began: Instant) -> Result<i32, CliE
 }
 
 fn down(cli: &Cli, manager: &Manager, reporter: &Reporter, dir: &Path) -> Result<i32, CliError> {
-    let url = recorded_url(manager, dir);
     let report = manager.stop(dir)?;
     reporter.finish();
     note_left_alone(reporter, report.left_alone);
@@ -321,24 +318,14 @@ fn down(cli: &Cli, manager: &Manager, reporter: &Reporter, dir: &Path) -> Result
     if cli.json {
         print_json(&render::stop_json(&after, &report));
     } else {
-        print(&lines(render::stop_lines(&report, url.as_deref())))?;
+        print(&lines(render::stop_lines(&report)))?;
     }
     Ok(EXIT_OK)
-}
-
-/// The URL in the project's record, read before a stop to say what was
-/// stopped (the status of a stopped server has none). No health check.
-fn recorded_url(manager: &Manager, dir: &Path) -> Option<String> {
-    let record = statefile::read_record(&manager.paths(dir).ok()?.record)
-        .ok()
-        .flatten()?;
-    (!record.url.is_empty()).then_some(record.url)
 }
 
 fn destroy(cli: &Cli, manager: &Manager, reporter: &Reporter, dir: &Path) -> Result<i32, CliError> {
     let state_dir = manager.paths(dir)?.dir;
     let existed = state_dir.exists();
-    let url = recorded_url(manager, dir);
     let report = manager.destroy(dir)?;
     reporter.finish();
     note_left_alone(reporter, report.left_alone);
@@ -353,7 +340,7 @@ fn destroy(cli: &Cli, manager: &Manager, reporter: &Reporter, dir: &Path) -> Res
         }
         print_json(&value);
     } else {
-        let mut out = render::stop_lines(&report, url.as_deref());
+        let mut out = render::stop_lines(&report);
         if existed {
             // "not running" is implied by the removal; say what was done.
             out.retain(|l| !l.starts_with("not running"));
@@ -386,7 +373,7 @@ fn logs(
     n: usize,
     follow: bool,
 ) -> Result<i32, CliError> {
-    let project = portmap::resolve_path(dir).map_err(manager::Error::from)?;
+    let project = manager::project(dir)?.path;
     let log = manager.paths(&project)?.log;
     let io_error = |source: std::io::Error| CliError::Io {
         context: format!("cannot read {}", log.display()),

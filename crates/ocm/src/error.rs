@@ -101,8 +101,8 @@ fn is_bad_usage(error: &manager::Error) -> bool {
         M::Config(_)
             | M::NonLoopbackWithoutPassword { .. }
             | M::ProjectNotFound { .. }
-            | M::Port(portmap::Error::NonUtf8Path { .. })
-            | M::State(statefile::Error::RelativeStateDir { .. })
+            | M::NonUtf8Path { .. }
+            | M::BadStateDir(_)
     )
 }
 
@@ -135,7 +135,6 @@ impl CliError {
             CliError::Start(e) if matches!(e.as_ref(), M::RecordFromNewerOcm { .. }) => EXIT_ERROR,
             CliError::Start(_) => EXIT_START_FAILED,
             CliError::Manager(e) => match e.as_ref() {
-                M::NotRunning { .. } => EXIT_NOT_RUNNING,
                 M::StartFailed { .. }
                 | M::OpencodeNotFound { .. }
                 | M::PortInUse { .. }
@@ -193,7 +192,7 @@ impl CliError {
                 M::NoFreePort { .. } => {
                     Some("free a port, or choose another range with --port-policy range:A-B".into())
                 }
-                M::State(statefile::Error::LockTimeout { .. }) => Some(
+                M::LockTimeout { .. } => Some(
                     "another ocm is starting or stopping this project; try again when it is done"
                         .into(),
                 ),
@@ -293,11 +292,9 @@ mod tests {
             path: "/state/servers/h/server.log".into(),
             source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
         };
-        let lock_timeout = || {
-            manager::Error::State(statefile::Error::LockTimeout {
-                path: "/state/servers/h/server.lock".into(),
-                waited: std::time::Duration::from_secs(90),
-            })
+        let lock_timeout = || manager::Error::LockTimeout {
+            path: "/state/servers/h/server.lock".into(),
+            waited: std::time::Duration::from_secs(90),
         };
         let missing_folder = || manager::Error::ProjectNotFound {
             path: "/no/such/folder".into(),

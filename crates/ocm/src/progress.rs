@@ -124,10 +124,15 @@ impl Shared {
     fn on_progress(&self, progress: &Progress) {
         match progress {
             Progress::Reused { pid, .. } => self.set_phase(Some(format!("reusing pid {pid}"))),
-            Progress::Repaired { what } => self.note(what),
+            Progress::Repaired(repair) => self.note(&repair.to_string()),
+            Progress::PasswordNotApplied { pid } => self.note(&format!(
+                "the running server (pid {pid}) has no password; the one given applies from its \
+                 next start (`ocm restart`)"
+            )),
             Progress::PortTaken { port, holder } => {
                 let by = holder
-                    .map(|pid| format!(" by pid {pid}{}", command_of(pid)))
+                    .as_ref()
+                    .map(|h| format!(" by {}", h.describe(60)))
                     .unwrap_or_default();
                 self.note(&format!("port {port} is taken{by}; trying the next one"));
             }
@@ -158,6 +163,8 @@ impl Shared {
                     "waiting for another ocm working on this project".to_string(),
                 ));
             }
+            // Kinds of progress added later are not shown until ocm knows them.
+            _ => {}
         }
     }
 
@@ -232,26 +239,6 @@ fn clear_line() {
     let _ = stderr.flush();
 }
 
-/// ` (the command line)` of `pid`, when /proc tells.
-fn command_of(pid: u32) -> String {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return String::new();
-    };
-    let words: Vec<String> = cmdline
-        .split(|&b| b == 0)
-        .filter(|w| !w.is_empty())
-        .map(|w| String::from_utf8_lossy(w).into_owned())
-        .collect();
-    if words.is_empty() {
-        return String::new();
-    }
-    let mut text = words.join(" ");
-    if text.chars().count() > 60 {
-        text = text.chars().take(57).collect::<String>() + "...";
-    }
-    format!(" ({text})")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,12 +264,5 @@ mod tests {
         reporter.phase("stopping");
         // Drop joins the thread; a hang here fails the test by timeout.
         drop(reporter);
-    }
-
-    #[test]
-    fn names_the_holder_of_a_port() {
-        let own = command_of(std::process::id());
-        assert!(own.starts_with(" ("), "{own}");
-        assert_eq!(command_of(u32::MAX), "");
     }
 }

@@ -11,7 +11,7 @@
 //! `{"error", "hint", "exitCode"}`.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use manager::{GcReport, ServerInfo, ServerState, ServerStatus, StopKind, StopReport};
 use serde_json::{Map, Value, json};
@@ -21,7 +21,10 @@ use serde_json::{Map, Value, json};
 pub fn server_json(info: &ServerInfo, elapsed: Duration) -> Value {
     let mut value = to_object(info);
     value.insert("elapsedMs".into(), json!(elapsed.as_millis() as u64));
-    value.insert("uptimeSeconds".into(), json!(uptime(&info.started_at)));
+    value.insert(
+        "uptimeSeconds".into(),
+        json!(info.uptime().map(|d| d.as_secs())),
+    );
     Value::Object(value)
 }
 
@@ -34,8 +37,9 @@ pub fn server_line(info: &ServerInfo, elapsed: Duration) -> String {
         ""
     };
     if info.reused {
-        let up = uptime(&info.started_at)
-            .map(|s| format!(", up {}", duration_short(Duration::from_secs(s))))
+        let up = info
+            .uptime()
+            .map(|d| format!(", up {}", duration_short(d)))
             .unwrap_or_default();
         format!("running at {} (pid {}){up}{auth}", info.url, info.pid)
     } else {
@@ -57,10 +61,7 @@ pub fn status_json(status: &ServerStatus) -> Value {
 
 fn status_object(status: &ServerStatus) -> Map<String, Value> {
     let mut value = to_object(status);
-    value.insert(
-        "projectPort".into(),
-        json!(portmap::port_for_project(&status.project).ok()),
-    );
+    value.insert("projectPort".into(), json!(status.project_port));
     value.insert("projectExists".into(), json!(status.project.is_dir()));
     value
 }
@@ -101,8 +102,7 @@ pub fn status_block(status: &ServerStatus) -> String {
             rows.push(("version", version.clone()));
         }
     } else {
-        let project_port = portmap::port_for_project(&status.project).ok();
-        if let Some(port) = project_port {
+        if let Some(port) = status.project_port {
             rows.push(("port", format!("{port} (the project's port)")));
         }
         if let (Some(url), Some(pid)) = (&status.url, status.pid) {
@@ -185,9 +185,13 @@ fn was_running(report: &StopReport) -> bool {
 }
 
 /// `ocm down` for humans: what was stopped, or that nothing was running.
-pub fn stop_lines(report: &StopReport, url: Option<&str>) -> Vec<String> {
+pub fn stop_lines(report: &StopReport) -> Vec<String> {
     let mut lines = Vec::new();
-    let at = url.map(|u| format!(" at {u}")).unwrap_or_default();
+    let at = report
+        .url
+        .as_ref()
+        .map(|u| format!(" at {u}"))
+        .unwrap_or_default();
     match (report.pid, report.stopped) {
         (Some(pid), Some(StopKind::ExitedOnTerm)) => {
             lines.push(format!("stopped the server{at} (pid {pid})"));
@@ -346,15 +350,6 @@ fn join(pids: &[u32]) -> String {
         .join(", ")
 }
 
-/// Whole seconds since an RFC 3339 time, when it parses and is past.
-pub fn uptime(started_at: &str) -> Option<u64> {
-    let started = statefile::parse_rfc3339(started_at)?;
-    SystemTime::now()
-        .duration_since(started)
-        .ok()
-        .map(|d| d.as_secs())
-}
-
 /// `12s`, `5m`, `2h 3m`, `3d 4h`: the two largest units.
 pub fn duration_short(d: Duration) -> String {
     let s = d.as_secs();
@@ -414,6 +409,7 @@ mod tests {
         let last_run = state != ServerState::Stopped;
         ServerStatus {
             project: "/work/p".into(),
+            project_port: Some(manager::project(Path::new("/work/p")).unwrap().port),
             status: state,
             healthy: state == ServerState::Running,
             url: last_run.then(|| "http://127.0.0.1:28412".into()),
@@ -470,6 +466,7 @@ mod tests {
         }
         let report = StopReport {
             project: "/work/p".into(),
+            url: None,
             pid: Some(1234),
             stopped: Some(StopKind::ExitedOnTerm),
             orphans_stopped: vec![],
@@ -583,7 +580,7 @@ mod tests {
         );
         let stopped = status_block(&status(ServerState::Stopped));
         assert!(stopped.contains("status   stopped\n"), "{stopped}");
-        let project_port = portmap::port_for_project(Path::new("/work/p")).unwrap();
+        let project_port = manager::project(Path::new("/work/p")).unwrap().port;
         assert!(
             stopped.contains(&format!("port     {project_port} (the project's port)")),
             "{stopped}"
@@ -610,20 +607,20 @@ mod tests {
     fn stop_lines_say_what_happened() {
         let mut report = StopReport {
             project: "/work/p".into(),
+            url: None,
             pid: None,
             stopped: None,
             orphans_stopped: vec![],
             left_alone: None,
         };
         assert_eq!(
-            stop_lines(&report, None),
+            stop_lines(&report),
             vec!["not running: no server for /work/p"]
         );
         report.pid = Some(7);
         report.stopped = Some(StopKind::Killed);
-        assert!(
-            stop_lines(&report, Some("http://x"))[0].starts_with("killed the server at http://x")
-        );
+        report.url = Some("http://x".into());
+        assert!(stop_lines(&report)[0].starts_with("killed the server at http://x"));
         assert_eq!(gc_lines(&GcReport::default()), vec!["nothing to clean"]);
         let unreadable = GcReport {
             unreadable: vec!["/s/servers/h/server.json".into()],

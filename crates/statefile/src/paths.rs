@@ -55,7 +55,7 @@ pub fn state_root_from(
 pub struct ProjectPaths {
     /// `servers/<project hash>/`.
     pub dir: PathBuf,
-    /// `server.json`, the [`ServerRecord`](crate::ServerRecord).
+    /// `server.json`, the project's record.
     pub record: PathBuf,
     /// `server.lock`, the advisory lock (see [`lock`](crate::lock)). Never
     /// delete it while a process may use it.

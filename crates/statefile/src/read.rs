@@ -10,7 +10,6 @@ use serde_json::Value;
 use serde_json::error::Category;
 
 use crate::atomic::{split_file_path, sync_dir};
-use crate::record::{SCHEMA_VERSION, ServerRecord};
 use crate::{Error, time};
 
 /// Larger state files are treated as corrupt rather than read into memory.
@@ -131,12 +130,6 @@ fn json_kind(value: &Value) -> &'static str {
     }
 }
 
-/// Reads a [`ServerRecord`] (`server.json`), checking its schema version
-/// against [`SCHEMA_VERSION`]. See [`read_json_versioned`] for the errors.
-pub fn read_record(path: &Path) -> Result<Option<ServerRecord>, Error> {
-    read_json_versioned(path, SCHEMA_VERSION)
-}
-
 /// Moves a corrupt file (or whatever is at `path`, even a folder) aside to
 /// `<name>.corrupt-<UTC timestamp>` in the same folder and returns the new
 /// path. The name is unique: when it is taken (two calls in the same
@@ -144,14 +137,21 @@ pub fn read_record(path: &Path) -> Result<Option<ServerRecord>, Error> {
 /// existing file. Call it while holding the project's lock, so that a good
 /// record written meanwhile is not moved aside.
 pub fn quarantine(path: &Path) -> Result<PathBuf, Error> {
-    quarantine_stamped(path, &time::compact_utc(SystemTime::now()))
+    move_aside(path, "corrupt")
 }
 
-fn quarantine_stamped(path: &Path, stamp: &str) -> Result<PathBuf, Error> {
+/// Like [`quarantine`], with another label: moves whatever is at `path` to
+/// `<name>.<label>-<UTC timestamp>` (for example `server.json.newer-...` for
+/// a record written by a newer program) and returns the new path.
+pub fn move_aside(path: &Path, label: &str) -> Result<PathBuf, Error> {
+    move_aside_stamped(path, label, &time::compact_utc(SystemTime::now()))
+}
+
+fn move_aside_stamped(path: &Path, label: &str, stamp: &str) -> Result<PathBuf, Error> {
     let (dir, name) = split_file_path(path)?;
     for attempt in 1u32..=1000 {
         let mut target_name = OsString::from(&name);
-        target_name.push(".corrupt-");
+        target_name.push(format!(".{label}-"));
         target_name.push(stamp);
         if attempt > 1 {
             target_name.push(format!("-{attempt}"));
@@ -170,7 +170,7 @@ fn quarantine_stamped(path: &Path, stamp: &str) -> Result<PathBuf, Error> {
         path,
         std::io::Error::new(
             ErrorKind::AlreadyExists,
-            "no free .corrupt-<timestamp> name",
+            format!("no free .{label}-<timestamp> name"),
         ),
     ))
 }
@@ -222,7 +222,7 @@ mod tests {
         let mut moved = Vec::new();
         for i in 0..3 {
             fs::write(&path, format!("bad {i}")).unwrap();
-            moved.push(quarantine_stamped(&path, stamp).unwrap());
+            moved.push(move_aside_stamped(&path, "corrupt", stamp).unwrap());
         }
         let names: Vec<_> = moved
             .iter()

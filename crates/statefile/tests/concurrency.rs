@@ -203,7 +203,7 @@ fn writers_killed_at_random_points_never_leave_a_partial_record() {
             "writer died of something else: {status}"
         );
 
-        match statefile::read_record(&record) {
+        match common::read_record(&record) {
             Ok(Some(read)) => match check_record(&read) {
                 Ok(0) if after_a_write => {
                     panic!("round {round} (seed {seed}): the old record after a complete write")

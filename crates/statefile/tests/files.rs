@@ -8,9 +8,9 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use common::sample_record;
+use common::{read_record, sample_record};
 use statefile::{
-    Error, ProjectPaths, ensure_dir, project_hashes, quarantine, read_json, read_record,
+    Error, ProjectPaths, ensure_dir, project_hashes, quarantine, read_json,
     remove_stale_temp_files, write_atomic, write_private,
 };
 
@@ -134,7 +134,7 @@ fn matches_expectation(err: &Error, expect: Expect) -> bool {
                 found, supported, ..
             },
             Expect::Future(version),
-        ) => *found == version && *supported == statefile::SCHEMA_VERSION,
+        ) => *found == version && *supported == common::SCHEMA_VERSION,
         _ => false,
     }
 }

@@ -15,7 +15,10 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use statefile::{Error, RecordStatus, SCHEMA_VERSION, ServerRecord};
+use statefile::Error;
+
+mod record;
+pub use record::{RecordStatus, SCHEMA_VERSION, ServerRecord, read_record};
 
 /// The env var that selects the role of a child process.
 pub const ROLE_VAR: &str = "STATEFILE_TEST_ROLE";
@@ -72,7 +75,7 @@ pub fn check_record(record: &ServerRecord) -> Result<u64, String> {
 
 /// Reads the record, which must exist and be consistent; returns its `n`.
 pub fn read_valid(path: &Path) -> Result<u64, String> {
-    match statefile::read_record(path) {
+    match read_record(path) {
         Ok(Some(record)) => check_record(&record),
         Ok(None) => Err(format!("{} is missing", path.display())),
         Err(err) => Err(format!("read error: {err}")),

@@ -1,3 +1,6 @@
+//! A test record with the shape of a server record: statefile itself is
+//! generic, so its tests bring their own versioned record type.
+
 use std::fmt;
 use std::path::PathBuf;
 
@@ -71,43 +74,7 @@ impl fmt::Display for RecordStatus {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_field_names_are_camel_case() {
-        let record = ServerRecord {
-            schema_version: SCHEMA_VERSION,
-            project_path: "/p".into(),
-            project_hash: "0123456789abcdef0123456789abcdef".into(),
-            pid: 42,
-            start_time: 7,
-            boot_id: "b".into(),
-            port: 28001,
-            hostname: "127.0.0.1".into(),
-            url: "http://127.0.0.1:28001".into(),
-            status: RecordStatus::Running,
-            log_path: "/s/server.log".into(),
-            started_at: "2026-11-21T10:00:00.123Z".into(),
-            last_health_check: None,
-            opencode_version: Some("1.18.33".into()),
-            opencode_bin: "/bin/opencode".into(),
-            auth: true,
-        };
-        let value = serde_json::to_value(&record).unwrap();
-        let expected = serde_json::json!({
-            "schemaVersion": 1, "projectPath": "/p",
-            "projectHash": "0123456789abcdef0123456789abcdef",
-            "pid": 42, "startTime": 7, "bootId": "b", "port": 28001,
-            "hostname": "127.0.0.1", "url": "http://127.0.0.1:28001",
-            "status": "running", "logPath": "/s/server.log",
-            "startedAt": "2026-11-21T10:00:00.123Z", "lastHealthCheck": null,
-            "opencodeVersion": "1.18.33", "opencodeBin": "/bin/opencode",
-            "auth": true
-        });
-        assert_eq!(value, expected);
-        let back: ServerRecord = serde_json::from_value(value).unwrap();
-        assert_eq!(back, record);
-    }
+/// Reads a [`ServerRecord`], checking its schema version.
+pub fn read_record(path: &std::path::Path) -> Result<Option<ServerRecord>, statefile::Error> {
+    statefile::read_json_versioned(path, SCHEMA_VERSION)
 }
