@@ -9,10 +9,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use e2e::{OPENCODE_VERSION, Reply, Script, ServeOptions, TestBed, e2e_skipped, poll_until};
-use httpsse::{Reader, ReaderItem};
 use opencode_api::{
-    CancelToken, Client, Error, Event, EventKind, GlobalEvent, Message, ModelRef, NewSession,
-    PromptRequest, SessionStatus, new_message_id,
+    CancelToken, Client, DisconnectKind, Error, Event, EventKind, EventStream, Message, ModelRef,
+    NewSession, PromptRequest, SessionId, SessionStatus, StreamConfig, StreamEvent, StreamItem,
+    new_message_id,
 };
 
 /// Bound on anything a test waits for from the server (turns with the mock
@@ -27,52 +27,49 @@ fn dir_string(dir: &Path) -> String {
     dir.display().to_string()
 }
 
-/// Receives items until the stream is open (`server.connected` arrived), so
-/// that what the test does next is on it.
-fn wait_connected(reader: &Reader, global: bool) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match reader.recv_timeout(left) {
-            Ok(ReaderItem::Event(e)) => {
-                let kind = if global {
-                    GlobalEvent::parse(&e.data)
-                        .expect("global frame")
-                        .payload
-                        .kind
-                } else {
-                    Event::parse(&e.data).expect("frame").kind
-                };
-                if kind == EventKind::ServerConnected {
-                    return;
-                }
-            }
-            Ok(ReaderItem::Connected) => {}
-            Ok(other) => panic!("event stream did not open: {other:?}"),
-            Err(e) => panic!("no server.connected within {WAIT:?}: {e}"),
-        }
-    }
+/// Waits until the stream is open (`server.connected` arrived), so that what
+/// the test does next is on it.
+fn wait_connected<E: StreamEvent>(stream: &mut EventStream<E>) {
+    stream
+        .wait_connected(Instant::now() + WAIT)
+        .unwrap_or_else(|e| panic!("event stream did not open: {e}"));
 }
 
-/// Decodes events of `GET /event` until `done` says so; returns them all.
-fn events_until(reader: &Reader, what: &str, mut done: impl FnMut(&Event) -> bool) -> Vec<Event> {
+/// Panics if a frame of the stream did not decode.
+fn assert_all_decoded<E: StreamEvent>(stream: &EventStream<E>) {
+    assert_eq!(
+        stream.skipped_frames(),
+        0,
+        "undecodable frame: {:?}",
+        stream.last_decode_error()
+    );
+}
+
+/// Events of `GET /event` until `done` says so; returns them all. Fails on
+/// a disconnection and on a frame that does not decode.
+fn events_until(
+    stream: &mut EventStream,
+    what: &str,
+    mut done: impl FnMut(&Event) -> bool,
+) -> Vec<Event> {
     let deadline = Instant::now() + WAIT;
     let mut seen = Vec::new();
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match reader.recv_timeout(left) {
-            Ok(ReaderItem::Event(e)) => {
-                let event = Event::parse(&e.data)
-                    .unwrap_or_else(|err| panic!("undecodable frame: {err}\n{}", e.data));
+        let item = stream
+            .next(deadline)
+            .unwrap_or_else(|e| panic!("event stream ended while waiting for {what}: {e}"));
+        assert_all_decoded(stream);
+        match item {
+            Some(StreamItem::Event(event)) => {
                 let stop = done(&event);
                 seen.push(event);
                 if stop {
                     return seen;
                 }
             }
-            Ok(ReaderItem::Connected) => {}
-            Ok(other) => panic!("event stream broke while waiting for {what}: {other:?}"),
-            Err(_) => panic!(
+            Some(StreamItem::Connected) => {}
+            Some(other) => panic!("event stream broke while waiting for {what}: {other:?}"),
+            None => panic!(
                 "no {what} within {WAIT:?}; saw {:?}",
                 seen.iter().map(Event::kind_name).collect::<Vec<_>>()
             ),
@@ -80,11 +77,11 @@ fn events_until(reader: &Reader, what: &str, mut done: impl FnMut(&Event) -> boo
     }
 }
 
-fn is_idle_of(event: &Event, session_id: &str) -> bool {
-    matches!(&event.kind, EventKind::SessionIdle(e) if e.session_id == session_id)
+fn is_idle_of(event: &Event, session_id: &SessionId) -> bool {
+    matches!(&event.kind, EventKind::SessionIdle(e) if e.session_id == *session_id)
 }
 
-fn assistant_count(client: &Client, session_id: &str) -> usize {
+fn assistant_count(client: &Client, session_id: &SessionId) -> usize {
     client
         .list_messages(session_id, None)
         .expect("list messages")
@@ -116,7 +113,7 @@ fn sessions_are_created_listed_renamed_and_deleted_per_directory() {
                 .model(ModelRef::parse("fake/echo").unwrap()),
         )
         .expect("create a1");
-    assert!(a1.id.starts_with("ses_"), "{a1:?}");
+    assert!(a1.id.as_str().starts_with("ses_"), "{a1:?}");
     assert_eq!(a1.directory, dir_string(&dir_a));
     assert_eq!(a1.title, "a one");
     assert_eq!(a1.agent.as_deref(), Some("build"));
@@ -138,9 +135,9 @@ fn sessions_are_created_listed_renamed_and_deleted_per_directory() {
     let child = a
         .create_session(&NewSession::titled("a child").parent(&a1.id))
         .expect("create child");
-    assert_eq!(child.parent_id.as_deref(), Some(a1.id.as_str()));
+    assert_eq!(child.parent_id.as_ref(), Some(&a1.id));
 
-    let ids = |c: &Client| -> BTreeSet<String> {
+    let ids = |c: &Client| -> BTreeSet<SessionId> {
         c.list_sessions()
             .expect("list sessions")
             .into_iter()
@@ -169,13 +166,16 @@ fn sessions_are_created_listed_renamed_and_deleted_per_directory() {
 
     assert!(b.delete_session(&b1.id).expect("delete b1"));
     match b.get_session(&b1.id) {
-        Err(Error::NotFound { message, .. }) => assert!(message.contains(&b1.id), "{message}"),
+        Err(Error::NotFound { message, .. }) => {
+            assert!(message.contains(b1.id.as_str()), "{message}")
+        }
         other => panic!("a deleted session is not found: {other:?}"),
     }
     assert!(ids(&b).is_empty());
     assert_eq!(ids(&a).len(), 2, "deleting in B leaves A alone");
 
-    match a.get_session("ses_doesnotexist") {
+    let unknown = SessionId::from("ses_doesnotexist");
+    match a.get_session(&unknown) {
         Err(Error::NotFound { message, request }) => {
             assert_eq!(message, "Session not found: ses_doesnotexist");
             assert!(request.starts_with("GET http://127.0.0.1:"), "{request}");
@@ -187,7 +187,7 @@ fn sessions_are_created_listed_renamed_and_deleted_per_directory() {
         "nothing runs"
     );
     // The server answers true even for a session it does not know.
-    assert!(a.abort("ses_doesnotexist").expect("abort unknown"));
+    assert!(a.abort(&unknown).expect("abort unknown"));
 }
 
 #[test]
@@ -201,10 +201,10 @@ fn a_blocking_prompt_returns_the_mock_text_and_streams_scoped_events() {
     let dir_b = bed.new_project("beta");
     let a = client(&server.url, &dir_a);
     let b = a.with_directory(&dir_b);
-    let a_events = a.open_events().expect("open /event for A");
-    let all_events = a.open_global_events().expect("open /global/event");
-    wait_connected(&a_events, false);
-    wait_connected(&all_events, true);
+    let mut a_events = a.event_stream().expect("open /event for A");
+    let mut all_events = a.global_event_stream().expect("open /global/event");
+    wait_connected(&mut a_events);
+    wait_connected(&mut all_events);
 
     let a1 = a
         .create_session(&NewSession::titled("A"))
@@ -242,11 +242,15 @@ fn a_blocking_prompt_returns_the_mock_text_and_streams_scoped_events() {
     assert_eq!(messages[0].text(), "hello from alpha");
     let assistant = messages[1].info.as_assistant().expect("then the answer");
     assert_eq!(assistant.id, reply.info.id);
-    assert_eq!(assistant.parent_id.as_deref(), Some(user.id.as_str()));
+    assert_eq!(assistant.parent_id.as_ref(), Some(&user.id));
     assert_eq!(messages[1].text(), reply.text());
     let newest = a.list_messages(&a1.id, Some(1)).expect("list with limit");
     assert_eq!(newest.len(), 1);
-    assert_eq!(newest[0].info.id(), reply.info.id, "limit keeps the newest");
+    assert_eq!(
+        newest[0].info.id(),
+        &reply.info.id,
+        "limit keeps the newest"
+    );
     let one = a.get_message(&a1.id, &user.id).expect("get the prompt");
     assert_eq!(one.info.role(), "user");
     assert_eq!(one.text(), "hello from alpha");
@@ -257,14 +261,16 @@ fn a_blocking_prompt_returns_the_mock_text_and_streams_scoped_events() {
     );
 
     // A's stream: typed events of A's turn, none of B's (B's turn came first).
-    let events = events_until(&a_events, "session.idle of A", |e| is_idle_of(e, &a1.id));
+    let events = events_until(&mut a_events, "session.idle of A", |e| {
+        is_idle_of(e, &a1.id)
+    });
     let mut streamed = String::new();
     let mut busy = false;
     let mut completed = false;
     for event in &events {
         assert_ne!(
             event.session_id(),
-            Some(b1.id.as_str()),
+            Some(&b1.id),
             "B leaked into A: {event:?}"
         );
         match &event.kind {
@@ -290,18 +296,19 @@ fn a_blocking_prompt_returns_the_mock_text_and_streams_scoped_events() {
     let mut idle = BTreeSet::new();
     let deadline = Instant::now() + WAIT;
     while idle.len() < 2 {
-        let left = deadline.saturating_duration_since(Instant::now());
         let item = all_events
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("both turns idle on /global/event; saw {idle:?}"));
-        let ReaderItem::Event(frame) = item else {
-            continue;
+            .next(deadline)
+            .unwrap_or_else(|e| panic!("/global/event ended: {e}"));
+        assert_all_decoded(&all_events);
+        let event = match item {
+            Some(StreamItem::Event(event)) => event,
+            Some(StreamItem::Connected) => continue,
+            Some(other) => panic!("/global/event broke: {other:?}"),
+            None => panic!("both turns idle on /global/event; saw {idle:?}"),
         };
-        let event = GlobalEvent::parse(&frame.data).expect("global frame");
-        let session = event.payload.session_id().map(str::to_string);
-        let expected_dir = match session.as_deref() {
-            Some(id) if id == a1.id => dir_string(&dir_a),
-            Some(id) if id == b1.id => dir_string(&dir_b),
+        let expected_dir = match event.payload.session_id() {
+            Some(id) if *id == a1.id => dir_string(&dir_a),
+            Some(id) if *id == b1.id => dir_string(&dir_b),
             _ => continue,
         };
         assert_eq!(event.directory.as_deref(), Some(expected_dir.as_str()));
@@ -319,8 +326,8 @@ fn prompt_async_with_a_client_message_id_is_found_and_not_repeated() {
     let bed = TestBed::new();
     let server = bed.start_opencode();
     let api = client(&server.url, &bed.project);
-    let events = api.open_events().expect("open /event");
-    wait_connected(&events, false);
+    let mut events = api.event_stream().expect("open /event");
+    wait_connected(&mut events);
     let session = api
         .create_session(&NewSession::titled("async"))
         .expect("create");
@@ -329,14 +336,14 @@ fn prompt_async_with_a_client_message_id_is_found_and_not_repeated() {
         .prompt(&session.id, &PromptRequest::text("first turn"))
         .expect("first prompt");
     assert_eq!(first.text(), "echo: first turn");
-    events_until(&events, "idle after the first turn", |e| {
+    events_until(&mut events, "idle after the first turn", |e| {
         is_idle_of(e, &session.id)
     });
 
     let id = new_message_id();
     let earlier = api.list_messages(&session.id, None).expect("list");
     assert!(
-        earlier.iter().all(|m| m.info.id() < id.as_str()),
+        earlier.iter().all(|m| *m.info.id() < id),
         "{id} sorts after the session's messages: {:?}",
         earlier.iter().map(|m| m.info.id()).collect::<Vec<_>>()
     );
@@ -354,9 +361,9 @@ fn prompt_async_with_a_client_message_id_is_found_and_not_repeated() {
         }
     });
     assert_eq!(stored.info.role(), "user");
-    assert_eq!(stored.info.id(), id);
+    assert_eq!(stored.info.id(), &id);
     assert_eq!(stored.text(), "second turn");
-    events_until(&events, "idle after the async turn", |e| {
+    events_until(&mut events, "idle after the async turn", |e| {
         is_idle_of(e, &session.id)
     });
     assert_eq!(assistant_count(&api, &session.id), 2);
@@ -413,8 +420,8 @@ fn a_running_turn_shows_busy_and_is_cancelled_and_aborted() {
     );
     let server = bed.start_opencode();
     let api = client(&server.url, &bed.project);
-    let events = api.open_events().expect("open /event");
-    wait_connected(&events, false);
+    let mut events = api.event_stream().expect("open /event");
+    wait_connected(&mut events);
     let session = api
         .create_session(&NewSession::titled("stall"))
         .expect("create");
@@ -429,9 +436,9 @@ fn a_running_turn_shows_busy_and_is_cancelled_and_aborted() {
         })
     };
     // The turn runs once the model's step started (the mock then stalls).
-    events_until(&events, "the model step's start", |e| {
+    events_until(&mut events, "the model step's start", |e| {
         matches!(&e.kind, EventKind::MessagePartUpdated(u)
-            if u.part.session_id() == session.id && u.part.kind() == "step-start")
+            if *u.part.session_id() == session.id && u.part.kind() == "step-start")
     });
     let status = api.session_status().expect("status");
     assert_eq!(
@@ -466,12 +473,12 @@ fn a_running_turn_shows_busy_and_is_cancelled_and_aborted() {
     );
 
     assert!(api.abort(&session.id).expect("abort"));
-    let after = events_until(&events, "idle after the abort", |e| {
+    let after = events_until(&mut events, "idle after the abort", |e| {
         is_idle_of(e, &session.id)
     });
     let aborted = after.iter().any(|e| {
         matches!(&e.kind, EventKind::SessionError(f)
-            if f.session_id.as_deref() == Some(session.id.as_str())
+            if f.session_id.as_ref() == Some(&session.id)
                 && f.error.as_ref().is_some_and(|err| err.is_aborted()))
     });
     assert!(aborted, "a session.error MessageAbortedError before idle");
@@ -499,9 +506,9 @@ fn a_running_turn_shows_busy_and_is_cancelled_and_aborted() {
         let id = session.id.clone();
         std::thread::spawn(move || api.prompt(&id, &PromptRequest::text("stall again")))
     };
-    events_until(&events, "the second model step's start", |e| {
+    events_until(&mut events, "the second model step's start", |e| {
         matches!(&e.kind, EventKind::MessagePartUpdated(u)
-            if u.part.session_id() == session.id && u.part.kind() == "step-start")
+            if *u.part.session_id() == session.id && u.part.kind() == "step-start")
     });
     assert!(api.abort(&session.id).expect("abort again"));
     let reply = call
@@ -565,27 +572,32 @@ fn with_a_server_password_only_the_right_credentials_get_in() {
         .create_session(&NewSession::titled("secured"))
         .expect("create");
     assert_eq!(right.list_sessions().expect("list").len(), 1);
-    let not_found = right.get_session("ses_doesnotexist").expect_err("404");
+    let not_found = right
+        .get_session(&SessionId::from("ses_doesnotexist"))
+        .expect_err("404");
     assert!(not_found.is_not_found());
 
-    let reader = right.open_events().expect("open /event with credentials");
-    wait_connected(&reader, false);
-    let refused = anonymous
-        .open_events_with(|c| c.max_failures(Some(1)))
-        .expect("start the anonymous reader");
-    let reason = loop {
-        match refused
-            .recv_timeout(WAIT)
-            .expect("a report from the reader")
-        {
-            ReaderItem::GaveUp { reason } => break reason,
-            ReaderItem::Connected | ReaderItem::Event(_) => {
-                panic!("the stream opened without credentials")
-            }
-            _ => {}
-        }
+    let mut reader = right.event_stream().expect("open /event with credentials");
+    wait_connected(&mut reader);
+    let mut refused = anonymous
+        .event_stream_with(&StreamConfig::new().max_failures(Some(1)))
+        .expect("start the anonymous stream");
+    let reason = match refused.wait_connected(Instant::now() + WAIT) {
+        Ok(()) => panic!("the stream opened without credentials"),
+        Err(e) => e.to_string(),
     };
     assert!(reason.contains("401"), "{reason}");
+    let first = refused.next(Instant::now() + WAIT);
+    assert!(
+        matches!(
+            &first,
+            Ok(Some(StreamItem::Disconnected {
+                kind: DisconnectKind::Status(401),
+                ..
+            }))
+        ),
+        "{first:?}"
+    );
 
     for shown in [
         format!("{err} {err:?}"),

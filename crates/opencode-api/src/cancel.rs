@@ -12,12 +12,13 @@ use ureq::Agent;
 /// calls started with it afterwards fail at once. Clones share the state.
 ///
 /// ```no_run
-/// use opencode_api::{CancelToken, Client, PromptRequest};
+/// use opencode_api::{CancelToken, Client, PromptRequest, SessionId};
 /// let client = Client::new("http://127.0.0.1:4096")?;
+/// let session = SessionId::from("ses_...");
 /// let token = CancelToken::new();
 /// let for_ui = token.clone();
 /// std::thread::spawn(move || { /* on Ctrl-C: */ for_ui.cancel(); });
-/// match client.prompt_with_cancel("ses_...", &PromptRequest::text("hi"), &token) {
+/// match client.prompt_with_cancel(&session, &PromptRequest::text("hi"), &token) {
 ///     Err(opencode_api::Error::Cancelled { .. }) => eprintln!("cancelled"),
 ///     other => println!("{:?}", other.map(|reply| reply.text())),
 /// }

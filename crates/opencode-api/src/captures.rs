@@ -91,9 +91,17 @@ fn check(event: &Event, raw: &Value) {
     assert_eq!(event.kind_name(), kind);
     assert_eq!(event.id, raw["id"].as_str().unwrap_or(""));
     match &event.kind {
-        EventKind::Unknown { kind: k, raw: kept } => {
+        EventKind::Unknown {
+            kind: k,
+            raw: kept,
+            session_id,
+        } => {
             assert!(!TYPED.contains(&k.as_str()), "{k} should be typed");
             assert_eq!(kept, raw);
+            assert_eq!(
+                session_id.as_ref().map(|id| id.as_str()),
+                raw["properties"]["sessionID"].as_str()
+            );
         }
         _ => assert!(TYPED.contains(&kind), "{kind} decoded as typed"),
     }

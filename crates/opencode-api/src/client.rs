@@ -1,13 +1,17 @@
-//! The blocking HTTP client.
+//! The blocking HTTP client: its configuration, one method per route, and
+//! the one request path every call goes through.
 
 use crate::cancel::CancelToken;
 use crate::decode::{self, short_type_name};
 use crate::encoding::{base64, percent_encode};
 use crate::error::{Error, excerpt};
+use crate::events::Event;
+use crate::ids::{MessageId, SessionId};
 use crate::requests::{NewSession, PromptRequest};
+use crate::stream::{EventStream, GlobalEventStream, StreamConfig};
 use crate::types::{Health, MessageWithParts, PromptReply, Session, SessionStatus};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -209,7 +213,7 @@ enum Limit {
     Unbounded,
 }
 
-/// One request to make.
+/// One request, as the public methods describe it to [`Client::request`].
 struct Call<'a> {
     method: &'static str,
     /// Path and query, starting with `/`.
@@ -217,6 +221,40 @@ struct Call<'a> {
     body: Option<Vec<u8>>,
     limit: Limit,
     cancel: Option<&'a CancelToken>,
+}
+
+impl<'a> Call<'a> {
+    fn new(method: &'static str, path: impl Into<String>) -> Call<'a> {
+        Call {
+            method,
+            path: path.into(),
+            body: None,
+            limit: Limit::Normal,
+            cancel: None,
+        }
+    }
+
+    fn get(path: impl Into<String>) -> Call<'a> {
+        Call::new("GET", path)
+    }
+
+    fn json(mut self, body: &impl Serialize) -> Self {
+        // Our request types serialize to JSON infallibly (strings, maps with
+        // string keys); a failure would be a bug, so send `null` and let the
+        // server's 400 say so rather than panic.
+        self.body = Some(serde_json::to_vec(body).unwrap_or_else(|_| b"null".to_vec()));
+        self
+    }
+
+    fn limit(mut self, limit: Limit) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    fn cancel(mut self, token: Option<&'a CancelToken>) -> Self {
+        self.cancel = token;
+        self
+    }
 }
 
 impl Client {
@@ -263,7 +301,7 @@ impl Client {
     /// accepts the connection but does not answer gives
     /// [`Error::Timeout`].
     pub fn health(&self) -> Result<Health, Error> {
-        self.get_json("/global/health".into(), Limit::Health)
+        self.request(Call::get("/global/health").limit(Limit::Health))
     }
 
     /// `GET /session`: the sessions of the client's directory, most recently
@@ -280,90 +318,75 @@ impl Client {
             ),
             None => "/session".to_string(),
         };
-        self.get_json(path, Limit::Normal)
+        self.request(Call::get(path))
     }
 
     /// `POST /session`: creates a session in the client's directory.
     pub fn create_session(&self, new: &NewSession) -> Result<Session, Error> {
-        self.send_json("POST", "/session".into(), new, Limit::Normal)
+        self.request(Call::new("POST", "/session").json(new))
     }
 
     /// `GET /session/{id}`.
-    pub fn get_session(&self, session_id: &str) -> Result<Session, Error> {
-        self.get_json(format!("/session/{}", segment(session_id)), Limit::Normal)
+    pub fn get_session(&self, session_id: &SessionId) -> Result<Session, Error> {
+        self.request(Call::get(session_path(session_id, "")))
     }
 
     /// `PATCH /session/{id}` with a new title.
-    pub fn update_session_title(&self, session_id: &str, title: &str) -> Result<Session, Error> {
-        self.send_json(
-            "PATCH",
-            format!("/session/{}", segment(session_id)),
-            &serde_json::json!({ "title": title }),
-            Limit::Normal,
-        )
+    pub fn update_session_title(
+        &self,
+        session_id: &SessionId,
+        title: &str,
+    ) -> Result<Session, Error> {
+        let body = serde_json::json!({ "title": title });
+        self.request(Call::new("PATCH", session_path(session_id, "")).json(&body))
     }
 
     /// `DELETE /session/{id}`: removes the session and its messages.
-    pub fn delete_session(&self, session_id: &str) -> Result<bool, Error> {
-        let text = self.execute(Call {
-            method: "DELETE",
-            path: format!("/session/{}", segment(session_id)),
-            body: None,
-            limit: Limit::Normal,
-            cancel: None,
-        })?;
-        self.decode_answer(
-            "DELETE",
-            &format!("/session/{}", segment(session_id)),
-            &text,
-        )
+    pub fn delete_session(&self, session_id: &SessionId) -> Result<bool, Error> {
+        self.request(Call::new("DELETE", session_path(session_id, "")))
     }
 
     /// `GET /session/{id}/children`: sessions created with this one as parent.
-    pub fn session_children(&self, session_id: &str) -> Result<Vec<Session>, Error> {
-        self.get_json(
-            format!("/session/{}/children", segment(session_id)),
-            Limit::Normal,
-        )
+    pub fn session_children(&self, session_id: &SessionId) -> Result<Vec<Session>, Error> {
+        self.request(Call::get(session_path(session_id, "/children")))
     }
 
     /// `GET /session/{id}/message`: the messages with their parts, oldest
     /// first; with `limit`, only the newest `limit` of them.
     pub fn list_messages(
         &self,
-        session_id: &str,
+        session_id: &SessionId,
         limit: Option<usize>,
     ) -> Result<Vec<MessageWithParts>, Error> {
-        let mut path = format!("/session/{}/message", segment(session_id));
+        let mut path = session_path(session_id, "/message");
         if let Some(limit) = limit {
             path.push_str(&format!("?limit={limit}"));
         }
-        self.get_json(path, Limit::Normal)
+        self.request(Call::get(path))
     }
 
     /// `GET /session/{id}/message/{messageID}`. [`Error::NotFound`] until
     /// the server has stored it (a `prompt_async` returns before that).
     pub fn get_message(
         &self,
-        session_id: &str,
-        message_id: &str,
+        session_id: &SessionId,
+        message_id: &MessageId,
     ) -> Result<MessageWithParts, Error> {
-        self.get_json(
-            format!(
-                "/session/{}/message/{}",
-                segment(session_id),
-                segment(message_id)
-            ),
-            Limit::Normal,
-        )
+        let message = format!("/message/{}", segment(message_id.as_str()));
+        self.request(Call::get(session_path(session_id, &message)))
     }
 
     /// `POST /session/{id}/message`: sends a prompt and blocks until the turn
     /// ends, with no overall time limit (only the connect timeout). Returns
-    /// the last assistant message; check its `error`: a turn aborted by
-    /// [`abort`](Client::abort) returns `Ok` with a `MessageAbortedError`.
-    pub fn prompt(&self, session_id: &str, request: &PromptRequest) -> Result<PromptReply, Error> {
-        self.prompt_inner(session_id, request, None)
+    /// the last assistant message, also when the turn failed (an abort gives
+    /// a `MessageAbortedError`): see [`PromptReply::error`] and
+    /// [`PromptReply::into_result`].
+    pub fn prompt(
+        &self,
+        session_id: &SessionId,
+        request: &PromptRequest,
+    ) -> Result<PromptReply, Error> {
+        self.prompt_with(session_id, request, None)
     }
 
     /// Like [`prompt`](Client::prompt), on a connection of its own that
@@ -372,244 +395,169 @@ impl Client {
     /// call [`abort`](Client::abort) for that.
     pub fn prompt_with_cancel(
         &self,
-        session_id: &str,
+        session_id: &SessionId,
         request: &PromptRequest,
         cancel: &CancelToken,
     ) -> Result<PromptReply, Error> {
-        self.prompt_inner(session_id, request, Some(cancel))
+        self.prompt_with(session_id, request, Some(cancel))
     }
 
-    fn prompt_inner(
+    fn prompt_with(
         &self,
-        session_id: &str,
+        session_id: &SessionId,
         request: &PromptRequest,
         cancel: Option<&CancelToken>,
     ) -> Result<PromptReply, Error> {
-        let path = format!("/session/{}/message", segment(session_id));
-        let text = self.execute(Call {
-            method: "POST",
-            path: path.clone(),
-            body: Some(to_body(request)),
-            limit: Limit::Unbounded,
-            cancel,
-        })?;
-        self.decode_answer("POST", &path, &text)
+        let call = Call::new("POST", session_path(session_id, "/message"));
+        self.request(call.json(request).limit(Limit::Unbounded).cancel(cancel))
     }
 
     /// `POST /session/{id}/prompt_async`: starts a turn and returns at once
     /// (204), before the user message is even stored. Give the request a
     /// `message_id` (see [`new_message_id`](crate::new_message_id)) to find
     /// the message later and to make a retry harmless.
-    pub fn prompt_async(&self, session_id: &str, request: &PromptRequest) -> Result<(), Error> {
-        self.execute(Call {
-            method: "POST",
-            path: format!("/session/{}/prompt_async", segment(session_id)),
-            body: Some(to_body(request)),
-            limit: Limit::Normal,
-            cancel: None,
-        })
-        .map(drop)
+    pub fn prompt_async(
+        &self,
+        session_id: &SessionId,
+        request: &PromptRequest,
+    ) -> Result<(), Error> {
+        let call = Call::new("POST", session_path(session_id, "/prompt_async"));
+        self.request::<IgnoredAny>(call.json(request)).map(drop)
     }
 
     /// `POST /session/{id}/abort`: stops the running turn. The server answers
     /// `true` even for an unknown session.
-    pub fn abort(&self, session_id: &str) -> Result<bool, Error> {
-        let path = format!("/session/{}/abort", segment(session_id));
-        let text = self.execute(Call {
-            method: "POST",
-            path: path.clone(),
-            body: None,
-            limit: Limit::Normal,
-            cancel: None,
-        })?;
-        self.decode_answer("POST", &path, &text)
+    pub fn abort(&self, session_id: &SessionId) -> Result<bool, Error> {
+        self.request(Call::new("POST", session_path(session_id, "/abort")))
     }
 
     /// `GET /session/status`: the sessions of the client's directory that are
     /// busy or retrying; idle sessions are absent, and so are the sessions of
     /// other directories served by the same server.
-    pub fn session_status(&self) -> Result<BTreeMap<String, SessionStatus>, Error> {
-        let path = "/session/status";
-        let text = self.execute(Call {
-            method: "GET",
-            path: path.into(),
-            body: None,
-            limit: Limit::Normal,
-            cancel: None,
-        })?;
-        decode::from_str(&text).map_err(|failure| {
-            Error::decode(
-                self.label("GET", path),
-                short_type_name::<BTreeMap<String, SessionStatus>>(),
-                failure,
-            )
-        })
+    pub fn session_status(&self) -> Result<BTreeMap<SessionId, SessionStatus>, Error> {
+        self.request(Call::get("/session/status"))
     }
 
     /// Any other call: `method` on `path` (with its query), an optional JSON
     /// body, bounded by the normal timeout, decoded as `T` (use
-    /// [`serde_json::Value`] for anything).
+    /// [`serde_json::Value`] for anything; an empty 204 answer decodes as
+    /// `null`).
     pub fn call_json<T: DeserializeOwned>(
         &self,
         method: &'static str,
         path: &str,
         body: Option<&Value>,
     ) -> Result<T, Error> {
-        let path = if path.starts_with('/') {
-            path.to_string()
-        } else {
-            format!("/{path}")
+        let path = match path.starts_with('/') {
+            true => path.to_string(),
+            false => format!("/{path}"),
         };
-        let text = self.execute(Call {
-            method,
-            path: path.clone(),
-            body: body.map(to_body),
-            limit: Limit::Normal,
-            cancel: None,
-        })?;
-        self.decode_answer(method, &path, &text)
-    }
-
-    /// The URL of `GET /event` (the events of one directory).
-    pub fn event_url(&self) -> String {
-        format!("{}/event", self.shared.base_url)
-    }
-
-    /// The URL of `GET /global/event` (the events of every directory).
-    pub fn global_event_url(&self) -> String {
-        format!("{}/global/event", self.shared.base_url)
-    }
-
-    /// Starts an [`httpsse::Reader`] on `GET /event` for the client's
-    /// directory, with its credentials. Decode each event's data with
-    /// [`Event::parse`](crate::Event::parse).
-    pub fn open_events(&self) -> Result<httpsse::Reader, Error> {
-        self.open_events_with(|config| config)
-    }
-
-    /// Like [`open_events`](Client::open_events), letting `configure` change
-    /// the reader's settings (stall timeout, backoff, ...). The credentials
-    /// and directory are added after `configure` runs, so they never pass
-    /// through code that might print the configuration.
-    pub fn open_events_with(
-        &self,
-        configure: impl FnOnce(httpsse::ReaderConfig) -> httpsse::ReaderConfig,
-    ) -> Result<httpsse::Reader, Error> {
-        let url = self.event_url();
-        let mut config = configure(self.reader_config(url.clone()));
-        if let Some(dir) = &self.directory_header {
-            config = config.header(DIRECTORY_HEADER, dir.clone());
-        }
-        self.start_reader(config, url)
-    }
-
-    /// Starts an [`httpsse::Reader`] on `GET /global/event` with the client's
-    /// credentials: one stream for every directory of the server. Decode each
-    /// event's data with [`GlobalEvent::parse`](crate::GlobalEvent::parse).
-    pub fn open_global_events(&self) -> Result<httpsse::Reader, Error> {
-        self.open_global_events_with(|config| config)
-    }
-
-    /// Like [`open_global_events`](Client::open_global_events) with settings;
-    /// see [`open_events_with`](Client::open_events_with).
-    pub fn open_global_events_with(
-        &self,
-        configure: impl FnOnce(httpsse::ReaderConfig) -> httpsse::ReaderConfig,
-    ) -> Result<httpsse::Reader, Error> {
-        let url = self.global_event_url();
-        let config = configure(self.reader_config(url.clone()));
-        self.start_reader(config, url)
-    }
-
-    fn reader_config(&self, url: String) -> httpsse::ReaderConfig {
-        httpsse::ReaderConfig::new(url).connect_timeout(self.shared.connect_timeout)
-    }
-
-    fn start_reader(
-        &self,
-        mut config: httpsse::ReaderConfig,
-        url: String,
-    ) -> Result<httpsse::Reader, Error> {
-        if let Some(credentials) = &self.shared.credentials {
-            config = config.header("authorization", credentials.header.0.clone());
-        }
-        httpsse::Reader::start(config).map_err(|e| Error::EventStream {
-            url,
-            reason: e.to_string(),
+        let call = Call::new(method, path);
+        self.request(match body {
+            Some(body) => call.json(body),
+            None => call,
         })
     }
 
-    fn get_json<T: DeserializeOwned>(&self, path: String, limit: Limit) -> Result<T, Error> {
-        let text = self.execute(Call {
-            method: "GET",
-            path: path.clone(),
-            body: None,
-            limit,
-            cancel: None,
-        })?;
-        self.decode_answer("GET", &path, &text)
+    /// Opens `GET /event`: the events of the client's directory, typed, on a
+    /// thread of its own that reconnects (see [`EventStream`]). Returns at
+    /// once; wait for the server's first frame with
+    /// [`EventStream::wait_connected`].
+    pub fn event_stream(&self) -> Result<EventStream<Event>, Error> {
+        self.event_stream_with(&StreamConfig::new())
     }
 
-    fn send_json<T: DeserializeOwned>(
-        &self,
-        method: &'static str,
-        path: String,
-        body: &impl Serialize,
-        limit: Limit,
-    ) -> Result<T, Error> {
-        let text = self.execute(Call {
-            method,
-            path: path.clone(),
-            body: Some(to_body(body)),
-            limit,
-            cancel: None,
-        })?;
-        self.decode_answer(method, &path, &text)
+    /// [`event_stream`](Client::event_stream) with other settings (backoff,
+    /// stall window, giving up).
+    pub fn event_stream_with(&self, config: &StreamConfig) -> Result<EventStream<Event>, Error> {
+        self.open_stream("/event", config)
     }
 
-    fn decode_answer<T: DeserializeOwned>(
+    /// Opens `GET /global/event`: the events of every directory of the
+    /// server, each with its directory; one such stream follows all
+    /// sessions of a server.
+    pub fn global_event_stream(&self) -> Result<GlobalEventStream, Error> {
+        self.global_event_stream_with(&StreamConfig::new())
+    }
+
+    /// [`global_event_stream`](Client::global_event_stream) with other
+    /// settings.
+    pub fn global_event_stream_with(
         &self,
-        method: &str,
+        config: &StreamConfig,
+    ) -> Result<GlobalEventStream, Error> {
+        self.open_stream("/global/event", config)
+    }
+
+    fn open_stream<E: crate::StreamEvent>(
+        &self,
         path: &str,
-        text: &str,
-    ) -> Result<T, Error> {
-        decode::from_str(text).map_err(|failure| {
-            Error::decode(self.label(method, path), short_type_name::<T>(), failure)
-        })
+        config: &StreamConfig,
+    ) -> Result<EventStream<E>, Error> {
+        let url = format!("{}{path}", self.shared.base_url);
+        let mut reader = config.reader_config(url.clone(), self.shared.connect_timeout);
+        if let Some(credentials) = &self.shared.credentials {
+            reader = reader.header("authorization", credentials.header.0.clone());
+        }
+        // The global stream covers every directory; the header would only
+        // pick an instance it does not need.
+        if let (Some(dir), "/event") = (&self.directory_header, path) {
+            reader = reader.header(DIRECTORY_HEADER, dir.clone());
+        }
+        EventStream::start(reader, url)
     }
 
-    fn label(&self, method: &str, path: &str) -> String {
-        format!("{method} {}{path}", self.shared.base_url)
-    }
-
-    fn limit(&self, limit: Limit) -> Option<Duration> {
-        match limit {
-            Limit::Health => Some(self.shared.health_timeout),
-            Limit::Normal => Some(self.shared.timeout),
-            Limit::Unbounded => None,
+    /// The one way a call is made: the connection (the shared agent, or one
+    /// of its own that `call.cancel` can shut down), the headers, the time
+    /// limit, the status, the body limit and the decoding of a success as
+    /// `T`.
+    fn request<T: DeserializeOwned>(&self, call: Call<'_>) -> Result<T, Error> {
+        let label = format!("{} {}{}", call.method, self.shared.base_url, call.path);
+        let (status, text) = match call.cancel {
+            None => self.exchange(&self.shared.agent, &call, &label)?,
+            Some(token) => {
+                // An agent of its own, so shutting it down closes only this
+                // call's connection.
+                let agent = new_agent(self.shared.connect_timeout);
+                let Some(_registration) = token.register(&agent) else {
+                    return Err(Error::Cancelled { request: label });
+                };
+                match self.exchange(&agent, &call, &label) {
+                    Err(_) if token.is_cancelled() => {
+                        return Err(Error::Cancelled { request: label });
+                    }
+                    other => other?,
+                }
+            }
+        };
+        match status {
+            // No content is no value: `null` is what `()`, `Option` and
+            // `IgnoredAny` accept.
+            204 => decode_answer(&label, "null"),
+            200..=299 => decode_answer(&label, &text),
+            401 => Err(Error::Unauthorized {
+                request: label,
+                credentials_sent: self.shared.credentials.is_some(),
+            }),
+            404 => Err(Error::NotFound {
+                message: server_message(&text).unwrap_or_else(|| excerpt(&text)),
+                request: label,
+            }),
+            _ => Err(Error::Http {
+                request: label,
+                status,
+                body: excerpt(&text),
+            }),
         }
     }
 
-    /// Makes the request; returns the body of a 2xx answer.
-    fn execute(&self, call: Call<'_>) -> Result<String, Error> {
-        let label = self.label(call.method, &call.path);
-        let Some(cancel) = call.cancel else {
-            return self.execute_on(&self.shared.agent, &call, &label);
-        };
-        // A call that can be cancelled gets an agent of its own, so shutting
-        // it down closes only this call's connection.
-        let agent = new_agent(self.shared.connect_timeout);
-        let Some(_registration) = cancel.register(&agent) else {
-            return Err(Error::Cancelled { request: label });
-        };
-        let result = self.execute_on(&agent, &call, &label);
-        match result {
-            Err(_) if cancel.is_cancelled() => Err(Error::Cancelled { request: label }),
-            other => other,
-        }
-    }
-
-    fn execute_on(&self, agent: &Agent, call: &Call<'_>, label: &str) -> Result<String, Error> {
+    /// Sends the request on `agent` and reads the answer's status and body.
+    fn exchange(
+        &self,
+        agent: &Agent,
+        call: &Call<'_>,
+        label: &str,
+    ) -> Result<(u16, String), Error> {
         let url = format!("{}{}", self.shared.base_url, call.path);
         let mut builder = http::Request::builder()
             .method(call.method)
@@ -621,60 +569,41 @@ impl Client {
         if let Some(dir) = &self.directory_header {
             builder = builder.header(DIRECTORY_HEADER, dir);
         }
-        let limit = self.limit(call.limit);
+        let limit = match call.limit {
+            Limit::Health => Some(self.shared.health_timeout),
+            Limit::Normal => Some(self.shared.timeout),
+            Limit::Unbounded => None,
+        };
         let invalid = |e: http::Error| Error::InvalidUrl {
             url: url.clone(),
             reason: e.to_string(),
         };
+        // Two request types: a call without a body sends no content-length.
         let sent = match &call.body {
             Some(body) => {
-                let request = builder
-                    .header("content-type", "application/json")
-                    .body(body.as_slice())
-                    .map_err(invalid)?;
-                request
-                    .with_agent(agent)
-                    .configure()
-                    .timeout_global(limit)
-                    .build()
-                    .run()
+                let builder = builder.header("content-type", "application/json");
+                send(
+                    builder.body(body.as_slice()).map_err(invalid)?,
+                    agent,
+                    limit,
+                )
             }
-            None => {
-                let request = builder.body(()).map_err(invalid)?;
-                request
-                    .with_agent(agent)
-                    .configure()
-                    .timeout_global(limit)
-                    .build()
-                    .run()
-            }
+            None => send(builder.body(()).map_err(invalid)?, agent, limit),
         };
-        let mut response = sent.map_err(|e| self.transport_error(e, label, limit))?;
+        let fail = |e| self.transport_error(e, label, limit);
+        let mut response = sent.map_err(fail)?;
         let status = response.status().as_u16();
         if status == 401 {
-            return Err(Error::Unauthorized {
-                request: label.to_string(),
-                credentials_sent: self.shared.credentials.is_some(),
-            });
+            // Nothing in the body of a 401 is worth waiting for.
+            return Ok((status, String::new()));
         }
         let text = response
             .body_mut()
             .with_config()
             .limit(self.shared.max_body_bytes)
             .read_to_string()
-            .map_err(|e| self.transport_error(e, label, limit))?;
-        match status {
-            200..=299 => Ok(text),
-            404 => Err(Error::NotFound {
-                request: label.to_string(),
-                message: server_message(&text).unwrap_or_else(|| excerpt(&text)),
-            }),
-            _ => Err(Error::Http {
-                request: label.to_string(),
-                status,
-                body: excerpt(&text),
-            }),
-        }
+            .map_err(fail)?;
+        Ok((status, text))
     }
 
     fn transport_error(&self, e: ureq::Error, label: &str, limit: Option<Duration>) -> Error {
@@ -742,11 +671,23 @@ fn new_agent(connect_timeout: Duration) -> Agent {
         .into()
 }
 
-fn to_body(value: &impl Serialize) -> Vec<u8> {
-    // Our request types serialize to JSON infallibly (strings, maps with
-    // string keys); a failure would be a bug, so send `null` and let the
-    // server's 400 say so rather than panic.
-    serde_json::to_vec(value).unwrap_or_else(|_| b"null".to_vec())
+fn send<B: ureq::AsSendBody>(
+    request: http::Request<B>,
+    agent: &Agent,
+    limit: Option<Duration>,
+) -> Result<http::Response<ureq::Body>, ureq::Error> {
+    let request = request.with_agent(agent).configure().timeout_global(limit);
+    request.build().run()
+}
+
+/// Decodes a success's body as `T`, naming the request in a failure.
+fn decode_answer<T: DeserializeOwned>(label: &str, text: &str) -> Result<T, Error> {
+    decode::from_str(text).map_err(|failure| Error::decode(label, short_type_name::<T>(), failure))
+}
+
+/// `/session/{id}` followed by `rest`.
+fn session_path(session_id: &SessionId, rest: &str) -> String {
+    format!("/session/{}{rest}", segment(session_id.as_str()))
 }
 
 fn segment(id: &str) -> String {
@@ -834,475 +775,4 @@ fn redact_userinfo(url: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base_urls() {
-        assert_eq!(
-            validate_base_url("http://127.0.0.1:4096/").unwrap(),
-            "http://127.0.0.1:4096"
-        );
-        assert_eq!(
-            validate_base_url(" HTTP://[::1]:4096/prefix/ ").unwrap(),
-            "http://[::1]:4096/prefix"
-        );
-        for bad in [
-            "127.0.0.1:4096",
-            "https://127.0.0.1:4096",
-            "ftp://x",
-            "http://",
-            "http://h:1/?q=1",
-            "http://h:99999999",
-            "http://[::1]:x",
-        ] {
-            assert!(
-                matches!(validate_base_url(bad), Err(Error::InvalidUrl { .. })),
-                "{bad}: {:?}",
-                validate_base_url(bad)
-            );
-        }
-    }
-
-    #[test]
-    fn credentials_in_a_url_are_refused_without_echoing_them() {
-        let err = validate_base_url("http://opencode:hunter2@127.0.0.1:4096").unwrap_err();
-        let text = format!("{err} {err:?}");
-        assert!(!text.contains("hunter2"), "{text}");
-        assert!(text.contains("basic_auth"), "{text}");
-    }
-
-    #[test]
-    fn auth_from_env_follows_the_server_rules() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
-        let b = Client::builder("http://127.0.0.1:1")
-            .auth_from_lookup(env(&[("OPENCODE_SERVER_PASSWORD", "pw-from-env")]));
-        let c = b.credentials.clone().expect("credentials");
-        assert_eq!(c.username, "opencode");
-        assert_eq!(
-            c.header.0,
-            format!("Basic {}", base64(b"opencode:pw-from-env"))
-        );
-        assert!(!format!("{b:?}").contains("pw-from-env"));
-        let c = Client::builder("http://127.0.0.1:1")
-            .auth_from_lookup(env(&[
-                ("OPENCODE_SERVER_PASSWORD", "pw"),
-                ("OPENCODE_SERVER_USERNAME", "me"),
-            ]))
-            .credentials
-            .expect("credentials");
-        assert_eq!(c.username, "me");
-        for empty in [&[("OPENCODE_SERVER_PASSWORD", "")][..], &[]] {
-            assert!(
-                Client::builder("http://127.0.0.1:1")
-                    .basic_auth("x", "y")
-                    .auth_from_lookup(env(empty))
-                    .credentials
-                    .is_none()
-            );
-        }
-    }
-
-    #[test]
-    fn server_messages() {
-        assert_eq!(
-            server_message(r#"{"name":"NotFoundError","data":{"message":"Session not found"}}"#)
-                .as_deref(),
-            Some("Session not found")
-        );
-        assert_eq!(
-            server_message(r#"{"_tag":"InvalidRequestError","message":"bad"}"#).as_deref(),
-            Some("bad")
-        );
-        assert_eq!(server_message("oops"), None);
-    }
-}
-
-/// Tests against tiny fake servers on loopback: the shapes of timeouts,
-/// statuses, headers and cancellation.
-#[cfg(test)]
-mod fake_server_tests {
-    use super::*;
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::net::{TcpListener, TcpStream};
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::mpsc;
-    use std::thread::JoinHandle;
-    use std::time::Instant;
-
-    /// What the fake does with each request.
-    #[derive(Clone, Copy)]
-    enum Answer {
-        /// Writes this whole HTTP response.
-        With(&'static str),
-        /// Reads the request and never answers.
-        Never,
-    }
-
-    /// A loopback server that records each request (head and body) and
-    /// answers it the same way. Dropping it stops and joins its thread.
-    struct FakeServer {
-        port: u16,
-        requests: mpsc::Receiver<String>,
-        stop: Arc<AtomicBool>,
-        release: mpsc::Sender<()>,
-        thread: Option<JoinHandle<()>>,
-    }
-
-    impl FakeServer {
-        fn start(answer: Answer) -> FakeServer {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let port = listener.local_addr().unwrap().port();
-            let (tx, requests) = mpsc::channel();
-            let (release, released) = mpsc::channel::<()>();
-            let stop = Arc::new(AtomicBool::new(false));
-            let stopping = Arc::clone(&stop);
-            let thread = std::thread::spawn(move || {
-                let mut held = Vec::new();
-                for stream in listener.incoming() {
-                    if stopping.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(stream) = stream else { continue };
-                    let Some(request) = read_request(&stream) else {
-                        continue;
-                    };
-                    let _ = tx.send(request);
-                    match answer {
-                        Answer::With(response) => {
-                            let _ = (&stream).write_all(response.as_bytes());
-                        }
-                        Answer::Never => held.push(stream),
-                    }
-                }
-                // Keep held connections open until the test is done.
-                let _ = released.recv();
-            });
-            FakeServer {
-                port,
-                requests,
-                stop,
-                release,
-                thread: Some(thread),
-            }
-        }
-
-        fn url(&self) -> String {
-            format!("http://127.0.0.1:{}", self.port)
-        }
-
-        fn next_request(&self) -> String {
-            self.requests
-                .recv_timeout(Duration::from_secs(10))
-                .expect("the fake server got no request within 10 s")
-        }
-    }
-
-    impl Drop for FakeServer {
-        fn drop(&mut self) {
-            self.stop.store(true, Ordering::SeqCst);
-            let _ = self.release.send(());
-            // Wake the accept() so the thread sees the flag.
-            let _ = TcpStream::connect(("127.0.0.1", self.port));
-            if let Some(thread) = self.thread.take() {
-                let _ = thread.join();
-            }
-        }
-    }
-
-    fn read_request(stream: &TcpStream) -> Option<String> {
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .ok()?;
-        let mut reader = BufReader::new(stream);
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).ok()? == 0 {
-                return None;
-            }
-            head.push_str(&line);
-            if line == "\r\n" {
-                break;
-            }
-        }
-        let length = head
-            .lines()
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                name.eq_ignore_ascii_case("content-length")
-                    .then(|| value.trim().parse::<usize>().ok())?
-            })
-            .unwrap_or(0);
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body).ok()?;
-        Some(head + &String::from_utf8_lossy(&body))
-    }
-
-    fn json_response(status: &str, body: &str) -> &'static str {
-        Box::leak(
-            format!(
-                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .into_boxed_str(),
-        )
-    }
-
-    fn header<'a>(request: &'a str, name: &str) -> Option<&'a str> {
-        request.lines().find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-    }
-
-    #[test]
-    fn a_server_that_never_answers_makes_health_time_out() {
-        let fake = FakeServer::start(Answer::Never);
-        let limit = Duration::from_millis(300);
-        let client = Client::builder(&fake.url())
-            .health_timeout(limit)
-            .build()
-            .unwrap();
-        let started = Instant::now();
-        let err = client.health().unwrap_err();
-        let took = started.elapsed();
-        assert!(
-            matches!(&err, Error::Timeout { limit: l, .. } if *l == limit),
-            "{err:?}"
-        );
-        assert!(err.is_unreachable());
-        assert!(took >= limit, "returned before the limit: {took:?}");
-        assert!(took < Duration::from_secs(5), "took {took:?}");
-        assert!(
-            fake.next_request()
-                .starts_with("GET /global/health HTTP/1.1")
-        );
-    }
-
-    #[test]
-    fn a_listener_that_never_accepts_makes_health_time_out() {
-        // The kernel completes the handshake into the backlog; nobody reads.
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let client = Client::builder(&url)
-            .health_timeout(Duration::from_millis(300))
-            .build()
-            .unwrap();
-        let started = Instant::now();
-        let err = client.health().unwrap_err();
-        assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
-        assert!(started.elapsed() < Duration::from_secs(5));
-        drop(listener);
-    }
-
-    #[test]
-    fn nothing_listening_is_a_connect_error() {
-        let port = {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let client = Client::new(&format!("http://127.0.0.1:{port}")).unwrap();
-        let err = client.health().unwrap_err();
-        assert!(matches!(err, Error::Connect { .. }), "{err:?}");
-        assert!(err.to_string().contains(&port.to_string()), "{err}");
-    }
-
-    #[test]
-    fn unauthorized_without_and_with_credentials_and_the_password_stays_secret() {
-        let fake = FakeServer::start(Answer::With(
-            "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Basic\r\ncontent-length: 0\r\n\r\n",
-        ));
-        let err = Client::new(&fake.url()).unwrap().health().unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::Unauthorized {
-                    credentials_sent: false,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-        assert_eq!(header(&fake.next_request(), "authorization"), None);
-
-        let password = "correct horse battery staple";
-        let client = Client::builder(&fake.url())
-            .basic_auth("opencode", password)
-            .build()
-            .unwrap();
-        let err = client.health().unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::Unauthorized {
-                    credentials_sent: true,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-        let request = fake.next_request();
-        let sent = header(&request, "authorization").expect("an authorization header");
-        assert_eq!(
-            sent,
-            format!(
-                "Basic {}",
-                base64(format!("opencode:{password}").as_bytes())
-            )
-        );
-        let encoded = base64(password.as_bytes());
-        for shown in [err.to_string(), format!("{err:?}"), format!("{client:?}")] {
-            assert!(
-                !shown.contains(password) && !shown.contains(&encoded),
-                "{shown}"
-            );
-            assert!(!shown.contains(&sent[6..]), "{shown}");
-        }
-    }
-
-    #[test]
-    fn not_found_carries_the_server_message() {
-        let fake = FakeServer::start(Answer::With(json_response(
-            "404 Not Found",
-            r#"{"name":"NotFoundError","data":{"message":"Session not found: ses_x"}}"#,
-        )));
-        let client = Client::new(&fake.url()).unwrap();
-        let err = client.get_session("ses_x").unwrap_err();
-        match &err {
-            Error::NotFound { request, message } => {
-                assert_eq!(message, "Session not found: ses_x");
-                assert_eq!(request, &format!("GET {}/session/ses_x", fake.url()));
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(err.is_not_found());
-    }
-
-    #[test]
-    fn other_statuses_carry_an_excerpt_of_the_body() {
-        let fake = FakeServer::start(Answer::With(json_response(
-            "500 Internal Server Error",
-            r#"{"name":"UnknownError","data":{"message":"boom"}}"#,
-        )));
-        let err = Client::new(&fake.url())
-            .unwrap()
-            .list_sessions()
-            .unwrap_err();
-        match err {
-            Error::Http { status, body, .. } => {
-                assert_eq!(status, 500);
-                assert!(body.contains("boom"), "{body}");
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_wrong_shape_is_a_decode_error_with_the_path() {
-        let body = r#"[{"info":{"id":"msg_1","sessionID":"ses_1","role":"user","time":{"created":1}},
-            "parts":[{"id":"prt_1","type":"text","text":"ok"},{"id":"prt_2","type":"text","text":7}]}]"#;
-        let fake = FakeServer::start(Answer::With(json_response("200 OK", body)));
-        let err = Client::new(&fake.url())
-            .unwrap()
-            .list_messages("ses_1", Some(5))
-            .unwrap_err();
-        match &err {
-            Error::Decode {
-                context,
-                target,
-                path,
-                message,
-            } => {
-                assert!(
-                    context.ends_with("/session/ses_1/message?limit=5"),
-                    "{context}"
-                );
-                assert_eq!(target, "Vec<MessageWithParts>");
-                assert_eq!(path, "$[0].parts[1].text");
-                assert!(message.contains("invalid type"), "{message}");
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn the_directory_goes_percent_encoded_in_its_header() {
-        let fake = FakeServer::start(Answer::With(json_response("200 OK", "[]")));
-        let client = Client::builder(&fake.url())
-            .directory("/tmp/a dir/ü")
-            .build()
-            .unwrap();
-        assert!(client.list_sessions().unwrap().is_empty());
-        let request = fake.next_request();
-        assert_eq!(
-            header(&request, DIRECTORY_HEADER),
-            Some("/tmp/a%20dir/%C3%BC")
-        );
-        let other = client.with_directory(Path::new("/srv/b"));
-        assert!(other.list_sessions().unwrap().is_empty());
-        assert_eq!(
-            header(&fake.next_request(), DIRECTORY_HEADER),
-            Some("/srv/b")
-        );
-        // Without a directory no header is sent.
-        Client::new(&fake.url()).unwrap().list_sessions().unwrap();
-        assert_eq!(header(&fake.next_request(), DIRECTORY_HEADER), None);
-    }
-
-    #[test]
-    fn ids_are_percent_encoded_in_paths() {
-        let fake = FakeServer::start(Answer::With(json_response("200 OK", "true")));
-        let client = Client::new(&fake.url()).unwrap();
-        assert!(client.abort("ses_a/../b?c").unwrap());
-        assert!(
-            fake.next_request()
-                .starts_with("POST /session/ses_a%2F..%2Fb%3Fc/abort HTTP/1.1")
-        );
-    }
-
-    #[test]
-    fn a_blocked_prompt_is_cancelled_from_another_thread() {
-        let fake = FakeServer::start(Answer::Never);
-        let client = Client::builder(&fake.url())
-            .timeout(Duration::from_millis(100))
-            .health_timeout(Duration::from_millis(100))
-            .build()
-            .unwrap();
-        let token = CancelToken::new();
-        let call = {
-            let client = client.clone();
-            let token = token.clone();
-            std::thread::spawn(move || {
-                client.prompt_with_cancel("ses_1", &PromptRequest::text("hi"), &token)
-            })
-        };
-        // The request reached the server: the call is blocked on the answer
-        // (and stays blocked: the prompt has no overall limit, unlike the
-        // 100 ms of ordinary calls).
-        let request = fake.next_request();
-        assert!(request.starts_with("POST /session/ses_1/message HTTP/1.1"));
-        assert!(request.contains(r#""parts":[{"type":"text","text":"hi"}]"#));
-        let cancelled_at = Instant::now();
-        token.cancel();
-        let result = call.join().unwrap();
-        assert!(
-            matches!(&result, Err(Error::Cancelled { request }) if request.contains("/session/ses_1/message")),
-            "{result:?}"
-        );
-        assert!(cancelled_at.elapsed() < Duration::from_secs(5));
-        // A cancelled token fails later calls at once, without a request.
-        let again = client.prompt_with_cancel("ses_1", &PromptRequest::text("x"), &token);
-        assert!(matches!(again, Err(Error::Cancelled { .. })), "{again:?}");
-        assert!(fake.requests.try_recv().is_err());
-        // The shared client is unaffected.
-        assert!(matches!(client.health(), Err(Error::Timeout { .. })));
-    }
-}
+mod tests;

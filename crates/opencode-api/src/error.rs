@@ -1,6 +1,8 @@
 //! The one error type of this crate.
 
 use crate::decode::DecodeFailure;
+use crate::ids::{MessageId, SessionId};
+use crate::types::MessageError;
 use std::time::Duration;
 
 /// Everything a call can fail with. `request` is the method and URL, e.g.
@@ -97,14 +99,43 @@ pub enum Error {
         /// Why.
         reason: String,
     },
-    /// The event stream reader could not be started.
-    #[error("cannot open the event stream {url}: {reason}")]
+    /// An event stream could not be started, gave up reconnecting, was
+    /// stopped, or did not connect in time.
+    #[error("event stream {url}: {reason}")]
     EventStream {
         /// The stream's URL.
         url: String,
         /// Why.
         reason: String,
     },
+    /// The server ran the turn and it failed: the assistant message carries
+    /// an error (see [`PromptReply::into_result`](crate::PromptReply::into_result)).
+    #[error(
+        "session {session_id}: the turn failed (assistant message {message_id}): {error}{}",
+        turn_hint(error)
+    )]
+    TurnFailed {
+        /// The session.
+        session_id: SessionId,
+        /// The assistant message that carries the error.
+        message_id: MessageId,
+        /// What the server said.
+        error: MessageError,
+    },
+}
+
+/// What a person can do about a failed turn, for the errors that say it.
+fn turn_hint(error: &MessageError) -> &'static str {
+    match error.name.as_str() {
+        "MessageAbortedError" => {
+            " (it was aborted: by an abort call, or by a newer prompt in the same session)"
+        }
+        "ProviderAuthError" => {
+            " (the model provider refused the credentials: check its API key in the opencode config)"
+        }
+        "APIError" => " (the model provider's API failed: see the message; it may work if retried)",
+        _ => "",
+    }
 }
 
 impl Error {
@@ -184,5 +215,24 @@ mod tests {
             credentials_sent: true,
         };
         assert!(with.to_string().contains("rejected"));
+    }
+
+    #[test]
+    fn a_failed_turn_names_the_session_message_error_and_what_to_do() {
+        let error: MessageError = serde_json::from_str(
+            r#"{"name":"ProviderAuthError","data":{"providerID":"fake","message":"bad key"}}"#,
+        )
+        .unwrap();
+        let err = Error::TurnFailed {
+            session_id: "ses_1".into(),
+            message_id: "msg_2".into(),
+            error,
+        };
+        assert_eq!(
+            err.to_string(),
+            "session ses_1: the turn failed (assistant message msg_2): ProviderAuthError: bad key \
+             (the model provider refused the credentials: check its API key in the opencode config)"
+        );
+        assert!(!err.is_unreachable());
     }
 }

@@ -9,6 +9,7 @@
 
 use crate::Error;
 use crate::decode::{self, DecodeFailure, nested_error, num};
+use crate::ids::{MessageId, SessionId};
 use crate::types::{
     Message, MessageError, Part, Session, SessionModel, SessionStatus, Tokens, tag,
 };
@@ -88,6 +89,9 @@ pub enum EventKind {
     Unknown {
         /// The `type` field.
         kind: String,
+        /// `properties.sessionID`, when it is a string: many untyped events
+        /// (`todo.updated`, `session.diff`, ...) still belong to a session.
+        session_id: Option<SessionId>,
         /// The whole event object (`id`, `type`, `properties`, ...).
         raw: Value,
     },
@@ -106,7 +110,7 @@ pub struct InstanceDisposed {
 pub struct SessionInfo {
     /// The session id.
     #[serde(rename = "sessionID", default)]
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The session as it is now.
     pub info: Session,
 }
@@ -116,7 +120,7 @@ pub struct SessionInfo {
 pub struct SessionStatusChanged {
     /// The session id.
     #[serde(rename = "sessionID")]
-    pub session_id: String,
+    pub session_id: SessionId,
     /// Its new status.
     pub status: SessionStatus,
 }
@@ -126,7 +130,7 @@ pub struct SessionStatusChanged {
 pub struct SessionRef {
     /// The session id.
     #[serde(rename = "sessionID")]
-    pub session_id: String,
+    pub session_id: SessionId,
 }
 
 /// `session.error`; both fields are optional in the schema.
@@ -134,7 +138,7 @@ pub struct SessionRef {
 pub struct SessionFailed {
     /// The session id, when the error belongs to one.
     #[serde(rename = "sessionID", default, skip_serializing_if = "Option::is_none")]
-    pub session_id: Option<String>,
+    pub session_id: Option<SessionId>,
     /// What failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<MessageError>,
@@ -145,7 +149,7 @@ pub struct SessionFailed {
 pub struct MessageUpdated {
     /// The session id.
     #[serde(rename = "sessionID", default)]
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The message as it is now.
     pub info: Message,
 }
@@ -155,10 +159,10 @@ pub struct MessageUpdated {
 pub struct MessageRemoved {
     /// The session id.
     #[serde(rename = "sessionID")]
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The removed message.
     #[serde(rename = "messageID")]
-    pub message_id: String,
+    pub message_id: MessageId,
 }
 
 /// `message.part.updated`
@@ -166,7 +170,7 @@ pub struct MessageRemoved {
 pub struct PartUpdated {
     /// The session id.
     #[serde(rename = "sessionID", default)]
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The part as it is now.
     pub part: Part,
     /// When it changed, ms since the Unix epoch.
@@ -183,10 +187,10 @@ pub struct PartUpdated {
 pub struct PartRemoved {
     /// The session id.
     #[serde(rename = "sessionID")]
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The message.
     #[serde(rename = "messageID")]
-    pub message_id: String,
+    pub message_id: MessageId,
     /// The removed part.
     #[serde(rename = "partID")]
     pub part_id: String,
@@ -197,10 +201,10 @@ pub struct PartRemoved {
 pub struct PartDelta {
     /// The session id.
     #[serde(rename = "sessionID")]
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The message.
     #[serde(rename = "messageID")]
-    pub message_id: String,
+    pub message_id: MessageId,
     /// The part that grows.
     #[serde(rename = "partID")]
     pub part_id: String,
@@ -219,7 +223,7 @@ pub struct PendingRequest {
     pub id: String,
     /// The session id.
     #[serde(rename = "sessionID")]
-    pub session_id: String,
+    pub session_id: SessionId,
     /// What is asked, e.g. `bash` for a permission.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub permission: Option<String>,
@@ -230,10 +234,10 @@ pub struct PendingRequest {
 pub struct NextTextDelta {
     /// The session id.
     #[serde(rename = "sessionID")]
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The assistant message.
     #[serde(rename = "assistantMessageID", default)]
-    pub assistant_message_id: String,
+    pub assistant_message_id: MessageId,
     /// The text block that grows.
     #[serde(rename = "textID", default)]
     pub text_id: String,
@@ -247,10 +251,10 @@ pub struct NextTextDelta {
 pub struct NextTextEnded {
     /// The session id.
     #[serde(rename = "sessionID")]
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The assistant message.
     #[serde(rename = "assistantMessageID", default)]
-    pub assistant_message_id: String,
+    pub assistant_message_id: MessageId,
     /// The text block.
     #[serde(rename = "textID", default)]
     pub text_id: String,
@@ -264,10 +268,10 @@ pub struct NextTextEnded {
 pub struct NextReasoningDelta {
     /// The session id.
     #[serde(rename = "sessionID")]
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The assistant message.
     #[serde(rename = "assistantMessageID", default)]
-    pub assistant_message_id: String,
+    pub assistant_message_id: MessageId,
     /// The reasoning block that grows.
     #[serde(rename = "reasoningID", default)]
     pub reasoning_id: String,
@@ -281,10 +285,10 @@ pub struct NextReasoningDelta {
 pub struct NextToolInputDelta {
     /// The session id.
     #[serde(rename = "sessionID")]
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The assistant message.
     #[serde(rename = "assistantMessageID", default)]
-    pub assistant_message_id: String,
+    pub assistant_message_id: MessageId,
     /// The call whose input grows.
     #[serde(rename = "callID", default)]
     pub call_id: String,
@@ -298,10 +302,10 @@ pub struct NextToolInputDelta {
 pub struct NextToolCalled {
     /// The session id.
     #[serde(rename = "sessionID")]
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The assistant message.
     #[serde(rename = "assistantMessageID", default)]
-    pub assistant_message_id: String,
+    pub assistant_message_id: MessageId,
     /// The call.
     #[serde(rename = "callID", default)]
     pub call_id: String,
@@ -318,10 +322,10 @@ pub struct NextToolCalled {
 pub struct NextToolSuccess {
     /// The session id.
     #[serde(rename = "sessionID")]
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The assistant message.
     #[serde(rename = "assistantMessageID", default)]
-    pub assistant_message_id: String,
+    pub assistant_message_id: MessageId,
     /// The call.
     #[serde(rename = "callID", default)]
     pub call_id: String,
@@ -352,10 +356,10 @@ pub struct NextError {
 pub struct NextToolFailed {
     /// The session id.
     #[serde(rename = "sessionID")]
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The assistant message.
     #[serde(rename = "assistantMessageID", default)]
-    pub assistant_message_id: String,
+    pub assistant_message_id: MessageId,
     /// The call.
     #[serde(rename = "callID", default)]
     pub call_id: String,
@@ -369,10 +373,10 @@ pub struct NextToolFailed {
 pub struct NextStepStarted {
     /// The session id.
     #[serde(rename = "sessionID")]
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The assistant message of the step.
     #[serde(rename = "assistantMessageID", default)]
-    pub assistant_message_id: String,
+    pub assistant_message_id: MessageId,
     /// The agent.
     #[serde(default)]
     pub agent: String,
@@ -386,10 +390,10 @@ pub struct NextStepStarted {
 pub struct NextStepEnded {
     /// The session id.
     #[serde(rename = "sessionID")]
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The assistant message of the step.
     #[serde(rename = "assistantMessageID", default)]
-    pub assistant_message_id: String,
+    pub assistant_message_id: MessageId,
     /// The finish reason, e.g. `stop`.
     #[serde(default)]
     pub finish: String,
@@ -406,10 +410,10 @@ pub struct NextStepEnded {
 pub struct NextStepFailed {
     /// The session id.
     #[serde(rename = "sessionID")]
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The assistant message of the step.
     #[serde(rename = "assistantMessageID", default)]
-    pub assistant_message_id: String,
+    pub assistant_message_id: MessageId,
     /// Why it failed.
     #[serde(default)]
     pub error: Option<NextError>,
@@ -431,7 +435,7 @@ impl Event {
     }
 
     /// The session the event concerns, if any.
-    pub fn session_id(&self) -> Option<&str> {
+    pub fn session_id(&self) -> Option<&SessionId> {
         self.kind.session_id()
     }
 }
@@ -473,7 +477,7 @@ impl EventKind {
 
     /// The session the event concerns, if any (also for unknown types that
     /// carry `properties.sessionID`).
-    pub fn session_id(&self) -> Option<&str> {
+    pub fn session_id(&self) -> Option<&SessionId> {
         let id = match self {
             EventKind::ServerConnected
             | EventKind::ServerHeartbeat
@@ -489,7 +493,7 @@ impl EventKind {
             }
             EventKind::SessionStatus(e) => &e.session_id,
             EventKind::SessionIdle(e) | EventKind::SessionCompacted(e) => &e.session_id,
-            EventKind::SessionError(e) => return e.session_id.as_deref(),
+            EventKind::SessionError(e) => return e.session_id.as_ref(),
             EventKind::MessageUpdated(e) => {
                 if e.session_id.is_empty() {
                     e.info.session_id()
@@ -518,12 +522,7 @@ impl EventKind {
             EventKind::NextStepStarted(e) => &e.session_id,
             EventKind::NextStepEnded(e) => &e.session_id,
             EventKind::NextStepFailed(e) => &e.session_id,
-            EventKind::Unknown { raw, .. } => {
-                return raw
-                    .get("properties")
-                    .and_then(|p| p.get("sessionID"))
-                    .and_then(Value::as_str);
-            }
+            EventKind::Unknown { session_id, .. } => return session_id.as_ref(),
         };
         (!id.is_empty()).then_some(id)
     }
@@ -578,7 +577,15 @@ impl Event {
             "session.next.step.started" => EventKind::NextStepStarted(props(&raw)?),
             "session.next.step.ended" => EventKind::NextStepEnded(props(&raw)?),
             "session.next.step.failed" => EventKind::NextStepFailed(props(&raw)?),
-            _ => EventKind::Unknown { kind: name, raw },
+            _ => EventKind::Unknown {
+                kind: name,
+                session_id: raw
+                    .get("properties")
+                    .and_then(|p| p.get("sessionID"))
+                    .and_then(Value::as_str)
+                    .map(SessionId::from),
+                raw,
+            },
         };
         Ok(Event { id, kind })
     }
@@ -670,7 +677,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e.kind_name(), "todo.updated");
-        assert_eq!(e.session_id(), Some("ses_7"));
+        assert_eq!(e.session_id().map(SessionId::as_str), Some("ses_7"));
         match e.kind {
             EventKind::Unknown { raw, .. } => assert_eq!(raw["extra"], 1),
             other => panic!("{other:?}"),
@@ -696,7 +703,7 @@ mod tests {
             matches!(&called.kind, EventKind::NextToolCalled(c) if c.tool == "bash" && c.input["command"] == "ls")
         );
         for e in [&delta, &ended, &failed, &called] {
-            assert_eq!(e.session_id(), Some("ses_1"));
+            assert_eq!(e.session_id().map(SessionId::as_str), Some("ses_1"));
         }
         let aborted = Event::parse(r#"{"id":"evt_5","type":"session.error","properties":{"sessionID":"ses_1","error":{"name":"MessageAbortedError","data":{"message":"Aborted"}}}}"#).unwrap();
         assert!(

@@ -9,32 +9,47 @@
 //!   `OPENCODE_SERVER_PASSWORD`), the project directory (sent as the
 //!   percent-encoded `x-opencode-directory` header), timeouts, and the calls:
 //!   health, sessions, messages, prompts, abort, status, event streams.
+//! - [`EventStream`] (`GET /event`, one directory) and [`GlobalEventStream`]
+//!   (`GET /global/event`, every directory): typed events and connection
+//!   changes ([`StreamItem`]) from a reader thread that reconnects, with
+//!   deadlines on every wait; no SSE code needed in the embedder.
 //! - Types with serde for what the server sends: [`Session`], [`Message`],
-//!   [`Part`], [`Event`], [`GlobalEvent`]. Decoding is forward-compatible:
+//!   [`Part`], [`Event`], [`GlobalEvent`], with [`SessionId`] and
+//!   [`MessageId`] as types of their own. Decoding is forward-compatible:
 //!   unknown fields are ignored and unknown part, role and event types are
 //!   kept as raw JSON.
 //! - [`new_message_id`]: message IDs in OpenCode's own format, so a prompt
 //!   can be found afterwards and retried without a duplicate turn.
-//! - [`Error`]: one enum; decode errors say which field failed, and no
-//!   message or `Debug` output ever contains the password.
+//! - [`Error`]: one enum; decode errors say which field failed, a failed
+//!   turn is [`Error::TurnFailed`] (see [`PromptReply::into_result`]), and
+//!   no message or `Debug` output ever contains the password.
 //!
 //! # Example
 //!
 //! ```no_run
-//! use opencode_api::{Client, NewSession, PromptRequest, new_message_id};
+//! use std::time::{Duration, Instant};
+//! use opencode_api::{Client, EventKind, NewSession, PromptRequest, new_message_id};
 //!
 //! let client = Client::builder("http://127.0.0.1:4096")
 //!     .auth_from_env()
 //!     .directory("/home/me/project")
 //!     .build()?;
 //! println!("opencode {}", client.health()?.version);
+//! let mut events = client.event_stream()?;
+//! events.wait_connected(Instant::now() + Duration::from_secs(5))?;
+//!
 //! let session = client.create_session(&NewSession::titled("demo"))?;
-//! let reply = client.prompt(&session.id, &PromptRequest::text("say hi"))?;
+//! let reply = client.prompt(&session.id, &PromptRequest::text("say hi"))?.into_result()?;
 //! println!("{}", reply.text());
 //!
-//! // Fire and forget, then find the stored message by its ID.
+//! // Fire and forget, then follow the turn on the stream.
 //! let id = new_message_id();
 //! client.prompt_async(&session.id, &PromptRequest::text("again").message_id(&id))?;
+//! while let Some(event) = events.next_event(Instant::now() + Duration::from_secs(60))? {
+//!     if matches!(&event.kind, EventKind::SessionIdle(e) if e.session_id == session.id) {
+//!         break;
+//!     }
+//! }
 //! # Ok::<(), opencode_api::Error>(())
 //! ```
 //!
@@ -50,6 +65,8 @@
 //! # Ok::<(), opencode_api::Error>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod cancel;
 mod client;
 mod decode;
@@ -58,10 +75,13 @@ mod error;
 mod events;
 mod ids;
 mod requests;
+mod stream;
 mod types;
 
 #[cfg(test)]
 mod captures;
+#[cfg(test)]
+mod fake_server;
 
 pub use cancel::CancelToken;
 pub use client::{
@@ -76,8 +96,13 @@ pub use events::{
     PartRemoved, PartUpdated, PendingRequest, SessionFailed, SessionInfo, SessionRef,
     SessionStatusChanged,
 };
-pub use ids::{ascending_id, id_value, new_message_id, new_message_id_after, new_part_id};
+pub use ids::{
+    MessageId, SessionId, ascending_id, id_value, new_message_id, new_message_id_after, new_part_id,
+};
 pub use requests::{NewSession, PartInput, PromptRequest};
+pub use stream::{
+    DisconnectKind, EventStream, GlobalEventStream, StreamConfig, StreamEvent, StreamItem,
+};
 pub use types::{
     AssistantMessage, AssistantMessageTime, CacheTokens, FilePart, Health, Message, MessageError,
     MessagePath, MessageWithParts, ModelRef, Part, PartTime, PromptReply, ReasoningPart, Session,

@@ -1,6 +1,7 @@
 //! What the client sends: new sessions, prompts, model references.
 
 use crate::Error;
+use crate::ids::{MessageId, SessionId};
 use crate::types::ModelRef;
 use serde::{Serialize, Serializer};
 use std::collections::BTreeMap;
@@ -90,7 +91,7 @@ pub struct NewSession {
     /// The title; the server makes one up when absent.
     pub title: Option<String>,
     /// Make it a child of this session.
-    pub parent_id: Option<String>,
+    pub parent_id: Option<SessionId>,
     /// The agent, e.g. `build` or `plan`.
     pub agent: Option<String>,
     /// The model.
@@ -112,7 +113,7 @@ impl NewSession {
     }
 
     /// Sets the parent session.
-    pub fn parent(mut self, parent_id: impl Into<String>) -> Self {
+    pub fn parent(mut self, parent_id: impl Into<SessionId>) -> Self {
         self.parent_id = Some(parent_id.into());
         self
     }
@@ -152,7 +153,7 @@ impl Serialize for NewSession {
         }
         Body {
             title: self.title.as_deref(),
-            parent_id: self.parent_id.as_deref(),
+            parent_id: self.parent_id.as_ref().map(SessionId::as_str),
             agent: self.agent.as_deref(),
             model: self.model.as_ref().map(|m| SessionModelBody {
                 id: &m.model_id,
@@ -199,7 +200,7 @@ pub struct PromptRequest {
     /// [`new_message_id`](crate::new_message_id)); the same ID twice does
     /// not start a second turn.
     #[serde(rename = "messageID", skip_serializing_if = "Option::is_none")]
-    pub message_id: Option<String>,
+    pub message_id: Option<MessageId>,
     /// The model; the session's or the configured default when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<ModelRef>,
@@ -228,8 +229,9 @@ impl PromptRequest {
         }
     }
 
-    /// Sets the client-made message ID.
-    pub fn message_id(mut self, id: impl Into<String>) -> Self {
+    /// Sets the client-made message ID (a [`MessageId`], `&MessageId` or
+    /// string).
+    pub fn message_id(mut self, id: impl Into<MessageId>) -> Self {
         self.message_id = Some(id.into());
         self
     }

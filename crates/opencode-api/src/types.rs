@@ -6,7 +6,9 @@
 //! the fields that give a value its meaning (its id, a text's text) are
 //! required. Numbers the schema calls "number" accept floats and null.
 
+use crate::Error;
 use crate::decode::{self, nested_error, num};
+use crate::ids::{MessageId, SessionId};
 use serde::de::{self, Deserializer};
 use serde::ser::{self, Serializer};
 use serde::{Deserialize, Serialize};
@@ -99,7 +101,7 @@ pub struct SessionTime {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Session {
     /// `ses_...`
-    pub id: String,
+    pub id: SessionId,
     /// A readable name such as `swift-cactus`.
     #[serde(default)]
     pub slug: String,
@@ -111,7 +113,7 @@ pub struct Session {
     pub directory: String,
     /// The parent session of a child (sub-agent) session.
     #[serde(rename = "parentID", default, skip_serializing_if = "Option::is_none")]
-    pub parent_id: Option<String>,
+    pub parent_id: Option<SessionId>,
     /// The title.
     #[serde(default)]
     pub title: String,
@@ -200,10 +202,10 @@ pub struct UserMessageTime {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserMessage {
     /// `msg_...`
-    pub id: String,
+    pub id: MessageId,
     /// The session it belongs to.
     #[serde(rename = "sessionID", default)]
-    pub session_id: String,
+    pub session_id: SessionId,
     /// When it was stored.
     #[serde(default)]
     pub time: UserMessageTime,
@@ -248,13 +250,13 @@ pub struct MessagePath {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AssistantMessage {
     /// `msg_...`
-    pub id: String,
+    pub id: MessageId,
     /// The session it belongs to.
     #[serde(rename = "sessionID", default)]
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The user message it answers.
     #[serde(rename = "parentID", default, skip_serializing_if = "Option::is_none")]
-    pub parent_id: Option<String>,
+    pub parent_id: Option<MessageId>,
     /// Start and completion times.
     #[serde(default)]
     pub time: AssistantMessageTime,
@@ -316,29 +318,31 @@ pub enum Message {
     Unknown {
         /// The `role` field.
         role: String,
+        /// The `id` field; empty when it is not a string.
+        id: MessageId,
+        /// The `sessionID` field; empty when it is not a string.
+        session_id: SessionId,
         /// The whole message object.
         raw: Value,
     },
 }
 
 impl Message {
-    /// The message id (`msg_...`), when it has one.
-    pub fn id(&self) -> &str {
+    /// The message id (`msg_...`); empty if the server sent none.
+    pub fn id(&self) -> &MessageId {
         match self {
             Message::User(m) => &m.id,
             Message::Assistant(m) => &m.id,
-            Message::Unknown { raw, .. } => raw.get("id").and_then(Value::as_str).unwrap_or(""),
+            Message::Unknown { id, .. } => id,
         }
     }
 
-    /// The session id.
-    pub fn session_id(&self) -> &str {
+    /// The session id; empty if the server sent none.
+    pub fn session_id(&self) -> &SessionId {
         match self {
             Message::User(m) => &m.session_id,
             Message::Assistant(m) => &m.session_id,
-            Message::Unknown { raw, .. } => {
-                raw.get("sessionID").and_then(Value::as_str).unwrap_or("")
-            }
+            Message::Unknown { session_id, .. } => session_id,
         }
     }
 
@@ -375,7 +379,12 @@ impl<'de> Deserialize<'de> for Message {
             Ok(match role.as_str() {
                 "user" => Message::User(typed(&raw)?),
                 "assistant" => Message::Assistant(typed(&raw)?),
-                _ => Message::Unknown { role, raw },
+                _ => Message::Unknown {
+                    role,
+                    id: raw_str(&raw, "id").into(),
+                    session_id: raw_str(&raw, "sessionID").into(),
+                    raw,
+                },
             })
         })
     }
@@ -413,10 +422,10 @@ pub struct TextPart {
     pub id: String,
     /// The session.
     #[serde(rename = "sessionID", default)]
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The message it belongs to.
     #[serde(rename = "messageID", default)]
-    pub message_id: String,
+    pub message_id: MessageId,
     /// The text (complete in a message; growing in `message.part.updated`).
     pub text: String,
     /// Added by opencode rather than written by the user or model.
@@ -437,10 +446,10 @@ pub struct ReasoningPart {
     pub id: String,
     /// The session.
     #[serde(rename = "sessionID", default)]
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The message it belongs to.
     #[serde(rename = "messageID", default)]
-    pub message_id: String,
+    pub message_id: MessageId,
     /// The reasoning text.
     #[serde(default)]
     pub text: String,
@@ -553,10 +562,10 @@ pub struct ToolPart {
     pub id: String,
     /// The session.
     #[serde(rename = "sessionID", default)]
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The message it belongs to.
     #[serde(rename = "messageID", default)]
-    pub message_id: String,
+    pub message_id: MessageId,
     /// The model's id of the call.
     #[serde(rename = "callID", default)]
     pub call_id: String,
@@ -574,10 +583,10 @@ pub struct StepStartPart {
     pub id: String,
     /// The session.
     #[serde(rename = "sessionID", default)]
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The message it belongs to.
     #[serde(rename = "messageID", default)]
-    pub message_id: String,
+    pub message_id: MessageId,
     /// The file snapshot taken at the start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<String>,
@@ -590,10 +599,10 @@ pub struct StepFinishPart {
     pub id: String,
     /// The session.
     #[serde(rename = "sessionID", default)]
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The message it belongs to.
     #[serde(rename = "messageID", default)]
-    pub message_id: String,
+    pub message_id: MessageId,
     /// The finish reason, e.g. `stop` or `tool-calls`.
     #[serde(default)]
     pub reason: String,
@@ -615,10 +624,10 @@ pub struct FilePart {
     pub id: String,
     /// The session.
     #[serde(rename = "sessionID", default)]
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The message it belongs to.
     #[serde(rename = "messageID", default)]
-    pub message_id: String,
+    pub message_id: MessageId,
     /// MIME type.
     #[serde(default)]
     pub mime: String,
@@ -652,6 +661,10 @@ pub enum Part {
     Unknown {
         /// The `type` field.
         kind: String,
+        /// The `sessionID` field; empty when it is not a string.
+        session_id: SessionId,
+        /// The `messageID` field; empty when it is not a string.
+        message_id: MessageId,
         /// The whole part object.
         raw: Value,
     },
@@ -685,7 +698,7 @@ impl Part {
     }
 
     /// The message it belongs to.
-    pub fn message_id(&self) -> &str {
+    pub fn message_id(&self) -> &MessageId {
         match self {
             Part::Text(p) => &p.message_id,
             Part::Reasoning(p) => &p.message_id,
@@ -693,12 +706,12 @@ impl Part {
             Part::StepStart(p) => &p.message_id,
             Part::StepFinish(p) => &p.message_id,
             Part::File(p) => &p.message_id,
-            Part::Unknown { raw, .. } => raw_str(raw, "messageID"),
+            Part::Unknown { message_id, .. } => message_id,
         }
     }
 
     /// The session it belongs to.
-    pub fn session_id(&self) -> &str {
+    pub fn session_id(&self) -> &SessionId {
         match self {
             Part::Text(p) => &p.session_id,
             Part::Reasoning(p) => &p.session_id,
@@ -706,7 +719,7 @@ impl Part {
             Part::StepStart(p) => &p.session_id,
             Part::StepFinish(p) => &p.session_id,
             Part::File(p) => &p.session_id,
-            Part::Unknown { raw, .. } => raw_str(raw, "sessionID"),
+            Part::Unknown { session_id, .. } => session_id,
         }
     }
 }
@@ -726,7 +739,12 @@ impl<'de> Deserialize<'de> for Part {
                 "step-start" => Part::StepStart(typed(&raw)?),
                 "step-finish" => Part::StepFinish(typed(&raw)?),
                 "file" => Part::File(typed(&raw)?),
-                _ => Part::Unknown { kind, raw },
+                _ => Part::Unknown {
+                    kind,
+                    session_id: raw_str(&raw, "sessionID").into(),
+                    message_id: raw_str(&raw, "messageID").into(),
+                    raw,
+                },
             })
         })
     }
@@ -777,6 +795,35 @@ impl PromptReply {
     /// The concatenated text parts that are neither synthetic nor ignored.
     pub fn text(&self) -> String {
         text_of(&self.parts)
+    }
+
+    /// Why the turn failed, when it did: the assistant message's `error`.
+    /// The server answers a failed turn (aborted, the provider refused, ...)
+    /// with 200 like a good one, so this is the only place it shows.
+    pub fn error(&self) -> Option<&MessageError> {
+        self.info.error.as_ref()
+    }
+
+    /// The reply when the turn succeeded, else [`Error::TurnFailed`] with
+    /// the assistant message's error.
+    ///
+    /// ```
+    /// use opencode_api::{Error, PromptReply};
+    /// let reply: PromptReply = serde_json::from_str(r#"{"info":{"id":"msg_2","sessionID":"ses_1",
+    ///     "error":{"name":"MessageAbortedError","data":{"message":"Aborted"}}},"parts":[]}"#)?;
+    /// let err = reply.into_result().unwrap_err();
+    /// assert!(matches!(&err, Error::TurnFailed { error, .. } if error.is_aborted()));
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
+    pub fn into_result(self) -> Result<PromptReply, Error> {
+        match self.info.error {
+            None => Ok(self),
+            Some(error) => Err(Error::TurnFailed {
+                session_id: self.info.session_id,
+                message_id: self.info.id,
+                error,
+            }),
+        }
     }
 }
 
@@ -929,10 +976,11 @@ mod tests {
         .unwrap();
         assert!(matches!(&parts[0], Part::Text(t) if t.text == "hi"));
         assert!(
-            matches!(&parts[1], Part::Unknown { kind, raw } if kind == "subtask" && raw["agent"] == "general")
+            matches!(&parts[1], Part::Unknown { kind, raw, .. } if kind == "subtask" && raw["agent"] == "general")
         );
         assert_eq!(parts[1].id(), "prt_2");
         assert_eq!(parts[1].message_id(), "msg_1");
+        assert_eq!(parts[1].session_id(), "ses_1");
         match &parts[2] {
             Part::Tool(t) => assert_eq!(t.state.status, ToolStatus::Other("queued".into())),
             other => panic!("{other:?}"),
@@ -941,7 +989,8 @@ mod tests {
         let message: Message =
             serde_json::from_value(json!({"id":"msg_9","sessionID":"ses_1","role":"system"}))
                 .unwrap();
-        assert_eq!((message.role(), message.id()), ("system", "msg_9"));
+        assert_eq!((message.role(), message.id().as_str()), ("system", "msg_9"));
+        assert_eq!(message.session_id(), "ses_1");
 
         let status: SessionStatus =
             serde_json::from_value(json!({"type":"paused","until":5})).unwrap();
@@ -994,5 +1043,69 @@ mod tests {
         let error = info.error.as_ref().unwrap();
         assert!(error.is_aborted() && info.is_completed());
         assert_eq!(error.to_string(), "MessageAbortedError: Aborted");
+    }
+
+    /// A blocking prompt's answer as the server sends it, with `error` set
+    /// when given.
+    fn reply_fixture(error: Option<Value>) -> PromptReply {
+        let mut info = json!({
+            "id":"msg_2","sessionID":"ses_1","role":"assistant","parentID":"msg_1",
+            "time":{"created":1,"completed":2},"modelID":"echo","providerID":"fake",
+            "mode":"build","agent":"build","cost":0,
+            "tokens":{"input":1,"output":2,"reasoning":0,"cache":{"read":0,"write":0}}
+        });
+        if let Some(error) = error {
+            info["error"] = error;
+        }
+        let text = json!({"info": info, "parts": [
+            {"id":"prt_1","sessionID":"ses_1","messageID":"msg_2","type":"text","text":"half an answer"}
+        ]})
+        .to_string();
+        decode::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn a_good_reply_has_no_error_and_is_ok() {
+        let reply = reply_fixture(None);
+        assert!(reply.error().is_none());
+        let ok = reply.clone().into_result().unwrap();
+        assert_eq!(ok, reply);
+        assert_eq!(ok.info.parent_id.as_ref().unwrap(), "msg_1");
+    }
+
+    #[test]
+    fn a_failed_reply_says_why_and_turns_into_an_error() {
+        let reply = reply_fixture(Some(json!({
+            "name":"APIError","data":{"message":"rate limited","statusCode":429,"isRetryable":true}
+        })));
+        let error = reply.error().expect("the error");
+        assert_eq!(
+            (error.name.as_str(), error.message()),
+            ("APIError", Some("rate limited"))
+        );
+        assert_eq!(reply.text(), "half an answer");
+        match reply.into_result() {
+            Err(Error::TurnFailed {
+                session_id,
+                message_id,
+                error,
+            }) => {
+                assert_eq!(
+                    (session_id.as_str(), message_id.as_str()),
+                    ("ses_1", "msg_2")
+                );
+                assert_eq!(error.data["statusCode"], 429);
+            }
+            other => panic!("{other:?}"),
+        }
+        let aborted = reply_fixture(Some(
+            json!({"name":"MessageAbortedError","data":{"message":"Aborted"}}),
+        ));
+        let message = aborted.into_result().unwrap_err().to_string();
+        assert!(
+            message.starts_with("session ses_1: the turn failed (assistant message msg_2): MessageAbortedError: Aborted"),
+            "{message}"
+        );
+        assert!(message.contains("abort call"), "{message}");
     }
 }
