@@ -1,3 +1,6 @@
+//! The server record (`server.json`): what ocm knows about a project's
+//! server, and its schema version.
+
 use std::fmt;
 use std::path::PathBuf;
 
