@@ -137,9 +137,9 @@ where
     let output = match rx.recv_timeout(OCM_DEADLINE) {
         Ok(output) => output.expect("wait for ocm"),
         Err(_) => {
-            // SAFETY: kill(2) on our own child, which has not been reaped
-            // (its waiter has not returned).
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            // Our own child, not reaped yet (its waiter has not returned),
+            // so the pid is still its.
+            e2e::send_signal(pid as libc::pid_t, libc::SIGKILL);
             let _ = waiter.join();
             panic!("ocm {args:?} did not finish within {OCM_DEADLINE:?}");
         }
@@ -215,11 +215,9 @@ impl Drop for ServerGuard {
     fn drop(&mut self) {
         if self.0.is_alive() {
             let pid = self.0.pid as libc::pid_t;
-            // SAFETY: kill(2) on a group we verified is still the server's.
-            unsafe {
-                libc::kill(-pid, libc::SIGKILL);
-                libc::kill(-pid, libc::SIGCONT);
-            }
+            // A group we verified is still the server's.
+            e2e::send_signal(-pid, libc::SIGKILL);
+            e2e::send_signal(-pid, libc::SIGCONT);
         }
     }
 }
@@ -285,8 +283,8 @@ impl Follower {
 
     /// Ctrl-C: ends it with SIGINT; returns how it ended.
     fn interrupt(mut self) -> std::process::ExitStatus {
-        // SAFETY: kill(2) on our own child, not yet reaped.
-        unsafe { libc::kill(self.child.0.id() as libc::pid_t, libc::SIGINT) };
+        // Our own child, not yet reaped.
+        e2e::send_signal(self.child.0.id() as libc::pid_t, libc::SIGINT);
         let status = self.child.0.wait().expect("wait for ocm logs -f");
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
@@ -316,17 +314,11 @@ fn pid_of(value: &Value) -> u32 {
         .unwrap_or_else(|| panic!("no pid in {value}")) as u32
 }
 
-/// The fields every JSON object that reports on a project carries.
-const COMMON_KEYS: [&str; 8] = [
-    "project",
-    "url",
-    "port",
-    "pid",
-    "status",
-    "healthy",
-    "startedAt",
-    "logPath",
-];
+/// The keys the README promises in JSON output: the list ocm's own tests
+/// and the tidy check use, not a copy of it.
+#[path = "../../crates/ocm/src/json_keys.rs"]
+mod json_keys;
+use json_keys::{COMMON_KEYS, EXTRA_KEYS};
 
 /// Asserts that `value` reports on `project` with all of [`COMMON_KEYS`].
 fn assert_reports_on(value: &Value, project: &str) {
@@ -334,6 +326,21 @@ fn assert_reports_on(value: &Value, project: &str) {
         assert!(value.get(key).is_some(), "{key} missing: {value}");
     }
     assert_eq!(value["project"], project, "{value}");
+}
+
+/// Asserts that `value`, the `--json` output of `command`, has the keys
+/// [`EXTRA_KEYS`] promises for it.
+fn assert_extra_keys(command: &str, value: &Value) {
+    let (_, keys) = EXTRA_KEYS
+        .iter()
+        .find(|(name, _)| *name == command)
+        .unwrap_or_else(|| panic!("EXTRA_KEYS has no row for {command}"));
+    for key in *keys {
+        assert!(
+            value.get(key).is_some(),
+            "{command}: {key} missing: {value}"
+        );
+    }
 }
 
 fn identity(pid: u32) -> ProcessIdentity {
@@ -401,6 +408,7 @@ fn up_reuses_the_server_and_everyday_commands_work() {
     // deterministic port and the hash.
     let port_json = ocm(&bed, ["port", p, "--json"]).ok().json();
     assert_reports_on(&port_json, p);
+    assert_extra_keys("port", &port_json);
     assert_eq!(port_json["status"], "running", "{port_json}");
     assert_eq!(port_json["port"], port, "{port_json}");
     assert_eq!(port_json["projectPort"], project_port, "{port_json}");
@@ -432,6 +440,7 @@ fn up_reuses_the_server_and_everyday_commands_work() {
     assert_eq!(one.stdout.lines().count(), 1, "{one:#?}");
     let logs_json = ocm(&bed, ["logs", p, "--json"]).ok().json();
     assert_reports_on(&logs_json, p);
+    assert_extra_keys("logs", &logs_json);
     assert_eq!(logs_json["status"], "running", "{logs_json}");
     assert_eq!(pid_of(&logs_json), pid);
     assert!(
@@ -478,6 +487,7 @@ fn up_reuses_the_server_and_everyday_commands_work() {
     .dir;
     assert!(state.is_dir());
     let gc = ocm(&bed, ["gc", "--json"]).ok().json();
+    assert_extra_keys("gc", &gc);
     let removed = gc["removed"]
         .as_array()
         .and_then(|r| r.iter().find(|e| e["stateDir"] == path_str(&state)))
@@ -639,8 +649,8 @@ fn dead_and_hung_servers_are_replaced() {
     let first_identity = identity(first);
     // Someone follows the log meanwhile.
     let follower = Follower::start(&bed, &project);
-    // SAFETY: kill(2) on the server this test just started (verified alive).
-    unsafe { libc::kill(first as libc::pid_t, libc::SIGKILL) };
+    // The server this test just started (verified alive).
+    e2e::send_signal(first as libc::pid_t, libc::SIGKILL);
     poll_until(Duration::from_secs(10), "the killed server to die", || {
         (!first_identity.is_alive()).then_some(())
     });
@@ -664,8 +674,8 @@ fn dead_and_hung_servers_are_replaced() {
 
     // Stopped with SIGSTOP: the port is open but nothing answers.
     let hung = ServerGuard(identity(second));
-    // SAFETY: kill(2) on the group of the server this test started.
-    unsafe { libc::kill(-(second as libc::pid_t), libc::SIGSTOP) };
+    // The group of the server this test started.
+    e2e::send_signal(-(second as libc::pid_t), libc::SIGSTOP);
     poll_until(Duration::from_secs(10), "the server to be stopped", || {
         matches!(proc_state(second), Some(('T', _))).then_some(())
     });

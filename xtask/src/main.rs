@@ -6,6 +6,9 @@
 //!   end-to-end against the real opencode), rustdoc, and no stray processes.
 //! - `demo`: ocm's main job end to end on a scratch project.
 //! - `bench`: the speed and memory figures (see `bench.rs`).
+//!
+//! The tidy checks of the source tree (`tidy.rs`) are tests, run by
+//! `cargo test --workspace` and so by `ci`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, ExitStatus};
@@ -13,6 +16,8 @@ use std::time::{Duration, Instant};
 
 mod bench;
 mod demo;
+#[cfg(test)]
+mod tidy;
 
 const USAGE: &str = "usage: cargo xtask <command>
 

@@ -479,16 +479,7 @@ mod tests {
         assert_eq!(value["status"], "stopped");
     }
 
-    const COMMON_KEYS: [&str; 8] = [
-        "project",
-        "url",
-        "port",
-        "pid",
-        "status",
-        "healthy",
-        "startedAt",
-        "logPath",
-    ];
+    use crate::json_keys::COMMON_KEYS;
 
     fn assert_common_keys(value: &Value) {
         for key in COMMON_KEYS {

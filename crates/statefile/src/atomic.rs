@@ -1,3 +1,6 @@
+//! Atomic writes: a temp file, fsync, rename and fsync of the folder, so a
+//! reader or a crash sees the old content or the new, never a mix.
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

@@ -1,3 +1,5 @@
+//! The crate's one error type.
+
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -1,3 +1,6 @@
+//! Advisory locks on a project's lock file, with a deadline, that follow the
+//! file when it is replaced while a waiter waits.
+
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::ErrorKind;
 use std::os::unix::fs::OpenOptionsExt;

@@ -1,3 +1,6 @@
+//! Where state lives: the state root, each project's folder and files, and
+//! creating folders with the right mode.
+
 use std::ffi::OsString;
 use std::fs::{self, DirBuilder};
 use std::io::ErrorKind;

@@ -1,3 +1,7 @@
+//! Reading JSON state files with a size bound, telling a missing, empty,
+//! corrupt or wrong-shaped file apart, and moving an unusable one aside
+//! instead of deleting it.
+
 use std::ffi::{CString, OsString};
 use std::fs::{self, File};
 use std::io::{ErrorKind, Read};

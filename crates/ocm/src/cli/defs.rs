@@ -1,0 +1,593 @@
+//! The command and option tables: every command and option of `ocm`, once.
+//!
+//! As in ripgrep's flag definitions, one row holds everything about one
+//! command or option: its names, its help, and how it is parsed (a plain
+//! `fn` that stores an option's value in [`Parsed`], and for a command one
+//! that builds its [`Command`]). The parser (`cli.rs`) and the help texts
+//! (`help.rs`) only read these tables, so they cannot disagree.
+//!
+//! Adding a command: its [`Name`] and [`Command`] variants (cli.rs), a row
+//! in [`COMMANDS`] with a `build` step, and, for options of its own, a
+//! [`Group`], its rows in [`OPTIONS`] and the [`Parsed`] fields they fill.
+//! A subcommand is a row whose `word` has two words (`"session ls"`).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use manager::PortPolicy;
+
+use super::{
+    Action, Cli, Command, DEFAULT_LOG_LINES, Name, StartOptions, check_once, parse_port,
+    parse_port_policy, parse_timeout,
+};
+
+/// One command: everything the parser and the help texts need.
+#[derive(Debug)]
+pub(crate) struct CommandDef {
+    pub name: Name,
+    /// The canonical spelling; two words for a subcommand (`"session ls"`).
+    pub word: &'static str,
+    /// Other spellings that run it.
+    pub aliases: &'static [&'static str],
+    /// Its line in `ocm --help`.
+    pub summary: &'static str,
+    /// Its `ocm COMMAND --help` text, wrapped when printed; a blank line
+    /// separates paragraphs.
+    pub help: &'static str,
+    /// Whether it takes the optional project folder `DIR` (before any
+    /// operands).
+    pub dir: bool,
+    /// Required positional values after `DIR`, by their usage names.
+    pub operands: &'static [&'static str],
+    /// What follows `--`, all of it taken as is (`exec`'s `CMD [ARGS...]`).
+    pub rest: Option<&'static str>,
+    /// The option groups it takes besides [`GLOBAL`].
+    pub groups: &'static [&'static Group],
+    /// Makes the [`Command`] from what was parsed; `Err` is a usage error.
+    pub build: fn(Parsed) -> Result<Command, String>,
+}
+
+impl CommandDef {
+    /// Its word and its aliases.
+    pub fn spellings(&self) -> impl Iterator<Item = &'static str> {
+        std::iter::once(self.word).chain(self.aliases.iter().copied())
+    }
+
+    /// Whether it takes `option`: global options and its groups'.
+    pub fn accepts(&self, option: &OptionDef) -> bool {
+        option.group.id == GLOBAL.id || self.groups.iter().any(|g| g.id == option.group.id)
+    }
+}
+
+/// Options that go together in help texts and in command rows.
+#[derive(Debug)]
+pub(crate) struct Group {
+    /// What rows compare (a `&'static Group` is not one address).
+    pub id: &'static str,
+    /// The heading of its section in help texts.
+    pub heading: &'static str,
+    /// Its stand-in in a usage line (`[START OPTIONS]`); `None`: each
+    /// option is listed there.
+    pub usage: Option<&'static str>,
+    /// What one of its options is called when a command that does not take
+    /// it is given it ("--port is a start option: ...").
+    pub noun: Option<&'static str>,
+    /// Whether `ocm --help` shows its section (else only its commands' help).
+    pub in_overview: bool,
+}
+
+/// One option.
+#[derive(Debug)]
+pub(crate) struct OptionDef {
+    pub long: &'static str,
+    pub short: Option<char>,
+    /// Other long spellings, kept working for those who type them.
+    pub aliases: &'static [&'static str],
+    pub kind: Kind,
+    /// Its help line(s), wrapped when printed.
+    pub help: &'static str,
+    pub group: &'static Group,
+}
+
+/// Whether an option takes a value, and where it goes.
+#[derive(Debug)]
+pub(crate) enum Kind {
+    Switch(fn(&mut Parsed)),
+    Value {
+        /// Its name in help texts (`--port N`).
+        name: &'static str,
+        /// Checks and stores it; `Err` is the usage error's message.
+        store: fn(&mut Parsed, OsString) -> Result<(), String>,
+    },
+}
+
+/// Everything the command line said, filled by the option rows and the
+/// parser, read by the commands' `build` steps.
+#[derive(Debug, Default)]
+pub(crate) struct Parsed {
+    pub json: bool,
+    pub quiet: bool,
+    pub state_dir: Option<PathBuf>,
+    pub help: bool,
+    pub version: bool,
+    pub dir: Option<PathBuf>,
+    /// The values after `DIR` (as many as the row's `operands`).
+    pub operands: Vec<OsString>,
+    /// Everything after `--`, when the command takes it and it was given.
+    pub rest: Option<Vec<OsString>>,
+    pub start: StartOptions,
+    /// Which of `--port`/`--port-policy` was given, to refuse a second.
+    pub port_given: Option<&'static str>,
+    pub lines: Option<usize>,
+    pub follow: bool,
+}
+
+impl Parsed {
+    /// Help or version, when asked for: they win over anything after them.
+    pub fn early_action(&self, command: Option<Name>) -> Option<Action> {
+        if self.help {
+            Some(Action::Help(command))
+        } else if self.version {
+            Some(Action::Version)
+        } else {
+            None
+        }
+    }
+
+    /// The global options, with a placeholder action.
+    pub fn cli_fields(&mut self) -> Cli {
+        Cli {
+            json: self.json,
+            quiet: self.quiet,
+            state_dir: self.state_dir.take(),
+            action: Action::Help(None),
+        }
+    }
+
+    pub fn into_cli(mut self, action: Action) -> Cli {
+        Cli {
+            action,
+            ..self.cli_fields()
+        }
+    }
+}
+
+/// Finds the command `first` names; for a command with subcommands, the
+/// next word (`next_word`) picks one.
+pub(crate) fn lookup<'t>(
+    table: &'t [CommandDef],
+    first: &str,
+    next_word: &mut dyn FnMut() -> Option<String>,
+) -> Result<&'t CommandDef, String> {
+    let head = |spelling: &'static str| spelling.split(' ').next().unwrap_or(spelling);
+    if let Some(def) = table.iter().find(|d| d.spellings().any(|s| s == first)) {
+        return Ok(def);
+    }
+    let subcommands: Vec<&str> = table
+        .iter()
+        .flat_map(|d| d.spellings())
+        .filter_map(|s| s.strip_prefix(first)?.strip_prefix(' '))
+        .collect();
+    if subcommands.is_empty() {
+        let mut heads: Vec<&str> = table.iter().map(|d| head(d.word)).collect();
+        heads.dedup();
+        return Err(format!(
+            "unknown command '{first}' (commands: {})",
+            heads.join(", ")
+        ));
+    }
+    let Some(sub) = next_word() else {
+        return Err(format!(
+            "{first} needs a subcommand: {}",
+            subcommands.join(", ")
+        ));
+    };
+    let wanted = format!("{first} {sub}");
+    table
+        .iter()
+        .find(|d| d.spellings().any(|s| s == wanted))
+        .ok_or_else(|| {
+            format!(
+                "unknown subcommand '{sub}' of {first} (subcommands: {})",
+                subcommands.join(", ")
+            )
+        })
+}
+
+/// Options every command takes, before or after its name.
+pub(crate) const GLOBAL: Group = Group {
+    id: "global",
+    heading: "Global options",
+    usage: None,
+    noun: None,
+    in_overview: true,
+};
+
+/// How `up`, `restart` and `exec` start a server.
+pub(crate) const START: Group = Group {
+    id: "start",
+    heading: "Start options",
+    usage: Some("START OPTIONS"),
+    noun: Some("a start option"),
+    in_overview: true,
+};
+
+/// `ocm logs`'s own options.
+pub(crate) const LOGS: Group = Group {
+    id: "logs",
+    heading: "Options",
+    usage: None,
+    noun: None,
+    in_overview: false,
+};
+
+/// Every option; within a group, in the order help texts list them.
+pub(crate) const OPTIONS: &[OptionDef] = &[
+    OptionDef {
+        long: "json",
+        short: None,
+        aliases: &[],
+        kind: Kind::Switch(|p| p.json = true),
+        help: "Print one JSON object on stdout (an array for ls)",
+        group: &GLOBAL,
+    },
+    OptionDef {
+        long: "quiet",
+        short: Some('q'),
+        aliases: &[],
+        kind: Kind::Switch(|p| p.quiet = true),
+        help: "No progress and no notes on stderr",
+        group: &GLOBAL,
+    },
+    OptionDef {
+        long: "state-dir",
+        short: None,
+        aliases: &[],
+        kind: Kind::Value {
+            name: "DIR",
+            store: |p, value| {
+                if value.is_empty() {
+                    return Err("--state-dir must not be empty".into());
+                }
+                p.state_dir = Some(PathBuf::from(value));
+                Ok(())
+            },
+        },
+        help: "Where ocm keeps its state (default $OCM_STATE_DIR, else \
+               $XDG_STATE_HOME/ocm, else ~/.local/state/ocm)",
+        group: &GLOBAL,
+    },
+    OptionDef {
+        long: "help",
+        short: Some('h'),
+        aliases: &[],
+        kind: Kind::Switch(|p| p.help = true),
+        help: "Show help (also after a command: ocm up --help)",
+        group: &GLOBAL,
+    },
+    OptionDef {
+        long: "version",
+        short: Some('V'),
+        aliases: &[],
+        kind: Kind::Switch(|p| p.version = true),
+        help: "Show the version",
+        group: &GLOBAL,
+    },
+    OptionDef {
+        long: "port",
+        short: None,
+        aliases: &[],
+        kind: Kind::Value {
+            name: "N",
+            store: |p, value| {
+                check_once(&mut p.port_given, "--port")?;
+                let port =
+                    parse_port(&value.to_string_lossy()).map_err(|m| format!("--port: {m}"))?;
+                p.start.port_policy = Some(PortPolicy::Fixed(port));
+                Ok(())
+            },
+        },
+        help: "Use exactly port N (fails when it is taken)",
+        group: &START,
+    },
+    OptionDef {
+        long: "port-policy",
+        short: None,
+        aliases: &[],
+        kind: Kind::Value {
+            name: "P",
+            store: |p, value| {
+                check_once(&mut p.port_given, "--port-policy")?;
+                let policy = parse_port_policy(&value.to_string_lossy())
+                    .map_err(|m| format!("--port-policy: {m}"))?;
+                p.start.port_policy = Some(policy);
+                Ok(())
+            },
+        },
+        help: "project: the project's port, else the next free one in \
+               28000-28999 (default); auto: opencode picks; fixed:N; \
+               range:A-B: the first free port of A-B",
+        group: &START,
+    },
+    OptionDef {
+        long: "hostname",
+        short: None,
+        aliases: &["host"],
+        kind: Kind::Value {
+            name: "HOST",
+            store: |p, value| {
+                // `[::1]` as in a URL: opencode wants the bare address.
+                let host = value
+                    .to_string_lossy()
+                    .trim()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string();
+                if host.is_empty() {
+                    return Err("--hostname must not be empty".into());
+                }
+                p.start.hostname = Some(host);
+                Ok(())
+            },
+        },
+        help: "Address to bind (default 127.0.0.1; any other address needs a \
+               password)",
+        group: &START,
+    },
+    OptionDef {
+        long: "password-generate",
+        short: None,
+        aliases: &[],
+        kind: Kind::Switch(|p| p.start.password_generate = true),
+        help: "Protect the server with a generated password, kept in the \
+               project's state folder (mode 0600)",
+        group: &START,
+    },
+    OptionDef {
+        long: "timeout",
+        short: None,
+        aliases: &[],
+        kind: Kind::Value {
+            name: "SECS",
+            store: |p, value| {
+                let timeout = parse_timeout(&value.to_string_lossy())
+                    .map_err(|m| format!("--timeout: {m}"))?;
+                p.start.timeout = Some(timeout);
+                Ok(())
+            },
+        },
+        help: "Start-up timeout per attempt (default 30)",
+        group: &START,
+    },
+    OptionDef {
+        long: "lines",
+        short: Some('n'),
+        aliases: &[],
+        kind: Kind::Value {
+            name: "N",
+            store: |p, value| {
+                let text = value.to_string_lossy();
+                let lines = text.trim().parse().map_err(|_| {
+                    format!("-n: '{text}' is not a number of lines (a whole number >= 0)")
+                })?;
+                p.lines = Some(lines);
+                Ok(())
+            },
+        },
+        help: "How many lines (default 50)",
+        group: &LOGS,
+    },
+    OptionDef {
+        long: "follow",
+        short: Some('f'),
+        aliases: &[],
+        kind: Kind::Switch(|p| p.follow = true),
+        help: "Keep printing what is appended (across rotation) until Ctrl-C",
+        group: &LOGS,
+    },
+];
+
+/// Every command, in the order `ocm --help` lists them.
+pub(crate) const COMMANDS: &[CommandDef] = &[
+    CommandDef {
+        name: Name::Up,
+        word: "up",
+        aliases: &["start"],
+        summary: "Start the project's server, or reuse the healthy one",
+        help: "Starts the project's OpenCode server, or reuses it when the recorded one \
+               is alive and healthy. A dead, hung or foreign process in the record, a \
+               corrupt record or a taken port is repaired on the way (said on stderr). \
+               Any number of `ocm up` at once get one server.\n\n\
+               Prints one line: `ready at URL (pid N) in 1.31 s`, or `running at URL \
+               (pid N), up 5m` for a reused server. Exit 4 when it fails to start, 2 \
+               when the folder does not exist.",
+        dir: true,
+        operands: &[],
+        rest: None,
+        groups: &[&START],
+        build: |p| {
+            Ok(Command::Up {
+                dir: p.dir,
+                start: p.start,
+            })
+        },
+    },
+    CommandDef {
+        name: Name::Down,
+        word: "down",
+        aliases: &["stop"],
+        summary: "Stop the project's server",
+        help: "Stops the project's server: SIGTERM to its process group, SIGKILL after \
+               5 s. A stopped project is fine (exit 0, says it was not running). A \
+               recorded pid that is not this project's server is never signalled.",
+        dir: true,
+        operands: &[],
+        rest: None,
+        groups: &[],
+        build: |p| Ok(Command::Down { dir: p.dir }),
+    },
+    CommandDef {
+        name: Name::Restart,
+        word: "restart",
+        aliases: &[],
+        summary: "Stop the project's server and start a fresh one",
+        help: "Stops the project's server (if any) and starts a fresh one.",
+        dir: true,
+        operands: &[],
+        rest: None,
+        groups: &[&START],
+        build: |p| {
+            Ok(Command::Restart {
+                dir: p.dir,
+                start: p.start,
+            })
+        },
+    },
+    CommandDef {
+        name: Name::Status,
+        word: "status",
+        aliases: &[],
+        summary: "Show the server (never starts one; exit 3 unless running)",
+        help: "Shows the project's server: status (running, stopped, unhealthy, dead), \
+               URL, pid, uptime, memory, version and log. Never starts anything. Exit 0 \
+               when it is running and healthy, 3 otherwise (also when the folder does \
+               not exist and ocm has no server recorded for it; a server whose folder \
+               was deleted is shown, with a note).",
+        dir: true,
+        operands: &[],
+        rest: None,
+        groups: &[],
+        build: |p| Ok(Command::Status { dir: p.dir }),
+    },
+    CommandDef {
+        name: Name::Ls,
+        word: "ls",
+        aliases: &["list"],
+        summary: "List every project ocm knows, with live status",
+        help: "Lists every project recorded in the state folder, with a live health \
+               check.",
+        dir: false,
+        operands: &[],
+        rest: None,
+        groups: &[],
+        build: |_| Ok(Command::Ls),
+    },
+    CommandDef {
+        name: Name::Logs,
+        word: "logs",
+        aliases: &["log"],
+        summary: "Print the end of the server log (-n N, -f to follow)",
+        help: "Prints the last lines of the server log (the server's stdout and \
+               stderr). With --json: the project's status (as `ocm status --json`) \
+               plus `lines`.",
+        dir: true,
+        operands: &[],
+        rest: None,
+        groups: &[&LOGS],
+        build: |p| {
+            if p.follow && p.json {
+                return Err("--json cannot be combined with --follow".into());
+            }
+            Ok(Command::Logs {
+                dir: p.dir,
+                lines: p.lines.unwrap_or(DEFAULT_LOG_LINES),
+                follow: p.follow,
+            })
+        },
+    },
+    CommandDef {
+        name: Name::Port,
+        word: "port",
+        aliases: &[],
+        summary: "Print the project's deterministic port",
+        help: "Prints the project's deterministic port: 28000 + md5(absolute path) % \
+               1000, the port `ocm up` tries first. `ocm status` shows the port \
+               actually in use.\n\n\
+               With --json: the project's status as `ocm status --json` prints it \
+               (there, as everywhere, `port` is the port the server listens on, null \
+               when none runs), with `projectPort` (the deterministic port printed \
+               without --json) and `projectHash`.",
+        dir: true,
+        operands: &[],
+        rest: None,
+        groups: &[],
+        build: |p| Ok(Command::Port { dir: p.dir }),
+    },
+    CommandDef {
+        name: Name::Url,
+        word: "url",
+        aliases: &[],
+        summary: "Print the server's URL (never starts one; exit 3 unless running)",
+        help: "Prints the URL of the project's running server. Never starts anything: \
+               exit 3 when it is not running (or not healthy), or when the folder does \
+               not exist and ocm has no server recorded for it.",
+        dir: true,
+        operands: &[],
+        rest: None,
+        groups: &[],
+        build: |p| Ok(Command::Url { dir: p.dir }),
+    },
+    CommandDef {
+        name: Name::Exec,
+        word: "exec",
+        aliases: &[],
+        summary: "Run CMD with OPENCODE_SERVER set (starts the server if needed)",
+        help: "Makes sure the project's server is up, then runs CMD with \
+               OPENCODE_SERVER=<url> (and OPENCODE_SERVER_USERNAME/PASSWORD when the \
+               server has a password) in its environment, in the current folder. Exits \
+               with CMD's exit status; 127 when CMD is not found, 126 when it cannot be \
+               run, 4 when the server fails to start.",
+        dir: true,
+        operands: &[],
+        rest: Some("CMD [ARGS...]"),
+        groups: &[&START],
+        build: |p| {
+            let mut words = p
+                .rest
+                .ok_or("no command given: ocm exec [DIR] -- CMD [ARGS...]")?
+                .into_iter();
+            let program = words
+                .next()
+                .filter(|program| !program.is_empty())
+                .ok_or("no command after `--`")?;
+            Ok(Command::Exec {
+                dir: p.dir,
+                start: p.start,
+                program,
+                args: words.collect(),
+            })
+        },
+    },
+    CommandDef {
+        name: Name::Gc,
+        word: "gc",
+        aliases: &[],
+        summary: "Remove the state of stopped projects, stop unrecorded servers",
+        help: "Removes the state folders of projects whose server is not running, stops \
+               servers ocm started that have no record any more, and reports running \
+               servers whose project folder is gone (they are left running) and records \
+               it cannot read (left alone).\n\n\
+               With --json: {removed, projectGone, orphansStopped, busy, unreadable}; \
+               each project in them is a status object (as `ocm status --json`, as it \
+               was before gc ran) with its `stateDir` (and, in unreadable, \
+               `recordPath`).",
+        dir: false,
+        operands: &[],
+        rest: None,
+        groups: &[],
+        build: |_| Ok(Command::Gc),
+    },
+    CommandDef {
+        name: Name::Destroy,
+        word: "destroy",
+        aliases: &[],
+        summary: "Stop the server and delete the project's state and logs",
+        help: "Stops the project's server and deletes its state folder (record, lock, \
+               logs).",
+        dir: true,
+        operands: &[],
+        rest: None,
+        groups: &[],
+        build: |p| Ok(Command::Destroy { dir: p.dir }),
+    },
+];
