@@ -872,7 +872,7 @@ impl Manager {
                 .position(|c| c.pid() == pid)
                 .map(|index| children.swap_remove(index))
         };
-        let Some(mut child) = child else {
+        let Some(child) = child else {
             return procutil::terminate(identity, grace)
                 .ok()
                 .map(|how| describe_termination(how).to_string());
@@ -1645,7 +1645,7 @@ mod tests {
         let hash = portmap::project_hash(&project).unwrap();
         // What a tool run by the server could do: setsid, inheriting the
         // server's markers.
-        let mut tool = procutil::spawn_detached(
+        let tool = procutil::spawn_detached(
             &procutil::SpawnSpec::new("sleep")
                 .arg("300")
                 .env(PROJECT_HASH_VAR, &hash)
