@@ -47,6 +47,7 @@ pub use config::{
 };
 pub use error::Error;
 pub use procutil::Termination as StopKind;
+pub use procutil::{signals, watch};
 pub use scan::{PROJECT_HASH_VAR, STATE_ROOT_VAR};
 
 /// The user name opencode expects with a password.

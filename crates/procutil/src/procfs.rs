@@ -1,4 +1,4 @@
-//! Reading /proc, the only place in ocm that does: process identity and
+//! Reading /proc (the one place in ocm meant to): process identity and
 //! state, command line, memory, environment, sessions, the list of
 //! processes and the holder of a listening port.
 
