@@ -325,35 +325,27 @@ pub fn kill_marked_processes(test_id: &str) -> usize {
 /// SIGKILLs `pid` (and its group, when it leads one) if it still carries
 /// `marker` once a pidfd pins it.
 fn kill_if_marked(pid: u32, marker: &str) {
-    // SAFETY: pidfd_open returns a new fd or -1.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if pidfd < 0 {
+    let Ok(Some(pidfd)) = procutil::Pidfd::open(pid) else {
         return;
-    }
-    // SAFETY: the fd was just created and is owned here.
-    let pidfd =
-        unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pidfd as i32) };
+    };
+    // Read after the pin: if the pid was reused before it, this reads the
+    // new process, which is then the one pinned.
     let still_marked = std::fs::read(format!("/proc/{pid}/environ"))
         .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == marker.as_bytes()));
     if !still_marked {
         return;
     }
-    use std::os::fd::AsRawFd;
-    // SAFETY: signalling through a pidfd we own; the pid cannot have been
-    // reused since the pidfd was opened.
+    // SAFETY: plain system calls with integer arguments. The group is
+    // signalled right after its marked leader was seen leading it, and never
+    // when it is our own group.
     unsafe {
         let leads_group = libc::getpgid(pid as libc::pid_t) == pid as libc::pid_t;
         if leads_group && pid as libc::pid_t != libc::getpgrp() {
             libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
         }
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            libc::SIGKILL,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        );
     }
+    // Through the pidfd: never reaches a process that got the pid since.
+    let _ = pidfd.send_signal(libc::SIGKILL);
 }
 
 /// Reaps `pid` if it is an exited child of this process.

@@ -47,7 +47,7 @@ impl Manager {
                 .position(|c| c.pid() == pid)
                 .map(|index| children.swap_remove(index))
         };
-        let Some(mut child) = child else {
+        let Some(child) = child else {
             return (None, procutil::terminate(identity, grace).ok());
         };
         if let Ok(Some(status)) = child.try_wait() {

@@ -27,6 +27,8 @@
 //! servers (and orphans of them) and never signals a process that is not
 //! one of them.
 
+#![forbid(unsafe_code)]
+
 mod children;
 mod cleanup;
 mod config;
@@ -49,9 +51,10 @@ mod stop;
 
 pub use config::{Config, PasswordPolicy, PortPolicy, is_loopback};
 pub use error::{Error, PortHolder};
+pub use logs::tail as log_tail;
 pub use manager::Manager;
 pub use opencode::{OPENCODE_VERSION, find_opencode, opencode_cache_dir, opencode_in_prefix};
-pub use procutil::{ExitStatus, Termination, Termination as StopKind};
+pub use procutil::{ExitStatus, Termination, Termination as StopKind, cmdline, signals, watch};
 pub use progress::{Progress, Repair, StartFailure};
 pub use project::{Project, project};
 pub use record::{Desired, RecordStatus, SCHEMA_VERSION, ServerRecord, read_record};

@@ -3,15 +3,21 @@
 //! The server writes to its log file (not a pipe: a pipe would die with the
 //! ocm process that started it, and the server with it on its next write).
 //! The kernel tells when the file grows (inotify) and when the child exits
-//! (a pidfd), so the wait sleeps in poll(2) until one of them happens.
+//! (a pidfd), so the wait sleeps in one `procutil::watch` poll until one of
+//! them happens.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use portmap::ListeningAddr;
+use procutil::Pidfd;
+use procutil::watch::Watch;
 
 use crate::logs;
+
+/// How often to look again when the kernel cannot tell about the log or
+/// the child (no inotify watch or no pidfd to be had).
+const FALLBACK_PACE: Duration = Duration::from_millis(10);
 
 /// How a wait for the listening line ended.
 #[derive(Debug)]
@@ -25,9 +31,15 @@ pub enum ListenOutcome {
 }
 
 /// Waits until the log, read from `offset`, holds the listening line, the
-/// process `pid` exits, or `deadline` passes.
+/// process `pid` (our own unreaped child, so its pid is its own) exits, or
+/// `deadline` passes.
 pub fn wait_for_listening(log: &Path, offset: u64, pid: u32, deadline: Instant) -> ListenOutcome {
-    let watch = Watch::new(log, pid);
+    let mut watch = Watch::new();
+    let log_watched = watch.add_file(log).is_ok();
+    let pidfd = Pidfd::open(pid).ok().flatten();
+    let exit_watched = pidfd
+        .as_ref()
+        .is_some_and(|pidfd| watch.add_pidfd(pidfd).is_ok());
     let mut scanned = offset;
     let mut pending = String::new();
     loop {
@@ -43,7 +55,7 @@ pub fn wait_for_listening(log: &Path, offset: u64, pid: u32, deadline: Instant) 
                 }
             }
         }
-        if !is_running(pid) {
+        if has_exited(pid, pidfd.as_ref()) {
             // One last look: the line may have been written just before exit.
             if let Some(addr) = portmap::parse_listening_line(pending.trim_end()) {
                 return ListenOutcome::Listening(addr);
@@ -54,90 +66,29 @@ pub fn wait_for_listening(log: &Path, offset: u64, pid: u32, deadline: Instant) 
         if now >= deadline {
             return ListenOutcome::TimedOut;
         }
-        watch.wait(deadline - now);
-    }
-}
-
-/// True while `pid` exists and is not a zombie.
-fn is_running(pid: u32) -> bool {
-    procutil::ProcessIdentity::of(pid).is_ok()
-}
-
-/// An inotify watch on the log plus a pidfd on the child; either may be
-/// missing (old kernels), in which case waits fall back to short sleeps.
-struct Watch {
-    inotify: Option<OwnedFd>,
-    pidfd: Option<OwnedFd>,
-}
-
-impl Watch {
-    fn new(log: &Path, pid: u32) -> Watch {
-        Watch {
-            inotify: inotify_on(log),
-            pidfd: pidfd_open(pid),
-        }
-    }
-
-    /// Sleeps until the log changes, the child exits, or `timeout` passes.
-    fn wait(&self, timeout: Duration) {
-        let mut fds = Vec::with_capacity(2);
-        for fd in [&self.inotify, &self.pidfd].into_iter().flatten() {
-            fds.push(libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-        }
         // Without both sources, wake often enough to notice the other.
-        let cap = if fds.len() == 2 {
-            timeout
+        let until = if log_watched && exit_watched {
+            deadline
         } else {
-            Duration::from_millis(10)
+            deadline.min(now + FALLBACK_PACE)
         };
-        let millis = timeout.min(cap).as_millis().clamp(1, i32::MAX as u128) as i32;
-        if fds.is_empty() {
-            std::thread::sleep(Duration::from_millis(millis as u64));
-            return;
-        }
-        // SAFETY: `fds` is a valid array of pollfd for the call's duration.
-        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
-        if let Some(inotify) = &self.inotify {
-            // Drain the events; only the wake-up matters.
-            let mut buf = [0u8; 4096];
-            // SAFETY: reading into a local buffer from a non-blocking fd.
-            while unsafe { libc::read(inotify.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0
-            {
+        match watch.wait(until) {
+            // Whatever it was, look at the log and the child again; the
+            // events themselves are not needed.
+            Ok(_) => {
+                let _ = watch.drain();
             }
+            Err(_) => std::thread::sleep(FALLBACK_PACE.min(until.saturating_duration_since(now))),
         }
     }
 }
 
-fn inotify_on(path: &Path) -> Option<OwnedFd> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: plain syscalls; the fd is owned right after creation.
-    unsafe {
-        let fd = libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK);
-        if fd < 0 {
-            return None;
-        }
-        let owned = OwnedFd::from_raw_fd(fd);
-        let mask = libc::IN_MODIFY | libc::IN_CLOSE_WRITE;
-        if libc::inotify_add_watch(fd, c_path.as_ptr(), mask) < 0 {
-            return None;
-        }
-        Some(owned)
+/// True once the child has exited (a zombie counts).
+fn has_exited(pid: u32, pidfd: Option<&Pidfd>) -> bool {
+    match pidfd.map(Pidfd::is_exited) {
+        Some(Ok(exited)) => exited,
+        _ => procutil::ProcessIdentity::of(pid).is_err(),
     }
-}
-
-fn pidfd_open(pid: u32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open(2) returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: the fd was just created and is owned by nobody else.
-    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The server log: rotation at start, reading what one start wrote, tails.
+//! The server log: rotation at start, reading what one start wrote, and the
+//! last lines of a log (read backwards, however long the file).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -73,12 +74,75 @@ pub fn read_from(log: &Path, offset: u64, limit: u64) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-/// The last `n` lines of `text`.
-pub fn last_lines(text: &str, n: usize) -> Vec<String> {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .map(|l| l.to_string())
+/// How much is read per step when reading a file backwards.
+const TAIL_CHUNK: u64 = 64 * 1024;
+
+/// The last `n` lines of an open file that begin at or after byte `from`,
+/// and the offset its end was at. Reads backwards from the end in chunks
+/// until it has `n` lines (or reaches `from`), so a long log costs what its
+/// last lines cost. A last line without a newline counts as a line.
+pub fn tail(file: &mut File, from: u64, n: usize) -> std::io::Result<(Vec<u8>, u64)> {
+    let end = file.metadata()?.len();
+    let from = from.min(end);
+    if n == 0 {
+        return Ok((Vec::new(), end));
+    }
+    // `bytes` holds the file from `start` to `end`.
+    let mut bytes: Vec<u8> = Vec::new();
+    let mut start = end;
+    loop {
+        // The newline ending the last line is not a line boundary to count.
+        let body = match bytes.last() {
+            Some(b'\n') if start + bytes.len() as u64 == end => &bytes[..bytes.len() - 1],
+            _ => &bytes[..],
+        };
+        let newlines = memchr_count(body);
+        if newlines >= n || start == from {
+            let cut = if newlines >= n {
+                // After the n-th newline from the end.
+                let mut seen = 0;
+                let mut at = 0;
+                for (i, &b) in body.iter().enumerate().rev() {
+                    if b == b'\n' {
+                        seen += 1;
+                        if seen == n {
+                            at = i + 1;
+                            break;
+                        }
+                    }
+                }
+                at
+            } else {
+                0
+            };
+            return Ok((bytes.split_off(cut), end));
+        }
+        let step = TAIL_CHUNK.min(start - from);
+        start -= step;
+        let mut chunk = vec![0u8; step as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk)?;
+        chunk.extend_from_slice(&bytes);
+        bytes = chunk;
+    }
+}
+
+fn memchr_count(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|&&b| b == b'\n').count()
+}
+
+/// The last `n` lines of `log` from byte `from` on, as text (lossy UTF-8),
+/// one string per line; empty when the log cannot be read.
+pub fn last_lines(log: &Path, from: u64, n: usize) -> Vec<String> {
+    let Ok(mut file) = File::open(log) else {
+        return Vec::new();
+    };
+    let Ok((bytes, _)) = tail(&mut file, from, n) else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .map(str::to_string)
         .collect()
 }
 
@@ -125,11 +189,49 @@ mod tests {
         let text: String = (1..=30).map(|i| format!("line {i}\n")).collect();
         std::fs::write(&log, &text).unwrap();
         assert_eq!(
-            last_lines(&read_from(&log, 0, 1 << 20), 3),
+            last_lines(&log, 0, 3),
             vec!["line 28", "line 29", "line 30"]
         );
         assert_eq!(read_from(&log, 7, 7), "line 2\n");
-        assert_eq!(last_lines("a\nb", 5), vec!["a", "b"]);
+        std::fs::write(&log, "a\nb").unwrap();
+        assert_eq!(last_lines(&log, 0, 5), vec!["a", "b"]);
+        assert_eq!(last_lines(&log, 2, 5), vec!["b"]);
         assert!(read_from(&dir.path().join("none"), 0, 10).is_empty());
+    }
+
+    fn tail_of(text: &str, n: usize) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(&path, text).unwrap();
+        let mut file = File::open(&path).unwrap();
+        let (bytes, end) = tail(&mut file, 0, n).unwrap();
+        assert_eq!(end, text.len() as u64);
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn last_lines_of_files() {
+        assert_eq!(tail_of("a\nb\nc\n", 2), "b\nc\n");
+        assert_eq!(tail_of("a\nb\nc", 2), "b\nc");
+        assert_eq!(tail_of("a\nb\nc\n", 5), "a\nb\nc\n");
+        assert_eq!(tail_of("a\nb\nc\n", 0), "");
+        assert_eq!(tail_of("", 3), "");
+        assert_eq!(tail_of("\n\n", 1), "\n");
+    }
+
+    #[test]
+    fn tails_of_a_log_larger_than_many_chunks_are_whole() {
+        // 10 MiB of short lines plus one 200 KiB line: reading backwards
+        // finds the last lines whatever the size, and the long one whole.
+        let mut text = "x\n".repeat(5 * 1024 * 1024);
+        let long = "y".repeat(200 * 1024);
+        text.push_str(&long);
+        text.push_str("\nlast\n");
+        assert_eq!(tail_of(&text, 2), format!("{long}\nlast\n"));
+        let lines = 3 * 1024 * 1024;
+        assert_eq!(
+            tail_of(&text, lines).len(),
+            (lines - 2) * 2 + long.len() + 6
+        );
     }
 }

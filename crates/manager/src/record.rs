@@ -281,7 +281,7 @@ mod tests {
         // it: a session leader running `serve --hostname H --port P` with
         // the markers.
         let hash = portmap::project_hash(&project).unwrap();
-        let mut server = procutil::spawn_detached(
+        let server = procutil::spawn_detached(
             &procutil::SpawnSpec::new("sh")
                 .args(["-c", "sleep 300; :", "sh", "serve"])
                 .args(["--hostname", "127.0.0.1", "--port", "1"])

@@ -16,7 +16,7 @@ pub const STATE_ROOT_VAR: &str = "OCM_STATE_DIR";
 /// markers but are not session leaders running `serve`; a tool that calls
 /// setsid itself still is not an opencode server.
 pub fn is_our_server(pid: u32, project_hash: &str, state_root: &Path) -> bool {
-    is_session_leader(pid)
+    procutil::is_session_leader(pid)
         && runs_serve(pid)
         && procutil::environ_var(pid, PROJECT_HASH_VAR)
             .ok()
@@ -30,11 +30,10 @@ pub fn is_our_server(pid: u32, project_hash: &str, state_root: &Path) -> bool {
 
 /// Every live server ocm started under `state_root`, with its project hash.
 pub fn our_servers(state_root: &Path) -> Vec<(u32, String)> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
+    let Ok(pids) = procutil::all_pids() else {
         return Vec::new();
     };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+    pids.into_iter()
         .filter_map(|pid| {
             let hash = procutil::environ_var(pid, PROJECT_HASH_VAR).ok()??;
             is_our_server(pid, &hash, state_root).then_some((pid, hash))
@@ -57,59 +56,10 @@ fn runs_serve(pid: u32) -> bool {
     })
 }
 
-fn is_session_leader(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let Some(close) = stat.rfind(')') else {
-        return false;
-    };
-    // After ")": state ppid pgrp session ...
-    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-    fields.get(3).and_then(|s| s.parse::<u32>().ok()) == Some(pid)
-}
-
 /// The pid of the process listening on `port` (TCP, IPv4 or IPv6), when
 /// /proc tells (it does not for other users' processes without privileges).
 pub fn port_holder(port: u16) -> Option<u32> {
-    let mut inodes = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(state), Some(inode)) =
-                (fields.get(1), fields.get(3), fields.get(9))
-            else {
-                continue;
-            };
-            let listening = *state == "0A";
-            let local_port = local
-                .rsplit_once(':')
-                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
-            if listening && local_port == Some(port) && *inode != "0" {
-                inodes.push(format!("socket:[{inode}]"));
-            }
-        }
-    }
-    if inodes.is_empty() {
-        return None;
-    }
-    let entries = std::fs::read_dir("/proc").ok()?;
-    for pid in entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if let Ok(target) = std::fs::read_link(fd.path())
-                && inodes.iter().any(|i| target.as_os_str() == i.as_str())
-            {
-                return Some(pid);
-            }
-        }
-    }
-    None
+    procutil::listening_socket_holder(port)
 }
 
 #[cfg(test)]

@@ -375,12 +375,11 @@ impl Manager {
         }
         spawned.record.status = RecordStatus::Stopped;
         let _ = write_record(&paths.record, &spawned.record);
-        let output = logs::read_from(&paths.log, spawned.log_offset, 1024 * 1024);
         AttemptFailure {
             failure,
             exit,
             stopped,
-            log_tail: logs::last_lines(&output, LOG_TAIL_LINES),
+            log_tail: logs::last_lines(&paths.log, spawned.log_offset, LOG_TAIL_LINES),
         }
     }
 }

@@ -156,7 +156,7 @@ mod tests {
         let hash = portmap::project_hash(&project).unwrap();
         // What a tool run by the server could do: setsid, inheriting the
         // server's markers.
-        let mut tool = procutil::spawn_detached(
+        let tool = procutil::spawn_detached(
             &procutil::SpawnSpec::new("sleep")
                 .arg("300")
                 .env(PROJECT_HASH_VAR, &hash)

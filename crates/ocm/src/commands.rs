@@ -381,7 +381,7 @@ fn logs(
     };
     let (file, text, end) = match std::fs::File::open(&log) {
         Ok(mut file) => {
-            let (bytes, end) = follow::last_lines(&mut file, n).map_err(io_error)?;
+            let (bytes, end) = manager::log_tail(&mut file, 0, n).map_err(io_error)?;
             (Some(file), bytes, end)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -437,11 +437,10 @@ fn exec(info: &ServerInfo, program: &OsString, args: &[OsString]) -> Result<i32,
         })?;
     // Ctrl-C and Ctrl-\ reach the command (same process group); ocm waits
     // for it to end and passes its status on, as a shell does.
-    // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
-    unsafe {
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
-    }
+    manager::signals::ignore_interrupts().map_err(|e| CliError::Io {
+        context: "cannot ignore SIGINT and SIGQUIT while the command runs".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
     let status = child.wait().map_err(|source| CliError::Io {
         context: format!("cannot wait for {}", program.to_string_lossy()),
         source,

@@ -1,60 +1,18 @@
-//! `ocm logs`: the last lines of a log, and following it like `tail -F`
+//! `ocm logs -f`: following a log like `tail -F`
 //! (across rotation and truncation) with inotify, not a polling loop.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// How much of the end of the file is read to find the last lines.
-const TAIL_WINDOW: u64 = 4 * 1024 * 1024;
+use manager::watch::{Change, Watch, WatchEvent};
+
 /// A wake-up even without an inotify event: a safety net for filesystems
 /// where inotify sees nothing (network mounts), and the pace of waiting for
 /// a folder that does not exist yet.
 const SAFETY_NET: Duration = Duration::from_millis(1000);
-
-/// The last `n` lines of an open file and the offset its end was at.
-pub fn last_lines(file: &mut File, n: usize) -> io::Result<(Vec<u8>, u64)> {
-    let len = file.metadata()?.len();
-    if n == 0 {
-        return Ok((Vec::new(), len));
-    }
-    let start = len.saturating_sub(TAIL_WINDOW);
-    file.seek(SeekFrom::Start(start))?;
-    let mut bytes = Vec::new();
-    Read::by_ref(file)
-        .take(len - start)
-        .read_to_end(&mut bytes)?;
-    let end = start + bytes.len() as u64;
-    // Lines end at '\n'; a last line without one still counts.
-    let body_end = if bytes.last() == Some(&b'\n') {
-        bytes.len() - 1
-    } else {
-        bytes.len()
-    };
-    let mut seen = 0;
-    let mut cut = if start > 0 {
-        // The window may begin inside a line: never print that fragment.
-        bytes
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(bytes.len(), |i| i + 1)
-    } else {
-        0
-    };
-    for i in (0..body_end).rev() {
-        if bytes[i] == b'\n' {
-            seen += 1;
-            if seen == n {
-                cut = cut.max(i + 1);
-                break;
-            }
-        }
-    }
-    Ok((bytes.split_off(cut.min(bytes.len())), end))
-}
 
 /// Writes what is appended to `path` to `out`, forever (until the process
 /// is interrupted or `out` fails), starting at `offset` of `file` (the
@@ -70,7 +28,10 @@ pub fn follow(
     mut waiting: impl FnMut(&Path),
 ) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut watch = DirWatch::new(dir);
+    // The folder, not the file: it also tells when the file is renamed
+    // away, replaced or created.
+    let mut watch = Watch::new();
+    let mut folder = watch.add_dir(dir).ok();
     let mut told_waiting = false;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -114,69 +75,32 @@ pub fn follow(
             waiting(path);
             told_waiting = true;
         }
-        if watch.is_none() {
-            // The folder may have appeared since.
-            watch = DirWatch::new(dir);
+        if folder.is_none() {
+            // The folder may have appeared (again) since.
+            folder = watch.add_dir(dir).ok();
         }
-        match &watch {
-            Some(watch) => watch.wait(SAFETY_NET),
-            None => std::thread::sleep(SAFETY_NET),
-        }
-    }
-}
-
-/// An inotify watch on a folder: it reports writes to, and creation,
-/// renaming and removal of, the files in it.
-struct DirWatch {
-    fd: OwnedFd,
-}
-
-impl DirWatch {
-    fn new(dir: &Path) -> Option<DirWatch> {
-        use std::os::unix::ffi::OsStrExt;
-        let c_dir = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-        // SAFETY: plain syscalls; the descriptor is owned right away.
-        unsafe {
-            let fd = libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK);
-            if fd < 0 {
-                return None;
+        match watch.wait(Instant::now() + SAFETY_NET) {
+            Ok(first) => {
+                // One look at the file covers every event queued meanwhile;
+                // only the end of the folder's watch (it was deleted)
+                // matters: watch it again once it is back.
+                let mut events = watch.drain().unwrap_or_default();
+                events.push(first);
+                let unwatched = |event: &WatchEvent| {
+                    matches!(
+                        event,
+                        WatchEvent::Path {
+                            change: Change::Unwatched,
+                            ..
+                        }
+                    )
+                };
+                if events.iter().any(unwatched) {
+                    folder = None;
+                }
             }
-            let fd = OwnedFd::from_raw_fd(fd);
-            let mask = libc::IN_MODIFY
-                | libc::IN_CREATE
-                | libc::IN_MOVED_TO
-                | libc::IN_MOVED_FROM
-                | libc::IN_DELETE
-                | libc::IN_CLOSE_WRITE
-                | libc::IN_ATTRIB;
-            if libc::inotify_add_watch(fd.as_raw_fd(), c_dir.as_ptr(), mask) < 0 {
-                return None;
-            }
-            Some(DirWatch { fd })
+            Err(_) => std::thread::sleep(SAFETY_NET),
         }
-    }
-
-    /// Sleeps until something happens in the folder or `timeout` passes.
-    fn wait(&self, timeout: Duration) {
-        let mut pollfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let millis = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd for the duration of the call.
-        unsafe { libc::poll(&mut pollfd, 1, millis) };
-        let mut events = [0u8; 4096];
-        // Drain the queue; only the wake-up matters.
-        // SAFETY: reading into a local buffer from a non-blocking descriptor.
-        while unsafe {
-            libc::read(
-                self.fd.as_raw_fd(),
-                events.as_mut_ptr().cast(),
-                events.len(),
-            )
-        } > 0
-        {}
     }
 }
 
@@ -184,26 +108,6 @@ impl DirWatch {
 mod tests {
     use super::*;
     use std::sync::mpsc;
-
-    fn tail_of(text: &str, n: usize) -> String {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
-        std::fs::write(&path, text).unwrap();
-        let mut file = File::open(&path).unwrap();
-        let (bytes, end) = last_lines(&mut file, n).unwrap();
-        assert_eq!(end, text.len() as u64);
-        String::from_utf8(bytes).unwrap()
-    }
-
-    #[test]
-    fn last_lines_of_files() {
-        assert_eq!(tail_of("a\nb\nc\n", 2), "b\nc\n");
-        assert_eq!(tail_of("a\nb\nc", 2), "b\nc");
-        assert_eq!(tail_of("a\nb\nc\n", 5), "a\nb\nc\n");
-        assert_eq!(tail_of("a\nb\nc\n", 0), "");
-        assert_eq!(tail_of("", 3), "");
-        assert_eq!(tail_of("\n\n", 1), "\n");
-    }
 
     /// A writer that hands what it gets to a channel.
     struct Sink(mpsc::Sender<Vec<u8>>);

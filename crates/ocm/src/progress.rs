@@ -18,8 +18,8 @@ const FRAMES: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '�
 
 /// True when stderr is a terminal.
 pub fn stderr_is_tty() -> bool {
-    // SAFETY: isatty(3) only inspects the descriptor.
-    unsafe { libc::isatty(libc::STDERR_FILENO) == 1 }
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal()
 }
 
 /// Shows progress and notes on stderr. Owns the spinner thread: dropping

@@ -449,17 +449,7 @@ mod tests {
             ServerState::Unhealthy,
         ] {
             let value = status_json(&status(state));
-            for key in [
-                "project",
-                "url",
-                "port",
-                "pid",
-                "status",
-                "healthy",
-                "startedAt",
-                "logPath",
-                "projectPort",
-            ] {
+            for key in COMMON_KEYS.iter().chain(&["projectPort"]) {
                 assert!(value.get(key).is_some(), "{key} missing in {value}");
             }
             assert_eq!(value["status"], state.to_string());

@@ -27,6 +27,8 @@
 //! # Ok::<(), portmap::Error>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 use std::iter::FusedIterator;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};

@@ -116,6 +116,55 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// Sending a signal to one process failed for another reason than the
+    /// process being gone.
+    #[error("cannot send signal {signal} to process {pid}: {source}")]
+    SignalProcess {
+        /// The process id.
+        pid: u32,
+        /// The signal number.
+        signal: i32,
+        /// The error from the kernel.
+        source: io::Error,
+    },
+
+    /// A pidfd could not be opened for another reason than the process
+    /// being gone or the kernel lacking pidfd support (e.g. too many open
+    /// files).
+    #[error("cannot open a pidfd for process {pid}: {source}")]
+    Pidfd {
+        /// The process id.
+        pid: u32,
+        /// The error from the kernel.
+        source: io::Error,
+    },
+
+    /// A file or folder could not be watched with inotify.
+    #[error("cannot watch {}: {source}", .path.display())]
+    WatchPath {
+        /// The file or folder.
+        path: PathBuf,
+        /// The error from the kernel (`NotFound` when it does not exist;
+        /// too many watches or inotify instances: the user's inotify limits).
+        source: io::Error,
+    },
+
+    /// Waiting for events (inotify, poll) failed.
+    #[error("cannot wait for events: {source}")]
+    Watch {
+        /// The error from the kernel.
+        source: io::Error,
+    },
+
+    /// A signal handler could not be installed or removed.
+    #[error("cannot handle signal {signal}: {reason}")]
+    SignalHandler {
+        /// The signal number.
+        signal: i32,
+        /// Why not.
+        reason: String,
+    },
+
     /// Waiting for a process failed for another reason than it not being our
     /// child.
     #[error("cannot wait for process {pid}: {source}")]

@@ -1,5 +1,6 @@
-//! Reading processes from /proc: identity, state, command line, memory and
-//! environment.
+//! Reading /proc (the one place in ocm meant to): process identity and
+//! state, command line, memory, environment, sessions, the list of
+//! processes and the holder of a listening port.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -282,24 +283,8 @@ pub(crate) struct GroupMember {
 
 /// Every process in process group `pgid`, zombies included.
 pub(crate) fn scan_group(pgid: u32) -> Result<Vec<GroupMember>, Error> {
-    let dir = PathBuf::from("/proc");
-    let entries = std::fs::read_dir(&dir).map_err(|source| Error::ProcRead {
-        path: dir.clone(),
-        source,
-    })?;
     let mut members = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| Error::ProcRead {
-            path: dir.clone(),
-            source,
-        })?;
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for pid in all_pids()? {
         match read_stat(pid) {
             Ok(stat) if stat.pgrp == pgid => members.push(GroupMember {
                 pid,
@@ -314,6 +299,99 @@ pub(crate) fn scan_group(pgid: u32) -> Result<Vec<GroupMember>, Error> {
         }
     }
     Ok(members)
+}
+
+/// The pids of every process (not thread) in /proc, in the order /proc
+/// lists them (ascending), zombies included. A process may exit, and a new
+/// one appear, while the list is read.
+pub fn all_pids() -> Result<Vec<u32>, Error> {
+    let dir = PathBuf::from("/proc");
+    let failed = |source| Error::ProcRead {
+        path: dir.clone(),
+        source,
+    };
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir(&dir).map_err(failed)? {
+        let entry = entry.map_err(failed)?;
+        if let Some(pid) = entry.file_name().to_str().and_then(parse_pid) {
+            pids.push(pid);
+        }
+    }
+    Ok(pids)
+}
+
+/// A /proc entry name that is a pid: decimal digits only, not 0.
+fn parse_pid(name: &str) -> Option<u32> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    name.parse().ok().filter(|&pid| pid > 0)
+}
+
+/// The session id of process `pid` (field 6 of `/proc/PID/stat`): the pid
+/// of the session's leader. A zombie still has one.
+pub fn session_id(pid: u32) -> Result<u32, Error> {
+    Ok(read_stat(pid)?.session)
+}
+
+/// Whether process `pid` exists and leads its session (it called
+/// `setsid`, as [`spawn_detached`](crate::spawn_detached) makes its child
+/// do). `false` when it cannot be read.
+pub fn is_session_leader(pid: u32) -> bool {
+    session_id(pid).is_ok_and(|session| session == pid)
+}
+
+/// The process that holds a listening TCP socket (IPv4 or IPv6, any local
+/// address) on `port`, found through `/proc/net/tcp{,6}` and the
+/// `/proc/PID/fd` links. `None` when nothing listens there, or when /proc
+/// does not tell: another user's descriptors are hidden without privileges,
+/// and another network namespace's sockets are not listed. When several
+/// processes share the socket (a fork), the lowest pid is returned.
+pub fn listening_socket_holder(port: u16) -> Option<u32> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        if let Ok(text) = std::fs::read_to_string(table) {
+            inodes.extend(listening_inodes(&text, port));
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    let links: Vec<String> = inodes
+        .iter()
+        .map(|inode| format!("socket:[{inode}]"))
+        .collect();
+    all_pids().ok()?.into_iter().find(|pid| {
+        let Ok(fds) = std::fs::read_dir(proc_path(*pid, "fd")) else {
+            return false;
+        };
+        fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|target| links.iter().any(|link| target.as_os_str() == link.as_str()))
+        })
+    })
+}
+
+/// The socket inodes of the listening entries for `port` in the text of a
+/// `/proc/net/tcp` or `/proc/net/tcp6` table. Lines that do not parse are
+/// skipped.
+fn listening_inodes(table: &str, port: u16) -> Vec<u64> {
+    /// `st` of a listening socket (`TCP_LISTEN`).
+    const LISTEN: &str = "0A";
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+            let (local, state, inode) = (fields.get(1)?, fields.get(3)?, fields.get(9)?);
+            let (_, hex_port) = local.rsplit_once(':')?;
+            let listening_here =
+                *state == LISTEN && u16::from_str_radix(hex_port, 16).ok()? == port;
+            let inode: u64 = inode.parse().ok()?;
+            (listening_here && inode != 0).then_some(inode)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -380,6 +458,76 @@ mod tests {
         assert_eq!(find_var(env, "NOEQ"), None);
         assert_eq!(find_var(env, "PAT"), None);
         assert_eq!(find_var(b"", "PATH"), None);
+    }
+
+    #[test]
+    fn listening_entries_of_tcp_tables() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:6D9B 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 123456 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:6D9B 0100007F:A1B2 01 00000000:00000000 00:00000000 00000000  1000        0 777 1 0000000000000000 20 4 30 10 -1
+   2: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 999 1 0000000000000000 100 0 0 10 0
+   3: 0100007F:6D9B 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 0 1
+   4: garbage
+";
+        // 0x6D9B = 28059: the listening entry, not the connection, not a
+        // zero inode (a socket being torn down).
+        assert_eq!(listening_inodes(tcp, 28059), vec![123456]);
+        assert_eq!(listening_inodes(tcp, 22), vec![999]);
+        assert_eq!(listening_inodes(tcp, 80), Vec::<u64>::new());
+        let tcp6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000001000000:6D9B 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 4242 1 0000000000000000 100 0 0 10 0
+";
+        assert_eq!(listening_inodes(tcp6, 28059), vec![4242]);
+        assert_eq!(listening_inodes("", 28059), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn pid_names() {
+        assert_eq!(parse_pid("1"), Some(1));
+        assert_eq!(parse_pid("4194304"), Some(4_194_304));
+        for name in [
+            "",
+            "0",
+            "self",
+            "+1",
+            "-1",
+            "1a",
+            "99999999999",
+            "thread-self",
+        ] {
+            assert_eq!(parse_pid(name), None, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn pids_sessions_and_the_holder_of_a_port() {
+        let me = std::process::id();
+        let pids = all_pids().unwrap();
+        assert!(pids.contains(&me));
+        assert!(pids.contains(&1));
+        assert_eq!(session_id(me).unwrap(), read_stat(me).unwrap().session);
+        assert!(matches!(
+            session_id(u32::MAX),
+            Err(Error::NoSuchProcess { .. })
+        ));
+        assert!(!is_session_leader(u32::MAX));
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert_eq!(listening_socket_holder(port), Some(me));
+        // A connected socket on the same port is not a listener.
+        let client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (server_side, _) = listener.accept().unwrap();
+        drop(listener);
+        assert_eq!(listening_socket_holder(port), None);
+        drop((client, server_side));
+
+        let listener6 = match std::net::TcpListener::bind("[::1]:0") {
+            Ok(listener) => listener,
+            Err(_) => return, // no IPv6 here
+        };
+        let port = listener6.local_addr().unwrap().port();
+        assert_eq!(listening_socket_holder(port), Some(me));
     }
 
     #[test]

@@ -2,13 +2,15 @@
 //! identity, and waiting for a process to be gone.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::Error;
-use crate::child::ExitStatus;
+use crate::child::{self, ExitStatus};
+use crate::pidfd::{Pidfd, open_if_there};
 use crate::procfs::{GroupMember, Liveness, ProcessIdentity, read_stat, scan_group};
-use crate::sys::{self, WaitResult, is_esrch};
+use crate::sys::{self, is_esrch};
 
 /// How long to wait for processes to disappear after SIGKILL. They only
 /// outlive it when stuck in the kernel (state D).
@@ -68,10 +70,10 @@ pub enum Termination {
 /// Refuses ([`Error::Protected`]) pid 1 and the caller's own process group,
 /// and ([`Error::NotGroupLeader`]) a process that does not lead its group.
 pub fn terminate(identity: &ProcessIdentity, grace: Duration) -> Result<Termination, Error> {
-    let pidfd = open_pidfd(identity.pid)?;
-    let mut target = Target {
+    let pidfd = open_if_there(identity.pid)?;
+    let target = Target {
         identity,
-        pidfd: pidfd.as_ref().map(|fd| fd.as_fd()),
+        pidfd: pidfd.as_ref(),
         own_status: None,
     };
     target.terminate(grace)
@@ -97,10 +99,10 @@ pub fn terminate(identity: &ProcessIdentity, grace: Duration) -> Result<Terminat
 pub fn signal_group(identity: &ProcessIdentity, signal: i32) -> Result<(), Error> {
     let pid = identity.pid;
     protect(pid)?;
-    let pidfd = open_pidfd(pid)?;
+    let pidfd = open_if_there(pid)?;
     let target = Target {
         identity,
-        pidfd: pidfd.as_ref().map(|fd| fd.as_fd()),
+        pidfd: pidfd.as_ref(),
         own_status: None,
     };
     match identity.check()? {
@@ -125,10 +127,10 @@ pub fn signal_group(identity: &ProcessIdentity, signal: i32) -> Result<(), Error
 /// with short sleeps. Waits for the process only, not its group.
 pub fn wait_gone(identity: &ProcessIdentity, timeout: Duration) -> Result<bool, Error> {
     let deadline = sys::deadline_after(Instant::now(), timeout);
-    let pidfd = open_pidfd(identity.pid)?;
-    let mut target = Target {
+    let pidfd = open_if_there(identity.pid)?;
+    let target = Target {
         identity,
-        pidfd: pidfd.as_ref().map(|fd| fd.as_fd()),
+        pidfd: pidfd.as_ref(),
         own_status: None,
     };
     // The pidfd (if any) was opened before this check, so when the check
@@ -142,16 +144,6 @@ pub fn wait_gone(identity: &ProcessIdentity, timeout: Duration) -> Result<bool, 
     }
     target.reap_leader(deadline)?;
     Ok(true)
-}
-
-/// A pidfd for `pid`, `None` when the process is gone (the identity check
-/// that follows reports that) or the kernel has no pidfd.
-fn open_pidfd(pid: u32) -> Result<Option<OwnedFd>, Error> {
-    match sys::pidfd_open(pid) {
-        Ok(fd) => Ok(fd),
-        Err(err) if is_esrch(&err) || err.raw_os_error() == Some(libc::EINVAL) => Ok(None),
-        Err(source) => Err(Error::Wait { pid, source }),
-    }
 }
 
 /// Signalling the group with the pid of init (kill(-1) means "everyone") or
@@ -186,10 +178,11 @@ pub(crate) struct Target<'a> {
     pub identity: &'a ProcessIdentity,
     /// Opened before the identity was verified (or right after spawn), so it
     /// refers to the identified process if the check matched.
-    pub pidfd: Option<BorrowedFd<'a>>,
-    /// For our own [`Child`](crate::Child): where its exit status goes once
-    /// reaped (`Some(status)` when already reaped).
-    pub own_status: Option<&'a mut Option<ExitStatus>>,
+    pub pidfd: Option<&'a Pidfd>,
+    /// For our own [`Child`](crate::Child): the lock under which it is
+    /// reaped and where its exit status goes (`Some(status)` once reaped).
+    /// Another thread may reap it at any time through the `Child`.
+    pub own_status: Option<&'a Mutex<Option<ExitStatus>>>,
 }
 
 impl Target<'_> {
@@ -198,17 +191,19 @@ impl Target<'_> {
     }
 
     fn own_already_reaped(&self) -> bool {
-        matches!(&self.own_status, Some(slot) if slot.is_some())
+        self.own_status
+            .is_some_and(|slot| child::lock(slot).is_some())
     }
 
-    /// Whether the leader is our own child and not reaped yet. Until we reap
-    /// it, neither its pid nor its group id can be given to another process,
-    /// so `kill(-pgid)` can only reach its group.
-    fn holds_leader(&self) -> bool {
-        matches!(&self.own_status, Some(slot) if slot.is_none())
+    /// For our own child that another process reaped through its pid: the
+    /// status is lost (unless a thread of ours reaped it meanwhile).
+    fn own_reaped_elsewhere(&self) {
+        if let Some(slot) = self.own_status {
+            child::lock(slot).get_or_insert(ExitStatus::UNKNOWN);
+        }
     }
 
-    pub(crate) fn terminate(&mut self, grace: Duration) -> Result<Termination, Error> {
+    pub(crate) fn terminate(&self, grace: Duration) -> Result<Termination, Error> {
         let grace_deadline = sys::deadline_after(Instant::now(), grace);
         // SIGKILL goes out when the grace period ends (to the group, or to
         // what the leader left behind), so every wait after it ends here.
@@ -243,11 +238,10 @@ impl Target<'_> {
                 return Ok(Termination::AlreadyGone);
             }
             Liveness::Gone | Liveness::Mismatch(_) => {
-                if let Some(slot) = &mut self.own_status {
-                    // Our child, reaped by someone else through its pid (and
-                    // the pid may be another child of ours by now).
-                    **slot = Some(ExitStatus::UNKNOWN);
-                }
+                // Our child, reaped by another thread through the Child, or
+                // by someone else through its pid (and the pid may be
+                // another child of ours by now).
+                self.own_reaped_elsewhere();
                 return Ok(Termination::AlreadyGone);
             }
         }
@@ -277,7 +271,7 @@ impl Target<'_> {
     fn pidfd_addresses_group(&self) -> bool {
         // Signal 0 sends nothing; ESRCH: no process left in the group.
         self.pidfd
-            .is_some_and(|fd| matches!(sys::pidfd_signal_group(fd, 0), Ok(true)))
+            .is_some_and(|fd| matches!(fd.signal_group_raw(0), Ok(true)))
     }
 
     /// SIGTERM to the group, then SIGCONT so that stopped members can act on
@@ -297,7 +291,9 @@ impl Target<'_> {
     /// whether any process was there to receive it:
     /// - through the leader's pidfd with the group flag (Linux 6.9+), which
     ///   names this very group even after the leader was reaped;
-    /// - `kill(-pgid)` while we hold the leader, our child, unreaped;
+    /// - `kill(-pgid)` while we hold the leader, our child, unreaped: until
+    ///   we reap it, neither its pid nor its group id can go to another
+    ///   process, and reaping waits for the lock held meanwhile;
     /// - otherwise to the leader and each member one by one
     ///   ([`signal_each`](Self::signal_each)): once another parent has reaped
     ///   the leader and the last member is gone, the group id is free, and
@@ -310,15 +306,18 @@ impl Target<'_> {
             source,
         };
         if let Some(fd) = self.pidfd {
-            match sys::pidfd_signal_group(fd, signal) {
+            match fd.signal_group_raw(signal) {
                 Ok(true) => return Ok(true),
                 Ok(false) => {}
                 Err(err) if is_esrch(&err) => return Ok(false),
                 Err(err) => return Err(failed(err)),
             }
         }
-        if self.holds_leader() {
-            return delivered(sys::kill_group(pgid, signal)).map_err(failed);
+        if let Some(slot) = self.own_status {
+            let status = child::lock(slot);
+            if status.is_none() {
+                return delivered(sys::kill_group(pgid, signal)).map_err(failed);
+            }
         }
         self.signal_each(signal)
     }
@@ -342,7 +341,7 @@ impl Target<'_> {
             source,
         };
         let mut sent_any = match self.pidfd {
-            Some(fd) => delivered(sys::pidfd_send_signal(fd, signal)).map_err(failed)?,
+            Some(fd) => delivered(fd.send_raw(signal)).map_err(failed)?,
             None => match self.identity.check()? {
                 Liveness::Alive(_) => delivered(sys::kill_process(pgid, signal)).map_err(failed)?,
                 _ => false,
@@ -371,7 +370,7 @@ impl Target<'_> {
     /// `kill_deadline` to be gone, reaping the members that are our children.
     /// Sends nothing once no member is left.
     fn sweep_group(
-        &mut self,
+        &self,
         grace_deadline: Instant,
         kill_deadline: Instant,
         from: SweepFrom,
@@ -381,7 +380,7 @@ impl Target<'_> {
             hook();
         }
         if let Some(fd) = self.pidfd
-            && sys::pidfd_signal_group(fd, 0).is_err_and(|err| is_esrch(&err))
+            && fd.signal_group_raw(0).is_err_and(|err| is_esrch(&err))
         {
             // The kernel knows the group flag and the group is empty.
             return Ok(());
@@ -432,9 +431,9 @@ impl Target<'_> {
             if Instant::now() >= deadline {
                 return Ok(running);
             }
-            let pidfds: Vec<OwnedFd> = running
+            let pidfds: Vec<Pidfd> = running
                 .iter()
-                .filter_map(|&pid| sys::pidfd_open(pid).ok().flatten())
+                .filter_map(|&pid| Pidfd::open(pid).ok().flatten())
                 .collect();
             if pidfds.len() == running.len() {
                 // Wakes when any member exits; then look again.
@@ -469,9 +468,7 @@ impl Target<'_> {
         // Both looked at after the scan, so that a takeover before it shows;
         // the pidfd first, so that a running process seen after it is not
         // the leader if the leader had exited.
-        let leader_exited = self
-            .pidfd
-            .is_some_and(|fd| sys::poll_readable(&[fd], Instant::now()).unwrap_or(false));
+        let leader_exited = self.pidfd.is_some_and(|fd| fd.is_exited().unwrap_or(false));
         let taken_over = match read_stat(pgid) {
             Ok(stat) => {
                 stat.start_time != self.identity.start_time || (leader_exited && !stat.is_dead())
@@ -506,32 +503,28 @@ impl Target<'_> {
 
     /// Whether the leader has exited (zombie or reaped). Never reaps: our own
     /// child's zombie keeps the group id reserved until
-    /// [`reap_leader`](Self::reap_leader).
-    fn leader_exited(&mut self) -> Result<bool, Error> {
-        let pid = self.pid();
+    /// [`reap_leader`](Self::reap_leader) (or another thread waiting on the
+    /// `Child`) reaps it.
+    fn leader_exited(&self) -> Result<bool, Error> {
         if self.own_already_reaped() {
             return Ok(true);
         }
         if let Some(fd) = self.pidfd {
-            return sys::poll_readable(&[fd], Instant::now())
-                .map_err(|source| Error::Wait { pid, source });
+            return fd.is_exited();
         }
         match self.identity.check()? {
             Liveness::Alive(_) => Ok(false),
             Liveness::Zombie => Ok(true),
             Liveness::Gone | Liveness::Mismatch(_) => {
-                if let Some(slot) = &mut self.own_status {
-                    // Our child, reaped by someone else (or auto-reaped).
-                    **slot = Some(ExitStatus::UNKNOWN);
-                }
+                // Our child, reaped by another thread or by someone else.
+                self.own_reaped_elsewhere();
                 Ok(true)
             }
         }
     }
 
     /// Waits until the leader has exited or the deadline passes.
-    pub(crate) fn wait_leader_exit(&mut self, deadline: Instant) -> Result<bool, Error> {
-        let pid = self.pid();
+    pub(crate) fn wait_leader_exit(&self, deadline: Instant) -> Result<bool, Error> {
         let mut step = sys::BACKOFF_START;
         loop {
             if self.leader_exited()? {
@@ -542,8 +535,7 @@ impl Target<'_> {
             }
             match self.pidfd {
                 Some(fd) => {
-                    sys::poll_readable(&[fd], deadline)
-                        .map_err(|source| Error::Wait { pid, source })?;
+                    fd.wait_exited(deadline)?;
                 }
                 None => sys::backoff_sleep(&mut step, deadline),
             }
@@ -553,32 +545,29 @@ impl Target<'_> {
     /// Reaps the exited leader if it is our child. An exited child is
     /// waitable at once; retrying up to `deadline` only guards against
     /// surprises (a tracer that holds on to it).
-    pub(crate) fn reap_leader(&mut self, deadline: Instant) -> Result<(), Error> {
+    pub(crate) fn reap_leader(&self, deadline: Instant) -> Result<(), Error> {
         let pid = self.pid();
-        match &mut self.own_status {
+        match self.own_status {
             Some(slot) => {
-                if slot.is_some() {
-                    return Ok(());
-                }
                 let mut step = sys::BACKOFF_START;
                 loop {
-                    match sys::waitpid_nohang(pid).map_err(|source| Error::Wait { pid, source })? {
-                        WaitResult::Exited(status) => {
-                            **slot = Some(status);
+                    {
+                        let mut status = child::lock(slot);
+                        if status.is_none() {
+                            *status = child::reap_now(self.identity, self.pidfd)?;
+                        }
+                        if status.is_some() {
                             return Ok(());
                         }
-                        WaitResult::NotChild => {
-                            **slot = Some(ExitStatus::UNKNOWN);
-                            return Ok(());
-                        }
-                        WaitResult::Running if Instant::now() >= deadline => {
-                            return Err(Error::StillRunning {
-                                pid,
-                                waited: KILL_WAIT,
-                            });
-                        }
-                        WaitResult::Running => sys::backoff_sleep(&mut step, deadline),
                     }
+                    if Instant::now() >= deadline {
+                        return Err(Error::StillRunning {
+                            pid,
+                            waited: KILL_WAIT,
+                        });
+                    }
+                    // Not under the lock: other threads may wait meanwhile.
+                    sys::backoff_sleep(&mut step, deadline);
                 }
             }
             None => {
@@ -613,16 +602,17 @@ fn delivered(sent: io::Result<()>) -> io::Result<bool> {
 /// outside the group is hit. Without pidfd support `kill(pid)` follows the
 /// check, which narrows that window but cannot close it.
 fn signal_member(pid: u32, pgid: u32, signal: i32) -> io::Result<bool> {
-    let pidfd = match sys::pidfd_open(pid) {
+    let pidfd = match Pidfd::open(pid) {
         Ok(fd) => fd,
-        Err(err) if is_esrch(&err) => return Ok(false),
-        Err(err) => return Err(err),
+        Err(Error::NoSuchProcess { .. }) => return Ok(false),
+        Err(Error::Pidfd { source, .. }) => return Err(source),
+        Err(other) => return Err(io::Error::other(other.to_string())),
     };
     if !read_stat(pid).is_ok_and(|stat| stat.pgrp == pgid && !stat.is_dead()) {
         return Ok(false);
     }
     delivered(match &pidfd {
-        Some(fd) => sys::pidfd_send_signal(fd.as_fd(), signal),
+        Some(fd) => fd.send_raw(signal),
         None => sys::kill_process(pid, signal),
     })
 }

@@ -9,9 +9,10 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::Error;
 use crate::child::Child;
+use crate::pidfd::Pidfd;
 use crate::procfs::{ProcessIdentity, boot_id, read_stat};
-use crate::{Error, sys};
 
 /// Where the child's stdout and stderr go (both to the same place).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -201,7 +202,7 @@ pub fn spawn_detached(spec: &SpawnSpec) -> Result<Child, Error> {
 
     // Our unreaped child cannot be replaced by another process with the same
     // pid, so neither the pidfd nor the start time can refer to anyone else.
-    let pidfd = sys::pidfd_open(pid).ok().flatten();
+    let pidfd = Pidfd::open(pid).ok().flatten();
     let identity = read_stat(pid).and_then(|stat| {
         Ok(ProcessIdentity {
             pid,

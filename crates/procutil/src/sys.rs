@@ -22,8 +22,10 @@ thread_local! {
 #[cfg(target_os = "linux")]
 const PIDFD_SIGNAL_PROCESS_GROUP: libc::c_uint = 1 << 2;
 
-/// Opens a pidfd for `pid`. `Ok(None)` when the kernel has no pidfd support
-/// (or this is not Linux); `Err` with `ESRCH` when there is no such process.
+/// Opens a pidfd for `pid`: the only `pidfd_open` call in ocm; everything
+/// else goes through [`Pidfd`](crate::Pidfd). `Ok(None)` when the kernel has
+/// no pidfd support (or this is not Linux); `Err` with `ESRCH` when there is
+/// no such process.
 pub(crate) fn pidfd_open(pid: u32) -> io::Result<Option<OwnedFd>> {
     #[cfg(test)]
     if NO_PIDFD.get() {
@@ -145,8 +147,8 @@ pub(crate) fn kill_group(pgid: u32, signal: i32) -> io::Result<()> {
     }
 }
 
-/// Waits until the pidfd is readable (its process has exited) or the
-/// deadline passes. Returns whether it became readable.
+/// Waits until one of `fds` is readable (a pidfd: its process has exited)
+/// or the deadline passes. Returns whether one became readable.
 pub(crate) fn poll_readable(fds: &[BorrowedFd<'_>], deadline: Instant) -> io::Result<bool> {
     let mut pollfds: Vec<libc::pollfd> = fds
         .iter()
@@ -156,6 +158,13 @@ pub(crate) fn poll_readable(fds: &[BorrowedFd<'_>], deadline: Instant) -> io::Re
             revents: 0,
         })
         .collect();
+    poll_until(&mut pollfds, deadline)
+}
+
+/// poll(2) on `pollfds` until one has an event (`revents` set) or the
+/// deadline passes; restarted on EINTR with the time that is left. Returns
+/// whether any has an event. With no descriptors, sleeps to the deadline.
+pub(crate) fn poll_until(pollfds: &mut [libc::pollfd], deadline: Instant) -> io::Result<bool> {
     loop {
         let timeout_ms = poll_timeout_ms(deadline.saturating_duration_since(Instant::now()));
         let nfds = libc::nfds_t::try_from(pollfds.len()).unwrap_or(libc::nfds_t::MAX);
@@ -221,6 +230,64 @@ pub(crate) fn waitpid_nohang(pid: u32) -> io::Result<WaitResult> {
             _ => return Err(err),
         }
     }
+}
+
+/// Reaps the child if it has exited, like [`waitpid_nohang`], but through
+/// its pidfd where there is one (`waitid(P_PIDFD)`, Linux 5.4+): that reaps
+/// exactly the pidfd's process, never another child of ours that got its
+/// pid after someone else reaped it. Falls back to the pid where the kernel
+/// does not know `P_PIDFD`.
+pub(crate) fn waitid_nohang(pidfd: Option<BorrowedFd<'_>>, pid: u32) -> io::Result<WaitResult> {
+    #[cfg(target_os = "linux")]
+    if let Some(fd) = pidfd {
+        let Ok(raw_fd) = libc::id_t::try_from(fd.as_raw_fd()) else {
+            return waitpid_nohang(pid);
+        };
+        loop {
+            // SAFETY: a zeroed siginfo_t is a valid value; waitid writes it.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: info is a valid out pointer for the call.
+            let rc = unsafe {
+                libc::waitid(
+                    libc::P_PIDFD,
+                    raw_fd,
+                    &mut info,
+                    libc::WEXITED | libc::WNOHANG,
+                )
+            };
+            if rc == 0 {
+                // SAFETY: waitid filled in the SIGCHLD fields, or left the
+                // zeroed struct (si_pid 0: still running) with WNOHANG.
+                let (child, status) = unsafe { (info.si_pid(), info.si_status()) };
+                if child == 0 {
+                    return Ok(WaitResult::Running);
+                }
+                let status = match info.si_code {
+                    libc::CLD_EXITED => ExitStatus {
+                        code: Some(status),
+                        signal: None,
+                    },
+                    libc::CLD_KILLED | libc::CLD_DUMPED => ExitStatus {
+                        code: None,
+                        signal: Some(status),
+                    },
+                    _ => ExitStatus::UNKNOWN,
+                };
+                return Ok(WaitResult::Exited(status));
+            }
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::ECHILD) => return Ok(WaitResult::NotChild),
+                // Linux 5.3: pidfds, but waitid does not know them yet.
+                Some(libc::EINVAL) => return waitpid_nohang(pid),
+                _ => return Err(err),
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = pidfd;
+    waitpid_nohang(pid)
 }
 
 /// Whether a pid-based system call failed because the process (or group) is

@@ -1,13 +1,12 @@
 //! Process identity and the /proc readers.
 
-use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use super::support::*;
 use crate::procfs::read_stat;
 use crate::{
-    Error, ProcessIdentity, SpawnSpec, Termination, boot_id, cmdline, environ_var, resident_memory,
-    spawn_detached, sys, terminate,
+    Error, Pidfd, ProcessIdentity, SpawnSpec, Termination, boot_id, cmdline, environ_var,
+    resident_memory, spawn_detached, terminate,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -20,7 +19,7 @@ fn identity_of_self_and_of_a_child() {
     assert_eq!(me.boot_id, boot_id().unwrap());
     assert_eq!(boot_id().unwrap().len(), 36, "a UUID");
 
-    let mut child = ChildGuard(spawn_detached(&SpawnSpec::new("sleep").arg("1000")).unwrap());
+    let child = ChildGuard(spawn_detached(&SpawnSpec::new("sleep").arg("1000")).unwrap());
     let identity = ProcessIdentity::of(child.pid()).unwrap();
     assert_eq!(&identity, child.identity(), "captured at spawn = read now");
     assert!(identity.start_time >= me.start_time);
@@ -54,11 +53,8 @@ fn a_zombie_counts_as_gone() {
     let child = ChildGuard(spawn_detached(&spec).unwrap());
     let identity = child.identity().clone();
     // Wait for the exit without reaping: the pidfd becomes readable.
-    let pidfd = sys::pidfd_open(identity.pid)
-        .unwrap()
-        .expect("pidfd support");
-    let exited = sys::poll_readable(&[pidfd.as_fd()], Instant::now() + WAIT).unwrap();
-    assert!(exited);
+    let pidfd = Pidfd::open(identity.pid).unwrap().expect("pidfd support");
+    assert!(pidfd.wait_exited(Instant::now() + WAIT).unwrap());
     assert_eq!(read_stat(identity.pid).unwrap().state, 'Z', "precondition");
 
     let err = ProcessIdentity::of(identity.pid).unwrap_err();
@@ -78,7 +74,7 @@ fn a_zombie_counts_as_gone() {
 #[test]
 fn forged_identities_do_not_match() {
     setup();
-    let mut child = ChildGuard(spawn_detached(&SpawnSpec::new("sleep").arg("1000")).unwrap());
+    let child = ChildGuard(spawn_detached(&SpawnSpec::new("sleep").arg("1000")).unwrap());
     let real = child.identity().clone();
     let other_start = ProcessIdentity {
         start_time: real.start_time + 1,
@@ -117,7 +113,7 @@ fn cmdline_memory_and_environment_of_a_child() {
     let spec = SpawnSpec::new("sh")
         .args(["-c", "sleep 1000; exit 0", "name with space", "second"])
         .env("OCM_PROCUTIL_TEST_MARK", "marked");
-    let mut child = ChildGuard(spawn_detached(&spec).unwrap());
+    let child = ChildGuard(spawn_detached(&spec).unwrap());
     let pid = child.pid();
     assert_eq!(
         cmdline(pid).unwrap(),

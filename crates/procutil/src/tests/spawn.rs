@@ -48,7 +48,7 @@ fn detached_child_survives_its_parent_exiting() {
         .args([test_name, "--exact", "--test-threads=1"])
         .env(INTERMEDIATE_ENV, &out)
         .output(Output::AppendTo(log.clone()));
-    let mut intermediate = ChildGuard(spawn_detached(&spec).unwrap());
+    let intermediate = ChildGuard(spawn_detached(&spec).unwrap());
     let status = intermediate.wait_timeout(WAIT).unwrap();
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(
@@ -93,7 +93,7 @@ fn detached_child_survives_its_parent_exiting() {
 #[test]
 fn child_leads_a_new_session_with_stdin_and_output_on_dev_null() {
     setup();
-    let mut child = ChildGuard(spawn_detached(&sleeper()).unwrap());
+    let child = ChildGuard(spawn_detached(&sleeper()).unwrap());
     let pid = child.pid();
     let stat = read_stat(pid).unwrap();
     assert_eq!((stat.session, stat.pgrp), (pid, pid));
@@ -178,7 +178,7 @@ fn assert_only_stdio_is_inherited() {
         // SAFETY: closing our own descriptors.
         unsafe { libc::close(fd) };
     }
-    let mut child = ChildGuard(spawned.unwrap());
+    let child = ChildGuard(spawned.unwrap());
     let mut status = 0;
     // SAFETY: waits for our own child to stop.
     let rc = unsafe { libc::waitpid(raw(child.pid()), &mut status, libc::WUNTRACED) };
@@ -227,7 +227,7 @@ fn child_starts_with_default_signal_dispositions_and_an_empty_mask() {
         0,
         "precondition"
     );
-    let mut child = ChildGuard(spawned.unwrap());
+    let child = ChildGuard(spawned.unwrap());
 
     let pid = child.pid().to_string();
     assert_eq!(signal_mask(&pid, "SigIgn"), 0, "ignored signals");
@@ -248,7 +248,7 @@ fn output_is_appended_to_the_file() {
             "echo out; echo err >&2; read line || echo stdin-empty",
         ])
         .output(Output::AppendTo(log.clone()));
-    let mut child = ChildGuard(spawn_detached(&spec).unwrap());
+    let child = ChildGuard(spawn_detached(&spec).unwrap());
     let status = child.wait_timeout(WAIT).unwrap().unwrap();
     assert!(status.success(), "{status}");
     assert_eq!(
@@ -266,7 +266,7 @@ fn a_new_output_file_is_private() {
     let spec = SpawnSpec::new("sh")
         .args(["-c", "echo hello"])
         .output(Output::AppendTo(log.clone()));
-    let mut child = ChildGuard(spawn_detached(&spec).unwrap());
+    let child = ChildGuard(spawn_detached(&spec).unwrap());
     assert!(child.wait_timeout(WAIT).unwrap().unwrap().success());
     let mode = std::fs::metadata(&log).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
@@ -286,7 +286,7 @@ fn environment_can_be_set_removed_and_cleared() {
         .env("OCM_PROCUTIL_TEST_GONE", "x")
         .env_remove("OCM_PROCUTIL_TEST_GONE")
         .env_remove("PATH");
-    let mut child = ChildGuard(spawn_detached(&spec).unwrap());
+    let child = ChildGuard(spawn_detached(&spec).unwrap());
     let pid = child.pid();
     assert_eq!(
         environ_var(pid, "OCM_PROCUTIL_TEST_VALUE")
@@ -308,7 +308,7 @@ fn environment_can_be_set_removed_and_cleared() {
         .env("DROPPED_BY_CLEAR", "1")
         .env_clear()
         .env("ONLY", "this");
-    let mut child = ChildGuard(spawn_detached(&spec).unwrap());
+    let child = ChildGuard(spawn_detached(&spec).unwrap());
     let environ = std::fs::read(format!("/proc/{}/environ", child.pid())).unwrap();
     assert_eq!(environ, b"ONLY=this\0");
     assert_eq!(child.terminate(WAIT).unwrap(), Termination::ExitedOnTerm);
@@ -318,7 +318,7 @@ fn environment_can_be_set_removed_and_cleared() {
 fn child_runs_in_the_given_directory() {
     setup();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = ChildGuard(spawn_detached(&sleeper().cwd(dir.path())).unwrap());
+    let child = ChildGuard(spawn_detached(&sleeper().cwd(dir.path())).unwrap());
     let cwd = std::fs::read_link(format!("/proc/{}/cwd", child.pid())).unwrap();
     assert_eq!(cwd, dir.path().canonicalize().unwrap());
     assert_eq!(child.terminate(WAIT).unwrap(), Termination::ExitedOnTerm);
@@ -401,7 +401,7 @@ fn an_unopenable_output_file_is_a_clear_error() {
 fn wait_timeout_reports_running_then_the_exit_status() {
     setup();
     let spec = SpawnSpec::new("sh").args(["-c", "exit 3"]);
-    let mut child = ChildGuard(spawn_detached(&spec).unwrap());
+    let child = ChildGuard(spawn_detached(&spec).unwrap());
     let status = child.wait_timeout(WAIT).unwrap().unwrap();
     assert_eq!((status.code, status.signal), (Some(3), None));
     assert_eq!(status.to_string(), "exit status 3");
@@ -412,7 +412,7 @@ fn wait_timeout_reports_running_then_the_exit_status() {
     );
     assert_no_zombie(child.identity());
 
-    let mut child = ChildGuard(spawn_detached(&sleeper()).unwrap());
+    let child = ChildGuard(spawn_detached(&sleeper()).unwrap());
     assert_eq!(child.try_wait().unwrap(), None);
     assert_eq!(child.wait_timeout(Duration::from_millis(20)).unwrap(), None);
     assert!(child.identity().is_alive());

@@ -59,12 +59,6 @@ impl std::ops::Deref for ChildGuard {
     }
 }
 
-impl std::ops::DerefMut for ChildGuard {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
 /// SIGKILLs one process (not its group) when dropped, if it is still the
 /// identified process; for grandchildren and other processes we did not
 /// spawn directly.

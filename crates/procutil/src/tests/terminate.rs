@@ -1,14 +1,13 @@
 //! terminate, signal_group and wait_gone against real process groups.
 
 use std::cell::RefCell;
-use std::os::fd::AsFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::support::*;
 use crate::procfs::read_stat;
 use crate::{
-    Error, ProcessIdentity, SpawnSpec, Termination, process_group_members, signal_group,
+    Error, Pidfd, ProcessIdentity, SpawnSpec, Termination, process_group_members, signal_group,
     spawn_detached, terminate, wait_gone,
 };
 
@@ -47,7 +46,7 @@ fn spawn_reporting(script: &str, more_args: &[&str]) -> (ChildGuard, ProcessIden
 #[test]
 fn terminate_kills_a_term_ignoring_leader_and_its_grandchild() {
     setup();
-    let (mut child, grandchild, _cleanup) = spawn_reporting(TERM_IGNORING_GROUP, &[]);
+    let (child, grandchild, _cleanup) = spawn_reporting(TERM_IGNORING_GROUP, &[]);
     let leader = child.pid();
 
     // Preconditions that make the test mean something.
@@ -79,7 +78,7 @@ fn terminate_kills_a_term_ignoring_leader_and_its_grandchild() {
 #[test]
 fn terminate_sweeps_a_grandchild_the_leader_left_behind() {
     setup();
-    let (mut child, grandchild, _cleanup) = spawn_reporting(GRANDCHILD_IGNORING_TERM, &[]);
+    let (child, grandchild, _cleanup) = spawn_reporting(GRANDCHILD_IGNORING_TERM, &[]);
     let leader = child.identity().clone();
     assert_eq!(read_stat(grandchild.pid).unwrap().pgrp, leader.pid);
     assert_ne!(
@@ -105,7 +104,7 @@ fn terminate_sweeps_a_grandchild_the_leader_left_behind() {
 #[test]
 fn a_pid_with_another_start_time_is_never_signalled() {
     setup();
-    let mut child = ChildGuard(spawn_detached(&SpawnSpec::new("sleep").arg("1000")).unwrap());
+    let child = ChildGuard(spawn_detached(&SpawnSpec::new("sleep").arg("1000")).unwrap());
     let real = child.identity().clone();
     let pid = real.pid.to_string();
 
@@ -158,7 +157,7 @@ fn a_pid_with_another_start_time_is_never_signalled() {
 #[test]
 fn terminate_of_an_exited_child_is_already_gone() {
     setup();
-    let mut child = ChildGuard(spawn_detached(&SpawnSpec::new("true")).unwrap());
+    let child = ChildGuard(spawn_detached(&SpawnSpec::new("true")).unwrap());
     let identity = child.identity().clone();
     assert!(child.wait_timeout(WAIT).unwrap().unwrap().success());
     assert_eq!(child.terminate(WAIT).unwrap(), Termination::AlreadyGone);
@@ -181,7 +180,7 @@ fn terminate_of_an_exited_child_is_already_gone() {
 #[test]
 fn wait_gone_and_terminate_on_a_process_we_did_not_spawn() {
     setup();
-    let (mut child, other, _cleanup) = spawn_reporting(SETSID_CHILD, &[]);
+    let (child, other, _cleanup) = spawn_reporting(SETSID_CHILD, &[]);
     let stat = read_stat(other.pid).unwrap();
     assert_eq!(stat.ppid, child.pid(), "precondition: not our child");
     assert_eq!(stat.pgrp, other.pid, "precondition: leads its group");
@@ -212,7 +211,7 @@ fn signal_group_kills_the_group() {
 }
 
 fn signal_group_kills_leader_and_grandchild() {
-    let (mut child, grandchild, _cleanup) = spawn_reporting(LEADER_AND_GRANDCHILD, &[]);
+    let (child, grandchild, _cleanup) = spawn_reporting(LEADER_AND_GRANDCHILD, &[]);
 
     signal_group(child.identity(), libc::SIGKILL).unwrap();
     let status = child.wait_timeout(WAIT).unwrap().unwrap();
@@ -244,7 +243,7 @@ fn signal_group_refuses_init_our_own_group_and_non_leaders() {
     }
 
     // A group member that is not its leader.
-    let (mut child, member, _cleanup) = spawn_reporting(LEADER_AND_GRANDCHILD, &[]);
+    let (child, member, _cleanup) = spawn_reporting(LEADER_AND_GRANDCHILD, &[]);
     let err = signal_group(&member, libc::SIGKILL).unwrap_err();
     assert!(
         matches!(err, Error::NotGroupLeader { pgid, .. } if pgid == child.pid()),
@@ -265,8 +264,8 @@ fn terminate_of_an_exited_unreaped_leader_ends_what_it_left() {
     setup();
     let (child, leftover, _cleanup) = spawn_reporting(LEADER_LEAVING_A_GRANDCHILD, &[]);
     let leader = child.identity().clone();
-    let pidfd = crate::sys::pidfd_open(leader.pid).unwrap().expect("pidfd");
-    let exited = crate::sys::poll_readable(&[pidfd.as_fd()], Instant::now() + WAIT).unwrap();
+    let pidfd = Pidfd::open(leader.pid).unwrap().expect("pidfd");
+    let exited = pidfd.wait_exited(Instant::now() + WAIT).unwrap();
     assert!(exited && read_stat(leader.pid).unwrap().state == 'Z');
     assert!(leftover.is_alive());
 
@@ -282,7 +281,7 @@ fn terminate_of_an_exited_unreaped_leader_ends_what_it_left() {
 #[test]
 fn child_terminate_after_reaping_sweeps_only_through_the_pidfd() {
     setup();
-    let (mut child, leftover, _cleanup) = spawn_reporting(LEADER_LEAVING_A_GRANDCHILD, &[]);
+    let (child, leftover, _cleanup) = spawn_reporting(LEADER_LEAVING_A_GRANDCHILD, &[]);
     assert!(child.wait_timeout(WAIT).unwrap().unwrap().success());
     assert!(leftover.is_alive());
 
@@ -300,10 +299,8 @@ fn child_terminate_after_reaping_sweeps_only_through_the_pidfd() {
 /// for the group whose id is our pid, which sends nothing. We lead no group,
 /// so a kernel that knows the flag answers ESRCH; one that does not, EINVAL.
 fn pidfd_can_signal_groups() -> bool {
-    let me = crate::sys::pidfd_open(std::process::id())
-        .unwrap()
-        .expect("pidfd");
-    match crate::sys::pidfd_signal_group(me.as_fd(), 0) {
+    let me = Pidfd::open(std::process::id()).unwrap().expect("pidfd");
+    match me.signal_group_raw(0) {
         Ok(known) => known,
         Err(err) => {
             assert!(crate::sys::is_esrch(&err), "{err}");
@@ -320,7 +317,7 @@ fn without_pidfd_waits_and_termination_still_work() {
     crate::sys::NO_PIDFD.set(true);
 
     // Our own child: wait_timeout, then SIGKILL for a TERM-ignoring group.
-    let (mut child, grandchild, _cleanup) = spawn_reporting(TERM_IGNORING_GROUP, &[]);
+    let (child, grandchild, _cleanup) = spawn_reporting(TERM_IGNORING_GROUP, &[]);
     assert_eq!(child.wait_timeout(Duration::from_millis(20)).unwrap(), None);
     assert_eq!(
         child.terminate(Duration::from_millis(100)).unwrap(),
@@ -335,7 +332,7 @@ fn without_pidfd_waits_and_termination_still_work() {
     assert_no_zombie(&grandchild);
 
     // A process we did not spawn: wait_gone and terminate by identity.
-    let (mut child, other, _cleanup) = spawn_reporting(SETSID_CHILD, &[]);
+    let (child, other, _cleanup) = spawn_reporting(SETSID_CHILD, &[]);
     assert!(!wait_gone(&other, Duration::from_millis(20)).unwrap());
     assert_eq!(terminate(&other, WAIT).unwrap(), Termination::ExitedOnTerm);
     assert!(wait_gone(&other, Duration::ZERO).unwrap());
@@ -356,21 +353,18 @@ fn the_sweep_never_signals_a_group_that_took_over_the_leaders_id() {
         return;
     }
     crate::sys::NO_PIDFD_GROUP.set(true);
-    let (mut parent, leader, _cleanup) = spawn_reporting(SETSID_CHILD, &[]);
+    let (parent, leader, _cleanup) = spawn_reporting(SETSID_CHILD, &[]);
     let stat = read_stat(leader.pid).unwrap();
     assert_eq!(stat.ppid, parent.pid(), "precondition: not our child");
     assert_eq!(stat.pgrp, leader.pid, "precondition: leads its group");
 
-    let parent_exited = crate::sys::pidfd_open(parent.pid())
-        .unwrap()
-        .expect("pidfd");
+    let parent_exited = Pidfd::open(parent.pid()).unwrap().expect("pidfd");
     let taker = Rc::new(RefCell::new(None));
     let taker_slot = Rc::clone(&taker);
     let pid = leader.pid;
     crate::signal::BEFORE_SWEEP.set(Some(Box::new(move || {
         // The shell reaps the leader, then exits: by then the pid is free.
-        let exited =
-            crate::sys::poll_readable(&[parent_exited.as_fd()], Instant::now() + WAIT).unwrap();
+        let exited = parent_exited.wait_exited(Instant::now() + WAIT).unwrap();
         assert!(exited, "the leader's parent did not exit");
         let taker = PidTaker::spawn(pid).expect("clone3 with set_tid");
         assert_eq!(
@@ -407,7 +401,7 @@ fn a_member_by_member_sweep_kills_what_a_foreign_leader_left() {
 fn sweep_what_a_foreign_leader_left() {
     // The leader, started by setsid from a shell that reaps it, runs
     // GRANDCHILD_IGNORING_TERM: its member ignores SIGTERM.
-    let (mut parent, member, _cleanup_member) = spawn_reporting(
+    let (parent, member, _cleanup_member) = spawn_reporting(
         r#"setsid sh -c "$2" leader "$1" & wait"#,
         &[GRANDCHILD_IGNORING_TERM],
     );
@@ -438,7 +432,7 @@ fn sweep_what_a_foreign_leader_left() {
 fn without_pidfd_our_child_is_reaped_only_after_the_sweep() {
     setup();
     crate::sys::NO_PIDFD.set(true);
-    let (mut child, member, _cleanup) = spawn_reporting(GRANDCHILD_IGNORING_TERM, &[]);
+    let (child, member, _cleanup) = spawn_reporting(GRANDCHILD_IGNORING_TERM, &[]);
     assert_eq!(read_stat(member.pid).unwrap().pgrp, child.pid());
 
     let leader = child.pid();
@@ -465,7 +459,7 @@ fn without_pidfd_our_child_is_reaped_only_after_the_sweep() {
 #[test]
 fn huge_timeouts_wait_instead_of_panicking() {
     setup();
-    let mut child = ChildGuard(spawn_detached(&SpawnSpec::new("true")).unwrap());
+    let child = ChildGuard(spawn_detached(&SpawnSpec::new("true")).unwrap());
     assert!(
         child
             .wait_timeout(Duration::MAX)
@@ -474,7 +468,7 @@ fn huge_timeouts_wait_instead_of_panicking() {
             .success()
     );
 
-    let mut child = ChildGuard(spawn_detached(&SpawnSpec::new("sleep").arg("1000")).unwrap());
+    let child = ChildGuard(spawn_detached(&SpawnSpec::new("sleep").arg("1000")).unwrap());
     let identity = child.identity().clone();
     assert_eq!(
         child.terminate(Duration::MAX).unwrap(),
