@@ -14,10 +14,10 @@
 //! // Dropping `server` and `bed` kills opencode and removes the folders.
 //! ```
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -90,9 +90,34 @@ pub fn e2e_skipped() -> bool {
             .name()
             .unwrap_or("an end-to-end test")
             .to_string();
-        eprintln!("SKIPPED {name}: OCM_SKIP_E2E=1 is set, so the real opencode is not run");
+        // Straight to the process's stderr, past the harness's capture, so a
+        // skip is never silent; and counted, for the line at exit.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {name}: OCM_SKIP_E2E=1 is set, so the real opencode is not run"
+        );
+        if SKIPPED.fetch_add(1, Ordering::SeqCst) == 0 {
+            // SAFETY: registering a plain extern "C" function with no
+            // captured state; it only writes to stderr.
+            unsafe { libc::atexit(report_skipped) };
+        }
     }
     skipped
+}
+
+/// End-to-end tests this test binary skipped.
+static SKIPPED: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn report_skipped() {
+    let _ = writeln!(
+        std::io::stderr(),
+        "{} end-to-end test(s) of {} skipped (OCM_SKIP_E2E=1)",
+        SKIPPED.load(Ordering::SeqCst),
+        std::env::current_exe()
+            .ok()
+            .and_then(|e| e.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_default()
+    );
 }
 
 /// Options for [`TestBed::start_opencode_with`].
