@@ -763,6 +763,7 @@ fn a_recorded_pid_of_another_program_is_never_signalled() {
         opencode_bin: e2e::opencode_bin(),
         auth: false,
         desired: manager::Desired::Up,
+        nonce: None,
         extra: Default::default(),
     };
     statefile::ensure_dir(&paths.dir).expect("state folder");

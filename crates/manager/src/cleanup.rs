@@ -7,7 +7,7 @@ use procutil::ProcessIdentity;
 use statefile::ProjectPaths;
 
 use crate::record::read_record;
-use crate::report::{GcReport, ServerState, StopReport};
+use crate::report::{GcFailure, GcReport, ServerState, StopReport};
 use crate::{Error, Manager, scan};
 
 impl Manager {
@@ -35,53 +35,97 @@ impl Manager {
         self.reap_children();
         let mut report = GcReport::default();
         self.remove_stale_tombstones();
-        let live = scan::our_servers(self.state_root());
+        let marked = scan::marked(self.state_root());
         let mut recorded = Vec::new();
         for (hash, paths) in self.recorded_projects()? {
             recorded.push(hash.clone());
-            let Some(lock) = statefile::try_lock(&paths.lock)? else {
-                report.busy.push(paths.dir);
-                continue;
-            };
-            let record = match read_record(&paths.record) {
-                Ok(record) => record,
-                Err(_) => {
-                    report.unreadable.push(paths.record);
-                    continue;
-                }
-            };
-            let project = record
-                .as_ref()
-                .map(|r| r.project_path.clone())
-                .unwrap_or_else(|| paths.dir.clone());
-            let status = self.status_of(project, &hash, &paths, record.as_ref());
-            if matches!(status.status, ServerState::Running | ServerState::Unhealthy) {
-                if !status.project.is_dir() {
-                    report.project_gone.push(status);
-                }
-                continue;
+            // One project that cannot be worked on (a folder of another
+            // user's, an I/O error) is reported; gc goes on with the others.
+            if let Err(e) = self.gc_project(&hash, &paths, &mut report) {
+                report.failed.push(GcFailure {
+                    path: paths.dir.clone(),
+                    error: e.to_string(),
+                });
             }
-            // Not running; an unrecorded server of this project (its starter
-            // died before recording it) keeps the folder for `ensure` to find.
-            if scan::our_servers(self.state_root())
-                .iter()
-                .any(|(_, h)| *h == hash)
-            {
-                continue;
-            }
-            self.remove_project_dir(&paths)?;
-            drop(lock);
-            report.removed.push(paths.dir);
         }
-        for (pid, hash) in live {
-            if recorded.contains(&hash) {
+        // Servers and leftovers of projects that have no folder at all.
+        let mut unrecorded: Vec<&str> = Vec::new();
+        for process in &marked {
+            if !recorded.contains(&process.hash) && !unrecorded.contains(&process.hash.as_str()) {
+                unrecorded.push(&process.hash);
+            }
+        }
+        for process in marked.iter().filter(|m| m.is_server()) {
+            if recorded.contains(&process.hash) {
                 continue;
             }
-            if self.stop_unrecorded(pid, &hash)? {
-                report.orphans_stopped.push(pid);
+            match self.stop_unrecorded(process.pid(), &process.hash) {
+                Ok(true) => report.orphans_stopped.push(process.pid()),
+                Ok(false) => {}
+                Err(e) => report.failed.push(GcFailure {
+                    path: ProjectPaths::new(self.state_root(), &process.hash).dir,
+                    error: e.to_string(),
+                }),
+            }
+        }
+        for hash in unrecorded {
+            if !ProjectPaths::new(self.state_root(), hash).dir.exists() {
+                report
+                    .leftovers_stopped
+                    .extend(self.sweep_project(hash, None));
             }
         }
         Ok(report)
+    }
+
+    /// `gc` of one project folder, under its lock.
+    fn gc_project(
+        &self,
+        hash: &str,
+        paths: &ProjectPaths,
+        report: &mut GcReport,
+    ) -> Result<(), Error> {
+        let Some(lock) = statefile::try_lock(&paths.lock)? else {
+            report.busy.push(paths.dir.clone());
+            return Ok(());
+        };
+        let record = match read_record(&paths.record) {
+            Ok(record) => record,
+            Err(_) => {
+                report.unreadable.push(paths.record.clone());
+                return Ok(());
+            }
+        };
+        let project = record
+            .as_ref()
+            .map(|r| r.project_path.clone())
+            .unwrap_or_else(|| paths.dir.clone());
+        let status = self.status_of(project, hash, paths, record.as_ref());
+        if matches!(status.status, ServerState::Running | ServerState::Unhealthy) {
+            if !status.project.is_dir() {
+                report.project_gone.push(status);
+            }
+            return Ok(());
+        }
+        // Not running; an unrecorded server of this project (its starter
+        // died before recording it) keeps the folder for `ensure` to find.
+        let unrecorded_server = scan::our_servers(self.state_root()).iter().any(|m| {
+            m.hash == hash
+                && !record
+                    .as_ref()
+                    .is_some_and(|r| r.is_leftover(m.pid(), m.nonce.as_deref()))
+        });
+        if unrecorded_server {
+            return Ok(());
+        }
+        // What its servers started and left running goes with it.
+        report
+            .leftovers_stopped
+            .extend(self.sweep_project(hash, None));
+        self.remove_project_dir(paths)?;
+        drop(lock);
+        report.removed.push(paths.dir.clone());
+        Ok(())
     }
 
     /// Removes a project's state folder while its lock is held. The folder is

@@ -119,6 +119,24 @@ pub enum Error {
         /// The newest this ocm reads.
         supported: u32,
     },
+    /// The server was stopped, but its record could not be updated to say
+    /// so (a full disk, a read-only state folder).
+    #[error(
+        "the server of {} (pid {pid}) is stopped, but its record {} could not be updated: \
+         {source}",
+        project.display(),
+        record.display()
+    )]
+    StoppedButNotRecorded {
+        /// The project.
+        project: PathBuf,
+        /// The stopped server's pid.
+        pid: u32,
+        /// The record that still says running.
+        record: PathBuf,
+        /// Why the write failed.
+        source: Box<Error>,
+    },
     /// Another process held the project's lock for the whole lock timeout.
     #[error(
         "timed out after {waited:?} waiting for the lock {} (another ocm process is working on \

@@ -39,6 +39,47 @@ impl Manager {
         paths: &ProjectPaths,
         record: Option<&ServerRecord>,
     ) -> ServerStatus {
+        let mut status = self.recorded_status_of(project, hash, paths, record);
+        if matches!(status.status, ServerState::Stopped | ServerState::Dead) {
+            self.note_unrecorded_server(&mut status, hash, record);
+        }
+        status
+    }
+
+    /// A server of the project that no record names (its `ocm up` was
+    /// killed before it recorded the pid): found by its markers, so that
+    /// `status`, `ls` and `gc` see it.
+    fn note_unrecorded_server(
+        &self,
+        status: &mut ServerStatus,
+        hash: &str,
+        record: Option<&ServerRecord>,
+    ) {
+        let Some(server) = scan::our_servers(self.state_root()).into_iter().find(|m| {
+            m.hash == hash
+                && !record.is_some_and(|r| {
+                    (r.pid == m.pid() && r.status != RecordStatus::Stopped)
+                        || r.is_leftover(m.pid(), m.nonce.as_deref())
+                })
+        }) else {
+            return;
+        };
+        status.status = ServerState::Unhealthy;
+        status.pid = Some(server.pid());
+        status.detail = Some(format!(
+            "an unrecorded server of this project runs (pid {}): the start that made it was \
+             interrupted before recording it; `ocm up` replaces it, `ocm down` stops it",
+            server.pid()
+        ));
+    }
+
+    fn recorded_status_of(
+        &self,
+        project: PathBuf,
+        hash: &str,
+        paths: &ProjectPaths,
+        record: Option<&ServerRecord>,
+    ) -> ServerStatus {
         let mut status = ServerStatus {
             project_port: portmap::port_for_project(&project).ok(),
             project,
@@ -62,6 +103,12 @@ impl Manager {
         // A stopped server has no pid, URL or port any more: a script that
         // checks them must not find the last run's values.
         if record.status == RecordStatus::Stopped {
+            return status;
+        }
+        if record.pid == 0 {
+            status.status = ServerState::Dead;
+            status.detail =
+                Some("a start was interrupted before it recorded its server's pid".to_string());
             return status;
         }
         status.url = (!record.url.is_empty()).then(|| record.url.clone());
@@ -131,6 +178,24 @@ impl Manager {
                 Ok(None) => {}
                 Err(e) => all.push(self.unreadable_status(&hash, &paths, &e)),
             }
+        }
+        // Servers of projects that have no folder at all (deleted by hand,
+        // or a start killed before it made one): listed by their markers.
+        for server in scan::our_servers(self.state_root()) {
+            let paths = ProjectPaths::new(self.state_root(), &server.hash);
+            if paths.dir.exists() {
+                continue;
+            }
+            let mut status = self.recorded_status_of(paths.dir.clone(), &server.hash, &paths, None);
+            status.project = procutil::cwd(server.pid()).unwrap_or(paths.dir.clone());
+            status.project_port = portmap::port_for_project(&status.project).ok();
+            status.status = ServerState::Unhealthy;
+            status.pid = Some(server.pid());
+            status.detail = Some(format!(
+                "pid {} is a server of ocm's that no record names; `ocm gc` stops it",
+                server.pid()
+            ));
+            all.push(status);
         }
         all.sort_by(|a, b| a.project.cmp(&b.project));
         Ok(all)

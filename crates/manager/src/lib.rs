@@ -48,6 +48,7 @@ mod report;
 mod scan;
 mod start;
 mod stop;
+mod sweep;
 
 pub use config::{Config, PasswordPolicy, PortPolicy, is_loopback};
 pub use error::{Error, PortHolder};
@@ -58,8 +59,8 @@ pub use procutil::{ExitStatus, Termination, Termination as StopKind, cmdline, si
 pub use progress::{Progress, Repair, StartFailure};
 pub use project::{Project, project};
 pub use record::{Desired, RecordStatus, SCHEMA_VERSION, ServerRecord, read_record};
-pub use report::{GcReport, ServerInfo, ServerState, ServerStatus, StopReport};
-pub use scan::{PROJECT_HASH_VAR, STATE_ROOT_VAR};
+pub use report::{GcFailure, GcReport, ServerInfo, ServerState, ServerStatus, StopReport};
+pub use scan::{PROJECT_HASH_VAR, SERVER_NONCE_VAR, STATE_ROOT_VAR};
 pub use statefile::ProjectPaths;
 
 /// The user name opencode expects with a password.

@@ -121,6 +121,16 @@ pub enum Repair {
         /// Where it is now.
         moved_to: PathBuf,
     },
+    /// A start was interrupted (its `ocm` killed) before it recorded its
+    /// server's pid; that start's server, if any, is stopped next.
+    InterruptedStart,
+    /// Processes the project's earlier servers started (the agent's
+    /// commands, which opencode runs in sessions of their own) were still
+    /// running; they were stopped.
+    LeftoversStopped {
+        /// Their pids.
+        pids: Vec<u32>,
+    },
     /// A server of this project that no record pointed to was stopped.
     OrphanStopped {
         /// Its pid.
@@ -151,6 +161,18 @@ impl fmt::Display for Repair {
                 "the record was written by a newer ocm (version {found}) whose server no \
                  longer runs; moved it to {}",
                 moved_to.display()
+            ),
+            Repair::InterruptedStart => {
+                f.write_str("an earlier start was interrupted before it recorded its server")
+            }
+            Repair::LeftoversStopped { pids } => write!(
+                f,
+                "stopped {} process(es) an earlier server started and left running (pid {})",
+                pids.len(),
+                pids.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             Repair::OrphanStopped { pid, how } => write!(
                 f,

@@ -61,12 +61,24 @@ pub struct ServerRecord {
     /// supervisor. Absent in a schema-1 record: derived from `status`.
     #[serde(default)]
     pub desired: Desired,
+    /// The random value this start put in its server's environment
+    /// (`OCM_SERVER_NONCE`), written before the spawn: a server whose
+    /// starter died before recording its pid is still this start's server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
     /// Fields this build does not know, kept as they were.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ServerRecord {
+    /// True when `pid` is a leftover of this record's start: it carries the
+    /// start's nonce but is not the recorded server (something the server
+    /// started, perhaps a nested `opencode serve`).
+    pub(crate) fn is_leftover(&self, pid: u32, nonce: Option<&str>) -> bool {
+        self.nonce.is_some() && self.nonce.as_deref() == nonce && self.pid != 0 && self.pid != pid
+    }
+
     /// The recorded process's identity.
     pub fn identity(&self) -> ProcessIdentity {
         ProcessIdentity {
@@ -155,7 +167,7 @@ impl Manager {
             }) => {
                 let live = scan::our_servers(self.state_root())
                     .iter()
-                    .any(|(_, h)| h == hash);
+                    .any(|m| m.hash == hash);
                 if live {
                     return Err(Error::RecordFromNewerOcm {
                         path,
@@ -203,6 +215,7 @@ mod tests {
             opencode_bin: "/bin/opencode".into(),
             auth: true,
             desired: Desired::Up,
+            nonce: None,
             extra: serde_json::Map::new(),
         }
     }

@@ -176,6 +176,9 @@ pub struct StopReport {
     pub stopped: Option<Termination>,
     /// Unrecorded servers of this project that were stopped too.
     pub orphans_stopped: Vec<u32>,
+    /// Other processes carrying the project's markers (what its servers
+    /// started, such as the agent's commands) that were stopped.
+    pub leftovers_stopped: Vec<u32>,
     /// A recorded pid that is alive but not this project's server: left alone.
     pub left_alone: Option<u32>,
 }
@@ -202,10 +205,26 @@ pub struct GcReport {
     pub project_gone: Vec<ServerStatus>,
     /// Servers of ours with no record at all, stopped.
     pub orphans_stopped: Vec<u32>,
+    /// Processes that servers of removed (or unrecorded) projects started
+    /// and left running, stopped.
+    pub leftovers_stopped: Vec<u32>,
     /// State folders skipped because another process holds their lock.
     pub busy: Vec<PathBuf>,
     /// Records that cannot be read, left in place for a person to look at.
     pub unreadable: Vec<PathBuf>,
+    /// Project folders gc could not work on, with why; gc went on with the
+    /// others.
+    pub failed: Vec<GcFailure>,
+}
+
+/// A project folder [`Manager::gc`](crate::Manager::gc) could not work on.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GcFailure {
+    /// The project's state folder.
+    pub path: PathBuf,
+    /// What went wrong.
+    pub error: String,
 }
 
 /// The time since an RFC 3339 start time, when it parses and is past.

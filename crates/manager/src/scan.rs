@@ -1,13 +1,56 @@
-//! What /proc tells about processes ocm did not record: its own servers
-//! found by their environment marker, and the holder of a listening port.
+//! What /proc tells about processes ocm did not record: everything carrying
+//! a project's markers (its servers and whatever they started), and the
+//! holder of a listening port.
+//!
+//! Only inheritance can put the markers in a process's environment: ocm
+//! sets them on the servers it spawns, and everything a server starts
+//! (the agent's shell commands, which opencode runs in sessions of their
+//! own) inherits them. So the markers find a project's processes even when
+//! they left its process group.
 
+use std::collections::HashMap;
 use std::path::Path;
+
+use procutil::ProcessIdentity;
 
 /// The variable every server ocm starts carries: the project's hash.
 pub const PROJECT_HASH_VAR: &str = "OCM_PROJECT_HASH";
 /// The variable every server ocm starts carries: the state root it was
 /// recorded under, so two state roots never claim each other's servers.
 pub const STATE_ROOT_VAR: &str = "OCM_STATE_DIR";
+/// The variable every server ocm starts carries: a random value made for
+/// that start and recorded before the spawn, so a server whose starter died
+/// before recording its pid is still known as that start's server.
+pub const SERVER_NONCE_VAR: &str = "OCM_SERVER_NONCE";
+
+/// A live process carrying the markers of a project under this state root.
+#[derive(Debug, Clone)]
+pub(crate) struct Marked {
+    pub identity: ProcessIdentity,
+    pub hash: String,
+    /// The start it descends from (absent for servers of older ocm).
+    pub nonce: Option<String>,
+    /// A session leader running `serve --hostname H --port P`.
+    pub server_shaped: bool,
+    /// Its parent carries the same project's markers: something a server
+    /// (or its tools) started, even when it looks like a server.
+    pub parent_marked: bool,
+    /// It leads its process group.
+    pub leads_group: bool,
+    /// Its process group's leader is itself a marked process.
+    pub group_leader_marked: bool,
+}
+
+impl Marked {
+    pub fn pid(&self) -> u32 {
+        self.identity.pid
+    }
+
+    /// A server ocm started (not something a server started).
+    pub fn is_server(&self) -> bool {
+        self.server_shaped && !self.parent_marked
+    }
+}
 
 /// True when `pid` is a server ocm started for `project_hash` under
 /// `state_root`: a session leader (ocm starts servers with setsid) running
@@ -28,18 +71,73 @@ pub fn is_our_server(pid: u32, project_hash: &str, state_root: &Path) -> bool {
             .is_some_and(|r| Path::new(&r) == state_root)
 }
 
-/// Every live server ocm started under `state_root`, with its project hash.
-pub fn our_servers(state_root: &Path) -> Vec<(u32, String)> {
+/// Every live process carrying the markers of a project under
+/// `state_root`, but this process and its ancestors (an `ocm down` run by
+/// the agent itself inherits the markers of the project it stops).
+pub(crate) fn marked(state_root: &Path) -> Vec<Marked> {
     let Ok(pids) = procutil::all_pids() else {
         return Vec::new();
     };
-    pids.into_iter()
-        .filter_map(|pid| {
-            let hash = procutil::environ_var(pid, PROJECT_HASH_VAR).ok()??;
-            is_our_server(pid, &hash, state_root).then_some((pid, hash))
+    let spared = self_and_ancestors();
+    let mut found: HashMap<u32, (ProcessIdentity, String, Option<String>)> = HashMap::new();
+    for pid in pids {
+        if spared.contains(&pid) {
+            continue;
+        }
+        let Some(hash) = procutil::environ_var(pid, PROJECT_HASH_VAR).ok().flatten() else {
+            continue;
+        };
+        let root = procutil::environ_var(pid, STATE_ROOT_VAR).ok().flatten();
+        if root.as_deref().map(Path::new) != Some(state_root) {
+            continue;
+        }
+        // Pinned now: a pid reused later no longer matches this identity.
+        let Ok(identity) = ProcessIdentity::of(pid) else {
+            continue;
+        };
+        let nonce = procutil::environ_var(pid, SERVER_NONCE_VAR).ok().flatten();
+        found.insert(pid, (identity, hash, nonce));
+    }
+    let hash_of = |pid: u32| found.get(&pid).map(|(_, h, _)| h.clone());
+    let mut all: Vec<Marked> = found
+        .iter()
+        .map(|(&pid, (identity, hash, nonce))| {
+            let parent = procutil::parent_pid(pid).unwrap_or(0);
+            let group = procutil::process_group_id(pid).unwrap_or(0);
+            Marked {
+                identity: identity.clone(),
+                hash: hash.clone(),
+                nonce: nonce.clone(),
+                server_shaped: procutil::is_session_leader(pid) && runs_serve(pid),
+                parent_marked: hash_of(parent).as_ref() == Some(hash),
+                leads_group: group == pid,
+                group_leader_marked: group != pid && hash_of(group).as_ref() == Some(hash),
+            }
         })
-        .filter(|(pid, _)| procutil::ProcessIdentity::of(*pid).is_ok())
+        .collect();
+    all.sort_by_key(Marked::pid);
+    all
+}
+
+/// Every live server ocm started under `state_root`, with its project hash
+/// and start nonce.
+pub(crate) fn our_servers(state_root: &Path) -> Vec<Marked> {
+    marked(state_root)
+        .into_iter()
+        .filter(Marked::is_server)
         .collect()
+}
+
+/// This process and every ancestor up to init.
+fn self_and_ancestors() -> Vec<u32> {
+    let mut chain = vec![std::process::id()];
+    while let Some(&last) = chain.last() {
+        match procutil::parent_pid(last) {
+            Ok(parent) if parent > 1 && !chain.contains(&parent) => chain.push(parent),
+            _ => break,
+        }
+    }
+    chain
 }
 
 /// True when the process's arguments end in `serve --hostname H --port P`,
@@ -82,5 +180,12 @@ mod tests {
             "0123",
             Path::new("/nonexistent")
         ));
+    }
+
+    #[test]
+    fn this_process_and_its_ancestors_are_spared() {
+        let chain = self_and_ancestors();
+        assert_eq!(chain[0], std::process::id());
+        assert!(chain.contains(&procutil::parent_pid(std::process::id()).unwrap()));
     }
 }

@@ -9,12 +9,15 @@ use procutil::{ExitStatus, ProcessIdentity, Termination};
 use statefile::ProjectPaths;
 
 use crate::health::{Liveness, url_host_port, wait_healthy};
+use crate::password::random_password;
 use crate::progress::{Progress, Repair, StartFailure};
-use crate::record::{Desired, RecordStatus, SCHEMA_VERSION, ServerRecord, write_record};
+use crate::record::{
+    Desired, RecordStatus, SCHEMA_VERSION, ServerRecord, read_record, write_record,
+};
 use crate::report::{ServerInfo, info_from};
 use crate::{
-    Error, Manager, PROJECT_HASH_VAR, PasswordPolicy, STATE_ROOT_VAR, USERNAME, find_opencode,
-    listen, logs, scan,
+    Error, Manager, PROJECT_HASH_VAR, PasswordPolicy, SERVER_NONCE_VAR, STATE_ROOT_VAR, USERNAME,
+    find_opencode, listen, logs, scan,
 };
 
 /// How many lines of the server log a start failure carries.
@@ -68,8 +71,21 @@ impl Manager {
         if let Some(info) = self.check_recorded(&project, &hash, &paths)? {
             return Ok(info);
         }
-        self.stop_orphans(&hash)?;
+        self.clear_for_start(&hash, &paths)?;
         self.start(&project, &hash, &paths)
+    }
+
+    /// Before a start, under the lock: no healthy recorded server runs, so
+    /// every other server of the project and everything earlier servers
+    /// left running is stopped.
+    pub(crate) fn clear_for_start(&self, hash: &str, paths: &ProjectPaths) -> Result<(), Error> {
+        let record = read_record(&paths.record).ok().flatten();
+        self.stop_orphans(hash, record.as_ref())?;
+        let pids = self.sweep_project(hash, None);
+        if !pids.is_empty() {
+            self.repaired(Repair::LeftoversStopped { pids });
+        }
+        Ok(())
     }
 
     /// Reads the record and returns its server when it is ours and healthy;
@@ -84,6 +100,10 @@ impl Manager {
             return Ok(None);
         };
         if record.status == RecordStatus::Stopped {
+            return Ok(None);
+        }
+        if record.pid == 0 {
+            self.repaired(Repair::InterruptedStart);
             return Ok(None);
         }
         let password = self.password_of(&record, paths)?;
@@ -207,7 +227,7 @@ impl Manager {
             Err(failure) => failure,
         };
         Err(AttemptError::Failed(
-            self.fail_attempt(spawned, paths, failure),
+            self.fail_attempt(spawned, hash, paths, failure),
         ))
     }
 
@@ -252,32 +272,42 @@ impl Manager {
                 .env("OPENCODE_SERVER_PASSWORD", password)
                 .env("OPENCODE_SERVER_USERNAME", USERNAME);
         }
-        let spawned_at = Instant::now();
-        let started_at = statefile::rfc3339_now();
-        let child = procutil::spawn_detached(&spec).map_err(AttemptError::fatal)?;
-        let identity = child.identity().clone();
-        let pid = child.pid();
-        self.adopt_child(child);
-        let record = ServerRecord {
+        // Recorded before the spawn, with the start's nonce in the record
+        // and in the server's environment: from the moment the server can
+        // be seen, a record names it, even if this process dies before it
+        // learns the pid.
+        let nonce = random_password().map_err(AttemptError::fatal)?;
+        spec = spec.env(SERVER_NONCE_VAR, &nonce);
+        let mut record = ServerRecord {
             schema_version: SCHEMA_VERSION,
             project_path: project.to_path_buf(),
             project_hash: hash.to_string(),
-            pid,
-            start_time: identity.start_time,
-            boot_id: identity.boot_id.clone(),
+            pid: 0,
+            start_time: 0,
+            boot_id: String::new(),
             port: port.unwrap_or(0),
             hostname: self.config.hostname.clone(),
             url: String::new(),
             status: RecordStatus::Starting,
             log_path: paths.log.clone(),
-            started_at,
+            started_at: statefile::rfc3339_now(),
             last_health_check: None,
             opencode_version: None,
             opencode_bin: bin.to_path_buf(),
             auth: password.is_some(),
             desired: Desired::Up,
+            nonce: Some(nonce.clone()),
             extra: serde_json::Map::new(),
         };
+        write_record(&paths.record, &record).map_err(AttemptError::fatal)?;
+        let spawned_at = Instant::now();
+        let child = procutil::spawn_detached(&spec).map_err(AttemptError::fatal)?;
+        let identity = child.identity().clone();
+        let pid = child.pid();
+        self.adopt_child(child);
+        record.pid = pid;
+        record.start_time = identity.start_time;
+        record.boot_id = identity.boot_id.clone();
         write_record(&paths.record, &record).map_err(|e| {
             let _ = procutil::terminate(&identity, Duration::ZERO);
             AttemptError::Fatal(Box::new(e))
@@ -366,10 +396,14 @@ impl Manager {
     fn fail_attempt(
         &self,
         mut spawned: Spawned,
+        hash: &str,
         paths: &ProjectPaths,
         mut failure: StartFailure,
     ) -> AttemptFailure {
         let (exit, stopped) = self.end_attempt(spawned.pid, &spawned.identity);
+        // A wrapper may have left the real server (or anything else) running
+        // outside its group: everything of this start goes.
+        self.sweep_project(hash, spawned.record.nonce.as_deref());
         if let StartFailure::Exited { status } = &mut failure {
             *status = exit;
         }

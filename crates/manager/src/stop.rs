@@ -3,11 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use procutil::ProcessIdentity;
 use statefile::ProjectPaths;
 
 use crate::progress::{Progress, Repair};
-use crate::record::{Desired, RecordStatus, write_record};
+use crate::record::{Desired, RecordStatus, ServerRecord, write_record};
 use crate::report::{ServerInfo, StopReport};
 use crate::{Error, Manager, find_opencode, scan};
 
@@ -26,14 +25,15 @@ impl Manager {
                 project,
                 ..StopReport::default()
             };
-            for (pid, _) in scan::our_servers(self.state_root())
+            for server in scan::our_servers(self.state_root())
                 .into_iter()
-                .filter(|(_, h)| *h == hash)
+                .filter(|m| m.hash == hash)
             {
-                if self.stop_unrecorded(pid, &hash)? {
-                    report.orphans_stopped.push(pid);
+                if self.stop_unrecorded(server.pid(), &hash)? {
+                    report.orphans_stopped.push(server.pid());
                 }
             }
+            report.leftovers_stopped = self.sweep_project(&hash, None);
             return Ok(report);
         }
         let _lock = self.lock(&paths)?;
@@ -53,7 +53,7 @@ impl Manager {
             ..StopReport::default()
         };
         let record = self.read_record_repairing(hash, paths)?;
-        if let Some(mut record) = record {
+        if let Some(mut record) = record.clone() {
             let identity = record.identity();
             if record.status != RecordStatus::Stopped {
                 report.url = (!record.url.is_empty()).then(|| record.url.clone());
@@ -72,10 +72,21 @@ impl Manager {
             if record.status != RecordStatus::Stopped || record.desired != desired {
                 record.status = RecordStatus::Stopped;
                 record.desired = desired;
-                write_record(&paths.record, &record)?;
+                if let Err(e) = write_record(&paths.record, &record) {
+                    return Err(match report.pid {
+                        Some(pid) => Error::StoppedButNotRecorded {
+                            project: report.project,
+                            pid,
+                            record: paths.record.clone(),
+                            source: Box::new(e),
+                        },
+                        None => e,
+                    });
+                }
             }
         }
-        report.orphans_stopped = self.stop_orphans(hash)?;
+        report.orphans_stopped = self.stop_orphans(hash, record.as_ref())?;
+        report.leftovers_stopped = self.sweep_project(hash, None);
         self.reap_children();
         Ok(report)
     }
@@ -93,26 +104,34 @@ impl Manager {
         let _lock = self.lock(&paths)?;
         self.check_fixed_port_for_restart(&paths)?;
         self.stop_locked(project.clone(), &hash, &paths, Desired::Up)?;
+        self.clear_for_start(&hash, &paths)?;
         self.start(&project, &hash, &paths)
     }
 
-    /// Stops servers of this project that carry our marker but are not
-    /// the recorded one (left by a crash between spawn and record).
-    pub(crate) fn stop_orphans(&self, hash: &str) -> Result<Vec<u32>, Error> {
+    /// Stops servers of this project that carry our markers but are not
+    /// the recorded one (left by a crash between spawn and record), leaving
+    /// alone what the recorded start's server started (those go with the
+    /// project's other leftovers, never counted as servers).
+    pub(crate) fn stop_orphans(
+        &self,
+        hash: &str,
+        record: Option<&ServerRecord>,
+    ) -> Result<Vec<u32>, Error> {
         let mut stopped = Vec::new();
-        for (pid, _) in scan::our_servers(self.state_root())
+        for server in scan::our_servers(self.state_root())
             .into_iter()
-            .filter(|(_, h)| h == hash)
+            .filter(|m| m.hash == hash)
         {
-            // Pin the process first, then check it is still ours: terminate
-            // refuses a pid whose start time changed since.
-            let Ok(identity) = ProcessIdentity::of(pid) else {
+            let pid = server.pid();
+            if record.is_some_and(|r| r.pid == pid || r.is_leftover(pid, server.nonce.as_deref())) {
                 continue;
-            };
+            }
+            // Pinned by the scan; terminate refuses a pid whose start time
+            // changed since.
             if !scan::is_our_server(pid, hash, self.state_root()) {
                 continue;
             }
-            let how = procutil::terminate(&identity, self.config.stop_grace)?;
+            let how = procutil::terminate(&server.identity, self.config.stop_grace)?;
             self.repaired(Repair::OrphanStopped { pid, how });
             stopped.push(pid);
         }
@@ -144,7 +163,7 @@ mod tests {
     }
 
     #[test]
-    fn a_tool_that_leads_its_own_session_with_the_markers_is_not_a_server() {
+    fn a_tool_that_leads_its_own_session_with_the_markers_is_not_a_server_but_is_stopped() {
         let root = tempfile::tempdir().unwrap();
         let project = root.path().join("project");
         std::fs::create_dir(&project).unwrap();
@@ -169,9 +188,12 @@ mod tests {
             manager.state_root()
         ));
         assert!(scan::our_servers(manager.state_root()).is_empty());
+        // Not a server; but something a server of the project started, so
+        // stopping the project stops it too (as a leftover, not an orphan).
         let report = manager.stop(&project).unwrap();
         assert!(report.orphans_stopped.is_empty());
-        assert!(tool.identity().is_alive(), "the tool was signalled");
-        tool.terminate(Duration::from_secs(1)).unwrap();
+        assert_eq!(report.leftovers_stopped, vec![tool.pid()]);
+        assert!(!tool.identity().is_alive(), "the tool still runs");
+        let _ = tool.wait_timeout(Duration::from_secs(5));
     }
 }

@@ -460,6 +460,7 @@ mod tests {
             pid: Some(1234),
             stopped: Some(StopKind::ExitedOnTerm),
             orphans_stopped: vec![],
+            leftovers_stopped: vec![],
             left_alone: None,
         };
         let value = stop_json(&status(ServerState::Stopped), &report);
@@ -515,8 +516,10 @@ mod tests {
             removed: vec!["/state/servers/dead".into(), "/state/servers/new".into()],
             project_gone: vec![gone.clone()],
             orphans_stopped: vec![99],
+            leftovers_stopped: vec![],
             busy: vec![],
             unreadable: vec!["/state/servers/gone/server.json".into()],
+            failed: vec![],
         };
         let value = gc_json(&report, &[dead, gone]);
         let removed = value["removed"].as_array().expect("removed is an array");
@@ -592,6 +595,7 @@ mod tests {
             pid: None,
             stopped: None,
             orphans_stopped: vec![],
+            leftovers_stopped: vec![],
             left_alone: None,
         };
         assert_eq!(

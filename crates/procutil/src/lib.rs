@@ -70,8 +70,9 @@ pub use child::{Child, ExitStatus, try_reap};
 pub use error::Error;
 pub use pidfd::Pidfd;
 pub use procfs::{
-    ProcessIdentity, all_pids, boot_id, cmdline, environ_var, is_session_leader,
-    listening_socket_holder, process_group_members, resident_memory, session_id,
+    ProcessIdentity, all_pids, boot_id, cmdline, cwd, environ_var, is_session_leader,
+    listening_socket_holder, parent_pid, process_group_id, process_group_members, resident_memory,
+    session_id,
 };
 pub use signal::{Termination, signal_group, terminate, wait_gone};
 pub use spawn::{Output, SpawnSpec, spawn_detached};

@@ -213,6 +213,18 @@ pub fn cmdline(pid: u32) -> Result<Vec<String>, Error> {
         .collect())
 }
 
+/// The working folder of process `pid` (`/proc/PID/cwd`).
+pub fn cwd(pid: u32) -> Result<PathBuf, Error> {
+    if pid == 0 {
+        return Err(Error::NoSuchProcess { pid });
+    }
+    let path = proc_path(pid, "cwd");
+    std::fs::read_link(&path).map_err(|source| match source.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ESRCH) => Error::NoSuchProcess { pid },
+        _ => Error::ProcRead { path, source },
+    })
+}
+
 /// The resident memory of process `pid` in bytes (`/proc/PID/statm`,
 /// field 2, times the page size).
 pub fn resident_memory(pid: u32) -> Result<u64, Error> {
@@ -332,6 +344,17 @@ fn parse_pid(name: &str) -> Option<u32> {
 /// of the session's leader. A zombie still has one.
 pub fn session_id(pid: u32) -> Result<u32, Error> {
     Ok(read_stat(pid)?.session)
+}
+
+/// The parent of process `pid` (field 4 of `/proc/PID/stat`; 0 for the
+/// kernel's own).
+pub fn parent_pid(pid: u32) -> Result<u32, Error> {
+    Ok(read_stat(pid)?.ppid)
+}
+
+/// The process group of process `pid` (field 5 of `/proc/PID/stat`).
+pub fn process_group_id(pid: u32) -> Result<u32, Error> {
+    Ok(read_stat(pid)?.pgrp)
 }
 
 /// Whether process `pid` exists and leads its session (it called

@@ -1,0 +1,64 @@
+//! Stopping everything a project's servers started: every process that
+//! carries the project's markers, by process group, whether or not it is
+//! still in the server's group (opencode runs the agent's shell commands in
+//! sessions of their own, so signalling the server's group misses them).
+
+use std::time::{Duration, Instant};
+
+use procutil::Pidfd;
+
+use crate::{Manager, scan};
+
+/// At most this many looks: a process may start another while it is being
+/// stopped.
+const SWEEPS: usize = 3;
+
+impl Manager {
+    /// Terminates every process carrying the markers of project `hash`
+    /// (restricted to one start's processes when `nonce` is given): SIGTERM
+    /// to each marked group leader's group and to each marked process whose
+    /// group is not marked, SIGKILL to what is left after the grace period.
+    /// Never this process or its ancestors. Returns the pids it signalled.
+    pub(crate) fn sweep_project(&self, hash: &str, nonce: Option<&str>) -> Vec<u32> {
+        let mut signalled = Vec::new();
+        for _ in 0..SWEEPS {
+            let targets: Vec<scan::Marked> = scan::marked(self.state_root())
+                .into_iter()
+                .filter(|m| m.hash == hash)
+                .filter(|m| nonce.is_none() || m.nonce.as_deref() == nonce)
+                // A member of a marked leader's group goes with its group.
+                .filter(|m| m.leads_group || !m.group_leader_marked)
+                .collect();
+            if targets.is_empty() {
+                break;
+            }
+            for target in &targets {
+                send(target, libc::SIGTERM);
+                if !signalled.contains(&target.pid()) {
+                    signalled.push(target.pid());
+                }
+            }
+            let deadline = Instant::now() + self.config.stop_grace;
+            for target in &targets {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let gone = procutil::wait_gone(&target.identity, left).unwrap_or(true);
+                if !gone {
+                    send(target, libc::SIGKILL);
+                    let _ = procutil::wait_gone(&target.identity, Duration::from_secs(2));
+                }
+            }
+        }
+        signalled
+    }
+}
+
+/// Signals a marked process: its whole group when it leads one, else just
+/// itself, through a pidfd opened for its recorded identity (never a pid
+/// that was reused).
+fn send(target: &scan::Marked, signal: i32) {
+    if target.leads_group {
+        let _ = procutil::signal_group(&target.identity, signal);
+    } else if let Ok(Some(pidfd)) = Pidfd::open_verified(&target.identity) {
+        let _ = pidfd.send_signal(signal);
+    }
+}
