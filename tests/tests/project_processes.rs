@@ -139,3 +139,92 @@ fn a_replacement_after_a_crash_stops_what_the_dead_server_left() {
     )));
     manager.stop(&bed.project).expect("stop");
 }
+
+/// Starts opencode for `project` the way a `manager` start does, records
+/// it as a start that was killed before it learned the pid (pid 0, the
+/// start's nonce), and returns the server's pid.
+fn interrupted_start(bed: &TestBed, manager: &Manager, project: &Path) -> u32 {
+    let target = manager::project(project).expect("project");
+    let paths = manager.paths(project).expect("paths");
+    let nonce = "0123456789abcdef0123456789abcdef";
+    std::fs::create_dir_all(&paths.dir).expect("state folder");
+    let record = serde_json::json!({
+        "schemaVersion": manager::SCHEMA_VERSION, "projectPath": target.path,
+        "projectHash": target.hash, "pid": 0, "startTime": 0, "bootId": "",
+        "port": 0, "hostname": "127.0.0.1", "url": "", "status": "starting",
+        "logPath": paths.log, "startedAt": "2026-12-01T00:00:00.000Z",
+        "lastHealthCheck": null, "opencodeVersion": null,
+        "opencodeBin": e2e::opencode_bin(), "auth": false, "desired": "up", "nonce": nonce,
+    });
+    std::fs::write(&paths.record, record.to_string()).expect("write the record");
+    let mut spec = procutil::SpawnSpec::new(e2e::opencode_bin())
+        .args(["serve", "--hostname", "127.0.0.1", "--port", "0"])
+        .cwd(project)
+        .output(procutil::Output::AppendTo(paths.log.clone()))
+        .env(PROJECT_HASH_VAR, &target.hash)
+        .env(manager::STATE_ROOT_VAR, manager.state_root().as_os_str())
+        .env(manager::SERVER_NONCE_VAR, nonce);
+    for (name, value) in bed.child_env() {
+        spec = spec.env(name, value);
+    }
+    let child = procutil::spawn_detached(&spec).expect("spawn opencode");
+    let pid = child.pid();
+    // Like the killed `ocm up`, this test does not keep it as a child to reap.
+    std::mem::forget(child);
+    poll_until(Duration::from_secs(30), "the server to listen", || {
+        std::fs::read_to_string(&paths.log)
+            .is_ok_and(|l| l.contains("listening on"))
+            .then_some(())
+    });
+    pid
+}
+
+#[test]
+fn a_start_killed_before_recording_its_pid_is_seen_and_replaced() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let manager = manager_in(&bed, |_| {});
+    let project = bed.project.clone();
+    let orphan = interrupted_start(&bed, &manager, &project);
+    let status = manager.status(&project).expect("status");
+    assert_eq!(status.status, manager::ServerState::Unhealthy, "{status:?}");
+    assert_eq!(status.pid, Some(orphan), "{status:?}");
+    let listed = manager.list().expect("ls");
+    assert!(listed.iter().any(|s| s.pid == Some(orphan)), "{listed:?}");
+    // gc leaves it for `up` (it is a server, not a leftover) ...
+    let report = manager.gc().expect("gc");
+    assert!(report.removed.is_empty(), "{report:?}");
+    assert!(marked(&project).contains(&orphan));
+    // ... which replaces it.
+    let server = manager.ensure(&project).expect("up");
+    assert_ne!(server.pid, orphan);
+    assert_eq!(marked(&project), vec![server.pid]);
+    manager.stop(&project).expect("stop");
+}
+
+#[test]
+fn a_wrapper_that_backgrounds_the_server_and_exits_leaves_nothing() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let wrapper = bed.root().join("oc-backgrounds");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nsetsid {} serve --hostname \"$3\" --port \"$5\" >/dev/null 2>&1 &\nexit 0\n",
+            e2e::opencode_bin().display()
+        ),
+    )
+    .expect("write the wrapper");
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let manager = manager_in(&bed, |c| c.opencode_bin = Some(wrapper.clone()));
+    let err = manager.ensure(&bed.project).unwrap_err();
+    assert!(matches!(err, manager::Error::StartFailed { .. }), "{err}");
+    // Give a server the wrapper started time to appear if it survived.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(marked(&bed.project), Vec::<u32>::new(), "the backgrounded server survived");
+}
