@@ -120,6 +120,7 @@ impl Config {
 
     /// Checks what can be checked without touching anything.
     pub(crate) fn validate(&self) -> Result<(), Error> {
+        check_hostname(&self.hostname)?;
         if !is_loopback(&self.hostname) && self.password == PasswordPolicy::None {
             return Err(Error::NonLoopbackWithoutPassword {
                 hostname: self.hostname.clone(),
@@ -148,6 +149,66 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Refuses what cannot be an address or a host name before anything runs:
+/// an empty host, `host:port`, a leading `-` (opencode would read an
+/// option), spaces and control characters. Whether the name resolves and
+/// the address is this machine's is for the bind check to say.
+fn check_hostname(hostname: &str) -> Result<(), Error> {
+    let bad = |why: &str| Err(Error::Config(format!("bad hostname {hostname:?}: {why}")));
+    let bare = hostname
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(hostname);
+    if bare.is_empty() {
+        return bad("it is empty; use an IP address such as 127.0.0.1");
+    }
+    let bracketed = bare.len() != hostname.len();
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) if bracketed => {
+            return bad("brackets go only around an IPv6 address");
+        }
+        Ok(_) => return Ok(()),
+        Err(_) => {}
+    }
+    if bare.contains(':') {
+        // An IPv6 literal with its zone (`fe80::1%eth0`) is an address too.
+        let zoned = bare.split_once('%').is_some_and(|(addr, zone)| {
+            addr.parse::<std::net::Ipv6Addr>().is_ok()
+                && !zone.is_empty()
+                && zone
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        });
+        return if zoned {
+            Ok(())
+        } else {
+            bad("not an IP address or host name (give the port separately, not as host:port)")
+        };
+    }
+    if bracketed {
+        return bad("brackets go only around an IPv6 address");
+    }
+    let name = bare.strip_suffix('.').unwrap_or(bare);
+    if name.len() > 253 {
+        return bad("a host name has at most 253 characters");
+    }
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return bad("each dot-separated part of a host name has 1 to 63 characters");
+        }
+        if label.starts_with('-') {
+            return bad("a part of a host name must not start with '-'");
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+        {
+            return bad("a host name has only letters, digits, '-', '_' and dots");
+        }
+    }
+    Ok(())
 }
 
 /// True for `127.0.0.1` (any of 127/8), `::1` and `localhost`.
@@ -208,6 +269,55 @@ mod tests {
             ..Config::default()
         };
         assert!(matches!(env.validate(), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn hostnames_are_addresses_or_names() {
+        let with = |hostname: &str| Config {
+            hostname: hostname.into(),
+            password: PasswordPolicy::Generate,
+            ..Config::default()
+        };
+        for good in [
+            "127.0.0.1",
+            "::1",
+            "[::1]",
+            "0.0.0.0",
+            "fe80::1%eth0",
+            "localhost",
+            "no-such-host.invalid",
+            "my_host.example.",
+            "192.0.2.1",
+        ] {
+            assert!(with(good).validate().is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "[]",
+            "127.0.0.1:80",
+            "localhost:4096",
+            "[127.0.0.1]",
+            "-p",
+            "a..b",
+            "a b",
+            "host\nname",
+            "héllo",
+            "x.-y",
+            ".",
+            &"a".repeat(64),
+            &format!("{}.x", "a.".repeat(130)),
+        ] {
+            match with(bad).validate() {
+                Err(Error::Config(message)) => {
+                    assert!(message.starts_with("bad hostname"), "{message}");
+                    assert!(
+                        !message.contains('\n'),
+                        "control characters escaped: {message}"
+                    );
+                }
+                other => panic!("{bad:?}: expected a config error, got {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use portmap::PortProblem;
 use procutil::{ExitStatus, Termination};
 
 use crate::progress::{StartFailure, describe_termination};
@@ -61,6 +62,21 @@ pub enum Error {
         first: u16,
         /// The last port tried.
         last: u16,
+    },
+    /// The host or port cannot be bound for another reason than the port
+    /// being taken: the address is not this machine's, the port needs
+    /// privileges, the name does not resolve. Trying other ports would not
+    /// help, so none is tried.
+    #[error("{}", bind_text(hostname, *port, problem))]
+    CannotBind {
+        /// The host as configured.
+        hostname: String,
+        /// The port tried (`None`: the host itself failed, or opencode was
+        /// to pick the port).
+        port: Option<u16>,
+        /// Why (never [`PortProblem::InUse`] from ocm's own checks, which
+        /// report that as [`Error::PortInUse`] or [`Error::NoFreePort`]).
+        problem: PortProblem,
     },
     /// The server would not start (after the retry).
     #[error(
@@ -228,6 +244,38 @@ fn holder_text(holder: Option<&PortHolder>) -> String {
         .unwrap_or_default()
 }
 
+/// The message of [`Error::CannotBind`]: the cause and what to do, on one
+/// line.
+fn bind_text(hostname: &str, port: Option<u16>, problem: &PortProblem) -> String {
+    let target = match port {
+        Some(port) => format!("port {port} on {hostname}"),
+        None => hostname.to_string(),
+    };
+    match problem {
+        PortProblem::Unresolvable => format!(
+            "no such host {hostname}: the name does not resolve to an address; use an IP address \
+             such as 127.0.0.1"
+        ),
+        PortProblem::ResolveTimedOut => format!(
+            "cannot resolve {hostname}: the resolver did not answer in time; use an IP address \
+             such as 127.0.0.1"
+        ),
+        PortProblem::AddressNotAvailable => format!(
+            "cannot bind {target}: {hostname} is not an address of this machine; use 127.0.0.1 \
+             or an address `ip addr` lists"
+        ),
+        PortProblem::PermissionDenied if port.is_some_and(|p| (1..1024).contains(&p)) => format!(
+            "cannot bind {target}: permission denied: ports below 1024 need root or \
+             CAP_NET_BIND_SERVICE; choose a port above 1023"
+        ),
+        PortProblem::PermissionDenied => format!(
+            "cannot bind {target}: permission denied (a security policy refuses it); choose \
+             another address or port"
+        ),
+        other => format!("cannot bind {target}: {other}"),
+    }
+}
+
 fn ending_text(exit: Option<&ExitStatus>, stopped: Option<&Termination>) -> String {
     match (exit, stopped) {
         (Some(status), _) => format!(" ({status})"),
@@ -281,5 +329,54 @@ mod tests {
             error.to_string(),
             format!("port 1 on 127.0.0.1 is in use by pid {}", u32::MAX)
         );
+    }
+
+    #[test]
+    fn bind_problems_say_the_cause_and_what_to_do_on_one_line() {
+        let text = |hostname: &str, port, problem| {
+            Error::CannotBind {
+                hostname: hostname.into(),
+                port,
+                problem,
+            }
+            .to_string()
+        };
+        let foreign = text("192.0.2.1", Some(28001), PortProblem::AddressNotAvailable);
+        assert_eq!(
+            foreign,
+            "cannot bind port 28001 on 192.0.2.1: 192.0.2.1 is not an address of this machine; \
+             use 127.0.0.1 or an address `ip addr` lists"
+        );
+        let low = text("127.0.0.1", Some(80), PortProblem::PermissionDenied);
+        assert!(
+            low.contains("port 80 on 127.0.0.1")
+                && low.contains("CAP_NET_BIND_SERVICE")
+                && low.contains("above 1023"),
+            "{low}"
+        );
+        let policy = text("127.0.0.1", Some(28001), PortProblem::PermissionDenied);
+        assert!(
+            policy.contains("permission denied") && !policy.contains("1024"),
+            "{policy}"
+        );
+        let unknown = text("no-such-host.invalid", None, PortProblem::Unresolvable);
+        assert!(
+            unknown.starts_with("no such host no-such-host.invalid"),
+            "{unknown}"
+        );
+        let slow = text("slow.example", None, PortProblem::ResolveTimedOut);
+        assert!(slow.contains("did not answer"), "{slow}");
+        let other = text(
+            "127.0.0.1",
+            Some(28001),
+            PortProblem::from_io(&std::io::Error::from_raw_os_error(libc::ENOBUFS)),
+        );
+        assert!(
+            other.starts_with("cannot bind port 28001 on 127.0.0.1: "),
+            "{other}"
+        );
+        for message in [foreign, low, policy, unknown, slow, other] {
+            assert!(!message.contains('\n'), "{message}");
+        }
     }
 }

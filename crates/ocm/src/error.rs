@@ -138,6 +138,7 @@ impl CliError {
                 M::StartFailed { .. }
                 | M::OpencodeNotFound { .. }
                 | M::PortInUse { .. }
+                | M::CannotBind { .. }
                 | M::NoFreePort { .. } => EXIT_START_FAILED,
                 _ => EXIT_ERROR,
             },
@@ -187,6 +188,14 @@ impl CliError {
                 )),
                 M::PortInUse { .. } => Some(
                     "choose another with --port N, or let ocm pick with --port-policy project"
+                        .into(),
+                ),
+                // The message names the cause and the fix; the hint, the flags
+                // that change the address and the port.
+                M::CannotBind { .. } => Some(
+                    "by default ocm binds 127.0.0.1 on a port in 28000-28999; --hostname takes \
+                     an address of this machine, --port N a port above 1023 unless ocm runs as \
+                     root"
                         .into(),
                 ),
                 M::NoFreePort { .. } => {
@@ -285,6 +294,30 @@ mod tests {
         assert_eq!(denied.exit_code(), EXIT_CANNOT_RUN);
     }
 
+    /// A real [`manager::Error::CannotBind`]: ocm cannot name the problem's
+    /// type (it lives below the manager), so a manager makes one. A restart
+    /// with a fixed port checks the port before anything else.
+    fn cannot_bind() -> manager::Error {
+        let root = tempfile::tempdir().expect("a temp folder");
+        let manager = manager::Manager::new(manager::Config {
+            state_root: Some(root.path().to_path_buf()),
+            opencode_bin: Some("/bin/sh".into()),
+            hostname: "no-such-host.invalid".into(),
+            password: manager::PasswordPolicy::Generate,
+            port_policy: manager::PortPolicy::Fixed(28001),
+            ..manager::Config::default()
+        })
+        .expect("a manager");
+        let error = manager
+            .restart(root.path())
+            .expect_err("the name does not resolve");
+        assert!(
+            matches!(error, manager::Error::CannotBind { port: None, .. }),
+            "{error:?}"
+        );
+        error
+    }
+
     #[test]
     fn every_failure_on_the_way_to_a_server_is_exit_4_unless_it_is_bad_usage() {
         let spawn_failed = || manager::Error::Io {
@@ -322,6 +355,14 @@ mod tests {
         });
         assert_eq!(port_taken.exit_code(), EXIT_START_FAILED);
         assert!(port_taken.hint().unwrap().contains("--port"));
+        let unbindable = starting(cannot_bind());
+        assert_eq!(unbindable.exit_code(), EXIT_START_FAILED);
+        let hint = unbindable.hint().unwrap();
+        assert!(
+            hint.contains("--hostname") && hint.contains("--port"),
+            "{hint}"
+        );
+        assert_eq!(CliError::from(cannot_bind()).exit_code(), EXIT_START_FAILED);
         let no_folder = starting(missing_folder());
         assert_eq!(no_folder.exit_code(), EXIT_USAGE);
         assert!(no_folder.to_string().contains("/no/such/folder"));

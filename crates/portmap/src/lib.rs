@@ -1,5 +1,5 @@
-//! Per-project ports, loopback port probing and allocation, and the OpenCode
-//! listening line.
+//! Per-project ports, port probing that says why a port cannot be bound,
+//! and the OpenCode listening line.
 //!
 //! Every project gets a deterministic port in `28000..=28999`, the same one the
 //! other OpenCode managers (ntm, opencode-teams) use, so that they all find the
@@ -21,6 +21,15 @@
 //! let mut candidates = portmap::port_candidates(project)?;
 //! assert_eq!(candidates.next(), Some(port));
 //!
+//! // Probing says why a port cannot be bound, not just that it cannot.
+//! let host = portmap::BindHost::resolve("127.0.0.1", portmap::DEFAULT_RESOLVE_TIMEOUT)
+//!     .expect("a literal always resolves");
+//! match host.first_free(portmap::port_candidates(project)?) {
+//!     Ok(Some(port)) => println!("free: {port}"),
+//!     Ok(None) => println!("every port is in use"),
+//!     Err(problem) => println!("cannot bind 127.0.0.1: {problem}"),
+//! }
+//!
 //! let addr = portmap::parse_listening_line("opencode server listening on http://127.0.0.1:4096")
 //!     .expect("a listening line");
 //! assert_eq!((addr.host.as_str(), addr.port), ("127.0.0.1", 4096));
@@ -34,6 +43,8 @@ use std::iter::FusedIterator;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
 
 /// The first port of the per-project range.
 pub const PROJECT_PORT_BASE: u16 = 28000;
@@ -300,56 +311,243 @@ impl Iterator for PortCandidates {
 impl ExactSizeIterator for PortCandidates {}
 impl FusedIterator for PortCandidates {}
 
-/// Whether `port` on `host` can be bound right now.
-///
-/// `host` is an IP literal (`127.0.0.1`, `::1`, `[::1]`) or `localhost`,
-/// which must be free on 127.0.0.1 and, where the machine has IPv6, on ::1.
-/// Any other host name is not resolved (that could block on DNS) and gives
-/// `false`. The probe binds and closes a listener at once, so the answer can
-/// be stale by the time it is used: the server's own bind is the real test.
-pub fn is_port_free(host: &str, port: u16) -> bool {
-    if host.eq_ignore_ascii_case("localhost") {
-        let v4 = can_bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
-        return v4 && can_bind_or_no_family(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port));
+/// Why a port cannot be bound on a host, from [`probe_port`] and
+/// [`BindHost::probe`]. Only [`InUse`](PortProblem::InUse) is about the port
+/// being taken; every other problem stays the same whatever port is tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PortProblem {
+    /// Something else holds the port (`EADDRINUSE`).
+    InUse,
+    /// The address is not one of this machine's (`EADDRNOTAVAIL`), or its
+    /// family is not supported here (`EAFNOSUPPORT`, e.g. IPv6 switched off).
+    AddressNotAvailable,
+    /// The system refuses the bind (`EACCES`, `EPERM`): a port below the
+    /// unprivileged start (1024) without root or `CAP_NET_BIND_SERVICE`, or
+    /// a security policy.
+    PermissionDenied,
+    /// The host name resolves to no address.
+    Unresolvable,
+    /// The resolver did not answer within the deadline.
+    ResolveTimedOut,
+    /// Any other failure of the bind.
+    Other {
+        /// The OS error number, when there is one.
+        code: Option<i32>,
+        /// Its kind.
+        kind: std::io::ErrorKind,
+    },
+}
+
+impl PortProblem {
+    /// The problem a failed `bind(2)` (or socket creation) means.
+    pub fn from_io(error: &std::io::Error) -> PortProblem {
+        match error.raw_os_error() {
+            Some(libc::EADDRINUSE) => PortProblem::InUse,
+            Some(libc::EADDRNOTAVAIL | libc::EAFNOSUPPORT) => PortProblem::AddressNotAvailable,
+            Some(libc::EACCES | libc::EPERM) => PortProblem::PermissionDenied,
+            code => PortProblem::Other {
+                code,
+                kind: error.kind(),
+            },
+        }
     }
-    match parse_ip(host) {
-        Some(ip) => can_bind(SocketAddr::new(ip, port)),
-        None => false,
+
+    /// True for [`InUse`](PortProblem::InUse): another port may do.
+    pub fn is_in_use(&self) -> bool {
+        *self == PortProblem::InUse
     }
 }
 
-fn parse_ip(host: &str) -> Option<IpAddr> {
+impl fmt::Display for PortProblem {
+    /// What went wrong, for people; the caller names the host and port.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortProblem::InUse => f.write_str("the port is in use"),
+            PortProblem::AddressNotAvailable => {
+                f.write_str("the address is not one of this machine's")
+            }
+            PortProblem::PermissionDenied => f.write_str("permission denied"),
+            PortProblem::Unresolvable => f.write_str("the name does not resolve to an address"),
+            PortProblem::ResolveTimedOut => {
+                f.write_str("the name did not resolve in time (the resolver did not answer)")
+            }
+            PortProblem::Other {
+                code: Some(code), ..
+            } => write!(f, "{}", std::io::Error::from_raw_os_error(*code)),
+            PortProblem::Other { code: None, kind } => write!(f, "{kind}"),
+        }
+    }
+}
+
+impl std::error::Error for PortProblem {}
+
+/// How long [`probe_port`], [`is_port_free`] and [`first_free_port`] wait
+/// for the system resolver to resolve a host name.
+pub const DEFAULT_RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A host to bind, resolved once to its addresses: resolve it, then probe
+/// as many ports as needed without asking the resolver again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindHost {
+    name: String,
+    /// The addresses, port 0, each once, in the resolver's order.
+    addrs: Vec<SocketAddr>,
+}
+
+impl BindHost {
+    /// Resolves `host`: an IP literal (`127.0.0.1`, `::1`, `[::1]`) as it
+    /// is; `localhost` as 127.0.0.1 and ::1 without asking the resolver;
+    /// any other name through the system resolver (`getaddrinfo`).
+    ///
+    /// Blocks while the resolver works, at most `timeout`: the lookup runs
+    /// on a thread of its own, and as `getaddrinfo` cannot be cancelled,
+    /// a lookup that outlives the deadline is left to finish on that thread
+    /// (it only sends its answer to a channel nobody reads any more).
+    pub fn resolve(host: &str, timeout: Duration) -> Result<BindHost, PortProblem> {
+        resolve_with(host, timeout, system_lookup)
+    }
+
+    /// The host as given.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its addresses (port 0), each once, in the resolver's order.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Whether `port` can be bound on this host right now, and if not, why.
+    ///
+    /// Every address is tried. A port is free when at least one address
+    /// binds and every other one either binds or is not available on this
+    /// machine (so `localhost` on a machine without IPv6 needs 127.0.0.1
+    /// only). The probe binds and closes a listener at once, so the answer
+    /// can be stale by the time it is used: the server's own bind is the
+    /// real test. Port 0 checks the address alone.
+    pub fn probe(&self, port: u16) -> Result<(), PortProblem> {
+        let mut bound = false;
+        let mut unavailable = None;
+        for addr in &self.addrs {
+            let mut addr = *addr;
+            addr.set_port(port);
+            match TcpListener::bind(addr) {
+                Ok(_) => bound = true,
+                Err(error) => match PortProblem::from_io(&error) {
+                    PortProblem::AddressNotAvailable => {
+                        unavailable.get_or_insert(PortProblem::AddressNotAvailable);
+                    }
+                    problem => return Err(problem),
+                },
+            }
+        }
+        match (bound, unavailable) {
+            (true, _) => Ok(()),
+            (false, problem) => Err(problem.unwrap_or(PortProblem::Unresolvable)),
+        }
+    }
+
+    /// The first of `ports` that is free on this host. `Ok(None)` when all
+    /// are in use; any other problem ends the search at once and is
+    /// returned (it would be the same for every port).
+    pub fn first_free(
+        &self,
+        ports: impl IntoIterator<Item = u16>,
+    ) -> Result<Option<u16>, PortProblem> {
+        for port in ports {
+            match self.probe(port) {
+                Ok(()) => return Ok(Some(port)),
+                Err(PortProblem::InUse) => {}
+                Err(problem) => return Err(problem),
+            }
+        }
+        Ok(None)
+    }
+}
+
+type Lookup = fn(&str) -> std::io::Result<Vec<SocketAddr>>;
+
+fn system_lookup(name: &str) -> std::io::Result<Vec<SocketAddr>> {
+    use std::net::ToSocketAddrs;
+    Ok((name, 0).to_socket_addrs()?.collect())
+}
+
+/// [`BindHost::resolve`] with the lookup as a parameter, so tests can make
+/// it fail or hang.
+fn resolve_with(host: &str, timeout: Duration, lookup: Lookup) -> Result<BindHost, PortProblem> {
     let bare = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
-    bare.parse().ok()
+    let addrs = if bare.is_empty() {
+        return Err(PortProblem::Unresolvable);
+    } else if bare.eq_ignore_ascii_case("localhost") {
+        vec![
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 0),
+        ]
+    } else if let Ok(ip) = bare.parse::<IpAddr>() {
+        vec![SocketAddr::new(ip, 0)]
+    } else {
+        lookup_with_deadline(bare, timeout, lookup)?
+    };
+    let mut unique: Vec<SocketAddr> = Vec::with_capacity(addrs.len());
+    for mut addr in addrs {
+        addr.set_port(0);
+        if !unique.contains(&addr) {
+            unique.push(addr);
+        }
+    }
+    if unique.is_empty() {
+        return Err(PortProblem::Unresolvable);
+    }
+    Ok(BindHost {
+        name: host.to_owned(),
+        addrs: unique,
+    })
 }
 
-fn can_bind(addr: SocketAddr) -> bool {
-    TcpListener::bind(addr).is_ok()
-}
-
-/// Like [`can_bind`], but a machine without that address family (no IPv6)
-/// counts as free: nothing can be listening there.
-fn can_bind_or_no_family(addr: SocketAddr) -> bool {
-    match TcpListener::bind(addr) {
-        Ok(_) => true,
-        Err(err) => matches!(
-            err.raw_os_error(),
-            Some(libc::EADDRNOTAVAIL | libc::EAFNOSUPPORT)
-        ),
+fn lookup_with_deadline(
+    name: &str,
+    timeout: Duration,
+    lookup: Lookup,
+) -> Result<Vec<SocketAddr>, PortProblem> {
+    let (tx, rx) = mpsc::channel();
+    let owned = name.to_owned();
+    std::thread::Builder::new()
+        .name("portmap-resolve".into())
+        .spawn(move || {
+            let _ = tx.send(lookup(&owned));
+        })
+        .map_err(|error| PortProblem::from_io(&error))?;
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(addrs)) => Ok(addrs),
+        Ok(Err(_)) | Err(mpsc::RecvTimeoutError::Disconnected) => Err(PortProblem::Unresolvable),
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(PortProblem::ResolveTimedOut),
     }
 }
 
-/// The first port in `range` that [`is_port_free`] on `host`, if any.
-pub fn first_free_port(host: &str, range: RangeInclusive<u16>) -> Option<u16> {
-    range.into_iter().find(|&port| is_port_free(host, port))
+/// Whether `port` on `host` can be bound right now, and if not, why.
+///
+/// `host` is resolved first (see [`BindHost::resolve`], waiting at most
+/// [`DEFAULT_RESOLVE_TIMEOUT`]), then probed (see [`BindHost::probe`]).
+/// To probe many ports, resolve once with [`BindHost::resolve`].
+pub fn probe_port(host: &str, port: u16) -> Result<(), PortProblem> {
+    BindHost::resolve(host, DEFAULT_RESOLVE_TIMEOUT)?.probe(port)
 }
 
-/// The first of a project's [`port_candidates`] that is free on `host`.
-pub fn first_free_candidate(path: &Path, host: &str) -> Result<Option<u16>, Error> {
-    Ok(port_candidates(path)?.find(|&port| is_port_free(host, port)))
+/// Whether `port` on `host` can be bound right now: [`probe_port`] without
+/// the reason. A name that does not resolve is never free.
+pub fn is_port_free(host: &str, port: u16) -> bool {
+    probe_port(host, port).is_ok()
+}
+
+/// The first port in `range` that is free on `host` (resolved once).
+/// `Ok(None)` when every port is in use; a problem other than
+/// [`PortProblem::InUse`] ends the search at once and is returned.
+pub fn first_free_port(host: &str, range: RangeInclusive<u16>) -> Result<Option<u16>, PortProblem> {
+    BindHost::resolve(host, DEFAULT_RESOLVE_TIMEOUT)?.first_free(range)
 }
 
 /// Where the server says it listens: the host (IPv6 without brackets) and
@@ -458,6 +656,111 @@ mod tests {
         assert_eq!(key.short_id(), "cc8755609ad6");
         assert_eq!(key.port(), 28000 + (0xcc87 % 1000));
         assert_eq!(key.port(), 28359);
+    }
+
+    #[test]
+    fn bind_errors_map_to_problems() {
+        use std::io::Error as IoError;
+        let of = |code| PortProblem::from_io(&IoError::from_raw_os_error(code));
+        assert_eq!(of(libc::EADDRINUSE), PortProblem::InUse);
+        assert_eq!(of(libc::EADDRNOTAVAIL), PortProblem::AddressNotAvailable);
+        assert_eq!(of(libc::EAFNOSUPPORT), PortProblem::AddressNotAvailable);
+        // What an unprivileged bind below port 1024 gets (root cannot see
+        // it in a test, so the mapping is checked here).
+        assert_eq!(of(libc::EACCES), PortProblem::PermissionDenied);
+        assert_eq!(of(libc::EPERM), PortProblem::PermissionDenied);
+        let other = of(libc::ENOBUFS);
+        assert!(
+            matches!(
+                other,
+                PortProblem::Other {
+                    code: Some(libc::ENOBUFS),
+                    ..
+                }
+            ),
+            "{other:?}"
+        );
+        assert!(!other.to_string().is_empty());
+        let no_code = PortProblem::from_io(&IoError::other("strange"));
+        assert!(
+            matches!(no_code, PortProblem::Other { code: None, .. }),
+            "{no_code:?}"
+        );
+        assert!(PortProblem::InUse.is_in_use());
+        assert!(!PortProblem::PermissionDenied.is_in_use());
+        assert_eq!(
+            PortProblem::PermissionDenied.to_string(),
+            "permission denied"
+        );
+    }
+
+    fn loopback_twice(_: &str) -> std::io::Result<Vec<SocketAddr>> {
+        Ok(vec![
+            "127.0.0.1:53".parse().unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        ])
+    }
+
+    fn nothing(_: &str) -> std::io::Result<Vec<SocketAddr>> {
+        Ok(Vec::new())
+    }
+
+    fn unknown(_: &str) -> std::io::Result<Vec<SocketAddr>> {
+        Err(std::io::Error::other("Name or service not known"))
+    }
+
+    fn hangs(_: &str) -> std::io::Result<Vec<SocketAddr>> {
+        std::thread::sleep(Duration::from_secs(5));
+        Ok(Vec::new())
+    }
+
+    #[test]
+    fn names_resolve_once_to_their_addresses() {
+        let second = Duration::from_secs(1);
+        let host = resolve_with("myhost", second, loopback_twice).unwrap();
+        assert_eq!(host.name(), "myhost");
+        assert_eq!(
+            host.addrs(),
+            &["127.0.0.1:0".parse::<SocketAddr>().unwrap()]
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = listener.local_addr().unwrap().port();
+        assert_eq!(host.probe(taken), Err(PortProblem::InUse));
+        assert_eq!(host.first_free([taken]), Ok(None));
+        assert_eq!(host.probe(0), Ok(()));
+        assert_eq!(
+            resolve_with("x", second, nothing),
+            Err(PortProblem::Unresolvable)
+        );
+        assert_eq!(
+            resolve_with("x", second, unknown),
+            Err(PortProblem::Unresolvable)
+        );
+        // Literals never reach the lookup.
+        assert!(resolve_with("10.1.2.3", second, unknown).is_ok());
+        assert!(resolve_with("localhost", second, unknown).is_ok());
+    }
+
+    #[test]
+    fn a_resolver_that_hangs_is_given_up_at_the_deadline() {
+        let started = std::time::Instant::now();
+        assert_eq!(
+            resolve_with("slow", Duration::from_millis(100), hangs),
+            Err(PortProblem::ResolveTimedOut)
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_problem_other_than_in_use_ends_the_search() {
+        // Not available comes before in use: 192.0.2.1 is no address here
+        // (unless foreign binds are allowed, then nothing is checked).
+        let host = resolve_with("192.0.2.1", Duration::from_secs(1), unknown).unwrap();
+        match host.first_free(28000..=28999) {
+            Err(PortProblem::AddressNotAvailable) => {}
+            Ok(Some(_)) => {} // net.ipv4.ip_nonlocal_bind=1
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

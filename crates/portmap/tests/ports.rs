@@ -6,9 +6,9 @@ use std::net::{Ipv6Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
 use portmap::{
-    Error, ListeningAddr, PROJECT_PORT_BASE, PROJECT_PORT_SPAN, PortCandidates, first_free_port,
-    is_port_free, parse_listening_line, port_candidates, port_for_project, resolve_path,
-    resolve_path_from,
+    BindHost, DEFAULT_RESOLVE_TIMEOUT, Error, ListeningAddr, PROJECT_PORT_BASE, PROJECT_PORT_SPAN,
+    PortCandidates, PortProblem, first_free_port, is_port_free, parse_listening_line,
+    port_candidates, port_for_project, probe_port, resolve_path, resolve_path_from,
 };
 
 #[test]
@@ -19,11 +19,14 @@ fn a_bound_port_is_not_free_and_first_free_port_skips_it() {
     assert!(!is_port_free("localhost", taken));
 
     // A range made of only the taken port has nothing free.
-    assert_eq!(first_free_port("127.0.0.1", taken..=taken), None);
+    assert_eq!(first_free_port("127.0.0.1", taken..=taken), Ok(None));
+    assert_eq!(probe_port("127.0.0.1", taken), Err(PortProblem::InUse));
 
     // A range starting at the taken port skips it.
     let end = taken.saturating_add(50);
-    let found = first_free_port("127.0.0.1", taken..=end).expect("some free port after it");
+    let found = first_free_port("127.0.0.1", taken..=end)
+        .expect("nothing but taken ports on 127.0.0.1")
+        .expect("some free port after it");
     assert!(
         found > taken && found <= end,
         "found {found}, taken {taken}"
@@ -86,6 +89,73 @@ fn ipv6_loopback_probe() {
 fn unknown_host_names_are_never_free() {
     assert!(!is_port_free("example.invalid", 28000));
     assert!(!is_port_free("", 28000));
+}
+
+/// Writes a notice past the test harness's capture (never panicking on a
+/// closed stderr).
+fn notice(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "NOTICE: {text}");
+}
+
+#[test]
+fn an_address_of_another_machine_is_not_available_whatever_the_port() {
+    // 192.0.2.0/24 is TEST-NET-1 (RFC 5737): never a local address, unless
+    // the kernel is told to allow binding foreign addresses.
+    if std::fs::read_to_string("/proc/sys/net/ipv4/ip_nonlocal_bind").is_ok_and(|v| v.trim() == "1")
+    {
+        notice("net.ipv4.ip_nonlocal_bind=1 lets any address bind; not-available probe not tested");
+        return;
+    }
+    let started = std::time::Instant::now();
+    assert_eq!(
+        probe_port("192.0.2.1", 28000),
+        Err(PortProblem::AddressNotAvailable)
+    );
+    // Port 0 checks the address alone.
+    assert_eq!(
+        probe_port("192.0.2.1", 0),
+        Err(PortProblem::AddressNotAvailable)
+    );
+    // The search stops at once: the answer is the same for every port.
+    assert_eq!(
+        first_free_port("192.0.2.1", 28000..=28999),
+        Err(PortProblem::AddressNotAvailable)
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    let text = PortProblem::AddressNotAvailable.to_string();
+    assert!(text.contains("not one of this machine's"), "{text}");
+}
+
+#[test]
+fn a_name_that_does_not_resolve_is_said_so() {
+    // `.invalid` never resolves (RFC 6761); a resolver that cannot be
+    // reached at all may time out instead, which is as clear.
+    match BindHost::resolve("no-such-host.invalid", DEFAULT_RESOLVE_TIMEOUT) {
+        Err(PortProblem::Unresolvable) => {}
+        Err(PortProblem::ResolveTimedOut) => {
+            notice("the resolver did not answer for no-such-host.invalid; it timed out instead");
+        }
+        other => panic!("expected Unresolvable, got {other:?}"),
+    }
+    assert_eq!(
+        probe_port("no-such-host.invalid", 28000).map_err(|p| p.is_in_use()),
+        Err(false)
+    );
+    assert_eq!(probe_port("", 28000), Err(PortProblem::Unresolvable));
+    assert_eq!(probe_port("[]", 28000), Err(PortProblem::Unresolvable));
+}
+
+#[test]
+fn literals_and_localhost_resolve_without_the_resolver() {
+    let v6 = BindHost::resolve("[::1]", DEFAULT_RESOLVE_TIMEOUT).unwrap();
+    assert_eq!(v6.addrs(), &[SocketAddr::from((Ipv6Addr::LOCALHOST, 0))]);
+    assert_eq!(v6.name(), "[::1]");
+    let local = BindHost::resolve("LocalHost", DEFAULT_RESOLVE_TIMEOUT).unwrap();
+    assert_eq!(local.addrs().len(), 2);
+    // Port 0 on loopback always binds.
+    assert_eq!(local.probe(0), Ok(()));
+    assert_eq!(probe_port("127.0.0.1", 0), Ok(()));
 }
 
 #[test]
