@@ -219,12 +219,154 @@ fn a_wrapper_that_backgrounds_the_server_and_exits_leaves_nothing() {
         ),
     )
     .expect("write the wrapper");
-    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
     let manager = manager_in(&bed, |c| c.opencode_bin = Some(wrapper.clone()));
     let err = manager.ensure(&bed.project).unwrap_err();
     assert!(matches!(err, manager::Error::StartFailed { .. }), "{err}");
     // Give a server the wrapper started time to appear if it survived.
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(marked(&bed.project), Vec::<u32>::new(), "the backgrounded server survived");
+    assert_eq!(
+        marked(&bed.project),
+        Vec::<u32>::new(),
+        "the backgrounded server survived"
+    );
+}
+
+/// Every file under the state folder, as text.
+fn state_text(bed: &TestBed) -> String {
+    fn walk(dir: &Path, out: &mut String) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.file_name().is_some_and(|n| n != "password") {
+                out.push_str(&String::from_utf8_lossy(
+                    &std::fs::read(&path).unwrap_or_default(),
+                ));
+            }
+        }
+    }
+    let mut out = String::new();
+    walk(&bed.state_dir, &mut out);
+    out
+}
+
+#[test]
+fn a_replacement_after_a_crash_keeps_the_projects_password() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&seen);
+    let generated = manager_in(&bed, |c| c.password = manager::PasswordPolicy::Generate);
+    let first = generated
+        .ensure(&bed.project)
+        .expect("a server with a password");
+    let password = first.password().expect("a password").to_string();
+    e2e::send_signal(first.pid as i32, libc::SIGKILL);
+    poll_until(Duration::from_secs(10), "the server to die", || {
+        (!marked(&bed.project).contains(&first.pid)).then_some(())
+    });
+    // A plain `up` (no password flag): the replacement keeps the password.
+    let plain =
+        manager_in(&bed, |_| {}).with_progress(move |p| sink.lock().unwrap().push(p.clone()));
+    let second = plain.ensure(&bed.project).expect("a replacement");
+    assert_ne!(second.pid, first.pid);
+    assert_eq!(second.password(), Some(password.as_str()));
+    let open = e2e::http_agent(Duration::from_secs(2))
+        .get(&format!("{}/global/health", second.url))
+        .call()
+        .expect("an answer");
+    assert_eq!(
+        open.status(),
+        401,
+        "the replacement answers without the password"
+    );
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|p| matches!(p, Progress::PasswordKept { .. }))
+    );
+    // Turning it off is explicit, and said.
+    let off = manager_in(&bed, |c| c.password = manager::PasswordPolicy::Off);
+    let third = off
+        .restart(&bed.project)
+        .expect("restart without a password");
+    assert!(!third.has_auth());
+    assert!(
+        !state_text(&bed).contains(&password),
+        "the password is in the state folder"
+    );
+    off.stop(&bed.project).expect("stop");
+}
+
+#[test]
+fn a_given_password_that_is_gone_is_asked_for_not_dropped() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let given = manager_in(&bed, |c| {
+        c.password = manager::PasswordPolicy::Fixed("given-secret-4711".into());
+    });
+    let first = given.ensure(&bed.project).expect("a server");
+    e2e::send_signal(first.pid as i32, libc::SIGKILL);
+    poll_until(Duration::from_secs(10), "the server to die", || {
+        (!marked(&bed.project).contains(&first.pid)).then_some(())
+    });
+    let err = manager_in(&bed, |_| {}).ensure(&bed.project).unwrap_err();
+    assert!(
+        matches!(err, manager::Error::PasswordNeeded { .. }),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("given-secret-4711"));
+    assert!(
+        marked(&bed.project).is_empty(),
+        "an open server was started"
+    );
+    assert!(!state_text(&bed).contains("given-secret-4711"));
+}
+
+#[test]
+fn a_host_name_is_recorded_as_the_literal_the_server_bound() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let manager = manager_in(&bed, |c| c.hostname = "localhost".into());
+    let server = manager.ensure(&bed.project).expect("a server on localhost");
+    assert_eq!(server.hostname, "127.0.0.1");
+    assert_eq!(server.url, format!("http://127.0.0.1:{}", server.port));
+    let record = manager
+        .record(&bed.project)
+        .expect("record")
+        .expect("a record");
+    assert_eq!(record.hostname, "127.0.0.1");
+    assert!(
+        record.url.starts_with("http://127.0.0.1:"),
+        "{}",
+        record.url
+    );
+    // Someone else listening on [::1] at the same port hears nothing from
+    // ocm: not from a reuse, not from a status.
+    let Ok(impostor) = std::net::TcpListener::bind(("::1", server.port)) else {
+        eprintln!("no IPv6 loopback here: the [::1] part of this test cannot run");
+        manager.stop(&bed.project).expect("stop");
+        return;
+    };
+    impostor.set_nonblocking(true).expect("nonblocking");
+    let again = manager.ensure(&bed.project).expect("reuse");
+    assert!(again.reused);
+    manager.status(&bed.project).expect("status");
+    assert!(
+        matches!(impostor.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "ocm connected to [::1]"
+    );
+    manager.stop(&bed.project).expect("stop");
 }

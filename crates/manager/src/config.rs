@@ -27,9 +27,14 @@ pub enum PortPolicy {
 /// requires HTTP Basic auth on every route.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub enum PasswordPolicy {
-    /// No password: the server is open to anything on the host.
+    /// What the project had: a server whose record says it had a password
+    /// is replaced with the same one (a generated one is kept in the state
+    /// folder; a given one must be given again); otherwise none, and the
+    /// server is open to anything on the host.
     #[default]
     None,
+    /// No password, said explicitly: turns off a password the project had.
+    Off,
     /// This password (e.g. read from `OPENCODE_SERVER_PASSWORD`).
     Fixed(String),
     /// A random password made once per project and kept, mode 0600, in the
@@ -41,6 +46,7 @@ impl std::fmt::Debug for PasswordPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PasswordPolicy::None => f.write_str("None"),
+            PasswordPolicy::Off => f.write_str("Off"),
             PasswordPolicy::Fixed(_) => f.write_str("Fixed(<redacted>)"),
             PasswordPolicy::Generate => f.write_str("Generate"),
         }
@@ -121,7 +127,9 @@ impl Config {
     /// Checks what can be checked without touching anything.
     pub(crate) fn validate(&self) -> Result<(), Error> {
         check_hostname(&self.hostname)?;
-        if !is_loopback(&self.hostname) && self.password == PasswordPolicy::None {
+        if !is_loopback(&self.hostname)
+            && matches!(self.password, PasswordPolicy::None | PasswordPolicy::Off)
+        {
             return Err(Error::NonLoopbackWithoutPassword {
                 hostname: self.hostname.clone(),
             });

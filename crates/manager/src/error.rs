@@ -153,6 +153,19 @@ pub enum Error {
         /// Why the write failed.
         source: Box<Error>,
     },
+    /// The project's server had a password given from outside
+    /// (`OPENCODE_SERVER_PASSWORD`) that is not given now: a replacement
+    /// would silently be open.
+    #[error(
+        "the server of {} was started with a password (OPENCODE_SERVER_PASSWORD) that is \
+         not set now; set it again to start the server with it, or start it without a \
+         password explicitly (`--no-password`)",
+        project.display()
+    )]
+    PasswordNeeded {
+        /// The project.
+        project: PathBuf,
+    },
     /// Another process held the project's lock for the whole lock timeout.
     #[error(
         "timed out after {waited:?} waiting for the lock {} (another ocm process is working on \

@@ -29,6 +29,7 @@
 
 #![forbid(unsafe_code)]
 
+mod address;
 mod children;
 mod cleanup;
 mod config;
@@ -50,11 +51,13 @@ mod start;
 mod stop;
 mod sweep;
 
+pub use address::bind_literal;
 pub use config::{Config, PasswordPolicy, PortPolicy, is_loopback};
 pub use error::{Error, PortHolder};
 pub use logs::tail as log_tail;
 pub use manager::Manager;
 pub use opencode::{OPENCODE_VERSION, find_opencode, opencode_cache_dir, opencode_in_prefix};
+pub use portmap::PortProblem;
 pub use procutil::{ExitStatus, Termination, Termination as StopKind, cmdline, signals, watch};
 pub use progress::{Progress, Repair, StartFailure};
 pub use project::{Project, project};

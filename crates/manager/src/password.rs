@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use statefile::ProjectPaths;
 
-use crate::record::ServerRecord;
+use crate::progress::Progress;
+use crate::record::{ServerRecord, read_record};
 use crate::{Error, Manager, PasswordPolicy};
 
 /// Where a generated password is kept.
@@ -47,22 +48,46 @@ impl Manager {
         }
     }
 
-    /// The password for a new server, per the policy.
+    /// The password for a new server, per the policy. Auth is part of the
+    /// project's recorded configuration: with no policy given, a project
+    /// whose last server had a password gets it again (a replacement after
+    /// a crash is never silently open); turning it off takes
+    /// [`PasswordPolicy::Off`] and is said.
     pub(crate) fn password_for_start(&self, paths: &ProjectPaths) -> Result<Option<String>, Error> {
         let file = password_file(paths);
         match &self.config.password {
             PasswordPolicy::Fixed(password) => Ok(Some(password.clone())),
             PasswordPolicy::None => {
-                match std::fs::remove_file(&file) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(source) => {
-                        return Err(Error::Io {
-                            action: "cannot remove",
-                            path: file,
-                            source,
-                        });
+                let had_auth = read_record(&paths.record)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|r| r.auth);
+                if !had_auth {
+                    remove_password_file(&file)?;
+                    return Ok(None);
+                }
+                match self.known_password(paths)? {
+                    Some(kept) => {
+                        self.report(Progress::PasswordKept { file });
+                        Ok(Some(kept))
                     }
+                    None => Err(Error::PasswordNeeded {
+                        project: read_record(&paths.record)
+                            .ok()
+                            .flatten()
+                            .map(|r| r.project_path)
+                            .unwrap_or_else(|| paths.dir.clone()),
+                    }),
+                }
+            }
+            PasswordPolicy::Off => {
+                let had_auth = read_record(&paths.record)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|r| r.auth);
+                remove_password_file(&file)?;
+                if had_auth {
+                    self.report(Progress::PasswordTurnedOff);
                 }
                 Ok(None)
             }
@@ -75,6 +100,18 @@ impl Manager {
                 Ok(Some(password))
             }
         }
+    }
+}
+
+fn remove_password_file(file: &std::path::Path) -> Result<(), Error> {
+    match std::fs::remove_file(file) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(Error::Io {
+            action: "cannot remove",
+            path: file.to_path_buf(),
+            source,
+        }),
     }
 }
 

@@ -29,6 +29,15 @@ pub enum Progress {
         /// The running server's pid.
         pid: u32,
     },
+    /// The project's last server had a generated password: the new one
+    /// gets the same (kept in this file).
+    PasswordKept {
+        /// Where it is kept.
+        file: PathBuf,
+    },
+    /// The project's last server had a password; the new one has none, as
+    /// asked ([`PasswordPolicy::Off`](crate::PasswordPolicy::Off)).
+    PasswordTurnedOff,
     /// The chosen port is held by another program; the next is tried.
     PortTaken {
         /// The port.

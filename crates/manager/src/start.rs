@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use procutil::{ExitStatus, ProcessIdentity, Termination};
 use statefile::ProjectPaths;
 
+use crate::address::bind_literal;
 use crate::health::{Liveness, url_host_port, wait_healthy};
 use crate::password::random_password;
 use crate::progress::{Progress, Repair, StartFailure};
@@ -163,13 +164,22 @@ impl Manager {
         paths: &ProjectPaths,
     ) -> Result<ServerInfo, Error> {
         let bin = find_opencode(self.config.opencode_bin.as_deref())?;
+        // Resolved once: the server binds, and the record names, a literal.
+        let host = bind_literal(&self.config.hostname)?;
         let password = self.password_for_start(paths)?;
         let mut last = None;
         for attempt in 1..=2u32 {
             if attempt > 1 {
                 std::thread::sleep(RETRY_PAUSE);
             }
-            match self.start_once(project, hash, paths, &bin, password.as_deref(), attempt) {
+            match self.start_once(
+                project,
+                hash,
+                paths,
+                (&bin, &host),
+                password.as_deref(),
+                attempt,
+            ) {
                 Ok(info) => return Ok(info),
                 Err(AttemptError::Fatal(e)) => return Err(*e),
                 Err(AttemptError::Failed(failure)) => {
@@ -199,7 +209,7 @@ impl Manager {
         project: &Path,
         hash: &str,
         paths: &ProjectPaths,
-        bin: &Path,
+        (bin, host): (&Path, &str),
         password: Option<&str>,
         attempt: u32,
     ) -> Result<ServerInfo, AttemptError> {
@@ -209,8 +219,8 @@ impl Manager {
             port,
             attempt,
         });
-        let mut spawned = self.spawn_server(project, hash, paths, bin, password, port)?;
-        let failure = match self.wait_ready(&spawned, hash, paths, bin, password) {
+        let mut spawned = self.spawn_server(project, hash, paths, (bin, host), password, port)?;
+        let failure = match self.wait_ready(&spawned, hash, paths, (bin, host), password) {
             Ok((url, version, port)) => {
                 return self
                     .record_running(&mut spawned, paths, url, version, port)
@@ -239,7 +249,7 @@ impl Manager {
         project: &Path,
         hash: &str,
         paths: &ProjectPaths,
-        bin: &Path,
+        (bin, host): (&Path, &str),
         password: Option<&str>,
         port: Option<u16>,
     ) -> Result<Spawned, AttemptError> {
@@ -249,7 +259,7 @@ impl Manager {
         let mut spec = procutil::SpawnSpec::new(bin)
             .arg("serve")
             .arg("--hostname")
-            .arg(&self.config.hostname)
+            .arg(host)
             .arg("--port")
             .arg(port.unwrap_or(0).to_string())
             .cwd(project)
@@ -286,7 +296,7 @@ impl Manager {
             start_time: 0,
             boot_id: String::new(),
             port: port.unwrap_or(0),
-            hostname: self.config.hostname.clone(),
+            hostname: host.to_string(),
             url: String::new(),
             status: RecordStatus::Starting,
             log_path: paths.log.clone(),
@@ -328,7 +338,7 @@ impl Manager {
         spawned: &Spawned,
         hash: &str,
         paths: &ProjectPaths,
-        bin: &Path,
+        (bin, host): (&Path, &str),
         password: Option<&str>,
     ) -> Result<(String, String, u16), StartFailure> {
         let pid = spawned.pid;
@@ -347,7 +357,9 @@ impl Manager {
             port: addr.port,
             elapsed: spawned.spawned_at.elapsed(),
         });
-        let url = format!("http://{}", url_host_port(&addr.host, addr.port));
+        // The address ocm told it to bind (a literal), whatever the line
+        // spells: a name there could resolve elsewhere later.
+        let url = format!("http://{}", url_host_port(host, addr.port));
         match wait_healthy(&url, password, deadline) {
             // ocm must find its server again (to reuse or stop it): refuse
             // one it would not recognise, rather than leak it.

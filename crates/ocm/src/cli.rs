@@ -137,6 +137,8 @@ pub struct StartOptions {
     pub hostname: Option<String>,
     /// `--password-generate`.
     pub password_generate: bool,
+    /// `--no-password`.
+    pub no_password: bool,
     /// `--timeout SECS`: start-up timeout per attempt.
     pub timeout: Option<Duration>,
 }

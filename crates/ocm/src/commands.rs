@@ -260,6 +260,17 @@ fn config(cli: &Cli, start: Option<&StartOptions>) -> Result<Config, CliError> {
         }
         config.password = PasswordPolicy::Generate;
     }
+    if start.no_password {
+        if start.password_generate || matches!(config.password, PasswordPolicy::Fixed(_)) {
+            return Err(CliError::Usage(UsageError {
+                message: "--no-password contradicts --password-generate or \
+                          OPENCODE_SERVER_PASSWORD; use one of them"
+                    .into(),
+                command: None,
+            }));
+        }
+        config.password = PasswordPolicy::Off;
+    }
     if let Some(timeout) = start.timeout {
         config.start_timeout = timeout;
     }
@@ -283,8 +294,9 @@ fn warn_unapplied(reporter: &Reporter, info: &ServerInfo, start: &StartOptions) 
         _ => {}
     }
     // The parser already took `[::1]` apart into `::1`.
+    // The server's hostname is the literal a name resolved to at its start.
     if let Some(host) = &start.hostname
-        && *host != info.hostname
+        && manager::bind_literal(host).ok().as_deref() != Some(info.hostname.as_str())
     {
         differences.push(format!("hostname {host}"));
     }

@@ -102,6 +102,7 @@ fn is_bad_usage(error: &manager::Error) -> bool {
             | M::NonLoopbackWithoutPassword { .. }
             | M::ProjectNotFound { .. }
             | M::NonUtf8Path { .. }
+            | M::PasswordNeeded { .. }
             | M::BadStateDir(_)
     )
 }

@@ -129,6 +129,14 @@ impl Shared {
                 "the running server (pid {pid}) has no password; the one given applies from its \
                  next start (`ocm restart`)"
             )),
+            Progress::PasswordKept { file } => self.note(&format!(
+                "the project's last server had a generated password; the new one keeps it \
+                 ({}); `--no-password` starts one without",
+                file.display()
+            )),
+            Progress::PasswordTurnedOff => {
+                self.note("the project's last server had a password; this one has none, as asked")
+            }
             Progress::PortTaken { port, holder } => {
                 let by = holder
                     .as_ref()

@@ -344,6 +344,15 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
         group: &START,
     },
     OptionDef {
+        long: "no-password",
+        short: None,
+        aliases: &[],
+        kind: Kind::Switch(|p| p.start.no_password = true),
+        help: "Start the server without a password even when the project's \
+               last server had one (otherwise a replacement keeps it)",
+        group: &START,
+    },
+    OptionDef {
         long: "timeout",
         short: None,
         aliases: &[],
