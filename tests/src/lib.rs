@@ -14,12 +14,13 @@
 //! // Dropping `server` and `bed` kills opencode and removes the folders.
 //! ```
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use mock_llm::{MockLlm, Reply, Script};
@@ -546,4 +547,47 @@ impl TestBed {
             })
             .collect()
     }
+}
+
+/// The `ocm` binary next to this test's executable, built once per run.
+pub fn ocm_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test executable's path");
+        // target/<profile>/deps/ocm_cli-<hash>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test executable lives in target/<profile>/deps");
+        let target_dir = profile_dir.parent().expect("the target folder");
+        let profile = profile_dir
+            .file_name()
+            .and_then(OsStr::to_str)
+            .expect("a profile folder name");
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let mut build = Command::new(env!("CARGO"));
+        build
+            .args(["build", "--quiet", "-p", "ocm", "--manifest-path"])
+            .arg(&manifest)
+            .arg("--target-dir")
+            .arg(target_dir);
+        match profile {
+            "debug" => {}
+            "release" => {
+                build.arg("--release");
+            }
+            other => {
+                build.args(["--profile", other]);
+            }
+        }
+        let output = build.output().expect("run cargo build -p ocm");
+        assert!(
+            output.status.success(),
+            "cargo build -p ocm failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let bin = profile_dir.join("ocm");
+        assert!(bin.is_file(), "{} was not built", bin.display());
+        bin
+    })
 }

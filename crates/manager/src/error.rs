@@ -166,6 +166,14 @@ pub enum Error {
         /// The project.
         project: PathBuf,
     },
+    /// A signal interrupted the call; what it had started was stopped.
+    #[error(
+        "interrupted (signal {signal}); the start was cancelled and nothing of it is left running"
+    )]
+    Interrupted {
+        /// The signal.
+        signal: i32,
+    },
     /// Another process held the project's lock for the whole lock timeout.
     #[error(
         "timed out after {waited:?} waiting for the lock {} (another ocm process is working on \

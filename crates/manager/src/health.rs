@@ -69,25 +69,42 @@ pub(crate) fn health(
     }
 }
 
-/// Health checks with short attempts until one succeeds or `deadline`.
+/// Why [`wait_healthy`] gave up.
+pub(crate) enum HealthWait {
+    /// No healthy answer: the last failure.
+    Failed(String),
+    /// An interrupt arrived.
+    Interrupted,
+}
+
+/// Health checks with short attempts until one succeeds, `deadline`, or
+/// `interrupted()` (checked between attempts, at most half a second apart).
 pub(crate) fn wait_healthy(
     url: &str,
     password: Option<&str>,
     deadline: Instant,
-) -> Result<String, String> {
+    interrupted: &dyn Fn() -> bool,
+) -> Result<String, HealthWait> {
     loop {
+        if interrupted() {
+            return Err(HealthWait::Interrupted);
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err("no healthy answer before the start-up deadline".into());
+            return Err(HealthWait::Failed(
+                "no healthy answer before the start-up deadline".into(),
+            ));
         }
         match health(url, password, STARTUP_HEALTH_ATTEMPT.min(left)) {
             Ok(version) => return Ok(version),
             Err(HealthFailure::Unauthorized) => {
-                return Err("it refused ocm's credentials (401)".into());
+                return Err(HealthWait::Failed(
+                    "it refused ocm's credentials (401)".into(),
+                ));
             }
             Err(HealthFailure::Other(reason)) => {
                 if Instant::now() >= deadline {
-                    return Err(reason);
+                    return Err(HealthWait::Failed(reason));
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use portmap::ListeningAddr;
 use procutil::Pidfd;
+use procutil::signals::Signals;
 use procutil::watch::Watch;
 
 use crate::logs;
@@ -28,13 +29,25 @@ pub enum ListenOutcome {
     Exited,
     /// The deadline passed.
     TimedOut,
+    /// An interrupt arrived.
+    Interrupted,
 }
 
 /// Waits until the log, read from `offset`, holds the listening line, the
 /// process `pid` (our own unreaped child, so its pid is its own) exits, or
 /// `deadline` passes.
-pub fn wait_for_listening(log: &Path, offset: u64, pid: u32, deadline: Instant) -> ListenOutcome {
+pub fn wait_for_listening(
+    log: &Path,
+    offset: u64,
+    pid: u32,
+    deadline: Instant,
+    interrupt: Option<&Signals>,
+) -> ListenOutcome {
     let mut watch = Watch::new();
+    // An interrupt wakes the wait at once (the pipe becomes readable).
+    if let Some(signals) = interrupt {
+        let _ = watch.add_fd(signals);
+    }
     let log_watched = watch.add_file(log).is_ok();
     let pidfd = Pidfd::open(pid).ok().flatten();
     let exit_watched = pidfd
@@ -54,6 +67,9 @@ pub fn wait_for_listening(log: &Path, offset: u64, pid: u32, deadline: Instant) 
                     return ListenOutcome::Listening(addr);
                 }
             }
+        }
+        if interrupt.is_some_and(Signals::is_set) {
+            return ListenOutcome::Interrupted;
         }
         if has_exited(pid, pidfd.as_ref()) {
             // One last look: the line may have been written just before exit.
@@ -131,6 +147,7 @@ mod tests {
             offset,
             child.id(),
             Instant::now() + Duration::from_secs(10),
+            None,
         );
         writer.join().unwrap();
         child.kill().unwrap();
@@ -149,7 +166,8 @@ mod tests {
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
         child.wait().unwrap();
-        let outcome = wait_for_listening(&log, 0, pid, Instant::now() + Duration::from_secs(10));
+        let outcome =
+            wait_for_listening(&log, 0, pid, Instant::now() + Duration::from_secs(10), None);
         assert!(matches!(outcome, ListenOutcome::Exited), "{outcome:?}");
 
         let mut child = sleeper("30");

@@ -19,6 +19,8 @@ pub struct Manager {
     /// Servers this process spawned, kept so that they are reaped (no zombie)
     /// when they exit while this process lives on.
     pub(crate) children: Mutex<Vec<procutil::Child>>,
+    /// Signals that cancel a start ([`Manager::with_interrupts`]).
+    pub(crate) interrupts: Option<Arc<procutil::signals::Signals>>,
 }
 
 impl std::fmt::Debug for Manager {
@@ -54,6 +56,7 @@ impl Manager {
             state_root,
             progress: None,
             children: Mutex::new(Vec::new()),
+            interrupts: None,
         })
     }
 
@@ -105,7 +108,28 @@ impl Manager {
         self.report(Progress::WaitingForLock {
             path: paths.lock.clone(),
         });
-        Ok(statefile::lock(&paths.lock, self.config.lock_timeout)?)
+        if self.interrupts.is_none() {
+            return Ok(statefile::lock(&paths.lock, self.config.lock_timeout)?);
+        }
+        // Interruptible: wait in short slices, looking for an interrupt
+        // between them.
+        let began = std::time::Instant::now();
+        loop {
+            self.check_interrupt()?;
+            let left = self.config.lock_timeout.saturating_sub(began.elapsed());
+            let slice = left.min(std::time::Duration::from_millis(100));
+            match statefile::lock(&paths.lock, slice) {
+                Ok(guard) => return Ok(guard),
+                Err(statefile::Error::LockTimeout { .. }) if !left.is_zero() => {}
+                Err(statefile::Error::LockTimeout { path, .. }) => {
+                    return Err(Error::LockTimeout {
+                        path,
+                        waited: began.elapsed(),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 }
 

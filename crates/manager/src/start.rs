@@ -9,7 +9,7 @@ use procutil::{ExitStatus, ProcessIdentity, Termination};
 use statefile::ProjectPaths;
 
 use crate::address::bind_literal;
-use crate::health::{Liveness, url_host_port, wait_healthy};
+use crate::health::{HealthWait, Liveness, url_host_port, wait_healthy};
 use crate::password::random_password;
 use crate::progress::{Progress, Repair, StartFailure};
 use crate::record::{
@@ -48,6 +48,12 @@ struct AttemptFailure {
     log_tail: Vec<String>,
 }
 
+/// Why a spawned server did not become ready.
+enum NotReady {
+    Failed(StartFailure),
+    Interrupted,
+}
+
 /// A server just spawned, before it is known to be ready.
 struct Spawned {
     pid: u32,
@@ -68,7 +74,9 @@ impl Manager {
         if !project.is_dir() {
             return Err(Error::ProjectNotFound { path: project });
         }
+        self.check_interrupt()?;
         let _lock = self.lock(&paths)?;
+        self.check_interrupt()?;
         if let Some(info) = self.check_recorded(&project, &hash, &paths)? {
             return Ok(info);
         }
@@ -172,6 +180,7 @@ impl Manager {
             if attempt > 1 {
                 std::thread::sleep(RETRY_PAUSE);
             }
+            self.check_interrupt()?;
             match self.start_once(
                 project,
                 hash,
@@ -219,6 +228,7 @@ impl Manager {
             port,
             attempt,
         });
+        self.check_interrupt().map_err(AttemptError::fatal)?;
         let mut spawned = self.spawn_server(project, hash, paths, (bin, host), password, port)?;
         let failure = match self.wait_ready(&spawned, hash, paths, (bin, host), password) {
             Ok((url, version, port)) => {
@@ -234,7 +244,18 @@ impl Manager {
                         )
                     });
             }
-            Err(failure) => failure,
+            Err(NotReady::Failed(failure)) => failure,
+            Err(NotReady::Interrupted) => {
+                // Stopped with its group and recorded as stopped, as the
+                // user asked: nothing half started is left to repair.
+                spawned.record.desired = Desired::Down;
+                self.fail_attempt(spawned, hash, paths, StartFailure::Exited { status: None });
+                return Err(AttemptError::fatal(self.check_interrupt().err().unwrap_or(
+                    Error::Interrupted {
+                        signal: libc::SIGINT,
+                    },
+                )));
+            }
         };
         Err(AttemptError::Failed(
             self.fail_attempt(spawned, hash, paths, failure),
@@ -340,18 +361,28 @@ impl Manager {
         paths: &ProjectPaths,
         (bin, host): (&Path, &str),
         password: Option<&str>,
-    ) -> Result<(String, String, u16), StartFailure> {
+    ) -> Result<(String, String, u16), NotReady> {
         let pid = spawned.pid;
         self.report(Progress::WaitingForListen { pid });
         let deadline = spawned.spawned_at + self.config.start_timeout;
-        let addr = match listen::wait_for_listening(&paths.log, spawned.log_offset, pid, deadline) {
+        let outcome = listen::wait_for_listening(
+            &paths.log,
+            spawned.log_offset,
+            pid,
+            deadline,
+            self.interrupt_source(),
+        );
+        let addr = match outcome {
             listen::ListenOutcome::Listening(addr) => addr,
-            listen::ListenOutcome::Exited => return Err(StartFailure::Exited { status: None }),
-            listen::ListenOutcome::TimedOut => {
-                return Err(StartFailure::NoListeningLine {
-                    waited: self.config.start_timeout,
-                });
+            listen::ListenOutcome::Exited => {
+                return Err(NotReady::Failed(StartFailure::Exited { status: None }));
             }
+            listen::ListenOutcome::TimedOut => {
+                return Err(NotReady::Failed(StartFailure::NoListeningLine {
+                    waited: self.config.start_timeout,
+                }));
+            }
+            listen::ListenOutcome::Interrupted => return Err(NotReady::Interrupted),
         };
         self.report(Progress::Listening {
             port: addr.port,
@@ -360,15 +391,15 @@ impl Manager {
         // The address ocm told it to bind (a literal), whatever the line
         // spells: a name there could resolve elsewhere later.
         let url = format!("http://{}", url_host_port(host, addr.port));
-        match wait_healthy(&url, password, deadline) {
+        match wait_healthy(&url, password, deadline, &|| self.interrupted()) {
             // ocm must find its server again (to reuse or stop it): refuse
             // one it would not recognise, rather than leak it.
             Ok(_) if !scan::is_our_server(pid, hash, self.state_root()) => {
-                Err(StartFailure::Unrecognised {
+                Err(NotReady::Failed(StartFailure::Unrecognised {
                     pid,
                     url,
                     bin: bin.to_path_buf(),
-                })
+                }))
             }
             Ok(version) => {
                 self.report(Progress::Healthy {
@@ -377,7 +408,10 @@ impl Manager {
                 });
                 Ok((url, version, addr.port))
             }
-            Err(reason) => Err(StartFailure::Unhealthy { url, reason }),
+            Err(HealthWait::Failed(reason)) => {
+                Err(NotReady::Failed(StartFailure::Unhealthy { url, reason }))
+            }
+            Err(HealthWait::Interrupted) => Err(NotReady::Interrupted),
         }
     }
 

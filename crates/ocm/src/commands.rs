@@ -76,7 +76,13 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
     // Made by the commands that need one (`port` is arithmetic on the path
     // and needs no state).
     let manager = || -> Result<Manager, CliError> {
-        Ok(Manager::new(config(cli, start)?)?.with_progress(reporter.sink()))
+        let manager = Manager::new(config(cli, start)?)?.with_progress(reporter.sink());
+        // Ctrl-C (or SIGTERM, a hang-up) during a start cancels it: the
+        // server being started is stopped and recorded as stopped.
+        Ok(match start {
+            Some(_) => manager.with_interrupts(manager::catch_interrupts()?),
+            None => manager,
+        })
     };
     let here = PathBuf::from(".");
     let dir_or_here = |dir: &Option<PathBuf>| dir.clone().unwrap_or_else(|| here.clone());

@@ -131,6 +131,15 @@ impl CliError {
             }
             CliError::Exec { .. } => EXIT_CANNOT_RUN,
             CliError::Start(e) | CliError::Manager(e) if is_bad_usage(e) => EXIT_USAGE,
+            // As a shell reports a command a signal ended.
+            CliError::Start(e) | CliError::Manager(e)
+                if matches!(e.as_ref(), M::Interrupted { .. }) =>
+            {
+                match e.as_ref() {
+                    M::Interrupted { signal } => 128 + signal,
+                    _ => EXIT_ERROR,
+                }
+            }
             // Not a failed start: this ocm must not judge a newer one's
             // server, so it did not try.
             CliError::Start(e) if matches!(e.as_ref(), M::RecordFromNewerOcm { .. }) => EXIT_ERROR,
