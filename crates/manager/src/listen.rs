@@ -176,6 +176,7 @@ mod tests {
             0,
             child.id(),
             Instant::now() + Duration::from_millis(100),
+            None,
         );
         child.kill().unwrap();
         child.wait().unwrap();
