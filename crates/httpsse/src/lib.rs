@@ -65,4 +65,4 @@ mod reader;
 
 pub use error::Error;
 pub use parser::{DEFAULT_MAX_BYTES, Event, ParseError, Parser};
-pub use reader::{MIN_RECONNECT_DELAY, Reader, ReaderConfig, ReaderItem};
+pub use reader::{MIN_RECONNECT_DELAY, Notify, Reader, ReaderConfig, ReaderItem};

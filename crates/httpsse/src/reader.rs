@@ -50,7 +50,43 @@ pub struct ReaderConfig {
     max_failures: Option<u32>,
     last_event_id: String,
     max_event_size: usize,
+    notify: Option<Notify>,
 }
+
+/// A function the reader thread calls after it queued an item, so that a
+/// caller multiplexing many readers in one thread (a supervisor in one
+/// poll(2)) is woken instead of waiting on each channel in turn. It runs on
+/// the reader thread: keep it short and non-blocking (write a byte to a
+/// pipe).
+#[derive(Clone)]
+pub struct Notify(Arc<dyn Fn() + Send + Sync>);
+
+impl Notify {
+    /// Wraps `f`.
+    pub fn new(f: impl Fn() + Send + Sync + 'static) -> Notify {
+        Notify(Arc::new(f))
+    }
+
+    /// Calls the function.
+    pub fn call(&self) {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Notify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Notify(..)")
+    }
+}
+
+/// Two hooks are equal when they are the same function (the same `Arc`).
+impl PartialEq for Notify {
+    fn eq(&self, other: &Notify) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Notify {}
 
 impl std::fmt::Debug for ReaderConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -65,6 +101,7 @@ impl std::fmt::Debug for ReaderConfig {
             .field("max_failures", &self.max_failures)
             .field("last_event_id", &self.last_event_id)
             .field("max_event_size", &self.max_event_size)
+            .field("notify", &self.notify.is_some())
             .finish()
     }
 }
@@ -85,7 +122,15 @@ impl ReaderConfig {
             max_failures: None,
             last_event_id: String::new(),
             max_event_size: DEFAULT_MAX_BYTES,
+            notify: None,
         }
+    }
+
+    /// Calls `notify` on the reader thread after each item is queued (see
+    /// [`Notify`]); the item is there to receive when it runs.
+    pub fn notify(mut self, notify: Notify) -> Self {
+        self.notify = Some(notify);
+        self
     }
 
     /// Sends this header with every request (e.g. `Authorization`,
@@ -466,7 +511,11 @@ impl Worker {
 
     /// Sends an item; false if nobody listens any more.
     fn send(&self, item: ReaderItem) -> bool {
-        self.items.send(item).is_ok()
+        let sent = self.items.send(item).is_ok();
+        if sent && let Some(notify) = &self.config.notify {
+            notify.call();
+        }
+        sent
     }
 
     /// One connection, from the request to the end of the stream.

@@ -673,3 +673,19 @@ fn a_malformed_url_or_header_is_refused_at_start() {
         Err(Error::InvalidHeader { .. })
     ));
 }
+
+#[test]
+fn the_notify_hook_runs_after_each_item_is_queued() {
+    let server = TestServer::start(vec![Reply::StreamThenHold(b"data: one\n\n".to_vec())]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = Reader::start(quick(server.url()).notify(httpsse::Notify::new(move || {
+        let _ = tx.send(());
+    })))
+    .unwrap();
+    // Each notification finds its item already queued.
+    rx.recv_timeout(PATIENCE).unwrap();
+    assert_eq!(reader.try_recv(), Some(ReaderItem::Connected));
+    rx.recv_timeout(PATIENCE).unwrap();
+    assert!(matches!(reader.try_recv(), Some(ReaderItem::Event(e)) if e.data == "one"));
+    assert!(rx.try_recv().is_err());
+}

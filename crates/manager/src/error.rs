@@ -36,6 +36,13 @@ pub enum Error {
     /// The configuration is inconsistent.
     #[error("bad configuration: {0}")]
     Config(String),
+    /// The supervisor could not do what was asked (bad settings, its
+    /// thread or waker could not be made, it ended).
+    #[error("supervisor: {reason}")]
+    Supervise {
+        /// What went wrong.
+        reason: String,
+    },
     /// The project folder does not exist or is not a folder.
     #[error("project folder {path} does not exist or is not a folder")]
     ProjectNotFound {

@@ -95,6 +95,7 @@ impl Manager {
             resident_memory_bytes: None,
             detail: None,
             state_dir: paths.dir.clone(),
+            supervisor: crate::supervise::read_info(paths),
         };
         let Some(record) = record else {
             return status;

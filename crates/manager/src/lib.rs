@@ -50,6 +50,7 @@ mod report;
 mod scan;
 mod start;
 mod stop;
+mod supervise;
 mod sweep;
 
 pub use address::bind_literal;
@@ -67,6 +68,10 @@ pub use record::{Desired, RecordStatus, SCHEMA_VERSION, ServerRecord, read_recor
 pub use report::{GcFailure, GcReport, ServerInfo, ServerState, ServerStatus, StopReport};
 pub use scan::{PROJECT_HASH_VAR, SERVER_NONCE_VAR, STATE_ROOT_VAR};
 pub use statefile::ProjectPaths;
+pub use supervise::{
+    Notice, Reason, RestartPolicy, SuperviseConfig, Supervisor, SupervisorInfo, SupervisorState,
+    Transition, WatchOutcome, supervise_lock_holder,
+};
 
 /// The user name opencode expects with a password.
 pub const USERNAME: &str = "opencode";

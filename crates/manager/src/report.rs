@@ -157,6 +157,10 @@ pub struct ServerStatus {
     /// The project's state folder.
     #[serde(skip)]
     pub state_dir: PathBuf,
+    /// What the supervisor watching the project says (absent when none
+    /// does).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub supervisor: Option<crate::SupervisorInfo>,
 }
 
 /// What [`Manager::stop`](crate::Manager::stop) did.

@@ -70,6 +70,8 @@ pub enum Name {
     Exec,
     Gc,
     Destroy,
+    Supervise,
+    Unit,
 }
 
 impl Name {
@@ -182,6 +184,8 @@ pub enum Command {
     Destroy {
         dir: Option<PathBuf>,
     },
+    Supervise(crate::supervise::SuperviseArgs),
+    Unit(crate::supervise::SuperviseArgs),
 }
 
 /// A command line ocm cannot make sense of: exit status 2.
@@ -348,7 +352,11 @@ fn parse_command(
     let usage = |message: String| UsageError::new(message, Some(name));
     let lex = |e: lexopt::Error| UsageError::new(e.to_string(), Some(name));
     let mut values: Vec<OsString> = Vec::new();
-    let most_values = usize::from(def.dir) + def.operands.len();
+    let most_values = if defs::MANY_DIRS.contains(&name) {
+        usize::MAX
+    } else {
+        usize::from(def.dir) + def.operands.len()
+    };
     loop {
         // `--` ends ocm's own arguments for `exec`: the rest is the command,
         // even when it looks like an option.

@@ -175,6 +175,8 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
             drop(reporter);
             exec(&info, program, args)
         }
+        Command::Supervise(args) => crate::supervise::run(cli, args),
+        Command::Unit(args) => crate::supervise::unit(cli, args),
         Command::Gc => {
             let manager = manager()?;
             // What each project was before gc, for --json to report removed

@@ -20,6 +20,7 @@ mod follow;
 mod json_keys;
 mod progress;
 mod render;
+mod supervise;
 
 fn main() {
     let code = commands::main(std::env::args_os().skip(1).collect());

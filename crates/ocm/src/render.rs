@@ -109,6 +109,7 @@ pub fn status_block(status: &ServerStatus) -> String {
             rows.push(("last run", format!("{url} (pid {pid})")));
         }
     }
+    rows.extend(crate::supervise::status_rows(status));
     rows.push(("log", status.log_path.display().to_string()));
     rows.iter()
         .map(|(name, value)| format!("{name:<8} {value}\n"))
@@ -422,6 +423,7 @@ mod tests {
             resident_memory_bytes: (state == ServerState::Running).then_some(381_234_567),
             detail: (state == ServerState::Dead).then(|| "process 1234 is gone".into()),
             state_dir: PathBuf::from("/state/servers/h"),
+            supervisor: None,
         }
     }
 

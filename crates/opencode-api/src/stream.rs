@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamConfig {
+    notify: Option<httpsse::Notify>,
     initial_delay: Duration,
     max_delay: Duration,
     stall_timeout: Duration,
@@ -49,6 +50,7 @@ impl StreamConfig {
     /// the client's connect timeout; never give up; frames up to 16 MiB.
     pub fn new() -> StreamConfig {
         StreamConfig {
+            notify: None,
             initial_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(30),
@@ -100,8 +102,22 @@ impl StreamConfig {
         self
     }
 
+    /// Calls `notify` on the stream's reader thread after each item is
+    /// queued, so that one thread can follow many streams in one poll(2)
+    /// (for example by waking a `procutil::waker::Waker`) and then take
+    /// what is there with [`EventStream::next`] and a deadline that has
+    /// passed. Keep it short and non-blocking.
+    pub fn notify(mut self, notify: impl Fn() + Send + Sync + 'static) -> Self {
+        self.notify = Some(httpsse::Notify::new(notify));
+        self
+    }
+
     pub(crate) fn reader_config(&self, url: String, client_connect: Duration) -> ReaderConfig {
-        ReaderConfig::new(url)
+        let config = match &self.notify {
+            Some(notify) => ReaderConfig::new(url).notify(notify.clone()),
+            None => ReaderConfig::new(url),
+        };
+        config
             .initial_delay(self.initial_delay)
             .max_delay(self.max_delay)
             .stall_timeout(self.stall_timeout)

@@ -64,6 +64,7 @@ mod signal;
 pub mod signals;
 mod spawn;
 mod sys;
+pub mod waker;
 pub mod watch;
 
 pub use child::{Child, ExitStatus, try_reap};

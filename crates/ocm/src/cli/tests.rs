@@ -275,6 +275,8 @@ fn name_of(command: &Command) -> Name {
         Command::Exec { .. } => Name::Exec,
         Command::Gc => Name::Gc,
         Command::Destroy { .. } => Name::Destroy,
+        Command::Supervise(_) => Name::Supervise,
+        Command::Unit(_) => Name::Unit,
     }
 }
 
@@ -287,6 +289,8 @@ fn sample_value(value_name: &str) -> &'static str {
         "HOST" => "127.0.0.1",
         "SECS" => "2",
         "DIR" => "/s",
+        "POLICY" => "always",
+        "SIZE" => "800M",
         other => panic!("no sample value for {other}: add one to sample_value"),
     }
 }

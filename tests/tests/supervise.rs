@@ -1,0 +1,353 @@
+//! End-to-end: `ocm supervise` keeps a real opencode server up: a SIGKILL
+//! is seen through the pidfd and the server restarted; `ocm down` is obeyed
+//! and `ocm up` taken back; a second supervisor leaves the project alone; a
+//! supervisor killed leaves its servers running and the next one adopts
+//! them; a crash loop ends `failed` (said by `ocm status`) and `ocm up`
+//! clears it; a stopped (SIGSTOP) server is replaced. Counts are small
+//! here; `cargo xtask chaos` runs the full ones.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use e2e::{TestBed, e2e_skipped, is_zombie, ocm_bin, poll_until};
+use serde_json::Value;
+
+/// A running `ocm supervise --json` and its transitions, line by line.
+struct Supervise {
+    child: Child,
+    lines: Receiver<Value>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Supervise {
+    fn start(bed: &TestBed, args: &[&str], env: &[(&str, &str)]) -> Supervise {
+        let mut command = bed.command(ocm_bin());
+        command
+            .args(["supervise", "--json"])
+            .args(args)
+            .arg(&bed.project)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = command.spawn().expect("start ocm supervise");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let value: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        Supervise {
+            child,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    /// The next transition into `state`, skipping others, within `timeout`.
+    fn expect(&self, state: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) if v["state"] == state => return v,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no `{state}` transition within {timeout:?}")
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("ocm supervise ended before a `{state}` transition")
+                }
+            }
+        }
+    }
+
+    /// Every transition that arrives within `window`.
+    fn collect(&self, window: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + window;
+        let mut all = Vec::new();
+        while let Ok(v) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            all.push(v);
+        }
+        all
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM; it must end within a second or two (exit 0).
+    fn terminate(mut self) -> i32 {
+        e2e::send_signal(self.child.id() as i32, libc::SIGTERM);
+        let began = Instant::now();
+        let status = poll_until(Duration::from_secs(5), "ocm supervise to end", || {
+            self.child.try_wait().expect("wait")
+        });
+        assert!(
+            began.elapsed() < Duration::from_secs(2),
+            "took {:?} to stop",
+            began.elapsed()
+        );
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        status.code().unwrap_or(-1)
+    }
+}
+
+impl Drop for Supervise {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ocm(bed: &TestBed, args: &[&str]) -> std::process::Output {
+    bed.command(ocm_bin())
+        .args(args)
+        .arg(&bed.project)
+        .output()
+        .expect("run ocm")
+}
+
+fn status_json(bed: &TestBed) -> Value {
+    let out = ocm(bed, &["status", "--json"]);
+    serde_json::from_slice(&out.stdout).expect("status JSON")
+}
+
+fn ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
+}
+
+fn count(var: &str, ci_count: usize, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if ci() { ci_count } else { default })
+}
+
+fn pid_of(v: &Value) -> u32 {
+    v["pid"].as_u64().expect("a pid") as u32
+}
+
+/// Gone and reaped: no zombie left.
+fn gone(pid: u32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid)
+}
+
+#[test]
+fn sigkills_are_seen_at_once_and_the_server_restarted() {
+    if e2e_skipped() {
+        return;
+    }
+    let kills = count("OCM_CHAOS_KILLS", 3, 5);
+    let bed = TestBed::new();
+    let sup = Supervise::start(&bed, &["--max-restarts", "0"], &[]);
+    let mut pid = pid_of(&sup.expect("running", Duration::from_secs(60)));
+    let mut detect = Vec::new();
+    for round in 1..=kills {
+        let killed_at = Instant::now();
+        e2e::send_signal(pid as i32, libc::SIGKILL);
+        let crashed = sup.expect("crashed", Duration::from_secs(10));
+        detect.push(killed_at.elapsed());
+        assert_eq!(pid_of(&crashed), pid);
+        assert_eq!(crashed["reason"]["kind"], "exited");
+        assert_eq!(crashed["reason"]["signal"], 9, "{crashed}");
+        let running = sup.expect("running", Duration::from_secs(60));
+        assert_eq!(running["restarts"], round as u64, "{running}");
+        let new_pid = pid_of(&running);
+        assert_ne!(new_pid, pid);
+        assert!(gone(pid), "the killed server lingers (not reaped)");
+        pid = new_pid;
+    }
+    detect.sort();
+    eprintln!("kill -> crashed: median {:?}", detect[detect.len() / 2]);
+    // One server, the last one; `ocm status` shows the supervisor.
+    assert_eq!(bed.opencode_pids(), vec![pid]);
+    let status = status_json(&bed);
+    assert_eq!(status["supervisor"]["pid"], sup.pid(), "{status}");
+    assert_eq!(status["supervisor"]["state"], "running", "{status}");
+    assert_eq!(status["supervisor"]["restarts"], kills as u64, "{status}");
+    assert_eq!(sup.terminate(), 0);
+    // The server outlives its supervisor; status no longer names one.
+    assert!(alive(pid));
+    assert!(status_json(&bed).get("supervisor").is_none());
+    let transitions = std::fs::read_to_string(
+        bed.state_dir
+            .join("servers")
+            .join(manager::project(&bed.project).unwrap().hash)
+            .join("transitions.jsonl"),
+    )
+    .expect("transitions.jsonl");
+    assert_eq!(
+        transitions
+            .lines()
+            .filter(|l| l.contains("\"state\":\"crashed\""))
+            .count(),
+        kills
+    );
+}
+
+#[test]
+fn down_is_obeyed_and_up_is_taken_back_and_a_second_supervisor_stays_out() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let sup = Supervise::start(&bed, &[], &[]);
+    let first = pid_of(&sup.expect("running", Duration::from_secs(60)));
+
+    // A second supervisor says who has the project and watches nothing.
+    let second = bed
+        .command(ocm_bin())
+        .args(["supervise"])
+        .arg(&bed.project)
+        .output()
+        .expect("second ocm supervise");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("supervised by pid {}", sup.pid())),
+        "{stderr}"
+    );
+
+    assert!(ocm(&bed, &["down"]).status.success());
+    let stopped = sup.expect("stopped", Duration::from_secs(10));
+    assert_eq!(stopped["reason"]["kind"], "stopped-by-user", "{stopped}");
+    assert_eq!(stopped["message"], "stopped by the user");
+    let stay = Duration::from_secs(if ci() { 3 } else { 5 });
+    let meanwhile = sup.collect(stay);
+    assert!(meanwhile.is_empty(), "{meanwhile:?}");
+    assert!(bed.opencode_pids().is_empty());
+
+    assert!(ocm(&bed, &["up"]).status.success());
+    let back = sup.expect("running", Duration::from_secs(30));
+    assert_eq!(back["reason"]["kind"], "replaced-by-user", "{back}");
+    let second_pid = pid_of(&back);
+    assert_ne!(second_pid, first);
+    // Supervised again: a crash is restarted.
+    e2e::send_signal(second_pid as i32, libc::SIGKILL);
+    sup.expect("crashed", Duration::from_secs(10));
+    sup.expect("running", Duration::from_secs(60));
+    // `ocm restart` is not a crash.
+    assert!(ocm(&bed, &["restart"]).status.success());
+    let after = sup.expect("running", Duration::from_secs(30));
+    assert_eq!(after["reason"]["kind"], "replaced-by-user", "{after}");
+    assert_eq!(sup.terminate(), 0);
+}
+
+#[test]
+fn a_killed_supervisor_leaves_servers_running_and_the_next_adopts_them() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let mut sup = Supervise::start(&bed, &[], &[]);
+    let pid = pid_of(&sup.expect("running", Duration::from_secs(60)));
+    e2e::send_signal(sup.pid() as i32, libc::SIGKILL);
+    let _ = sup.child.wait();
+    drop(sup);
+    assert!(alive(pid));
+    let sup = Supervise::start(&bed, &[], &[]);
+    let adopted = sup.expect("running", Duration::from_secs(30));
+    assert_eq!(adopted["reason"]["kind"], "adopted", "{adopted}");
+    assert_eq!(pid_of(&adopted), pid);
+    // Not its child: the crash is seen, its status cannot be.
+    e2e::send_signal(pid as i32, libc::SIGKILL);
+    let crashed = sup.expect("crashed", Duration::from_secs(10));
+    assert_eq!(pid_of(&crashed), pid);
+    assert!(
+        crashed["message"]
+            .as_str()
+            .unwrap()
+            .contains("not ocm's child"),
+        "{crashed}"
+    );
+    sup.expect("running", Duration::from_secs(60));
+    assert_eq!(sup.terminate(), 0);
+}
+
+#[test]
+fn a_crash_loop_backs_off_then_fails_and_up_clears_it() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let script = bed.root().join("crash.sh");
+    std::fs::write(&script, "#!/bin/sh\necho crash-loop-marker >&2\nexit 1\n").unwrap();
+    let mut perms = std::fs::metadata(&script).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&script, perms).unwrap();
+    let sup = Supervise::start(
+        &bed,
+        &["--max-restarts", "4", "--within", "120"],
+        &[("OPENCODE_BIN", script.to_str().unwrap())],
+    );
+    let mut delays = Vec::new();
+    let failed = loop {
+        let v = sup.expect_any(Duration::from_secs(60));
+        match v["state"].as_str().unwrap() {
+            "backoff" => delays.push(v["reason"]["ms"].as_u64().unwrap()),
+            "failed" => break v,
+            "running" => panic!("a crash loop ran: {v}"),
+            _ => {}
+        }
+    };
+    assert_eq!(delays, vec![100, 200, 400], "{failed}");
+    assert_eq!(failed["reason"]["kind"], "start-limit", "{failed}");
+    let status = status_json(&bed);
+    assert_eq!(status["supervisor"]["state"], "failed", "{status}");
+    let tail = status["supervisor"]["logTail"].to_string();
+    assert!(tail.contains("crash-loop-marker"), "{status}");
+    // Nothing more is tried until the user acts.
+    assert!(sup.collect(Duration::from_secs(2)).is_empty());
+    assert!(ocm(&bed, &["up"]).status.success());
+    let back = sup.expect("running", Duration::from_secs(30));
+    assert_eq!(back["reason"]["kind"], "replaced-by-user", "{back}");
+    assert_eq!(sup.terminate(), 0);
+}
+
+#[test]
+fn a_stopped_server_is_found_hung_and_replaced() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let sup = Supervise::start(&bed, &["--stall", "2"], &[]);
+    let pid = pid_of(&sup.expect("running", Duration::from_secs(60)));
+    let stopped_at = Instant::now();
+    e2e::send_signal(pid as i32, libc::SIGSTOP);
+    let unhealthy = sup.expect("unhealthy", Duration::from_secs(30));
+    assert_eq!(unhealthy["reason"]["kind"], "hung", "{unhealthy}");
+    assert_eq!(pid_of(&unhealthy), pid);
+    let running = sup.expect("running", Duration::from_secs(60));
+    eprintln!("SIGSTOP -> running again: {:?}", stopped_at.elapsed());
+    assert_ne!(pid_of(&running), pid);
+    assert!(gone(pid), "the stopped server was not killed and reaped");
+    assert_eq!(bed.opencode_pids(), vec![pid_of(&running)]);
+    assert_eq!(sup.terminate(), 0);
+}
+
+impl Supervise {
+    fn expect_any(&self, timeout: Duration) -> Value {
+        self.lines
+            .recv_timeout(timeout)
+            .unwrap_or_else(|e| panic!("no transition within {timeout:?}: {e}"))
+    }
+}
