@@ -158,7 +158,8 @@ fn sigkills_are_seen_at_once_and_the_server_restarted() {
     }
     let kills = count("OCM_CHAOS_KILLS", 3, 5);
     let bed = TestBed::new();
-    let sup = Supervise::start(&bed, &["--max-restarts", "0"], &[]);
+    // Back-to-back kills: the delay's cap low, or each would wait up to 30 s.
+    let sup = Supervise::start(&bed, &["--max-restarts", "0", "--max-delay", "1"], &[]);
     let mut pid = pid_of(&sup.expect("running", Duration::from_secs(60)));
     let mut detect = Vec::new();
     for round in 1..=kills {
@@ -231,7 +232,7 @@ fn down_is_obeyed_and_up_is_taken_back_and_a_second_supervisor_stays_out() {
     let stopped = sup.expect("stopped", Duration::from_secs(10));
     assert_eq!(stopped["reason"]["kind"], "stopped-by-user", "{stopped}");
     assert_eq!(stopped["message"], "stopped by the user");
-    let stay = Duration::from_secs(if ci() { 3 } else { 5 });
+    let stay = Duration::from_secs(count("OCM_CHAOS_DOWN_SECS", 3, 5) as u64);
     let meanwhile = sup.collect(stay);
     assert!(meanwhile.is_empty(), "{meanwhile:?}");
     assert!(bed.opencode_pids().is_empty());

@@ -6,6 +6,9 @@
 //! - ocm: cold `ocm up` time over bare opencode's time to its listening line
 //!   (both from exec, alternating, same isolated environment), warm `ocm up`
 //!   as a whole process, and the `ocm` process's peak resident memory.
+//! - supervision: the time from a SIGKILL to the `crashed` transition and
+//!   to `running` again, and what a supervisor of 5 idle servers costs in
+//!   60 s (CPU time, threads, resident memory).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -127,6 +130,8 @@ pub fn run() -> Result<(), String> {
         max(&cold_rss) as f64 / 1024.0,
         max(&warm_rss) as f64 / 1024.0
     );
+    crate::chaos::kill_figures(&ocm, &bin, crate::chaos::KILLS)?.print();
+    crate::chaos::idle_figures(&ocm, &bin, 5, Duration::from_secs(60))?.print();
     Ok(())
 }
 

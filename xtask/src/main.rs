@@ -6,6 +6,8 @@
 //!   end-to-end against the real opencode), rustdoc, and no stray processes.
 //! - `demo`: ocm's main job end to end on a scratch project.
 //! - `bench`: the speed and memory figures (see `bench.rs`).
+//! - `chaos`: the supervision cases with full counts, and their figures
+//!   (see `chaos.rs`).
 //!
 //! The tidy checks of the source tree (`tidy.rs`) are tests, run by
 //! `cargo test --workspace` and so by `ci`.
@@ -15,6 +17,7 @@ use std::process::{Command, ExitCode, ExitStatus};
 use std::time::{Duration, Instant};
 
 mod bench;
+mod chaos;
 mod demo;
 #[cfg(test)]
 mod tidy;
@@ -25,7 +28,9 @@ commands:
   opencode   install opencode-ai@VERSION with npm into the cache (if missing) and print its path
   ci         fmt check, clippy -D warnings, build, all tests (opencode included), rustdoc -D warnings
   demo       run ocm's main job end to end on a scratch project with the offline model
-  bench      speed and memory figures: httpsse throughput, cold/warm `ocm up`, ocm memory";
+  bench      speed and memory figures: httpsse throughput, cold/warm `ocm up`, ocm memory,
+             supervision (kill to crashed/running, an idle supervisor's CPU, threads, memory)
+  chaos      the supervision cases with full counts (50 SIGKILLs, ...) and their figures";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -34,6 +39,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("demo") => demo::run(),
         Some("bench") => bench::run(),
+        Some("chaos") => chaos::run(),
         Some("-h" | "--help" | "help") => {
             println!("{}", USAGE.replace("VERSION", e2e::OPENCODE_VERSION));
             Ok(())

@@ -20,6 +20,7 @@ pub struct SuperviseOptions {
     pub within: Option<Duration>,
     pub stall: Option<Duration>,
     pub max_memory: Option<u64>,
+    pub max_delay: Option<Duration>,
     pub stop_on_exit: bool,
 }
 
@@ -53,6 +54,9 @@ impl SuperviseOptions {
         if let Some(v) = env("OCM_SUPERVISE_MAX_MEMORY") {
             config.max_memory = Some(parse_size(&v)?);
         }
+        if let Some(v) = env("OCM_SUPERVISE_MAX_DELAY") {
+            config.delay_cap = parse_secs(&v)?.max(config.delay_floor);
+        }
         if let Some(v) = env("OCM_SUPERVISE_BUSY_WAIT") {
             config.busy_wait = parse_secs(&v)?;
         }
@@ -70,6 +74,9 @@ impl SuperviseOptions {
         }
         if let Some(bytes) = self.max_memory {
             config.max_memory = Some(bytes);
+        }
+        if let Some(delay) = self.max_delay {
+            config.delay_cap = delay.max(config.delay_floor);
         }
         config.stop_on_exit = self.stop_on_exit;
         Ok(config)
@@ -378,6 +385,10 @@ pub fn unit_text(ocm: &Path, state: &Path, dirs: &[PathBuf], options: &Supervise
     if let Some(s) = options.stall {
         command.push("--stall".into());
         command.push(s.as_secs_f64().to_string());
+    }
+    if let Some(d) = options.max_delay {
+        command.push("--max-delay".into());
+        command.push(d.as_secs_f64().to_string());
     }
     if let Some(m) = options.max_memory {
         command.push("--max-memory".into());

@@ -72,6 +72,8 @@ struct Project {
 struct Candidate {
     hash: String,
     dir: Token,
+    /// Whether "supervised by pid N" was said already.
+    held_said: bool,
 }
 
 pub(crate) struct Engine {
@@ -267,31 +269,36 @@ impl Engine {
         if self.projects.iter().any(|p| p.paths.dir == paths.dir) {
             return None;
         }
-        let record = read_record(&paths.record).ok().flatten();
-        if let Some(record) = record
-            && record.desired == Desired::Up
-            && record.project_path.is_dir()
-        {
-            match self.watch_project(&record.project_path, false) {
-                Ok(outcome) => {
-                    if let WatchOutcome::HeldBy { pid, .. } = &outcome {
-                        let by = pid.map_or("another supervisor".into(), |p| format!("pid {p}"));
-                        self.note(&record.project_path, format!("supervised by {by}"));
-                    }
-                    return Some(outcome);
-                }
-                Err(e) => self.note(&record.project_path, e.to_string()),
-            }
-        }
-        if !self.candidates.iter().any(|c| c.hash == hash)
-            && let Ok(dir) = self.watch.add_dir(&paths.dir)
-        {
+        // The folder is watched before the record is read: a record written
+        // in between is seen either way.
+        if !self.candidates.iter().any(|c| c.hash == hash) {
+            let dir = self.watch.add_dir(&paths.dir).ok()?;
             self.candidates.push(Candidate {
                 hash: hash.to_string(),
                 dir,
+                held_said: false,
             });
         }
-        None
+        let record = read_record(&paths.record).ok().flatten()?;
+        if record.desired != Desired::Up || !record.project_path.is_dir() {
+            return None;
+        }
+        match self.watch_project(&record.project_path, false) {
+            Ok(outcome) => {
+                if let WatchOutcome::HeldBy { pid, .. } = &outcome
+                    && let Some(c) = self.candidates.iter_mut().find(|c| c.hash == hash)
+                    && !std::mem::replace(&mut c.held_said, true)
+                {
+                    let by = pid.map_or("another supervisor".into(), |p| format!("pid {p}"));
+                    self.note(&record.project_path, format!("supervised by {by}"));
+                }
+                Some(outcome)
+            }
+            Err(e) => {
+                self.note(&record.project_path, e.to_string());
+                None
+            }
+        }
     }
 
     fn dir_changed(&mut self, token: Token, name: &std::ffi::OsStr) {
@@ -308,10 +315,8 @@ impl Engine {
         }
         if let Some(index) = self.projects.iter().position(|p| p.dir == Some(token)) {
             self.record_changed(index);
-        } else if let Some(c) = self.candidates.iter().position(|c| c.dir == token) {
-            let hash = self.candidates[c].hash.clone();
-            self.candidates.swap_remove(c);
-            self.watch.remove(token);
+        } else if let Some(c) = self.candidates.iter().find(|c| c.dir == token) {
+            let hash = c.hash.clone();
             self.consider(&hash);
         }
     }

@@ -499,6 +499,20 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
         group: &SUPERVISE,
     },
     OptionDef {
+        long: "max-delay",
+        short: None,
+        aliases: &[],
+        kind: Kind::Value {
+            name: "SECS",
+            store: |p, value| {
+                p.supervise.max_delay = Some(secs_value(&value, "--max-delay")?);
+                Ok(())
+            },
+        },
+        help: "The longest restart delay (default 30; it starts at 0.1 and doubles)",
+        group: &SUPERVISE,
+    },
+    OptionDef {
         long: "max-memory",
         short: None,
         aliases: &[],
@@ -754,7 +768,7 @@ pub(crate) const COMMANDS: &[CommandDef] = &[
                (project, state, previous, at, reason, message, pid, restarts). \
                Speaks sd_notify (READY=1, WATCHDOG=1) under systemd: see `ocm unit`. \
                Settings also come from OCM_SUPERVISE_RESTART, _MAX_RESTARTS, _WITHIN, \
-               _STALL, _MAX_MEMORY and _BUSY_WAIT. DIR may be given many times.",
+               _STALL, _MAX_DELAY, _MAX_MEMORY and _BUSY_WAIT. DIR may be given many times.",
         dir: true,
         operands: &[],
         rest: None,
