@@ -17,7 +17,8 @@ use crate::{cargo, step, target_dir};
 /// SIGKILLs of one supervised server.
 pub const KILLS: usize = 50;
 
-pub fn run() -> Result<(), String> {
+/// `figures_only`: the figures without the end-to-end cases.
+pub fn run(figures_only: bool) -> Result<(), String> {
     step(
         "build ocm (release)",
         cargo().args(["build", "--release", "--quiet", "-p", "ocm"]),
@@ -27,6 +28,9 @@ pub fn run() -> Result<(), String> {
     let kills = kill_figures(&ocm, &bin, KILLS)?;
     kills.print();
     idle_figures(&ocm, &bin, 5, Duration::from_secs(60))?.print();
+    if figures_only {
+        return Ok(());
+    }
     step(
         "the supervision end-to-end tests, full counts",
         cargo()
@@ -158,6 +162,9 @@ fn e2e_pids() -> Vec<u32> {
 
 /// Kill-to-transition times of `kills` SIGKILLs of one supervised server.
 pub struct KillFigures {
+    /// Kill to the exit being visible at all (a pidfd of this process):
+    /// the kernel's teardown of the server, which no watcher can beat.
+    pub to_exit: Vec<Duration>,
     pub to_crashed: Vec<Duration>,
     pub to_running: Vec<Duration>,
 }
@@ -179,7 +186,15 @@ impl KillFigures {
             "\nsupervision: {} SIGKILLs of a supervised server",
             self.to_crashed.len()
         );
+        show("kill -> exit visible (kernel teardown)", &self.to_exit);
         show("kill -> `crashed` transition", &self.to_crashed);
+        let beyond: Vec<Duration> = self
+            .to_crashed
+            .iter()
+            .zip(&self.to_exit)
+            .map(|(c, e)| c.saturating_sub(*e))
+            .collect();
+        show("exit visible -> `crashed` (supervisor)", &beyond);
         let mut crashed = self.to_crashed.clone();
         crashed.sort();
         let ok = crashed[crashed.len() / 2] < Duration::from_millis(50);
@@ -210,12 +225,20 @@ pub fn kill_figures(ocm: &Path, bin: &Path, kills: usize) -> Result<KillFigures,
     let (_, running) = sup.expect("running", Duration::from_secs(60))?;
     let mut pid = pid_of(&running);
     let mut figures = KillFigures {
+        to_exit: Vec::new(),
         to_crashed: Vec::new(),
         to_running: Vec::new(),
     };
     for round in 1..=kills {
+        let pidfd = procutil::Pidfd::open(pid)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("server {pid} is gone before the kill"))?;
         let killed = Instant::now();
         e2e::send_signal(pid as i32, libc::SIGKILL);
+        pidfd
+            .wait_exited(killed + Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
+        figures.to_exit.push(killed.elapsed());
         let (at, crashed) = sup.expect("crashed", Duration::from_secs(10))?;
         if pid_of(&crashed) != pid {
             return Err(format!("crashed names another pid: {crashed}"));
