@@ -345,6 +345,24 @@ fn a_stopped_server_is_found_hung_and_replaced() {
     assert_eq!(sup.terminate(), 0);
 }
 
+#[test]
+fn stop_on_exit_stops_the_servers_when_supervision_ends() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let sup = Supervise::start(&bed, &["--stop-on-exit"], &[]);
+    let pid = pid_of(&sup.expect("running", Duration::from_secs(60)));
+    assert_eq!(sup.terminate(), 0);
+    assert!(
+        gone(pid) || !alive(pid),
+        "the server outlived --stop-on-exit"
+    );
+    assert!(bed.opencode_pids().is_empty());
+    let status = status_json(&bed);
+    assert_eq!(status["status"], "stopped", "{status}");
+}
+
 impl Supervise {
     fn expect_any(&self, timeout: Duration) -> Value {
         self.lines

@@ -152,3 +152,87 @@ pub(crate) fn append_transition(paths: &ProjectPaths, transition: &Transition) {
 pub(crate) fn remove_info(paths: &ProjectPaths) {
     let _ = std::fs::remove_file(metrics_path(paths));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervise::types::Reason;
+
+    #[test]
+    fn one_holder_of_supervise_lock_and_it_is_named() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = ProjectPaths::new(root.path(), "0123456789abcdef0123456789abcdef");
+        assert_eq!(supervise_lock_holder(&paths), None);
+        let held = try_take(&paths).unwrap().expect("free");
+        // flock is per open file: a second taker, even in this process, is
+        // refused, and told who holds it.
+        assert!(try_take(&paths).unwrap().is_none());
+        assert_eq!(supervise_lock_holder(&paths), Some(std::process::id()));
+        drop(held);
+        assert!(try_take(&paths).unwrap().is_some());
+    }
+
+    #[test]
+    fn transitions_are_json_lines_with_the_promised_keys() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = ProjectPaths::new(root.path(), "0123456789abcdef0123456789abcdef");
+        statefile::ensure_dir(&paths.dir).unwrap();
+        let reason = Reason::Exited {
+            code: None,
+            signal: Some(9),
+            detail: None,
+        };
+        let transition = Transition {
+            project: "/p".into(),
+            state: SupervisorState::Crashed,
+            previous: SupervisorState::Running,
+            at: statefile::rfc3339_now(),
+            message: reason.to_string(),
+            reason,
+            pid: Some(42),
+            restarts: 3,
+        };
+        append_transition(&paths, &transition);
+        append_transition(&paths, &transition);
+        let text = std::fs::read_to_string(transitions_path(&paths)).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        let value: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        for key in [
+            "project", "state", "previous", "at", "reason", "pid", "restarts",
+        ] {
+            assert!(value.get(key).is_some(), "{key} missing: {value}");
+        }
+        assert_eq!(value["state"], "crashed");
+        assert_eq!(value["reason"]["kind"], "exited");
+        assert_eq!(value["reason"]["signal"], 9);
+        assert_eq!(value["message"], "killed by signal 9");
+    }
+
+    #[test]
+    fn metrics_are_read_only_while_their_supervisor_holds_the_lock() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = ProjectPaths::new(root.path(), "0123456789abcdef0123456789abcdef");
+        let held = try_take(&paths).unwrap().unwrap();
+        let info = SupervisorInfo {
+            pid: std::process::id(),
+            state: SupervisorState::Running,
+            restarts: 1,
+            last_transition: None,
+            server_pid: Some(7),
+            uptime_seconds: Some(3),
+            resident_memory_bytes: None,
+            events_received: 5,
+            reconnects: 0,
+            last_event_age_ms: Some(10),
+            last_exit: None,
+            log_tail: Vec::new(),
+            updated_at: statefile::rfc3339_now(),
+        };
+        write_info(&paths, &info);
+        assert_eq!(read_info(&paths), Some(info));
+        // A supervisor that stops removes its metrics.
+        remove_info(&paths);
+        assert_eq!(read_info(&paths), None);
+        drop(held);
+    }
+}

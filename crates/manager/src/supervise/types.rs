@@ -353,3 +353,45 @@ impl fmt::Display for Notice {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_parse_and_bad_settings_are_refused() {
+        assert_eq!("always".parse(), Ok(RestartPolicy::Always));
+        assert_eq!("on-failure".parse(), Ok(RestartPolicy::OnFailure));
+        assert_eq!("never".parse(), Ok(RestartPolicy::Never));
+        assert!("sometimes".parse::<RestartPolicy>().is_err());
+        assert!(SuperviseConfig::default().validate().is_ok());
+        let too_fast = SuperviseConfig {
+            delay_floor: Duration::from_millis(10),
+            ..SuperviseConfig::default()
+        };
+        assert!(too_fast.validate().is_err());
+    }
+
+    #[test]
+    fn reasons_say_what_happened() {
+        let unknown = Reason::Exited {
+            code: None,
+            signal: None,
+            detail: Some("status unknown: not ocm's child".into()),
+        };
+        assert_eq!(
+            unknown.to_string(),
+            "exited (status unknown: not ocm's child)"
+        );
+        assert_eq!(Reason::StoppedByUser.to_string(), "stopped by the user");
+        let json = serde_json::to_value(Reason::StartLimit {
+            starts: 5,
+            within_secs: 60,
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"kind": "start-limit", "starts": 5, "withinSecs": 60})
+        );
+    }
+}
