@@ -355,6 +355,7 @@ const FORBID_UNSAFE: &[&str] = &[
     "crates/opencode-api/src/lib.rs",
     "crates/portmap/src/lib.rs",
     "crates/manager/src/lib.rs",
+    "crates/turns/src/lib.rs",
     "crates/ocm/src/main.rs",
 ];
 

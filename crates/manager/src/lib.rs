@@ -49,6 +49,7 @@ mod record;
 mod report;
 mod scan;
 mod start;
+mod statefiles;
 mod stop;
 mod sweep;
 
@@ -67,6 +68,7 @@ pub use record::{Desired, RecordStatus, SCHEMA_VERSION, ServerRecord, read_recor
 pub use report::{GcFailure, GcReport, ServerInfo, ServerState, ServerStatus, StopReport};
 pub use scan::{PROJECT_HASH_VAR, SERVER_NONCE_VAR, STATE_ROOT_VAR};
 pub use statefile::ProjectPaths;
+pub use statefiles::{StateLock, lock_state_file, read_state_file, write_state_file};
 
 /// The user name opencode expects with a password.
 pub const USERNAME: &str = "opencode";
