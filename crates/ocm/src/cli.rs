@@ -70,6 +70,7 @@ pub enum Name {
     Exec,
     Gc,
     Destroy,
+    Prompt,
 }
 
 impl Name {
@@ -182,6 +183,7 @@ pub enum Command {
     Destroy {
         dir: Option<PathBuf>,
     },
+    Prompt(Box<crate::prompt::PromptArgs>),
 }
 
 /// A command line ocm cannot make sense of: exit status 2.

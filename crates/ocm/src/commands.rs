@@ -175,6 +175,7 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
             drop(reporter);
             exec(&info, program, args)
         }
+        Command::Prompt(args) => crate::prompt::run(cli, args),
         Command::Gc => {
             let manager = manager()?;
             // What each project was before gc, for --json to report removed
@@ -243,7 +244,7 @@ fn checked_status(
 }
 
 /// The manager's configuration: the environment plus the command line.
-fn config(cli: &Cli, start: Option<&StartOptions>) -> Result<Config, CliError> {
+pub(crate) fn config(cli: &Cli, start: Option<&StartOptions>) -> Result<Config, CliError> {
     let mut config = Config::from_env();
     config.state_root = cli.state_dir.clone();
     let Some(start) = start else {

@@ -19,6 +19,7 @@ mod follow;
 #[allow(dead_code)]
 mod json_keys;
 mod progress;
+mod prompt;
 mod render;
 
 fn main() {

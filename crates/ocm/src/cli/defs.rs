@@ -120,6 +120,8 @@ pub(crate) struct Parsed {
     pub port_given: Option<&'static str>,
     pub lines: Option<usize>,
     pub follow: bool,
+    /// `ocm prompt`'s options.
+    pub prompt: crate::prompt::PromptArgs,
 }
 
 impl Parsed {
@@ -220,6 +222,26 @@ pub(crate) const LOGS: Group = Group {
     noun: None,
     in_overview: false,
 };
+
+/// `ocm prompt`'s own options.
+pub(crate) const PROMPT: Group = Group {
+    id: "prompt",
+    heading: "Prompt options",
+    usage: Some("PROMPT OPTIONS"),
+    noun: Some("a prompt option"),
+    in_overview: false,
+};
+
+/// Stores a non-empty text value of `ocm prompt`.
+fn text_value(option: &str, value: OsString) -> Result<String, String> {
+    let text = value
+        .into_string()
+        .map_err(|_| format!("--{option} is not valid UTF-8"))?;
+    if text.trim().is_empty() {
+        return Err(format!("--{option} must not be empty"));
+    }
+    Ok(text)
+}
 
 /// Every option; within a group, in the order help texts list them.
 pub(crate) const OPTIONS: &[OptionDef] = &[
@@ -393,6 +415,114 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
         kind: Kind::Switch(|p| p.follow = true),
         help: "Keep printing what is appended (across rotation) until Ctrl-C",
         group: &LOGS,
+    },
+    OptionDef {
+        long: "session",
+        short: None,
+        aliases: &[],
+        kind: Kind::Value {
+            name: "ID",
+            store: |p, v| {
+                p.prompt.session = Some(text_value("session", v)?);
+                Ok(())
+            },
+        },
+        help: "Prompt this OpenCode session (ses_...)",
+        group: &PROMPT,
+    },
+    OptionDef {
+        long: "title",
+        short: None,
+        aliases: &[],
+        kind: Kind::Value {
+            name: "TITLE",
+            store: |p, v| {
+                p.prompt.title = Some(text_value("title", v)?);
+                Ok(())
+            },
+        },
+        help: "The session with this title (created on first use, resumed after)",
+        group: &PROMPT,
+    },
+    OptionDef {
+        long: "team",
+        short: None,
+        aliases: &[],
+        kind: Kind::Value {
+            name: "TEAM",
+            store: |p, v| {
+                p.prompt.team = Some(text_value("team", v)?);
+                Ok(())
+            },
+        },
+        help: "With --agent and --role: the session titled \
+               teams::TEAM::agent::AGENT::role::ROLE",
+        group: &PROMPT,
+    },
+    OptionDef {
+        long: "agent",
+        short: None,
+        aliases: &[],
+        kind: Kind::Value {
+            name: "AGENT",
+            store: |p, v| {
+                p.prompt.agent = Some(text_value("agent", v)?);
+                Ok(())
+            },
+        },
+        help: "The team's agent id with --team; else the OpenCode agent to run",
+        group: &PROMPT,
+    },
+    OptionDef {
+        long: "role",
+        short: None,
+        aliases: &[],
+        kind: Kind::Value {
+            name: "ROLE",
+            store: |p, v| {
+                p.prompt.role = Some(text_value("role", v)?);
+                Ok(())
+            },
+        },
+        help: "The team member's role (with --team)",
+        group: &PROMPT,
+    },
+    OptionDef {
+        long: "new",
+        short: None,
+        aliases: &[],
+        kind: Kind::Switch(|p| p.prompt.new = true),
+        help: "A fresh session (it becomes the project's default)",
+        group: &PROMPT,
+    },
+    OptionDef {
+        long: "model",
+        short: None,
+        aliases: &[],
+        kind: Kind::Value {
+            name: "PROVIDER/MODEL",
+            store: |p, v| {
+                p.prompt.model = Some(text_value("model", v)?);
+                Ok(())
+            },
+        },
+        help: "The model (a session made for another model is replaced)",
+        group: &PROMPT,
+    },
+    OptionDef {
+        long: "message-id",
+        short: None,
+        aliases: &[],
+        kind: Kind::Value {
+            name: "ID",
+            store: |p, v| {
+                p.prompt.message_id = Some(text_value("message-id", v)?);
+                Ok(())
+            },
+        },
+        help: "Retry the prompt with this message ID (msg_..., printed when a turn \
+               fails): never a duplicate; a prompt already answered prints its reply",
+        group: &PROMPT,
     },
 ];
 
@@ -598,5 +728,36 @@ pub(crate) const COMMANDS: &[CommandDef] = &[
         rest: None,
         groups: &[],
         build: |p| Ok(Command::Destroy { dir: p.dir }),
+    },
+    CommandDef {
+        name: Name::Prompt,
+        word: "prompt",
+        aliases: &[],
+        summary: "Send a prompt exactly once and stream the reply",
+        help: "Ensures the project's server and a session (default: the project's \
+               default session), sends TEXT (`-`: read stdin) exactly once and streams \
+               the reply text to stdout; reasoning and tool activity go to stderr when \
+               it is a terminal.\n\n\
+               Exit 0 done, 4 when the server could not be started, 5 when the turn \
+               failed (model or tool error, watchdog, server crash, --timeout): the \
+               prompt's message ID is printed, and `--message-id ID` retries it without \
+               a duplicate. With --json: one JSON object per line (`type`: text, \
+               reasoning, tool, permission, usage), the last `done` (sessionId, \
+               messageId, text, usage, cost) or `failed` (error, messageId).\n\n\
+               Here --timeout SECS bounds the turn (default 3600; the turn is aborted \
+               and the exit is 5); the server's start-up keeps its default.",
+        dir: true,
+        operands: &["TEXT"],
+        rest: None,
+        groups: &[&PROMPT, &START],
+        build: |mut p| {
+            crate::prompt::check(&p.prompt)?;
+            p.prompt.dir = p.dir.take();
+            // Here --timeout bounds the turn; the start-up keeps its default.
+            p.prompt.timeout = p.start.timeout.take();
+            p.prompt.start = p.start;
+            p.prompt.text = p.operands.pop().unwrap_or_default();
+            Ok(Command::Prompt(Box::new(p.prompt)))
+        },
     },
 ];

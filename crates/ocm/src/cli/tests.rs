@@ -275,6 +275,7 @@ fn name_of(command: &Command) -> Name {
         Command::Exec { .. } => Name::Exec,
         Command::Gc => Name::Gc,
         Command::Destroy { .. } => Name::Destroy,
+        Command::Prompt(_) => Name::Prompt,
     }
 }
 
@@ -287,6 +288,8 @@ fn sample_value(value_name: &str) -> &'static str {
         "HOST" => "127.0.0.1",
         "SECS" => "2",
         "DIR" => "/s",
+        "ID" | "TITLE" | "TEAM" | "AGENT" | "ROLE" => "x1",
+        "PROVIDER/MODEL" => "fake/echo",
         other => panic!("no sample value for {other}: add one to sample_value"),
     }
 }

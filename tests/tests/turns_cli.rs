@@ -1,0 +1,110 @@
+//! End-to-end tests of `ocm prompt` against the real opencode server with
+//! the mock model: the reply is streamed to stdout, `--json` ends with
+//! `done` and the usage, a failed turn exits 5 with its message ID, and
+//! `--message-id` retries it without a duplicate.
+
+use std::process::Output;
+use std::time::Duration;
+
+use e2e::{Reply, Script, TestBed, e2e_skipped};
+use serde_json::Value;
+
+fn ocm(bed: &TestBed, args: &[&str]) -> Output {
+    bed.command(e2e::ocm_bin())
+        .args(args)
+        .current_dir(&bed.project)
+        .output()
+        .expect("run ocm")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn ocm_prompt_prints_the_mock_text_and_json_ends_with_done_and_usage() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(Script::reply("Hello from the mock."));
+    let project = bed.project.display().to_string();
+    let out = ocm(&bed, &["prompt", &project, "say hi"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "Hello from the mock.\n");
+
+    let out = ocm(
+        &bed,
+        &["prompt", &project, "--title", "json one", "--json", "again"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let last = lines.last().expect("some output");
+    assert_eq!(last["type"], "done", "{lines:?}");
+    assert_eq!(last["text"], "Hello from the mock.");
+    assert!(last["messageId"].as_str().unwrap().starts_with("msg_"));
+    let streamed: String = lines
+        .iter()
+        .filter(|l| l["type"] == "text")
+        .map(|l| l["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(streamed, "Hello from the mock.");
+    let steps: Vec<&Value> = lines.iter().filter(|l| l["type"] == "usage").collect();
+    assert!(!steps.is_empty(), "{lines:?}");
+    let summed: u64 = steps
+        .iter()
+        .map(|l| l["usage"]["output"].as_u64().unwrap())
+        .sum();
+    assert_eq!(last["usage"]["output"].as_u64().unwrap(), summed);
+    assert!(summed > 0, "the mock reports usage");
+    assert!(last["cost"].is_number());
+}
+
+#[test]
+fn a_failed_turn_exits_5_with_its_message_id_and_a_retry_by_id_is_not_a_duplicate() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(
+        Script::new().default_reply(Reply::text("stuck forever").stall_after(1)),
+    );
+    let project = bed.project.display().to_string();
+    let out = ocm(&bed, &["prompt", &project, "--timeout", "3", "first try"]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    let id = stderr
+        .split_whitespace()
+        .find(|w| w.starts_with("msg_"))
+        .unwrap_or_else(|| panic!("no message ID in {stderr}"))
+        .to_string();
+    bed.mock.set_script(Script::reply("Now it works."));
+    std::thread::sleep(Duration::from_millis(200));
+    let out = ocm(
+        &bed,
+        &["prompt", &project, "--message-id", &id, "first try"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "Now it works.\n");
+    // Once more: already answered, the stored reply is printed.
+    let out = ocm(
+        &bed,
+        &["prompt", &project, "--message-id", &id, "first try"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "Now it works.\n");
+    let users = bed
+        .mock
+        .chat_requests()
+        .iter()
+        .filter(|r| r.last_user_text().contains("first try"))
+        .count();
+    assert!(users >= 2, "sent, then sent again once after the failure");
+
+    let out = ocm(
+        &bed,
+        &["prompt", &project, "--new", "--session", "ses_x", "hi"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
