@@ -108,3 +108,38 @@ fn a_failed_turn_exits_5_with_its_message_id_and_a_retry_by_id_is_not_a_duplicat
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
+
+#[test]
+fn ctrl_c_aborts_the_turn_and_exits_130_with_the_message_id() {
+    use std::io::Read;
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(Script::new().default_reply(
+        Reply::text("a b c d e f g h i j k l m n o p").chunk_delay(Duration::from_millis(400)),
+    ));
+    let project = bed.project.display().to_string();
+    let mut child = bed
+        .command(e2e::ocm_bin())
+        .args(["prompt", &project, "slow one"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ocm");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 1];
+    stdout
+        .read_exact(&mut first)
+        .expect("the first streamed byte");
+    assert!(e2e::send_signal(child.id() as i32, libc::SIGINT));
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("msg_"), "{stderr}");
+}

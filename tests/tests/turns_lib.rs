@@ -434,3 +434,39 @@ fn retry_until_done(engine: &Engine, session: &SessionId, text: &str, id: &Messa
         }
     }
 }
+
+#[test]
+fn after_a_sigkill_and_restart_the_same_title_continues_the_same_session() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(Script::reply("noted"));
+    let manager = Arc::new(manager_in(&bed));
+    let engine =
+        Engine::managed(Arc::clone(&manager), &bed.project, TurnOptions::default()).unwrap();
+    let registry = Registry::open(&manager, &bed.project).unwrap();
+    let sessions = Sessions::new(engine.clone(), registry);
+    let key = SessionKey::Title("keep me".into());
+    let first = sessions.ensure(&key, None).unwrap();
+    engine
+        .prompt(&first.session_id, PromptRequest::text("remember this"))
+        .unwrap()
+        .wait(Instant::now() + WAIT)
+        .unwrap();
+    kill_server(&manager, &bed.project);
+    // The server is ensured (restarted) on the way.
+    let again = sessions.ensure(&key, None).unwrap();
+    assert_eq!(again.session_id, first.session_id, "resumed, not replaced");
+    let done = engine
+        .prompt(&again.session_id, PromptRequest::text("and this"))
+        .unwrap()
+        .wait(Instant::now() + WAIT)
+        .unwrap();
+    assert_eq!(done.text, "noted");
+    let messages = engine
+        .client()
+        .unwrap()
+        .list_messages(&again.session_id, None)
+        .unwrap();
+    assert_eq!(messages.len(), 4, "the earlier turn is still there");
+}

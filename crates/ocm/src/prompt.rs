@@ -23,6 +23,8 @@ use crate::error::{CliError, EXIT_ERROR, EXIT_OK};
 /// Exit status of a turn that failed (model or tool error, watchdog,
 /// server crash, timeout).
 pub const EXIT_TURN_FAILED: i32 = 5;
+/// How often a running turn looks for Ctrl-C.
+const INTERRUPT_CHECK: Duration = Duration::from_millis(200);
 /// How long a turn may take without `--timeout`.
 const DEFAULT_TURN_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -91,12 +93,23 @@ pub fn run(cli: &Cli, args: &PromptArgs) -> Result<i32, CliError> {
     };
     let project = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
     let config = crate::commands::config(cli, Some(&args.start))?;
-    let manager = Arc::new(Manager::new(config)?);
+    // Ctrl-C (SIGTERM, a hang-up) cancels a start, and aborts a turn.
+    let signals = manager::catch_interrupts()?;
+    let manager = Arc::new(Manager::new(config)?.with_interrupts(Arc::clone(&signals)));
     manager
         .ensure(&project)
         .map_err(|e| CliError::Start(Box::new(e)))?;
     let mut out = Output::new(cli.json);
-    match prompt(&manager, &project, args, &text, model.as_ref(), &mut out) {
+    let interrupted = || signals.try_next();
+    match prompt(
+        &manager,
+        &project,
+        args,
+        &text,
+        model.as_ref(),
+        &mut out,
+        &interrupted,
+    ) {
         Ok(code) => Ok(code),
         Err(turns::Error::Manager(e)) => Err(CliError::Start(Box::new(e))),
         Err(e) => Ok(out.failed(&e.to_string(), e.message_id())),
@@ -110,6 +123,7 @@ fn prompt(
     text: &str,
     model: Option<&ModelRef>,
     out: &mut Output,
+    interrupted: &dyn Fn() -> Option<i32>,
 ) -> Result<i32, turns::Error> {
     let engine = Engine::managed(Arc::clone(manager), project, TurnOptions::default())?;
     let sessions = Sessions::new(engine.clone(), Registry::open(manager, project)?);
@@ -140,13 +154,25 @@ fn prompt(
     let mut turn = engine.prompt(&session, request)?;
     let deadline = Instant::now() + args.timeout.unwrap_or(DEFAULT_TURN_TIMEOUT);
     loop {
-        match turn.next(deadline)? {
+        // Short waits, to see an interrupt between them.
+        let slice = deadline.min(Instant::now() + INTERRUPT_CHECK);
+        if let Some(signal) = interrupted() {
+            let _ = turn.abort();
+            let id = turn.message_id().clone();
+            out.failed(
+                &format!("prompt {id}: interrupted, the turn was aborted"),
+                Some(&id),
+            );
+            return Ok(128 + signal);
+        }
+        match turn.next(slice)? {
             Some(TurnEvent::Done(done)) => return Ok(out.done(&done)),
             Some(TurnEvent::Failed { message_id, reason }) => {
                 let message = format!("prompt {message_id} in session {session}: {reason}");
                 return Ok(out.failed(&message, Some(&message_id)));
             }
             Some(event) => out.event(&event),
+            None if Instant::now() < deadline => {}
             None => {
                 let _ = turn.abort();
                 let id = turn.message_id().clone();

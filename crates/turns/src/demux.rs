@@ -117,6 +117,11 @@ impl Demux {
         Ok(())
     }
 
+    /// Whether the stream is connected now (events flow).
+    pub(crate) fn is_connected(&self) -> bool {
+        lock(&self.shared).connected
+    }
+
     /// Routes the events of `session` to the returned receiver until
     /// [`unregister`](Demux::unregister).
     pub(crate) fn register(&self, session: &SessionId) -> Receiver<Routed> {

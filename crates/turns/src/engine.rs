@@ -20,6 +20,10 @@ use crate::registry::{Registry, SessionState};
 use crate::tracker::{Check, Settled, Tracker, TurnDone, TurnEvent, settle};
 use crate::usage::Usage;
 
+/// How often a turn reads its session's messages while the event stream
+/// is down.
+const POLL_WHILE_DOWN: Duration = Duration::from_secs(1);
+
 /// Settings of an [`Engine`].
 #[derive(Debug, Clone)]
 pub struct TurnOptions {
@@ -41,10 +45,14 @@ impl Default for TurnOptions {
             watchdog: Duration::from_secs(180),
             retry: RetryPolicy::default(),
             connect_within: Duration::from_secs(10),
+            // Heartbeats come every 10 s; a connection made while a
+            // restarted server binds its port can hang (FACTS.md): give up
+            // on it after 3 s.
             stream: StreamConfig::new()
                 .initial_delay(Duration::from_millis(100))
                 .max_delay(Duration::from_secs(1))
-                .stall_timeout(Duration::from_secs(25)),
+                .stall_timeout(Duration::from_secs(25))
+                .connect_timeout(Duration::from_secs(3)),
         }
     }
 }
@@ -199,6 +207,19 @@ impl Engine {
         Ok(self.inner.connection(false)?.0)
     }
 
+    /// Calls `call` with the server's client; when the server does not
+    /// answer, ensures it again (a managed engine restarts it) and calls
+    /// once more.
+    pub fn with_client<T>(
+        &self,
+        call: impl Fn(&Client) -> Result<T, opencode_api::Error>,
+    ) -> Result<T, Error> {
+        match call(&self.inner.connection(false)?.0) {
+            Err(e) if e.is_unreachable() => Ok(call(&self.inner.connection(true)?.0)?),
+            other => Ok(other?),
+        }
+    }
+
     /// The registry, when the engine has one.
     pub fn registry(&self) -> Option<&Registry> {
         self.inner.registry.as_ref()
@@ -245,6 +266,7 @@ impl Engine {
             last_activity: Instant::now(),
             steps: Usage::default(),
             finished: false,
+            last_poll: Instant::now(),
         };
         let request = request.message_id(message_id.clone());
         let delivery = deliver(
@@ -296,6 +318,8 @@ pub struct Turn {
     last_activity: Instant,
     steps: Usage,
     finished: bool,
+    /// When the messages were last read because the stream was down.
+    last_poll: Instant,
 }
 
 impl Turn {
@@ -332,7 +356,13 @@ impl Turn {
             }
             let watchdog_at =
                 (!self.tracker.waiting).then(|| self.last_activity + self.inner.options.watchdog);
-            let wake = watchdog_at.map_or(deadline, |w| w.min(deadline));
+            // While the stream is down, events are lost: read the messages
+            // now and then instead.
+            let poll_at = (!self.demux.is_connected()).then(|| self.last_poll + POLL_WHILE_DOWN);
+            let wake = [watchdog_at, poll_at]
+                .into_iter()
+                .flatten()
+                .fold(deadline, Instant::min);
             match self.rx.recv_timeout(wake.saturating_duration_since(now)) {
                 Ok(Routed::Event(event)) => {
                     self.last_activity = Instant::now();
@@ -352,8 +382,12 @@ impl Turn {
                     self.fail(FailReason::ServerCrashed("the event stream ended".into()));
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    if watchdog_at.is_some_and(|w| Instant::now() >= w) {
+                    let now = Instant::now();
+                    if watchdog_at.is_some_and(|w| now >= w) {
                         self.reconcile(true);
+                    } else if poll_at.is_some_and(|p| now >= p) {
+                        self.last_poll = now;
+                        self.reconcile(false);
                     }
                 }
             }

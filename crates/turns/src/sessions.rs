@@ -2,7 +2,7 @@
 //! unless crashed, gone or of another model), list, delete, with the
 //! project's registry.
 
-use opencode_api::{ModelRef, NewSession, Session, SessionId};
+use opencode_api::{Client, ModelRef, NewSession, Session, SessionId};
 
 use crate::Error;
 use crate::engine::Engine;
@@ -57,7 +57,7 @@ impl Sessions {
         if let Some(model) = model {
             new = new.model(model.clone());
         }
-        let session = self.engine.client()?.create_session(&new)?;
+        let session = self.engine.with_client(|c| c.create_session(&new))?;
         let entry = SessionEntry {
             key: title.clone(),
             session_id: session.id,
@@ -75,7 +75,7 @@ impl Sessions {
 
     /// The server's newest session with this title in the project.
     pub fn find_by_title(&self, title: &str) -> Result<Option<Session>, Error> {
-        let sessions = self.engine.client()?.list_sessions()?;
+        let sessions = self.engine.with_client(Client::list_sessions)?;
         Ok(sessions
             .into_iter()
             .filter(|s| s.title == title)
@@ -100,7 +100,10 @@ impl Sessions {
                 SessionState::Active | SessionState::Interrupted
             ) && (wanted.is_none() || wanted == entry.model);
             if usable {
-                match self.engine.client()?.get_session(&entry.session_id) {
+                match self
+                    .engine
+                    .with_client(|c| c.get_session(&entry.session_id))
+                {
                     Ok(_) => {
                         if entry.status != SessionState::Active {
                             self.registry
@@ -111,8 +114,8 @@ impl Sessions {
                             ..entry
                         });
                     }
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(e.into()),
+                    Err(Error::Api(e)) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
                 }
             }
             return self.create(key, model);
@@ -137,7 +140,7 @@ impl Sessions {
 
     /// The registry merged with the server's sessions of the project.
     pub fn list(&self) -> Result<Vec<SessionView>, Error> {
-        let mut server = self.engine.client()?.list_sessions()?;
+        let mut server = self.engine.with_client(Client::list_sessions)?;
         let mut views = Vec::new();
         for entry in self.registry.entries()? {
             let session = server
@@ -158,10 +161,10 @@ impl Sessions {
 
     /// Deletes a session on the server and marks it closed in the registry.
     pub fn delete(&self, session_id: &SessionId) -> Result<(), Error> {
-        match self.engine.client()?.delete_session(session_id) {
+        match self.engine.with_client(|c| c.delete_session(session_id)) {
             Ok(_) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e.into()),
+            Err(Error::Api(e)) if e.is_not_found() => {}
+            Err(e) => return Err(e),
         }
         self.registry.set_status(session_id, SessionState::Closed)?;
         Ok(())
