@@ -60,6 +60,31 @@ fn ocm_prompt_prints_the_mock_text_and_json_ends_with_done_and_usage() {
     assert_eq!(last["usage"]["output"].as_u64().unwrap(), summed);
     assert!(summed > 0, "the mock reports usage");
     assert!(last["cost"].is_number());
+
+    // The registry has the totals; ls shows both sessions; rm closes one.
+    let out = ocm(&bed, &["session", "show", &project, "json one", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["usage"], last["usage"], "{shown}");
+    assert_eq!(shown["turns"], 1);
+    assert_eq!(shown["sessionId"], last["sessionId"]);
+    let out = ocm(&bed, &["session", "ls", &project, "--json"]);
+    let listed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let out = ocm(&bed, &["session", "rm", &project, "json one"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = ocm(&bed, &["session", "show", &project, "json one", "--json"]);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["status"], "closed");
+    assert_eq!(shown["onServer"], false);
+    let out = ocm(
+        &bed,
+        &[
+            "session", "new", &project, "--team", "red", "--agent", "a1", "--role", "lead",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("ses_"));
 }
 
 #[test]
@@ -142,4 +167,40 @@ fn ctrl_c_aborts_the_turn_and_exits_130_with_the_message_id() {
         .unwrap();
     assert_eq!(status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("msg_"), "{stderr}");
+}
+
+#[test]
+fn ocm_events_prints_the_project_events_until_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(Script::reply("evented"));
+    let project = bed.project.display().to_string();
+    // Start the server first, so the events command connects at once.
+    let out = ocm(&bed, &["prompt", &project, "warm up"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut child = bed
+        .command(e2e::ocm_bin())
+        .args(["events", &project, "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ocm events");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["type"], "(connected)");
+    let out = ocm(&bed, &["prompt", &project, "--json", "while watched"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let event: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        let kind = event["type"].as_str().unwrap_or_default().to_string();
+        seen.push(kind.clone());
+        if kind == "session.idle" {
+            break;
+        }
+    }
+    assert!(seen.iter().any(|k| k == "message.part.delta"), "{seen:?}");
+    assert!(e2e::send_signal(child.id() as i32, libc::SIGINT));
+    assert_eq!(child.wait().unwrap().code(), Some(130));
 }

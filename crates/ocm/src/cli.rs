@@ -71,6 +71,11 @@ pub enum Name {
     Gc,
     Destroy,
     Prompt,
+    SessionLs,
+    SessionNew,
+    SessionShow,
+    SessionRm,
+    Events,
 }
 
 impl Name {
@@ -184,6 +189,29 @@ pub enum Command {
         dir: Option<PathBuf>,
     },
     Prompt(Box<crate::prompt::PromptArgs>),
+    Session(Box<SessionCommand>),
+    Events {
+        dir: Option<PathBuf>,
+        all: bool,
+    },
+}
+
+/// `ocm session ls|new|show|rm`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionCommand {
+    Ls {
+        dir: Option<PathBuf>,
+    },
+    /// The key options (title, team) in a [`crate::prompt::PromptArgs`].
+    New(Box<crate::prompt::PromptArgs>),
+    Show {
+        dir: Option<PathBuf>,
+        session: OsString,
+    },
+    Rm {
+        dir: Option<PathBuf>,
+        session: OsString,
+    },
 }
 
 /// A command line ocm cannot make sense of: exit status 2.

@@ -176,6 +176,8 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
             exec(&info, program, args)
         }
         Command::Prompt(args) => crate::prompt::run(cli, args),
+        Command::Session(session) => crate::sessions::run(cli, session),
+        Command::Events { dir, all } => crate::sessions::events(cli, dir.as_deref(), *all),
         Command::Gc => {
             let manager = manager()?;
             // What each project was before gc, for --json to report removed

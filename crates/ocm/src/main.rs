@@ -21,6 +21,7 @@ mod json_keys;
 mod progress;
 mod prompt;
 mod render;
+mod sessions;
 
 fn main() {
     let code = commands::main(std::env::args_os().skip(1).collect());

@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use manager::PortPolicy;
 
 use super::{
-    Action, Cli, Command, DEFAULT_LOG_LINES, Name, StartOptions, check_once, parse_port,
-    parse_port_policy, parse_timeout,
+    Action, Cli, Command, DEFAULT_LOG_LINES, Name, SessionCommand, StartOptions, check_once,
+    parse_port, parse_port_policy, parse_timeout,
 };
 
 /// One command: everything the parser and the help texts need.
@@ -122,6 +122,8 @@ pub(crate) struct Parsed {
     pub follow: bool,
     /// `ocm prompt`'s options.
     pub prompt: crate::prompt::PromptArgs,
+    /// `ocm events --all`.
+    pub all: bool,
 }
 
 impl Parsed {
@@ -229,6 +231,24 @@ pub(crate) const PROMPT: Group = Group {
     heading: "Prompt options",
     usage: Some("PROMPT OPTIONS"),
     noun: Some("a prompt option"),
+    in_overview: false,
+};
+
+/// Which session: `ocm prompt` and `ocm session new`.
+pub(crate) const SESSION_KEY: Group = Group {
+    id: "session-key",
+    heading: "Session options",
+    usage: Some("KEY OPTIONS"),
+    noun: Some("a session option"),
+    in_overview: false,
+};
+
+/// `ocm events`' own options.
+pub(crate) const EVENTS: Group = Group {
+    id: "events",
+    heading: "Options",
+    usage: None,
+    noun: None,
     in_overview: false,
 };
 
@@ -442,7 +462,7 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
             },
         },
         help: "The session with this title (created on first use, resumed after)",
-        group: &PROMPT,
+        group: &SESSION_KEY,
     },
     OptionDef {
         long: "team",
@@ -457,7 +477,7 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
         },
         help: "With --agent and --role: the session titled \
                teams::TEAM::agent::AGENT::role::ROLE",
-        group: &PROMPT,
+        group: &SESSION_KEY,
     },
     OptionDef {
         long: "agent",
@@ -471,7 +491,7 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
             },
         },
         help: "The team's agent id with --team; else the OpenCode agent to run",
-        group: &PROMPT,
+        group: &SESSION_KEY,
     },
     OptionDef {
         long: "role",
@@ -485,7 +505,7 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
             },
         },
         help: "The team member's role (with --team)",
-        group: &PROMPT,
+        group: &SESSION_KEY,
     },
     OptionDef {
         long: "new",
@@ -507,7 +527,7 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
             },
         },
         help: "The model (a session made for another model is replaced)",
-        group: &PROMPT,
+        group: &SESSION_KEY,
     },
     OptionDef {
         long: "message-id",
@@ -523,6 +543,14 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
         help: "Retry the prompt with this message ID (msg_..., printed when a turn \
                fails): never a duplicate; a prompt already answered prints its reply",
         group: &PROMPT,
+    },
+    OptionDef {
+        long: "all",
+        short: None,
+        aliases: &[],
+        kind: Kind::Switch(|p| p.all = true),
+        help: "Every directory the server serves, not only the project's",
+        group: &EVENTS,
     },
 ];
 
@@ -749,7 +777,7 @@ pub(crate) const COMMANDS: &[CommandDef] = &[
         dir: true,
         operands: &["TEXT"],
         rest: None,
-        groups: &[&PROMPT, &START],
+        groups: &[&SESSION_KEY, &PROMPT, &START],
         build: |mut p| {
             crate::prompt::check(&p.prompt)?;
             p.prompt.dir = p.dir.take();
@@ -758,6 +786,103 @@ pub(crate) const COMMANDS: &[CommandDef] = &[
             p.prompt.start = p.start;
             p.prompt.text = p.operands.pop().unwrap_or_default();
             Ok(Command::Prompt(Box::new(p.prompt)))
+        },
+    },
+    CommandDef {
+        name: Name::SessionLs,
+        word: "session ls",
+        aliases: &["session list"],
+        summary: "List the project's sessions: the registry and the server's",
+        help: "Lists the project's sessions: those ocm recorded (title, status \
+               active/crashed/interrupted/closed, turns, usage) merged with what the \
+               server has. Starts the server when needed.",
+        dir: true,
+        operands: &[],
+        rest: None,
+        groups: &[],
+        build: |p| {
+            Ok(Command::Session(Box::new(SessionCommand::Ls {
+                dir: p.dir,
+            })))
+        },
+    },
+    CommandDef {
+        name: Name::SessionNew,
+        word: "session new",
+        aliases: &[],
+        summary: "Create a session (by title or team key) and record it",
+        help: "Creates a session titled after --title, or --team/--agent/--role \
+               (teams::TEAM::agent::AGENT::role::ROLE), or the project's default \
+               session, and records it; an older session of that key is marked \
+               crashed. Prints its id.",
+        dir: true,
+        operands: &[],
+        rest: None,
+        groups: &[&SESSION_KEY],
+        build: |mut p| {
+            p.prompt.new = false;
+            crate::prompt::check(&p.prompt)?;
+            p.prompt.dir = p.dir.take();
+            Ok(Command::Session(Box::new(SessionCommand::New(Box::new(
+                p.prompt,
+            )))))
+        },
+    },
+    CommandDef {
+        name: Name::SessionShow,
+        word: "session show",
+        aliases: &[],
+        summary: "Show a session (id or title) with its usage totals",
+        help: "Shows one session, by id (ses_...) or by the title it was recorded \
+               under: status, turns, usage totals (tokens in, out, reasoning, cache; \
+               cost), and the server's view of it.",
+        dir: true,
+        operands: &["SESSION"],
+        rest: None,
+        groups: &[],
+        build: |mut p| {
+            Ok(Command::Session(Box::new(SessionCommand::Show {
+                dir: p.dir,
+                session: p.operands.pop().unwrap_or_default(),
+            })))
+        },
+    },
+    CommandDef {
+        name: Name::SessionRm,
+        word: "session rm",
+        aliases: &["session delete"],
+        summary: "Delete a session (id or title) on the server and in the registry",
+        help: "Deletes one session, by id (ses_...) or by the title it was recorded \
+               under, on the server, and marks it closed in the registry.",
+        dir: true,
+        operands: &["SESSION"],
+        rest: None,
+        groups: &[],
+        build: |mut p| {
+            Ok(Command::Session(Box::new(SessionCommand::Rm {
+                dir: p.dir,
+                session: p.operands.pop().unwrap_or_default(),
+            })))
+        },
+    },
+    CommandDef {
+        name: Name::Events,
+        word: "events",
+        aliases: &[],
+        summary: "Follow the server's event stream, one event per line",
+        help: "Follows the project's server's event stream (one connection to \
+               /global/event) and prints one decoded event per line until Ctrl-C: \
+               the project's directory only, or with --all every directory. With \
+               --json: one JSON object per line (directory, type, sessionId).",
+        dir: true,
+        operands: &[],
+        rest: None,
+        groups: &[&EVENTS],
+        build: |p| {
+            Ok(Command::Events {
+                dir: p.dir,
+                all: p.all,
+            })
         },
     },
 ];

@@ -276,6 +276,13 @@ fn name_of(command: &Command) -> Name {
         Command::Gc => Name::Gc,
         Command::Destroy { .. } => Name::Destroy,
         Command::Prompt(_) => Name::Prompt,
+        Command::Session(session) => match session.as_ref() {
+            crate::cli::SessionCommand::Ls { .. } => Name::SessionLs,
+            crate::cli::SessionCommand::New(_) => Name::SessionNew,
+            crate::cli::SessionCommand::Show { .. } => Name::SessionShow,
+            crate::cli::SessionCommand::Rm { .. } => Name::SessionRm,
+        },
+        Command::Events { .. } => Name::Events,
     }
 }
 
