@@ -276,6 +276,11 @@ fn kill_server(manager: &Manager, project: &Path) {
     }
 }
 
+/// The chaos case, small: prompts from sessions at once, SIGKILLs between.
+const SESSIONS: usize = 4;
+const PROMPTS: usize = 16;
+const KILL_PAUSES_MS: [u64; 3] = [2500, 4000, 4000];
+
 #[test]
 fn prompts_are_delivered_exactly_once_while_the_server_is_killed_mid_turn() {
     if e2e_skipped() {
@@ -298,7 +303,7 @@ fn prompts_are_delivered_exactly_once_while_the_server_is_killed_mid_turn() {
         engine.clone(),
         Registry::open(&manager, &bed.project).unwrap(),
     );
-    let session_ids: Vec<SessionId> = (0..2)
+    let session_ids: Vec<SessionId> = (0..SESSIONS)
         .map(|i| {
             sessions
                 .ensure(&SessionKey::Title(format!("chaos {i}")), None)
@@ -306,13 +311,14 @@ fn prompts_are_delivered_exactly_once_while_the_server_is_killed_mid_turn() {
                 .session_id
         })
         .collect();
-    const PROMPTS: usize = 10;
     let killer = {
         let manager = Arc::clone(&manager);
         let project = bed.project.clone();
         std::thread::spawn(move || {
-            for at in [2500u64, 6000] {
-                std::thread::sleep(Duration::from_millis(if at == 2500 { at } else { 3500 }));
+            // Pauses between kills, so that each lands mid-turn once the
+            // server is back.
+            for pause in KILL_PAUSES_MS {
+                std::thread::sleep(Duration::from_millis(pause));
                 kill_server(&manager, &project);
             }
         })
@@ -325,7 +331,7 @@ fn prompts_are_delivered_exactly_once_while_the_server_is_killed_mid_turn() {
             let session = session.clone();
             std::thread::spawn(move || {
                 let mut results = Vec::new();
-                for n in 0..PROMPTS / 2 {
+                for n in 0..PROMPTS / SESSIONS {
                     let text = format!("prompt w{w} n{n}");
                     let first = engine
                         .prompt(&session, PromptRequest::text(text.clone()))
@@ -409,6 +415,7 @@ fn prompts_are_delivered_exactly_once_while_the_server_is_killed_mid_turn() {
         all.len()
     );
     assert_eq!((duplicates, lost), (0, 0));
+    assert!(retried > 0, "the kills landed mid-turn");
     assert_eq!(
         users_per_session.values().sum::<usize>(),
         PROMPTS,
@@ -469,4 +476,58 @@ fn after_a_sigkill_and_restart_the_same_title_continues_the_same_session() {
         .list_messages(&again.session_id, None)
         .unwrap();
     assert_eq!(messages.len(), 4, "the earlier turn is still there");
+}
+
+#[test]
+fn a_tool_calling_turn_shows_the_tool_events() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(Script::new().default_reply(
+        Reply::text("the tool ran").tool_call(
+            "bash",
+            r#"{"command":"echo tool-output-42","description":"print a marker"}"#,
+        ),
+    ));
+    let server = bed.start_opencode();
+    let base = client(&server.url, &bed.project);
+    let engine = Engine::new(base.clone(), TurnOptions::default());
+    let session = base
+        .create_session(&opencode_api::NewSession::titled("tools"))
+        .unwrap()
+        .id;
+    let mut turn = engine
+        .prompt(&session, PromptRequest::text("run the tool"))
+        .unwrap();
+    let (_, events) = run_turn(&mut turn);
+    let tools: Vec<&turns::ToolActivity> = events
+        .iter()
+        .filter_map(|e| match e {
+            TurnEvent::ToolCall(t) | TurnEvent::ToolUpdate(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert!(!tools.is_empty(), "{events:?}");
+    assert!(tools.iter().all(|t| t.tool == "bash"));
+    let last = tools.last().unwrap();
+    assert_eq!(
+        last.status,
+        opencode_api::ToolStatus::Completed,
+        "{events:?}"
+    );
+    assert!(
+        last.output
+            .as_deref()
+            .unwrap_or("")
+            .contains("tool-output-42")
+    );
+    match events.last() {
+        Some(TurnEvent::Done(done)) => assert_eq!(done.text, "the tool ran"),
+        other => panic!("{other:?}"),
+    }
+    let steps = events
+        .iter()
+        .filter(|e| matches!(e, TurnEvent::Usage(_)))
+        .count();
+    assert_eq!(steps, 2, "one step for the call, one for the answer");
 }
