@@ -265,6 +265,37 @@ fn a_stalled_model_trips_the_watchdog_and_the_session_is_marked_crashed() {
         .wait(Instant::now() + WAIT)
         .unwrap();
     assert_eq!(done.text, "fresh");
+
+    // Retrying the stalled prompt by its ID: it is taken back from the
+    // crashed session first, then sent to the fresh one.
+    let Error::TurnFailed { message_id, .. } = err else {
+        unreachable!()
+    };
+    bed.mock.set_script(Script::reply("unstuck"));
+    let old = sessions.locate(&key, &message_id).unwrap();
+    assert_eq!(old.as_ref(), Some(&entry.session_id));
+    assert!(
+        engine
+            .withdraw(&entry.session_id, &message_id)
+            .unwrap()
+            .is_none()
+    );
+    let retried = engine
+        .prompt(
+            &fresh.session_id,
+            PromptRequest::text("stall now").message_id(message_id.clone()),
+        )
+        .unwrap()
+        .wait(Instant::now() + WAIT)
+        .unwrap();
+    assert_eq!(retried.text, "unstuck");
+    let client = engine.client().unwrap();
+    let in_old = client.list_messages(&entry.session_id, None).unwrap();
+    assert!(in_old.iter().all(|m| m.info.id() != &message_id));
+    assert_eq!(
+        sessions.locate(&key, &message_id).unwrap(),
+        Some(fresh.session_id)
+    );
 }
 
 /// Kills the project's server (its whole group) with SIGKILL.

@@ -127,20 +127,29 @@ fn prompt(
 ) -> Result<i32, turns::Error> {
     let engine = Engine::managed(Arc::clone(manager), project, TurnOptions::default())?;
     let sessions = Sessions::new(engine.clone(), Registry::open(manager, project)?);
-    let session: SessionId = if let Some(id) = &args.session {
-        SessionId::from(id.as_str())
-    } else if let Some(title) = &args.title {
-        sessions
-            .ensure(&SessionKey::Title(title.clone()), model)?
-            .session_id
+    let key = if let Some(title) = &args.title {
+        SessionKey::Title(title.clone())
     } else if let (Some(team), Some(agent), Some(role)) = (&args.team, &args.agent, &args.role) {
-        let key = SessionKey::team(team, agent, role)?;
-        sessions.ensure(&key, model)?.session_id
-    } else if args.new {
-        sessions.create(&SessionKey::Default, model)?.session_id
+        SessionKey::team(team, agent, role)?
     } else {
-        sessions.ensure(&SessionKey::Default, model)?.session_id
+        SessionKey::Default
     };
+    let session: SessionId = match &args.session {
+        Some(id) => SessionId::from(id.as_str()),
+        None if args.new => sessions.create(&key, model)?.session_id,
+        None => sessions.ensure(&key, model)?.session_id,
+    };
+    // A retry by ID looks first where the prompt was sent: a replaced
+    // (crashed) session of the key may hold it, answered or not.
+    if let (Some(id), None) = (&args.message_id, &args.session) {
+        let id = MessageId::from(id.as_str());
+        if let Some(old) = sessions.locate(&key, &id)?
+            && old != session
+            && let Some(done) = engine.withdraw(&old, &id)?
+        {
+            return Ok(out.done(&done));
+        }
+    }
     let mut request = PromptRequest::text(text);
     if let Some(model) = model {
         request = request.model(model.clone());

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use manager::Manager;
@@ -76,7 +76,7 @@ struct Current {
 struct Inner {
     server: Server,
     options: TurnOptions,
-    registry: Option<Registry>,
+    registry: OnceLock<Registry>,
     current: Mutex<Current>,
     /// Sessions with a turn in flight, and its prompt.
     active: Mutex<HashMap<SessionId, MessageId>>,
@@ -117,7 +117,7 @@ impl Inner {
     }
 
     fn record(&self, session: &SessionId, usage: &Usage, state: Option<SessionState>) {
-        if let Some(registry) = &self.registry {
+        if let Some(registry) = self.registry.get() {
             // The registry is bookkeeping: a failure to write it must not
             // turn a done turn into a failed one.
             let _ = registry.add_turn(session, usage);
@@ -165,35 +165,23 @@ impl Engine {
         ))
     }
 
-    /// Records usage and session states in `registry`.
+    /// Records usage and session states in `registry` (unless the engine
+    /// has one already).
     pub fn with_registry(self, registry: Registry) -> Engine {
-        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
-            server: match &shared.server {
-                Server::Fixed(c) => Server::Fixed(c.clone()),
-                Server::Managed { manager, project } => Server::Managed {
-                    manager: Arc::clone(manager),
-                    project: project.clone(),
-                },
-            },
-            options: shared.options.clone(),
-            registry: None,
-            current: Mutex::new(Current::default()),
-            active: Mutex::new(HashMap::new()),
-        });
-        Engine {
-            inner: Arc::new(Inner {
-                registry: Some(registry),
-                ..inner
-            }),
-        }
+        let _ = self.inner.registry.set(registry);
+        self
     }
 
     fn build(server: Server, options: TurnOptions, registry: Option<Registry>) -> Engine {
+        let cell = OnceLock::new();
+        if let Some(registry) = registry {
+            let _ = cell.set(registry);
+        }
         Engine {
             inner: Arc::new(Inner {
                 server,
                 options,
-                registry,
+                registry: cell,
                 current: Mutex::new(Current::default()),
                 active: Mutex::new(HashMap::new()),
             }),
@@ -222,7 +210,7 @@ impl Engine {
 
     /// The registry, when the engine has one.
     pub fn registry(&self) -> Option<&Registry> {
-        self.inner.registry.as_ref()
+        self.inner.registry.get()
     }
 
     /// Sends `request` to `session` exactly once and returns the running
@@ -290,6 +278,48 @@ impl Engine {
         }
         turn.last_activity = Instant::now();
         Ok(turn)
+    }
+
+    /// Takes a prompt back from `session` before it is sent elsewhere (a
+    /// retry by ID whose session was replaced): its reply when it was
+    /// answered, else `None` once it and any partial reply are deleted
+    /// (a turn still running is aborted first) or when it is not there.
+    pub fn withdraw(
+        &self,
+        session: &SessionId,
+        message_id: &MessageId,
+    ) -> Result<Option<TurnDone>, Error> {
+        let messages = match self.with_client(|c| c.list_messages(session, None)) {
+            Err(Error::Api(e)) if e.is_not_found() => return Ok(None),
+            other => other?,
+        };
+        let partial = match settle(session, message_id, &messages) {
+            Settled::Done(done) => return Ok(Some(*done)),
+            Settled::NotStored => return Ok(None),
+            Settled::Unanswered { partial } => partial,
+            Settled::Failed(_) => messages
+                .iter()
+                .filter_map(|m| m.info.as_assistant())
+                .filter(|a| a.parent_id.as_ref() == Some(message_id))
+                .map(|a| a.id.clone())
+                .collect(),
+        };
+        let client = self.client()?;
+        if client
+            .session_status()?
+            .get(session)
+            .is_some_and(|s| s.is_active())
+        {
+            client.abort(session)?;
+        }
+        for id in partial.iter().rev().chain(std::iter::once(message_id)) {
+            match client.delete_message(session, id) {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(None)
     }
 
     /// Answers a pending permission (`once`, `always` or `reject`).

@@ -2,7 +2,7 @@
 //! unless crashed, gone or of another model), list, delete, with the
 //! project's registry.
 
-use opencode_api::{Client, ModelRef, NewSession, Session, SessionId};
+use opencode_api::{Client, MessageId, ModelRef, NewSession, Session, SessionId};
 
 use crate::Error;
 use crate::engine::Engine;
@@ -168,6 +168,33 @@ impl Sessions {
         }
         self.registry.set_status(session_id, SessionState::Closed)?;
         Ok(())
+    }
+
+    /// The recorded session of `key` (newest first, crashed ones too)
+    /// that holds `message_id`: where a prompt retried by its ID was sent.
+    pub fn locate(
+        &self,
+        key: &SessionKey,
+        message_id: &MessageId,
+    ) -> Result<Option<SessionId>, Error> {
+        let title = key.title();
+        for entry in self
+            .registry
+            .entries()?
+            .into_iter()
+            .rev()
+            .filter(|e| e.key == title)
+        {
+            match self
+                .engine
+                .with_client(|c| c.get_message(&entry.session_id, message_id))
+            {
+                Ok(_) => return Ok(Some(entry.session_id)),
+                Err(Error::Api(e)) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
     }
 
     /// The recorded session under `key`, if any.
