@@ -67,6 +67,11 @@ mod sessions;
 mod tracker;
 mod usage;
 
+#[cfg(test)]
+mod engine_tests;
+#[cfg(test)]
+mod fake_server;
+
 pub use deliver::RetryPolicy;
 pub use engine::{Engine, Turn, TurnOptions};
 pub use error::{Error, FailReason};
