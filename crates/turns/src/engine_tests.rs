@@ -25,6 +25,14 @@ fn engine(server: &FakeServer, watchdog: Duration) -> Engine {
     )
 }
 
+fn completed() -> String {
+    format!(
+        r#"[{{"info":{{"id":"{ID}","role":"user","sessionID":"ses_1","time":{{"created":1}}}},"parts":[]}},
+        {{"info":{{"id":"msg_000000000002AAAAAAAAAAAAAA","parentID":"{ID}","role":"assistant","sessionID":"ses_1","finish":"stop","tokens":{{"input":1,"output":2}},"time":{{"created":2,"completed":3}}}},
+          "parts":[{{"id":"prt_1","type":"text","text":"ok","messageID":"msg_000000000002AAAAAAAAAAAAAA","sessionID":"ses_1"}}]}}]"#
+    )
+}
+
 fn user_only() -> String {
     format!(
         r#"[{{"info":{{"id":"{ID}","role":"user","sessionID":"ses_1","time":{{"created":1}}}},"parts":[]}}]"#
@@ -89,12 +97,7 @@ fn a_pending_permission_pauses_the_watchdog_and_a_second_turn_is_refused() {
         None
     );
     // The reply arrives and completes.
-    let done = format!(
-        r#"[{{"info":{{"id":"{ID}","role":"user","sessionID":"ses_1","time":{{"created":1}}}},"parts":[]}},
-        {{"info":{{"id":"msg_000000000002AAAAAAAAAAAAAA","parentID":"{ID}","role":"assistant","sessionID":"ses_1","finish":"stop","tokens":{{"input":1,"output":2}},"time":{{"created":2,"completed":3}}}},
-          "parts":[{{"id":"prt_1","type":"text","text":"ok","messageID":"msg_000000000002AAAAAAAAAAAAAA","sessionID":"ses_1"}}]}}]"#
-    );
-    server.set_messages(&done);
+    server.set_messages(&completed());
     server.event(r#"{"id":"e2","type":"session.idle","properties":{"sessionID":"ses_1"}}"#);
     let done = turn.wait(Instant::now() + Duration::from_secs(5)).unwrap();
     assert_eq!(done.text, "ok");
@@ -104,5 +107,65 @@ fn a_pending_permission_pauses_the_watchdog_and_a_second_turn_is_refused() {
         engine
             .prompt(&session, PromptRequest::text("next"))
             .unwrap(),
+    );
+}
+
+#[test]
+fn a_turn_whose_end_was_lost_with_a_cut_stream_ends_done_through_reconcile() {
+    let server = FakeServer::start();
+    server.set_messages(&user_only());
+    let engine = engine(&server, Duration::from_secs(60));
+    let session = SessionId::from("ses_1");
+    let turn = engine
+        .prompt(
+            &session,
+            PromptRequest::text("hi").message_id(MessageId::from(ID)),
+        )
+        .unwrap();
+    // The turn ends while the stream is cut: no event tells.
+    server.set_messages(&completed());
+    server.cut();
+    let began = Instant::now();
+    let done = turn.wait(Instant::now() + Duration::from_secs(10)).unwrap();
+    assert_eq!(done.text, "ok");
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+}
+
+#[test]
+fn a_dead_server_fails_the_turn_within_a_second() {
+    let server = FakeServer::start();
+    server.set_messages(&user_only());
+    let engine = engine(&server, Duration::from_secs(60));
+    let session = SessionId::from("ses_1");
+    let turn = engine
+        .prompt(
+            &session,
+            PromptRequest::text("hi").message_id(MessageId::from(ID)),
+        )
+        .unwrap();
+    let began = Instant::now();
+    drop(server);
+    let err = turn
+        .wait(Instant::now() + Duration::from_secs(10))
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::TurnFailed {
+                reason: FailReason::ServerCrashed(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("server crashed mid-turn"), "{err}");
+    assert!(
+        began.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        began.elapsed()
     );
 }

@@ -71,6 +71,14 @@ impl FakeServer {
         let _ = self.frames.send(format!("{{\"payload\":{payload}}}"));
     }
 
+    /// Closes every open connection (the event stream included): a cut
+    /// stream, which the client reconnects.
+    pub(crate) fn cut(&self) {
+        for stream in self.state.streams.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
     pub(crate) fn set_messages(&self, json: &str) {
         *self.state.messages.lock().unwrap() = json.to_string();
     }
@@ -137,9 +145,11 @@ fn serve(mut stream: TcpStream, state: &State) {
                         .and_then(|()| stream.flush())
                         .is_err()
                 {
-                    return;
+                    break;
                 }
             }
+            // For the next connection.
+            *state.frames.lock().unwrap() = Some(frames);
         }
         ("GET", "/global/health") => {
             respond(&mut stream, "200 OK", r#"{"healthy":true,"version":"x"}"#)
