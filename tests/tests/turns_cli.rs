@@ -204,3 +204,43 @@ fn ocm_events_prints_the_project_events_until_ctrl_c() {
     assert!(e2e::send_signal(child.id() as i32, libc::SIGINT));
     assert_eq!(child.wait().unwrap().code(), Some(130));
 }
+
+#[test]
+fn permissions_allow_answers_a_tool_permission_and_the_turn_ends_done() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(Script::new().default_reply(Reply::text("ran it").tool_call(
+        "bash",
+        r#"{"command":"echo perm-marker-7","description":"print a marker"}"#,
+    )));
+    // Make bash ask for permission.
+    let mut config: Value = serde_json::from_str(&bed.mock.opencode_config()).unwrap();
+    config["permission"] = serde_json::json!({"bash": "ask"});
+    let project = bed.project.display().to_string();
+    let out = bed
+        .command(e2e::ocm_bin())
+        .args([
+            "prompt",
+            &project,
+            "--json",
+            "--permissions",
+            "allow",
+            "use bash",
+        ])
+        .env("OPENCODE_CONFIG_CONTENT", config.to_string())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.iter().any(|l| l["type"] == "permission"), "{lines:?}");
+    let tool_done = lines
+        .iter()
+        .any(|l| l["type"] == "tool" && l["status"] == "completed");
+    assert!(tool_done, "{lines:?}");
+    assert_eq!(lines.last().unwrap()["type"], "done");
+    assert_eq!(lines.last().unwrap()["text"], "ran it");
+}

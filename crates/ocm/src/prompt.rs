@@ -49,6 +49,8 @@ pub struct PromptArgs {
     pub model: Option<String>,
     /// `--message-id ID`.
     pub message_id: Option<String>,
+    /// `--permissions ask|allow|deny`.
+    pub permissions: Option<String>,
     /// `--timeout SECS`: the turn's bound.
     pub timeout: Option<Duration>,
     /// How the server is started when it is not running.
@@ -179,6 +181,17 @@ fn prompt(
             Some(TurnEvent::Failed { message_id, reason }) => {
                 let message = format!("prompt {message_id} in session {session}: {reason}");
                 return Ok(out.failed(&message, Some(&message_id)));
+            }
+            Some(TurnEvent::Permission(request)) => {
+                out.event(&TurnEvent::Permission(request.clone()));
+                let reply = match args.permissions.as_deref() {
+                    Some("allow") => Some("once"),
+                    Some("deny") => Some("reject"),
+                    _ => None,
+                };
+                if let Some(reply) = reply {
+                    engine.reply_permission(&request.id, reply)?;
+                }
             }
             Some(event) => out.event(&event),
             None if Instant::now() < deadline => {}

@@ -545,6 +545,25 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
         group: &PROMPT,
     },
     OptionDef {
+        long: "permissions",
+        short: None,
+        aliases: &[],
+        kind: Kind::Value {
+            name: "MODE",
+            store: |p, v| {
+                let mode = text_value("permissions", v)?;
+                if !["ask", "allow", "deny"].contains(&mode.as_str()) {
+                    return Err(format!("--permissions: '{mode}' is not ask, allow or deny"));
+                }
+                p.prompt.permissions = Some(mode);
+                Ok(())
+            },
+        },
+        help: "What to answer a tool's permission request: ask (default: wait for \
+               an answer given elsewhere), allow (once) or deny",
+        group: &PROMPT,
+    },
+    OptionDef {
         long: "all",
         short: None,
         aliases: &[],

@@ -297,6 +297,7 @@ fn sample_value(value_name: &str) -> &'static str {
         "DIR" => "/s",
         "ID" | "TITLE" | "TEAM" | "AGENT" | "ROLE" => "x1",
         "PROVIDER/MODEL" => "fake/echo",
+        "MODE" => "allow",
         other => panic!("no sample value for {other}: add one to sample_value"),
     }
 }
