@@ -127,7 +127,7 @@ pub fn run() -> Result<(), String> {
         max(&cold_rss) as f64 / 1024.0,
         max(&warm_rss) as f64 / 1024.0
     );
-    Ok(())
+    crate::bench_turns::run(&ocm)
 }
 
 /// Runs `command` to completion; returns its wall time from spawn to exit,

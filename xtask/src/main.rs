@@ -15,6 +15,7 @@ use std::process::{Command, ExitCode, ExitStatus};
 use std::time::{Duration, Instant};
 
 mod bench;
+mod bench_turns;
 mod demo;
 #[cfg(test)]
 mod tidy;
@@ -25,7 +26,8 @@ commands:
   opencode   install opencode-ai@VERSION with npm into the cache (if missing) and print its path
   ci         fmt check, clippy -D warnings, build, all tests (opencode included), rustdoc -D warnings
   demo       run ocm's main job end to end on a scratch project with the offline model
-  bench      speed and memory figures: httpsse throughput, cold/warm `ocm up`, ocm memory";
+  bench      speed and memory figures: httpsse throughput, cold/warm `ocm up`, ocm memory,
+             turns (event latency, prompt overhead); `bench turns` for that part only";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
         Some("opencode") => install_opencode().map(|bin| println!("{}", bin.display())),
         Some("ci") => ci(),
         Some("demo") => demo::run(),
+        Some("bench") if args.get(1).is_some_and(|a| a == "turns") => bench_turns::standalone(),
         Some("bench") => bench::run(),
         Some("-h" | "--help" | "help") => {
             println!("{}", USAGE.replace("VERSION", e2e::OPENCODE_VERSION));

@@ -28,8 +28,8 @@ const ABORT_GUARD: Duration = Duration::from_secs(5);
 /// What the demultiplexer sends a turn.
 #[derive(Debug, Clone)]
 pub(crate) enum Routed {
-    /// An event of the turn's session.
-    Event(Box<Event>),
+    /// An event of the turn's session, and when the demultiplexer got it.
+    Event(Box<Event>, Instant),
     /// The stream reconnected: events may have been lost.
     Reconnected,
     /// The server is gone (stream broken, health failing).
@@ -161,8 +161,9 @@ fn is_stray_terminal(kind: &EventKind) -> bool {
     }
 }
 
-/// Routes one event; pure enough to test without a server.
-fn route(routes: &mut Routes, event: Event) {
+/// Routes one event (received at `at`); pure enough to test without a
+/// server.
+fn route(routes: &mut Routes, event: Event, at: Instant) {
     let Some(session) = event.session_id().cloned() else {
         return;
     };
@@ -176,7 +177,7 @@ fn route(routes: &mut Routes, event: Event) {
         }
     }
     if let Some(tx) = routes.turns.get(&session) {
-        if tx.send(Routed::Event(Box::new(event))).is_err() {
+        if tx.send(Routed::Event(Box::new(event), at)).is_err() {
             routes.turns.remove(&session);
         } else {
             routes.routed += 1;
@@ -222,7 +223,7 @@ fn run(mut stream: opencode_api::GlobalEventStream, shared: &Shared, client: &Cl
                 drop(routes);
                 shared.changed.notify_all();
             }
-            StreamItem::Event(global) => route(&mut lock(shared), global.payload),
+            StreamItem::Event(global) => route(&mut lock(shared), global.payload, Instant::now()),
             StreamItem::Disconnected { kind, reason } => {
                 lock(shared).connected = false;
                 let gone = matches!(
@@ -266,14 +267,14 @@ mod tests {
             receivers.push((s.clone(), rx));
         }
         for e in events.iter().cloned() {
-            route(&mut routes, e);
+            route(&mut routes, e, Instant::now());
         }
         let mut total = 0;
         for (session, rx) in receivers {
             let got: Vec<_> = rx.try_iter().collect();
             assert!(!got.is_empty());
             for r in &got {
-                let Routed::Event(e) = r else { panic!() };
+                let Routed::Event(e, _) = r else { panic!() };
                 assert_eq!(e.session_id(), Some(&session));
             }
             total += got.len();
@@ -296,12 +297,12 @@ mod tests {
         let idle = r#"{"id":"e","type":"session.idle","properties":{"sessionID":"ses_1"}}"#;
         let error = r#"{"id":"e","type":"session.error","properties":{"sessionID":"ses_1","error":{"name":"MessageAbortedError","data":{}}}}"#;
         let busy = r#"{"id":"e","type":"session.status","properties":{"sessionID":"ses_1","status":{"type":"busy"}}}"#;
-        route(&mut routes, parse(error));
-        route(&mut routes, parse(idle));
-        route(&mut routes, parse(idle));
+        route(&mut routes, parse(error), Instant::now());
+        route(&mut routes, parse(idle), Instant::now());
+        route(&mut routes, parse(idle), Instant::now());
         assert_eq!(rx.try_iter().count(), 0);
-        route(&mut routes, parse(busy));
-        route(&mut routes, parse(idle));
+        route(&mut routes, parse(busy), Instant::now());
+        route(&mut routes, parse(idle), Instant::now());
         assert_eq!(rx.try_iter().count(), 2);
     }
 
@@ -312,7 +313,7 @@ mod tests {
         routes.turns.insert(SessionId::from("ses_1"), tx);
         drop(rx);
         let idle = r#"{"id":"e","type":"session.idle","properties":{"sessionID":"ses_1"}}"#;
-        route(&mut routes, Event::parse(idle).unwrap());
+        route(&mut routes, Event::parse(idle).unwrap(), Instant::now());
         assert!(routes.turns.is_empty());
     }
 }

@@ -20,6 +20,9 @@ use crate::registry::{Registry, SessionState};
 use crate::tracker::{Check, Settled, Tracker, TurnDone, TurnEvent, settle};
 use crate::usage::Usage;
 
+/// How many event latencies a turn keeps.
+const MAX_LATENCIES: usize = 10_000;
+
 /// How often a turn reads its session's messages while the event stream
 /// is down.
 const POLL_WHILE_DOWN: Duration = Duration::from_secs(1);
@@ -255,6 +258,7 @@ impl Engine {
             steps: Usage::default(),
             finished: false,
             last_poll: Instant::now(),
+            latencies: Vec::new(),
         };
         let request = request.message_id(message_id.clone());
         let delivery = deliver(
@@ -350,12 +354,20 @@ pub struct Turn {
     finished: bool,
     /// When the messages were last read because the stream was down.
     last_poll: Instant,
+    /// Per routed event: from the demultiplexer getting it to this turn.
+    latencies: Vec<Duration>,
 }
 
 impl Turn {
     /// The session.
     pub fn session_id(&self) -> &SessionId {
         &self.session_id
+    }
+
+    /// For each event routed to this turn (the first 10 000): the time from
+    /// the demultiplexer receiving it off the stream to this turn taking it.
+    pub fn event_latencies(&self) -> &[Duration] {
+        &self.latencies
     }
 
     /// The prompt's message ID (give it back to retry without a duplicate).
@@ -394,8 +406,12 @@ impl Turn {
                 .flatten()
                 .fold(deadline, Instant::min);
             match self.rx.recv_timeout(wake.saturating_duration_since(now)) {
-                Ok(Routed::Event(event)) => {
+                Ok(Routed::Event(event, at)) => {
                     self.last_activity = Instant::now();
+                    if self.latencies.len() < MAX_LATENCIES {
+                        self.latencies
+                            .push(self.last_activity.saturating_duration_since(at));
+                    }
                     let mut out = Vec::new();
                     let check = self.tracker.on_event(&event, &mut out);
                     self.queue.extend(out);
@@ -481,10 +497,19 @@ impl Turn {
     /// the watchdog fired, a turn that has not ended is failed, aborted on
     /// the server, and its session marked crashed.
     fn reconcile(&mut self, watchdog: bool) {
-        let settled = self
-            .client
-            .list_messages(&self.session_id, None)
-            .map(|messages| settle(&self.session_id, &self.message_id, &messages));
+        // The turn's messages are the session's newest (one turn per
+        // session): read those first, the whole session only when the
+        // prompt is not among them.
+        let newest = self.tracker.assistants_seen() + 4;
+        let read = |limit: Option<usize>| {
+            self.client
+                .list_messages(&self.session_id, limit)
+                .map(|messages| settle(&self.session_id, &self.message_id, &messages))
+        };
+        let settled = match read(Some(newest)) {
+            Ok(Settled::NotStored) => read(None),
+            other => other,
+        };
         match settled {
             Ok(Settled::Done(done)) => self.queue.push_back(TurnEvent::Done(done)),
             Ok(Settled::Failed(reason)) => self.fail(reason),

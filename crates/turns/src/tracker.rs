@@ -141,6 +141,11 @@ impl Tracker {
         }
     }
 
+    /// How many assistant messages of this turn were seen.
+    pub(crate) fn assistants_seen(&self) -> usize {
+        self.assistants.len()
+    }
+
     /// Whether `id` is an assistant message of this turn: seen with our
     /// prompt as parent, or made after our prompt (one turn per session).
     fn is_ours(&self, id: &MessageId) -> bool {
