@@ -119,13 +119,30 @@ fn a_failed_turn_exits_5_with_its_message_id_and_a_retry_by_id_is_not_a_duplicat
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "Now it works.\n");
-    let users = bed
-        .mock
-        .chat_requests()
-        .iter()
-        .filter(|r| r.last_user_text().contains("first try"))
-        .count();
-    assert!(users >= 2, "sent, then sent again once after the failure");
+    // On the server: the prompt's ID once, with one completed reply.
+    let url = text(&ocm(&bed, &["url", &project]).stdout)
+        .trim()
+        .to_string();
+    let client = opencode_api::Client::builder(&url)
+        .directory(&bed.project)
+        .build()
+        .unwrap();
+    let (mut users, mut replies) = (0, 0);
+    for session in client.list_sessions().unwrap() {
+        for m in client.list_messages(&session.id, None).unwrap() {
+            if m.info.id().as_str() == id {
+                users += 1;
+            }
+            if let Some(a) = m.info.as_assistant()
+                && a.parent_id.as_ref().is_some_and(|p| p.as_str() == id)
+                && a.is_completed()
+                && a.error.is_none()
+            {
+                replies += 1;
+            }
+        }
+    }
+    assert_eq!((users, replies), (1, 1));
 
     let out = ocm(
         &bed,

@@ -415,12 +415,18 @@ impl Turn {
                     let mut out = Vec::new();
                     let check = self.tracker.on_event(&event, &mut out);
                     self.queue.extend(out);
-                    if check == Check::Reconcile {
-                        self.reconcile(false);
+                    match check {
+                        Check::Final(id) => match self.tracker.done_from_events(&id) {
+                            Some(done) => self.queue.push_back(TurnEvent::Done(Box::new(done))),
+                            None => self.reconcile(false),
+                        },
+                        Check::Reconcile => self.reconcile(false),
+                        Check::None => {}
                     }
                 }
                 Ok(Routed::Reconnected) => {
                     self.last_activity = Instant::now();
+                    self.tracker.gap = true;
                     self.reconcile(false);
                 }
                 Ok(Routed::ServerLost(why)) => self.fail(FailReason::ServerCrashed(why)),
@@ -433,6 +439,7 @@ impl Turn {
                         self.reconcile(true);
                     } else if poll_at.is_some_and(|p| now >= p) {
                         self.last_poll = now;
+                        self.tracker.gap = true;
                         self.reconcile(false);
                     }
                 }

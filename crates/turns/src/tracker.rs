@@ -97,10 +97,12 @@ impl TurnEvent {
 }
 
 /// What the caller should do after an event, besides handing out events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Check {
     /// Nothing.
     None,
+    /// This assistant message ended the turn (completed, no tool calls).
+    Final(MessageId),
     /// Read the session's messages: the turn may have ended.
     Reconcile,
 }
@@ -126,6 +128,13 @@ pub(crate) struct Tracker {
     steps: HashSet<String>,
     /// A permission or question is pending: the watchdog pauses.
     pub(crate) waiting: bool,
+    /// The newest state of each assistant message of this turn.
+    infos: Vec<AssistantMessage>,
+    /// Text parts of this turn, in the order first seen: (message, part,
+    /// text so far).
+    texts: Vec<(MessageId, String, String)>,
+    /// Events may have been lost (a reconnect): settle from the messages.
+    pub(crate) gap: bool,
 }
 
 impl Tracker {
@@ -138,7 +147,51 @@ impl Tracker {
             tools: HashMap::new(),
             steps: HashSet::new(),
             waiting: false,
+            infos: Vec::new(),
+            texts: Vec::new(),
+            gap: false,
         }
+    }
+
+    /// The turn's end as the events told it, when they tell all of it: the
+    /// final assistant message completed, with its text, and no gap.
+    pub(crate) fn done_from_events(&self, final_id: &MessageId) -> Option<TurnDone> {
+        if self.gap {
+            return None;
+        }
+        let assistant = self.infos.iter().find(|a| &a.id == final_id)?;
+        let text: String = self
+            .texts
+            .iter()
+            .filter(|(m, _, _)| m == final_id)
+            .map(|(_, _, t)| t.as_str())
+            .collect();
+        if text.is_empty() {
+            return None;
+        }
+        let mut usage = Usage::default();
+        for a in &self.infos {
+            usage.add(&Usage::from_tokens(&a.tokens, a.cost));
+        }
+        Some(TurnDone {
+            session_id: self.session_id.clone(),
+            message_id: self.message_id.clone(),
+            assistant: assistant.clone(),
+            text,
+            usage,
+        })
+    }
+
+    fn text_entry(&mut self, message: &MessageId, part: &str) -> &mut String {
+        let index = match self.texts.iter().position(|(_, p, _)| p == part) {
+            Some(i) => i,
+            None => {
+                self.texts
+                    .push((message.clone(), part.to_string(), String::new()));
+                self.texts.len() - 1
+            }
+        };
+        &mut self.texts[index].2
     }
 
     /// How many assistant messages of this turn were seen.
@@ -164,8 +217,14 @@ impl Tracker {
                     let parent_ours = a.parent_id.as_ref() == Some(&self.message_id);
                     if parent_ours || self.is_ours(&a.id) {
                         self.assistants.insert(a.id.clone());
-                        if a.error.is_some() || is_final(a) {
+                        match self.infos.iter_mut().find(|i| i.id == a.id) {
+                            Some(info) => *info = a.clone(),
+                            None => self.infos.push(a.clone()),
+                        }
+                        if a.error.is_some() {
                             check = Check::Reconcile;
+                        } else if is_final(a) {
+                            check = Check::Final(a.id.clone());
                         }
                     }
                 }
@@ -178,7 +237,12 @@ impl Tracker {
                     .entry(delta.part_id.clone())
                     .or_insert((PartKind::Text, 0));
                 entry.1 += delta.delta.len();
-                out.push(text_event(entry.0, &delta.part_id, delta.delta.clone()));
+                let kind = entry.0;
+                out.push(text_event(kind, &delta.part_id, delta.delta.clone()));
+                if kind == PartKind::Text {
+                    self.text_entry(&delta.message_id, &delta.part_id)
+                        .push_str(&delta.delta);
+                }
             }
             EventKind::MessagePartUpdated(update) if self.is_ours(update.part.message_id()) => {
                 self.on_part(&update.part, out);
@@ -210,7 +274,15 @@ impl Tracker {
 
     fn on_part(&mut self, part: &Part, out: &mut Vec<TurnEvent>) {
         match part {
-            Part::Text(p) => self.on_full_text(PartKind::Text, &p.id, &p.text, out),
+            Part::Text(p) => {
+                self.on_full_text(PartKind::Text, &p.id, &p.text, out);
+                let text = if p.synthetic || p.ignored {
+                    String::new()
+                } else {
+                    p.text.clone()
+                };
+                *self.text_entry(&p.message_id, &p.id) = text;
+            }
             Part::Reasoning(p) => self.on_full_text(PartKind::Reasoning, &p.id, &p.text, out),
             Part::Tool(p) => {
                 let status = p.state.status.as_str().to_string();
@@ -355,8 +427,15 @@ pub(crate) mod tests {
         let mut out = Vec::new();
         let mut checks = 0;
         for event in events(&capture("event-stream-prompt.sse")) {
-            if tracker.on_event(&event, &mut out) == Check::Reconcile {
-                checks += 1;
+            match tracker.on_event(&event, &mut out) {
+                Check::Reconcile => checks += 1,
+                Check::Final(id) => {
+                    let done = tracker.done_from_events(&id).expect("all told by events");
+                    assert_eq!(done.text, "Hello from the fake model.");
+                    assert_eq!((done.usage.input, done.usage.output), (10, 5));
+                    checks += 1;
+                }
+                Check::None => {}
             }
         }
         let text: String = out
