@@ -48,8 +48,14 @@ pub(crate) trait ServerSource {
     fn client(&self, fresh: bool) -> Result<Client, Error>;
 }
 
+/// Waits until the event stream tells the message is stored (its
+/// `message.updated`), at most until the instant given; true when it did.
+pub(crate) type StoredSignal<'a> = &'a mut dyn FnMut(Instant) -> bool;
+
 /// Delivers `request` (which carries `message_id`) to `session` exactly
 /// once. `look_first`: the ID may have been sent before (a caller's retry).
+/// The message counts as stored when `stored` says so (the stream) or
+/// `GET .../message/{id}` finds it.
 /// Blocks at most about `tries * (delay + verify_within + request timeouts)`.
 pub(crate) fn deliver(
     source: &dyn ServerSource,
@@ -58,6 +64,7 @@ pub(crate) fn deliver(
     message_id: &MessageId,
     request: &PromptRequest,
     look_first: bool,
+    stored: StoredSignal<'_>,
 ) -> Result<Delivery, Error> {
     let mut look_first = look_first;
     let mut last = String::from("no try made");
@@ -74,7 +81,9 @@ pub(crate) fn deliver(
                 continue;
             }
         };
-        match try_once(&client, policy, session, message_id, request, look_first) {
+        match try_once(
+            &client, policy, session, message_id, request, look_first, stored,
+        ) {
             Ok(Some(delivery)) => return Ok(delivery),
             Ok(None) => last = format!("not stored within {:?}", policy.verify_within),
             Err(Error::Api(e)) if e.is_unreachable() => last = e.to_string(),
@@ -97,6 +106,7 @@ fn try_once(
     message_id: &MessageId,
     request: &PromptRequest,
     look_first: bool,
+    stored: StoredSignal<'_>,
 ) -> Result<Option<Delivery>, Error> {
     if look_first {
         let messages = client.list_messages(session, None)?;
@@ -125,8 +135,12 @@ fn try_once(
             }
         }
     }
+    // What the stream told before this send (a copy deleted above) must
+    // not count as this send stored: take it off first.
+    let _ = stored(Instant::now());
     client.prompt_async(session, request)?;
-    Ok(verify(client, session, message_id, policy.verify_within)?.then_some(Delivery::Sent))
+    let verified = verify(client, session, message_id, policy.verify_within, stored)?;
+    Ok(verified.then_some(Delivery::Sent))
 }
 
 /// Deletes a partial reply (newest first), then the prompt.
@@ -146,26 +160,30 @@ fn clear(
     Ok(())
 }
 
-/// Polls for the message until it is stored or `within` passes.
+/// Waits for the message to be stored, until `within` passes: told by the
+/// stream at once, else found by `GET` (after a first wait for the stream,
+/// then between further waits).
 fn verify(
     client: &Client,
     session: &SessionId,
     message_id: &MessageId,
     within: Duration,
+    stored: StoredSignal<'_>,
 ) -> Result<bool, Error> {
     let deadline = Instant::now() + within;
-    let mut pause = Duration::from_millis(10);
+    let mut pause = Duration::from_millis(100);
     loop {
+        if stored(deadline.min(Instant::now() + pause)) {
+            return Ok(true);
+        }
         match client.get_message(session, message_id) {
             Ok(_) => return Ok(true),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        if Instant::now() >= deadline {
             return Ok(false);
         }
-        std::thread::sleep(pause.min(left));
-        pause = (pause * 2).min(Duration::from_millis(200));
+        pause = (pause * 2).min(Duration::from_millis(500));
     }
 }

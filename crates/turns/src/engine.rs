@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use manager::Manager;
 use opencode_api::{
-    Client, MessageId, PromptRequest, SessionId, StreamConfig, new_message_id, new_message_id_after,
+    Client, EventKind, MessageId, PromptRequest, SessionId, StreamConfig, new_message_id,
+    new_message_id_after,
 };
 
 use crate::Error;
@@ -259,6 +260,7 @@ impl Engine {
             finished: false,
             last_poll: Instant::now(),
             latencies: Vec::new(),
+            backlog: VecDeque::new(),
         };
         let request = request.message_id(message_id.clone());
         let delivery = deliver(
@@ -268,6 +270,7 @@ impl Engine {
             &message_id,
             &request,
             given.is_some(),
+            &mut |until| turn.await_stored(until),
         )?;
         // A retry may have met a restarted server on another port.
         let (client, demux) = self.inner.connection(false)?;
@@ -356,6 +359,8 @@ pub struct Turn {
     last_poll: Instant,
     /// Per routed event: from the demultiplexer getting it to this turn.
     latencies: Vec<Duration>,
+    /// Items taken off the channel while the delivery waited, in order.
+    backlog: VecDeque<Routed>,
 }
 
 impl Turn {
@@ -405,7 +410,11 @@ impl Turn {
                 .into_iter()
                 .flatten()
                 .fold(deadline, Instant::min);
-            match self.rx.recv_timeout(wake.saturating_duration_since(now)) {
+            let routed = match self.backlog.pop_front() {
+                Some(item) => Ok(item),
+                None => self.rx.recv_timeout(wake.saturating_duration_since(now)),
+            };
+            match routed {
                 Ok(Routed::Event(event, at)) => {
                     self.last_activity = Instant::now();
                     if self.latencies.len() < MAX_LATENCIES {
@@ -443,6 +452,27 @@ impl Turn {
                         self.reconcile(false);
                     }
                 }
+            }
+        }
+    }
+
+    /// Waits until the stream shows the prompt stored (its user message's
+    /// `message.updated`), at most until `until`; what arrives meanwhile
+    /// is kept for [`next`](Turn::next).
+    fn await_stored(&mut self, until: Instant) -> bool {
+        let seen = |item: &Routed, id: &MessageId| {
+            matches!(item, Routed::Event(e, _)
+                if matches!(&e.kind, EventKind::MessageUpdated(u) if u.info.id() == id))
+        };
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let Ok(item) = self.rx.recv_timeout(left) else {
+                return false;
+            };
+            let found = seen(&item, &self.message_id);
+            self.backlog.push_back(item);
+            if found {
+                return true;
             }
         }
     }
