@@ -321,7 +321,7 @@ fn an_unusable_state_folder_is_named_with_what_was_done_and_how_to_choose_anothe
     let run = ocm_with(&bed, ["up", p, "--json"], &[("OCM_STATE_DIR", r)]).code(4);
     assert_eq!(run.stderr, "", "{run:#?}");
     let json = run.json();
-    assert_error_keys(&["path"], &json, 4);
+    assert_error_keys(&["about a path"], &json, 4);
     assert!(
         json["path"]
             .as_str()
@@ -444,7 +444,7 @@ fn a_file_given_as_the_project_is_called_a_file() {
         assert!(run.stderr.contains("is a file, not a folder"), "{run:#?}");
     }
     let json = ocm(&bed, ["status", f, "--json"]).code(3).json();
-    assert_error_keys(&["path"], &json, 3);
+    assert_error_keys(&["about a path"], &json, 3);
     assert_eq!(json["path"], f, "{json:#}");
     assert!(bed.opencode_pids().is_empty());
 }
@@ -483,7 +483,7 @@ fn an_opencode_that_exits_at_once_is_named_with_its_exit_status() {
     assert!(!run.stderr.contains("error"), "{run:#?}");
     assert!(!run.stderr.contains("hint"), "{run:#?}");
     let json = run.json();
-    assert_error_keys(&["start failed"], &json, 4);
+    assert_error_keys(&["a failed start"], &json, 4);
     assert_eq!(json["exitStatus"], 3, "{json:#}");
     assert_eq!(json["signal"], Value::Null, "{json:#}");
     assert_eq!(json["binary"], b, "{json:#}");
@@ -697,17 +697,17 @@ fn json_errors_are_printed_once_on_stdout() {
     let run = ocm(&bed, ["status", n, "--json"]).code(3);
     assert_eq!(run.stderr, "", "{run:#?}");
     let json = run.json();
-    assert_error_keys(&["path"], &json, 3);
+    assert_error_keys(&["about a path"], &json, 3);
     assert_eq!(json["path"], n, "{json:#}");
     let run = ocm(&bed, ["up", n, "--json"]).code(2);
     assert_eq!(run.stderr, "", "{run:#?}");
-    assert_error_keys(&["path"], &run.json(), 2);
+    assert_error_keys(&["about a path"], &run.json(), 2);
     let run = ocm(&bed, ["up", "--port", "seventy", "--json"]).code(2);
     assert_eq!(run.stderr, "", "{run:#?}");
     assert_error_keys(&[], &run.json(), 2);
     let run = ocm(&bed, ["logs", p, "--json"]).code(1);
     assert_eq!(run.stderr, "", "{run:#?}");
-    assert_error_keys(&["path"], &run.json(), 1);
+    assert_error_keys(&["about a path"], &run.json(), 1);
 
     // exec --json is bad usage: the command's output owns stdout.
     let run = ocm(&bed, ["exec", p, "--json", "--", "true"]).code(2);
@@ -745,9 +745,9 @@ fn control_characters_in_paths_and_foreign_text_are_escaped() {
     ocm(&bed, ["port", p]).ok().clean();
     ocm(&bed, ["logs", p]).ok().clean();
     ocm(&bed, ["url", p]).ok().clean();
-    let down = ocm(&bed, ["down", p]).ok().clean();
-    assert!(down.stdout.contains(r"line\nbreak"), "{down:#?}");
-    ocm(&bed, ["gc"]).ok().clean();
+    ocm(&bed, ["down", p]).ok().clean();
+    let gc = ocm(&bed, ["gc"]).ok().clean();
+    assert!(gc.stdout.contains(r"line\nbreak"), "{gc:#?}");
 
     // A port holder whose command line has escapes and a newline.
     let (other, port) = fresh_project(&bed, "held");

@@ -78,9 +78,9 @@ pub const ERROR_KEYS: [&str; 3] = ["error", "hint", "exitCode"];
 
 /// What some kinds of error add: (the kind, its keys).
 pub const ERROR_EXTRA_KEYS: [(&str, &[&str]); 2] = [
-    ("path", &["path"]),
+    ("about a path", &["path"]),
     (
-        "start failed",
+        "a failed start",
         &[
             "project",
             "binary",

@@ -249,12 +249,21 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
                 if value.is_empty() {
                     return Err("--state-dir must not be empty".into());
                 }
-                p.state_dir = Some(PathBuf::from(value));
+                // As OCM_STATE_DIR: a relative folder would be another one
+                // from every working folder.
+                let dir = PathBuf::from(value);
+                if !dir.is_absolute() {
+                    return Err(format!(
+                        "--state-dir must be an absolute path, got {}",
+                        dir.display()
+                    ));
+                }
+                p.state_dir = Some(dir);
                 Ok(())
             },
         },
-        help: "Where ocm keeps its state (default $OCM_STATE_DIR, else \
-               $XDG_STATE_HOME/ocm, else ~/.local/state/ocm)",
+        help: "Where ocm keeps its state, an absolute path (default \
+               $OCM_STATE_DIR, else $XDG_STATE_HOME/ocm, else ~/.local/state/ocm)",
         group: &GLOBAL,
     },
     OptionDef {
@@ -536,12 +545,20 @@ pub(crate) const COMMANDS: &[CommandDef] = &[
                OPENCODE_SERVER=<url> (and OPENCODE_SERVER_USERNAME/PASSWORD when the \
                server has a password) in its environment, in the current folder. Exits \
                with CMD's exit status; 127 when CMD is not found, 126 when it cannot be \
-               run, 4 when the server fails to start.",
+               run, 4 when the server fails to start. --json is refused: CMD owns \
+               stdout (`ocm up --json` describes the server).",
         dir: true,
         operands: &[],
         rest: Some("CMD [ARGS...]"),
         groups: &[&START],
         build: |p| {
+            if p.json {
+                return Err(
+                    "--json cannot be combined with exec: the command's output is on \
+                            stdout (`ocm up --json` describes the server)"
+                        .into(),
+                );
+            }
             let mut words = p
                 .rest
                 .ok_or("no command given: ocm exec [DIR] -- CMD [ARGS...]")?
