@@ -183,7 +183,10 @@ fn run_command(cli: &Cli, command: &Command, reporter: &Reporter) -> Result<i32,
             if cli.json {
                 print_json(&render_json::project_json(&store.view_of(status)));
             } else {
-                print(&format!("{}\n", status.url.unwrap_or_default()))?;
+                print(&format!(
+                    "{}\n",
+                    crate::escape::escape(&status.url.unwrap_or_default())
+                ))?;
             }
             Ok(EXIT_OK)
         }

@@ -1,8 +1,7 @@
 //! How results look: human lines and blocks here, the one JSON shape in
 //! [`json`]. Everything ocm did not write itself (paths, URLs and versions
-//! from records, server messages, command lines) goes through
-//! [`escape`](crate::escape::escape), so it cannot break a row or drive the
-//! terminal.
+//! from records, server messages, command lines) goes through [`escape`],
+//! so it cannot break a row or drive the terminal.
 
 use std::path::Path;
 use std::time::Duration;

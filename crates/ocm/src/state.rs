@@ -158,7 +158,10 @@ pub fn in_context(error: CliError, cli: &Cli, doing: impl FnOnce() -> String) ->
     };
     // The manager names the folder by its canonical path.
     let canonical = std::fs::canonicalize(&root).ok();
-    let related = |root: &Path| path.starts_with(root) || root.starts_with(&path);
+    // In it, or a folder on the way to it that could not be made or read
+    // (an existing folder above it, such as the project's, is not).
+    let related =
+        |root: &Path| path.starts_with(root) || (root.starts_with(&path) && !path.is_dir());
     if related(&root) || canonical.as_deref().is_some_and(related) {
         CliError::InStateDir {
             root,
