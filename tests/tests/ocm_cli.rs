@@ -317,6 +317,7 @@ fn pid_of(value: &Value) -> u32 {
 /// The keys the README promises in JSON output: the list ocm's own tests
 /// and the tidy check use, not a copy of it.
 #[path = "../../crates/ocm/src/json_keys.rs"]
+#[allow(dead_code)]
 mod json_keys;
 use json_keys::{COMMON_KEYS, EXTRA_KEYS};
 
