@@ -295,7 +295,10 @@ impl TestBed {
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let status = server.child.as_mut().and_then(|c| c.wait().ok());
+                    // Taken, so that the drop does not signal its group by
+                    // number once it is reaped: the id may be another
+                    // group's by then.
+                    let status = server.child.take().and_then(|mut c| c.wait().ok());
                     panic!(
                         "opencode exited before listening ({status:?}); output:\n{}",
                         server.log()
@@ -361,14 +364,16 @@ fn kill_if_marked(pid: u32, marker: &str) {
     if !still_marked {
         return;
     }
-    // SAFETY: plain system calls with integer arguments. The group is
-    // signalled right after its marked leader was seen leading it, and never
-    // when it is our own group.
-    unsafe {
-        let leads_group = libc::getpgid(pid as libc::pid_t) == pid as libc::pid_t;
-        if leads_group && pid as libc::pid_t != libc::getpgrp() {
-            libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
-        }
+    // Its group, if it leads one, through procutil rather than
+    // `kill(-pid)`: the leader may be reaped right after the check above
+    // and its group id go to another group, which a number would reach.
+    // The identity is the pinned process's if that is still unreaped after
+    // reading it; signal_group verifies it again, signals through a pidfd,
+    // and refuses our own group.
+    if let Ok(identity) = procutil::ProcessIdentity::of(pid)
+        && pidfd.send_signal(0).is_ok()
+    {
+        let _ = procutil::signal_group(&identity, libc::SIGKILL);
     }
     // Through the pidfd: never reaches a process that got the pid since.
     let _ = pidfd.send_signal(libc::SIGKILL);
