@@ -554,44 +554,64 @@ impl TestBed {
     }
 }
 
+/// The target folder and profile folder of this test executable.
+pub fn target_and_profile() -> (PathBuf, PathBuf, String) {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    // target/<profile>/deps/<test>-<hash>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable lives in target/<profile>/deps")
+        .to_path_buf();
+    let target_dir = profile_dir
+        .parent()
+        .expect("the target folder")
+        .to_path_buf();
+    let profile = profile_dir
+        .file_name()
+        .and_then(OsStr::to_str)
+        .expect("a profile folder name")
+        .to_string();
+    (target_dir, profile_dir, profile)
+}
+
+/// `cargo ARGS` for this workspace, with this test's target folder and
+/// profile.
+pub fn cargo(args: &[&str]) -> Command {
+    let (target_dir, _, profile) = target_and_profile();
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let mut command = Command::new(env!("CARGO"));
+    command
+        .args(args)
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target_dir);
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            command.arg("--release");
+        }
+        other => {
+            command.args(["--profile", other]);
+        }
+    }
+    command
+}
+
 /// The `ocm` binary next to this test's executable, built once per run.
 pub fn ocm_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("the test executable's path");
-        // target/<profile>/deps/ocm_cli-<hash>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test executable lives in target/<profile>/deps");
-        let target_dir = profile_dir.parent().expect("the target folder");
-        let profile = profile_dir
-            .file_name()
-            .and_then(OsStr::to_str)
-            .expect("a profile folder name");
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let mut build = Command::new(env!("CARGO"));
-        build
-            .args(["build", "--quiet", "-p", "ocm", "--manifest-path"])
-            .arg(&manifest)
-            .arg("--target-dir")
-            .arg(target_dir);
-        match profile {
-            "debug" => {}
-            "release" => {
-                build.arg("--release");
-            }
-            other => {
-                build.args(["--profile", other]);
-            }
-        }
-        let output = build.output().expect("run cargo build -p ocm");
+        let output = cargo(&["build", "--quiet", "-p", "ocm"])
+            .output()
+            .expect("run cargo build -p ocm");
         assert!(
             output.status.success(),
             "cargo build -p ocm failed:\n{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        let bin = profile_dir.join("ocm");
+        let bin = target_and_profile().1.join("ocm");
         assert!(bin.is_file(), "{} was not built", bin.display());
         bin
     })

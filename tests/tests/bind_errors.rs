@@ -6,14 +6,13 @@
 //! The `ocm` binary is built once per run with the same cargo, profile and
 //! target folder as this test (as in `ocm_cli.rs`).
 
-use std::ffi::OsStr;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::{OnceLock, mpsc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use e2e::{TEST_ID_VAR, TestBed, e2e_skipped};
+use e2e::{TEST_ID_VAR, TestBed, e2e_skipped, ocm_bin};
 
 /// No `ocm` call here may take longer before it is killed (the bound the
 /// tests assert is far tighter).
@@ -23,49 +22,6 @@ const OCM_DEADLINE: Duration = Duration::from_secs(60);
 const AT_ONCE: Duration = Duration::from_secs(1);
 /// The exit status of a failed start.
 const EXIT_START_FAILED: i32 = 4;
-
-/// The `ocm` binary next to this test's executable, built once per run.
-fn ocm_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("the test executable's path");
-        // target/<profile>/deps/bind_errors-<hash>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test executable lives in target/<profile>/deps");
-        let target_dir = profile_dir.parent().expect("the target folder");
-        let profile = profile_dir
-            .file_name()
-            .and_then(OsStr::to_str)
-            .expect("a profile folder name");
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let mut build = Command::new(env!("CARGO"));
-        build
-            .args(["build", "--quiet", "-p", "ocm", "--manifest-path"])
-            .arg(&manifest)
-            .arg("--target-dir")
-            .arg(target_dir);
-        match profile {
-            "debug" => {}
-            "release" => {
-                build.arg("--release");
-            }
-            other => {
-                build.args(["--profile", other]);
-            }
-        }
-        let output = build.output().expect("run cargo build -p ocm");
-        assert!(
-            output.status.success(),
-            "cargo build -p ocm failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let bin = profile_dir.join("ocm");
-        assert!(bin.is_file(), "{} was not built", bin.display());
-        bin
-    })
-}
 
 /// What one `ocm` call did, and how long it took.
 #[derive(Debug)]

@@ -10,11 +10,11 @@ use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock, mpsc};
+use std::process::Stdio;
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use e2e::{TestBed, e2e_skipped, poll_until};
+use e2e::{TestBed, cargo, e2e_skipped, ocm_bin, poll_until, target_and_profile};
 use serde_json::Value;
 
 /// The keys the README promises: the list ocm's own tests and the tidy
@@ -29,69 +29,6 @@ const OCM_DEADLINE: Duration = Duration::from_secs(150);
 
 /// The widest line a help text may have (`ocm --help` is wrapped there).
 const HELP_WIDTH: usize = 78;
-
-/// The target folder and profile folder of this test executable.
-fn target_and_profile() -> (PathBuf, PathBuf, String) {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    // target/<profile>/deps/cli_truth-<hash>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test executable lives in target/<profile>/deps")
-        .to_path_buf();
-    let target_dir = profile_dir
-        .parent()
-        .expect("the target folder")
-        .to_path_buf();
-    let profile = profile_dir
-        .file_name()
-        .and_then(OsStr::to_str)
-        .expect("a profile folder name")
-        .to_string();
-    (target_dir, profile_dir, profile)
-}
-
-/// `cargo ARGS` for this workspace, with this test's target folder and
-/// profile.
-fn cargo(args: &[&str]) -> Command {
-    let (target_dir, _, profile) = target_and_profile();
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let mut command = Command::new(env!("CARGO"));
-    command
-        .args(args)
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(target_dir);
-    match profile.as_str() {
-        "debug" => {}
-        "release" => {
-            command.arg("--release");
-        }
-        other => {
-            command.args(["--profile", other]);
-        }
-    }
-    command
-}
-
-/// The `ocm` binary next to this test's executable, built once per run.
-fn ocm_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let output = cargo(&["build", "--quiet", "-p", "ocm"])
-            .output()
-            .expect("run cargo build -p ocm");
-        assert!(
-            output.status.success(),
-            "cargo build -p ocm failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let bin = target_and_profile().1.join("ocm");
-        assert!(bin.is_file(), "{} was not built", bin.display());
-        bin
-    })
-}
 
 /// What one `ocm` call did.
 #[derive(Debug)]

@@ -10,11 +10,11 @@
 use std::ffi::OsStr;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Barrier, Mutex, OnceLock, mpsc};
+use std::process::Stdio;
+use std::sync::{Arc, Barrier, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use e2e::{TestBed, e2e_skipped, poll_until};
+use e2e::{TestBed, e2e_skipped, ocm_bin, poll_until};
 use procutil::ProcessIdentity;
 use serde_json::Value;
 
@@ -26,49 +26,6 @@ const OCM_DEADLINE: Duration = Duration::from_secs(150);
 const REAP_DEADLINE: Duration = Duration::from_secs(30);
 /// The health timeout ocm uses by default (manager::Config).
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The `ocm` binary next to this test's executable, built once per run.
-fn ocm_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("the test executable's path");
-        // target/<profile>/deps/ocm_cli-<hash>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test executable lives in target/<profile>/deps");
-        let target_dir = profile_dir.parent().expect("the target folder");
-        let profile = profile_dir
-            .file_name()
-            .and_then(OsStr::to_str)
-            .expect("a profile folder name");
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let mut build = Command::new(env!("CARGO"));
-        build
-            .args(["build", "--quiet", "-p", "ocm", "--manifest-path"])
-            .arg(&manifest)
-            .arg("--target-dir")
-            .arg(target_dir);
-        match profile {
-            "debug" => {}
-            "release" => {
-                build.arg("--release");
-            }
-            other => {
-                build.args(["--profile", other]);
-            }
-        }
-        let output = build.output().expect("run cargo build -p ocm");
-        assert!(
-            output.status.success(),
-            "cargo build -p ocm failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let bin = profile_dir.join("ocm");
-        assert!(bin.is_file(), "{} was not built", bin.display());
-        bin
-    })
-}
 
 /// What one `ocm` call did.
 #[derive(Debug)]
