@@ -370,3 +370,24 @@ fn a_host_name_is_recorded_as_the_literal_the_server_bound() {
     );
     manager.stop(&bed.project).expect("stop");
 }
+
+#[test]
+fn the_log_marks_every_start_with_its_pid() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let manager = manager_in(&bed, |_| {});
+    let first = manager.ensure(&bed.project).expect("a server");
+    let second = manager.restart(&bed.project).expect("a restart");
+    let log = std::fs::read_to_string(&first.log_path).expect("the log");
+    let marks: Vec<&str> = log.lines().filter(|l| l.starts_with("--- ocm start ")).collect();
+    assert_eq!(marks.len(), 2, "{log}");
+    assert!(marks[0].ends_with(&format!(" pid {} ---", first.pid)), "{log}");
+    assert!(marks[1].ends_with(&format!(" pid {} ---", second.pid)), "{log}");
+    // Each run's mark comes before what that run said.
+    let first_mark = log.find(marks[0]).expect("mark");
+    let first_listen = log.find("listening on").expect("a listening line");
+    assert!(first_mark < first_listen, "{log}");
+    manager.stop(&bed.project).expect("stop");
+}
