@@ -38,10 +38,7 @@ impl Manager {
     /// when a server is started.
     pub fn new(config: Config) -> Result<Manager, Error> {
         config.validate()?;
-        let given = match &config.state_root {
-            Some(root) => portmap::resolve_path(root)?,
-            None => statefile::state_root()?,
-        };
+        let given = config.named_state_root()?;
         // One name for the state root, whatever path led to it (symlinks,
         // `..`): servers are recognised by the root in their environment, so
         // two spellings of one folder must not look like two roots.

@@ -335,6 +335,10 @@ impl Manager {
         let child = procutil::spawn_detached(&spec).map_err(AttemptError::fatal)?;
         let identity = child.identity().clone();
         let pid = child.pid();
+        // Which run said what: `ocm logs` shows where each start begins. The
+        // server prints its first line tens of milliseconds after exec, so
+        // this line comes first in practice.
+        mark_start(&paths.log, &record.started_at, pid);
         self.adopt_child(child);
         record.pid = pid;
         record.start_time = identity.start_time;
@@ -461,6 +465,20 @@ impl Manager {
             stopped,
             log_tail: logs::last_lines(&paths.log, spawned.log_offset, LOG_TAIL_LINES),
         }
+    }
+}
+
+/// Appends `--- ocm start <time> pid N ---` to the log (never following a
+/// symlink); a log that cannot be written is not worth failing a start for.
+fn mark_start(log: &Path, started_at: &str, pid: u32) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(log);
+    if let Ok(mut file) = file {
+        let _ = writeln!(file, "--- ocm start {started_at} pid {pid} ---");
     }
 }
 

@@ -263,12 +263,23 @@ where
                 if word == "help" {
                     return parse_help_topic(parsed, &mut parser);
                 }
+                // `ocm session --help`: the overview, which lists the
+                // subcommands.
+                let mut asked_help = false;
                 let mut next_word = || match parser.next() {
                     Ok(Some(Value(sub))) => Some(sub.to_string_lossy().into_owned()),
+                    Ok(Some(Long("help") | Short('h'))) => {
+                        asked_help = true;
+                        None
+                    }
                     _ => None,
                 };
-                break defs::lookup(COMMANDS, &word, &mut next_word)
-                    .map_err(|message| UsageError::new(message, None))?;
+                let found = defs::lookup(COMMANDS, &word, &mut next_word);
+                match found {
+                    Ok(def) => break def,
+                    Err(_) if asked_help => return Ok(parsed.into_cli(Action::Help(None))),
+                    Err(message) => return Err(UsageError::new(message, None)),
+                }
             }
             other => {
                 let other = OwnedArg::from(other);

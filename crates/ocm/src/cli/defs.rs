@@ -291,12 +291,21 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
                 if value.is_empty() {
                     return Err("--state-dir must not be empty".into());
                 }
-                p.state_dir = Some(PathBuf::from(value));
+                // As OCM_STATE_DIR: a relative folder would be another one
+                // from every working folder.
+                let dir = PathBuf::from(value);
+                if !dir.is_absolute() {
+                    return Err(format!(
+                        "--state-dir must be an absolute path, got {}",
+                        dir.display()
+                    ));
+                }
+                p.state_dir = Some(dir);
                 Ok(())
             },
         },
-        help: "Where ocm keeps its state (default $OCM_STATE_DIR, else \
-               $XDG_STATE_HOME/ocm, else ~/.local/state/ocm)",
+        help: "Where ocm keeps its state, an absolute path (default \
+               $OCM_STATE_DIR, else $XDG_STATE_HOME/ocm, else ~/.local/state/ocm)",
         group: &GLOBAL,
     },
     OptionDef {
@@ -604,8 +613,9 @@ pub(crate) const COMMANDS: &[CommandDef] = &[
         aliases: &["stop"],
         summary: "Stop the project's server",
         help: "Stops the project's server: SIGTERM to its process group, SIGKILL after \
-               5 s. A stopped project is fine (exit 0, says it was not running). A \
-               recorded pid that is not this project's server is never signalled.",
+               5 s. A stopped project is fine (exit 0, says it was not running, and \
+               when the path is not a folder, that too). A recorded pid that is not \
+               this project's server is never signalled.",
         dir: true,
         operands: &[],
         rest: None,
@@ -617,7 +627,10 @@ pub(crate) const COMMANDS: &[CommandDef] = &[
         word: "restart",
         aliases: &[],
         summary: "Stop the project's server and start a fresh one",
-        help: "Stops the project's server (if any) and starts a fresh one.",
+        help: "Stops the project's server (if any) and starts a fresh one. Prints \
+               `ocm up`'s line, with the pid it replaced.\n\n\
+               With --json: `ocm up --json`'s object plus `replaced`: the server it \
+               stopped ({pid, url}), or null when none was running.",
         dir: true,
         operands: &[],
         rest: None,
@@ -637,8 +650,8 @@ pub(crate) const COMMANDS: &[CommandDef] = &[
         help: "Shows the project's server: status (running, stopped, unhealthy, dead), \
                URL, pid, uptime, memory, version and log. Never starts anything. Exit 0 \
                when it is running and healthy, 3 otherwise (also when the folder does \
-               not exist and ocm has no server recorded for it; a server whose folder \
-               was deleted is shown, with a note).",
+               not exist, or is a file, and ocm has no server recorded for it; a server \
+               whose folder was deleted is shown, with a note).",
         dir: true,
         operands: &[],
         rest: None,
@@ -651,7 +664,9 @@ pub(crate) const COMMANDS: &[CommandDef] = &[
         aliases: &["list"],
         summary: "List every project ocm knows, with live status",
         help: "Lists every project recorded in the state folder, with a live health \
-               check.",
+               check. A dead server shows the port and pid it was recorded with. \
+               Before the first `ocm up` the state folder need not exist: nothing is \
+               listed.",
         dir: false,
         operands: &[],
         rest: None,
@@ -722,12 +737,20 @@ pub(crate) const COMMANDS: &[CommandDef] = &[
                OPENCODE_SERVER=<url> (and OPENCODE_SERVER_USERNAME/PASSWORD when the \
                server has a password) in its environment, in the current folder. Exits \
                with CMD's exit status; 127 when CMD is not found, 126 when it cannot be \
-               run, 4 when the server fails to start.",
+               run, 4 when the server fails to start. --json is refused: CMD owns \
+               stdout (`ocm up --json` describes the server).",
         dir: true,
         operands: &[],
         rest: Some("CMD [ARGS...]"),
         groups: &[&START],
         build: |p| {
+            if p.json {
+                return Err(
+                    "--json cannot be combined with exec: the command's output is on \
+                            stdout (`ocm up --json` describes the server)"
+                        .into(),
+                );
+            }
             let mut words = p
                 .rest
                 .ok_or("no command given: ocm exec [DIR] -- CMD [ARGS...]")?
@@ -753,10 +776,12 @@ pub(crate) const COMMANDS: &[CommandDef] = &[
                servers ocm started that have no record any more, and reports running \
                servers whose project folder is gone (they are left running) and records \
                it cannot read (left alone).\n\n\
+               Says which projects it removed (by their folder; a state folder \
+               without a record by its path).\n\n\
                With --json: {removed, projectGone, orphansStopped, busy, unreadable}; \
-               each project in them is a status object (as `ocm status --json`, as it \
-               was before gc ran) with its `stateDir` (and, in unreadable, \
-               `recordPath`).",
+               each project in them is a project object (as `ocm status --json`, as it \
+               was before gc ran) plus `recordPath` (the unreadable record, else \
+               null).",
         dir: false,
         operands: &[],
         rest: None,
