@@ -224,18 +224,19 @@ impl Engine {
     /// Refused with [`Error::Busy`] while the session has a turn in flight.
     /// Blocks for the delivery (see [`RetryPolicy`]).
     pub fn prompt(&self, session: &SessionId, request: PromptRequest) -> Result<Turn, Error> {
-        let (client, demux) = self.inner.connection(false)?;
         let given = request.message_id.clone();
         let message_id = match &given {
             Some(id) => id.clone(),
             None => {
-                let newest = client.list_messages(session, Some(1))?;
+                // A server that died since the last call is ensured again.
+                let newest = self.with_client(|c| c.list_messages(session, Some(1)))?;
                 match newest.last() {
                     Some(m) => new_message_id_after(m.info.id()),
                     None => new_message_id(),
                 }
             }
         };
+        let (client, demux) = self.inner.connection(false)?;
         {
             let mut active = lock(&self.inner.active);
             if let Some(running) = active.get(session) {
