@@ -51,7 +51,7 @@ mod stop;
 
 pub use config::{Config, PasswordPolicy, PortPolicy, is_loopback};
 pub use error::{Error, PortHolder};
-pub use logs::tail as log_tail;
+pub use logs::{open_log, tail as log_tail};
 pub use manager::Manager;
 pub use opencode::{OPENCODE_VERSION, find_opencode, opencode_cache_dir, opencode_in_prefix};
 pub use procutil::{ExitStatus, Termination, Termination as StopKind, cmdline, signals, watch};
