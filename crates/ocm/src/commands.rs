@@ -418,23 +418,18 @@ fn logs(
         context: format!("cannot read {}", log.display()),
         source,
     };
-    let (file, text, end) = match std::fs::File::open(&log) {
-        Ok(mut file) => {
+    // Never blocking on a FIFO nor following a symlink in the state folder.
+    let (file, text, end) = match manager::open_log(&log)? {
+        Some(mut file) => {
             let (bytes, end) = manager::log_tail(&mut file, 0, n).map_err(io_error)?;
             (Some(file), bytes, end)
         }
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-            ) =>
-        {
+        None => {
             if !follow {
                 return Err(CliError::NoLog { project, log });
             }
             (None, Vec::new(), 0)
         }
-        Err(e) => return Err(io_error(e)),
     };
     if cli.json {
         let view = store.view(&project)?;
