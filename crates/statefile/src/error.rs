@@ -83,6 +83,12 @@ pub enum Error {
         /// What ocm expects there.
         expected: &'static str,
     },
+    /// The caller gave up waiting for the lock (an interrupted command).
+    #[error("stopped waiting for the lock {}", path.display())]
+    LockCancelled {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// A value could not be turned into JSON (e.g. a path that is not UTF-8).
     #[error("cannot serialize the record for {}: {source}", path.display())]
     Serialize {
@@ -144,6 +150,7 @@ impl Error {
             | Error::LockTimeout { path, .. }
             | Error::Serialize { path, .. }
             | Error::Refused { path, .. }
+            | Error::LockCancelled { path }
             | Error::NotAFilePath { path } => Some(path),
             Error::RelativeStateDir { value } => Some(value),
             Error::NoStateDir => None,

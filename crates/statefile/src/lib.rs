@@ -75,7 +75,7 @@ pub use atomic::{
     STALE_TEMP_AGE, remove_stale_temp_files, temp_file_writer, write_atomic, write_private,
 };
 pub use error::Error;
-pub use lock::{LockGuard, lock, try_lock};
+pub use lock::{LockGuard, lock, lock_unless, try_lock};
 pub use open::{OpenMode, open_file};
 pub use paths::{
     DIR_MODE, FILE_MODE, ProjectPaths, ensure_dir, is_project_hash, project_hashes, rotate_file,

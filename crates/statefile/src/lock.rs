@@ -166,6 +166,21 @@ pub fn try_lock(path: &Path) -> Result<Option<LockGuard>, Error> {
 /// On timeout: [`Error::LockTimeout`] with the path and the time waited.
 /// A zero timeout is one attempt.
 pub fn lock(path: &Path, timeout: Duration) -> Result<LockGuard, Error> {
+    lock_unless(path, timeout, &|| false)
+}
+
+/// How often [`lock_unless`] asks whether to give up.
+const CANCEL_LOOK: Duration = Duration::from_millis(100);
+
+/// Like [`lock`], and gives up with [`Error::LockCancelled`] as soon as
+/// `cancelled()` says so (asked at least every 100 ms while waiting): an
+/// interrupted command keeps its place in the queue until then, instead of
+/// queueing again in short slices.
+pub fn lock_unless(
+    path: &Path,
+    timeout: Duration,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<LockGuard, Error> {
     let start = Instant::now();
     let queue_path = queue_path(path);
     'attempt: loop {
@@ -214,7 +229,12 @@ pub fn lock(path: &Path, timeout: Duration) -> Result<LockGuard, Error> {
                     waited: start.elapsed(),
                 });
             };
-            let pause = next_look.min(left);
+            if cancelled() {
+                return Err(Error::LockCancelled {
+                    path: path.to_path_buf(),
+                });
+            }
+            let pause = next_look.min(left).min(CANCEL_LOOK);
             match &waker {
                 None => {
                     waker = Some(Waker::new(&[path, &queue_path]));

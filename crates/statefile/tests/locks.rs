@@ -7,12 +7,31 @@ use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
 
 use common::{CHILD_DEADLINE, ChildProc};
-use statefile::{Error, lock, try_lock};
+use statefile::{Error, lock, lock_unless, try_lock};
 
 #[test]
 #[ignore = "child process role, started by the other tests in this file"]
 fn child_role() {
     common::child_main();
+}
+
+#[test]
+fn a_waiter_that_gives_up_stops_waiting_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("servers/h/server.lock");
+    let _held = lock(&path, Duration::from_secs(5)).unwrap();
+    let began = Instant::now();
+    let give_up_at = began + Duration::from_millis(200);
+    let err = lock_unless(&path, Duration::from_secs(60), &|| {
+        Instant::now() >= give_up_at
+    })
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::LockCancelled { path: p } if *p == path),
+        "{err:?}"
+    );
+    let took = began.elapsed();
+    assert!(took < Duration::from_secs(2), "gave up after {took:?}");
 }
 
 #[test]
