@@ -108,6 +108,10 @@ impl Call {
         }
     }
 
+    fn cancelled(&self) -> bool {
+        lock(&self.state).cancelled
+    }
+
     fn cancel(&self) {
         let mut state = lock(&self.state);
         state.closed = true;
@@ -388,6 +392,13 @@ impl Server {
             let call = job_call;
             let reporter = Arc::clone(&call);
             let outcome = tool.run(&ctx, &arguments, move |step| reporter.progress(step));
+            if call.cancelled() {
+                // Nobody wants the server a cancelled start made.
+                if let Ok(value) = &outcome {
+                    tool.undo(&ctx, &arguments, value);
+                }
+                return;
+            }
             let result = protocol::finish_result(tools::call_result(outcome, &call.era), &call.era);
             call.respond(protocol::result_line(&call.id, &result));
             let mut in_flight = lock(&in_flight);

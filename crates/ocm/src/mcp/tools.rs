@@ -336,6 +336,30 @@ impl ToolDef {
         }
     }
 
+    /// Undoes what a cancelled call did, where that means something: a
+    /// server a start (or restart) started is stopped again; a reused one
+    /// is left running, as it was.
+    pub fn undo(&self, ctx: &Context, arguments: &Map<String, Value>, result: &Value) {
+        let started = matches!(self.name, "opencode_start" | "opencode_restart")
+            && result.get("reused") == Some(&Value::Bool(false));
+        if !started {
+            return;
+        }
+        let stopped = project_argument(ctx, arguments)
+            .and_then(|dir| store(ctx)?.stop(&dir).map_err(Failure::from));
+        match stopped {
+            Ok(_) => eprintln!(
+                "ocm mcp: {} was cancelled; the server it started was stopped",
+                self.name
+            ),
+            Err(e) => eprintln!(
+                "ocm mcp: {} was cancelled; stopping its server failed: {}",
+                self.name,
+                crate::escape::escape(&e.message)
+            ),
+        }
+    }
+
     /// The input schema, checked: unknown keys, wrong types, a missing
     /// project or confirmation.
     fn check_arguments(&self, arguments: &Map<String, Value>) -> Result<(), Failure> {
