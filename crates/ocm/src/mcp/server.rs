@@ -302,6 +302,20 @@ impl Server {
                 let requested = params.get("protocolVersion").and_then(Value::as_str);
                 let version = protocol::negotiate(requested);
                 *lock(&session.version) = version;
+                let client = params.get("clientInfo");
+                let field = |key: &str| {
+                    client
+                        .and_then(|c| c.get(key))
+                        .and_then(Value::as_str)
+                        .unwrap_or("?")
+                        .to_string()
+                };
+                eprintln!(
+                    "ocm mcp: {} {} asked for {}; speaking {version}",
+                    crate::escape::escape(&field("name")),
+                    crate::escape::escape(&field("version")),
+                    crate::escape::escape(requested.unwrap_or("no version")),
+                );
                 let era = Era::Legacy(version);
                 let result = json!({
                     "protocolVersion": version,
