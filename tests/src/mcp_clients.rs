@@ -4,6 +4,8 @@
 //! into place only once complete.
 
 use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 /// The official Python SDK, new major (both its default and legacy mode).
 pub const PYTHON_SDK: &str = "2.3.0";
@@ -67,4 +69,30 @@ fn missing(what: &str, place: &std::path::Path) -> String {
          pinned clients from PyPI and npm); `cargo xtask ci` does it before the tests",
         place.display()
     )
+}
+
+/// Runs a client to its end with no input, killing it after `deadline`
+/// (a client that hangs fails the test instead of blocking it).
+pub fn run_client(mut command: Command, deadline: Duration) -> Output {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = match rx.recv_timeout(deadline) {
+        Ok(output) => output.expect("wait for the client"),
+        Err(_) => {
+            crate::send_signal(pid as i32, libc::SIGKILL);
+            let _ = waiter.join();
+            panic!("{command:?} did not finish within {deadline:?}");
+        }
+    };
+    waiter.join().expect("the waiter thread");
+    output
 }

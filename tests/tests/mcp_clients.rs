@@ -31,29 +31,8 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp/py_client.py")
 }
 
-/// Runs `command` to its end, killing it after the deadline.
-fn run(mut command: Command) -> Output {
-    use std::process::Stdio;
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let output = match rx.recv_timeout(CLIENT_DEADLINE) {
-        Ok(output) => output.expect("wait for the client"),
-        Err(_) => {
-            e2e::send_signal(pid as i32, libc::SIGKILL);
-            panic!("{command:?} did not finish within {CLIENT_DEADLINE:?}");
-        }
-    };
-    waiter.join().expect("the waiter thread");
-    output
+fn run(command: Command) -> Output {
+    mcp_clients::run_client(command, CLIENT_DEADLINE)
 }
 
 /// Runs the Python client with `python` (a venv's) and returns its summary.

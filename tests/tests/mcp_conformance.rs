@@ -4,13 +4,13 @@
 //! cancellation, progress ordering, EOF, and nothing but protocol on
 //! stdout; then the lifecycle tools against the real opencode.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use e2e::{TestBed, e2e_skipped, ocm_bin, opencode_bin, poll_until};
+use e2e::{TestBed, e2e_skipped, ocm_bin, opencode_bin};
 use serde_json::{Value, json};
 
 /// The longest any single answer may take (a start, retried once).
@@ -54,12 +54,15 @@ impl Mcp {
                 }
             }
         });
-        let mut err = child.stderr.take().expect("stderr");
+        let err = child.stderr.take().expect("stderr");
         let (etx, stderr) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = err.read_to_string(&mut text);
-            let _ = etx.send(text);
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                if etx.send(line).is_err() {
+                    break;
+                }
+            }
         });
         let stdin = child.stdin.take();
         Mcp {
@@ -124,6 +127,19 @@ impl Mcp {
         response
     }
 
+    /// Waits for a line on stderr that contains `needle`.
+    fn wait_stderr(&self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no line with {needle:?} on stderr within {within:?}: {e}"),
+            }
+        }
+    }
+
     /// Closes stdin and checks that ocm exits with 0 within 2 s, leaving
     /// nothing more on stdout. Returns its stderr.
     fn close(mut self) -> String {
@@ -140,7 +156,12 @@ impl Mcp {
             std::thread::sleep(Duration::from_millis(10));
         };
         assert_eq!(status.code(), Some(0), "ocm mcp exit status");
-        let stderr = self.stderr.recv_timeout(QUICK).unwrap_or_default();
+        // The stderr thread ends with the process: collect what it read.
+        let mut stderr = String::new();
+        while let Ok(line) = self.stderr.recv_timeout(QUICK) {
+            stderr.push_str(&line);
+            stderr.push('\n');
+        }
         assert!(!stderr.contains("panicked"), "{stderr}");
         if let Some(line) = self.lines.try_iter().next() {
             panic!("unexpected output after the last answer: {line}");
@@ -479,21 +500,16 @@ fn a_cancelled_start_gets_no_answer_and_its_server_is_stopped() {
     );
     let r = mcp.request(json!(42), "ping", json!({}));
     assert_eq!(r["result"], json!({}));
-    // The start ends (the wrapper sleeps 2 s), and nothing is said about
-    // it; its server is stopped.
-    poll_until(
-        ANSWER_DEADLINE,
-        "the cancelled start's server to be stopped",
-        || {
-            let r = mcp.call(43, "opencode_status", json!({"project": bed.project}));
-            (r["structuredContent"]["status"] == "stopped" && bed.opencode_pids().is_empty())
-                .then_some(())
-        },
-    );
+    // The start ends (the wrapper sleeps 2 s), nothing is said about it
+    // on stdout, and the server it started is stopped.
+    let line = mcp.wait_stderr("was cancelled", ANSWER_DEADLINE);
+    assert!(line.contains("the server it started was stopped"), "{line}");
+    let r = mcp.call(43, "opencode_status", json!({"project": bed.project}));
+    assert_eq!(r["structuredContent"]["status"], "stopped", "{r}");
+    assert!(bed.opencode_pids().is_empty());
     let r = mcp.request(json!(44), "ping", json!({}));
     assert_eq!(r["id"], 44);
-    let stderr = mcp.close();
-    assert!(stderr.contains("cancelled"), "{stderr}");
+    mcp.close();
 }
 
 #[test]
