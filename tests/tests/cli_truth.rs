@@ -11,10 +11,12 @@ use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use e2e::{TestBed, cargo, e2e_skipped, ocm_bin, poll_until, target_and_profile};
+use e2e::{
+    Run, TestBed, cargo, e2e_skipped, fresh_project, ocm, ocm_with, path_str, pid_of, poll_until,
+    target_and_profile,
+};
 use serde_json::Value;
 
 /// The keys the README promises: the list ocm's own tests and the tidy
@@ -24,42 +26,16 @@ use serde_json::Value;
 mod json_keys;
 use json_keys::{COMMON_KEYS, ERROR_EXTRA_KEYS, ERROR_KEYS, EXTRA_KEYS};
 
-/// No single `ocm` call may take longer (the lock timeout plus a start).
-const OCM_DEADLINE: Duration = Duration::from_secs(150);
-
 /// The widest line a help text may have (`ocm --help` is wrapped there).
 const HELP_WIDTH: usize = 78;
 
-/// What one `ocm` call did.
-#[derive(Debug)]
-struct Run {
-    args: Vec<String>,
-    code: i32,
-    stdout: String,
-    stderr: String,
+/// What cli_truth asks of an `ocm` call beyond [`Run`]'s own checks.
+trait CleanOutput {
+    /// Asserts that neither stream has a control character but newlines.
+    fn clean(self) -> Self;
 }
 
-impl Run {
-    fn ok(self) -> Run {
-        self.code(0)
-    }
-
-    fn code(self, expected: i32) -> Run {
-        assert_eq!(
-            self.code, expected,
-            "ocm {:?}: unexpected exit status: {self:#?}",
-            self.args
-        );
-        assert!(!self.stderr.contains("panicked"), "ocm panicked: {self:#?}");
-        self
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not one JSON value ({e}): {self:#?}"))
-    }
-
-    /// Asserts that neither stream has a control character but newlines.
+impl CleanOutput for Run {
     fn clean(self) -> Run {
         for (name, text) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
             let bad: Vec<char> = text
@@ -79,92 +55,6 @@ impl Run {
 /// Characters that reorder or hide text on a terminal.
 fn is_format(c: char) -> bool {
     matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-}
-
-fn ocm<I, S>(bed: &TestBed, args: I) -> Run
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    ocm_with(bed, args, &[])
-}
-
-/// Runs `ocm ARGS` in the bed's environment plus `env`, in the bed's
-/// project folder, bounded by [`OCM_DEADLINE`].
-fn ocm_with<I, S>(bed: &TestBed, args: I, env: &[(&str, &str)]) -> Run
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
-    let mut command = bed.command(ocm_bin());
-    command
-        .args(&args)
-        .envs(env.iter().copied())
-        .current_dir(&bed.project)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = command.spawn().expect("start ocm");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let args: Vec<String> = args
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let output = match rx.recv_timeout(OCM_DEADLINE) {
-        Ok(output) => output.expect("wait for ocm"),
-        Err(_) => {
-            // Our own child, not reaped yet.
-            e2e::send_signal(pid as libc::pid_t, libc::SIGKILL);
-            let _ = waiter.join();
-            panic!("ocm {args:?} did not finish within {OCM_DEADLINE:?}");
-        }
-    };
-    let _ = waiter.join();
-    Run {
-        args,
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
-/// A new project folder named `name` whose deterministic port (and the
-/// next) is free and not used by another test of this file.
-fn fresh_project(bed: &TestBed, name: &str) -> (PathBuf, u16) {
-    static CLAIMED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    for attempt in 0..200 {
-        let dir = bed.new_project(&format!("{name}-{attempt}"));
-        let port = portmap::port_for_project(&dir).expect("the project's port");
-        let next = if port == portmap::PROJECT_PORT_BASE + portmap::PROJECT_PORT_SPAN - 1 {
-            portmap::PROJECT_PORT_BASE
-        } else {
-            port + 1
-        };
-        let mut claimed = CLAIMED.lock().unwrap_or_else(|p| p.into_inner());
-        if claimed.contains(&port) || claimed.contains(&next) {
-            continue;
-        }
-        if portmap::is_port_free("127.0.0.1", port) && portmap::is_port_free("127.0.0.1", next) {
-            claimed.extend([port, next]);
-            return (dir, port);
-        }
-    }
-    panic!("no project folder with a free port found in 200 tries");
-}
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("a UTF-8 temp path")
-}
-
-fn pid_of(value: &Value) -> u32 {
-    value["pid"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no pid in {value}")) as u32
 }
 
 /// True when the tests run as root, whom file permissions do not stop.

@@ -6,8 +6,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use e2e::{TestBed, e2e_skipped, poll_until, processes_with_env};
-use manager::{Config, Manager, PROJECT_HASH_VAR, Progress, Repair};
+use e2e::{TestBed, e2e_skipped, manager_in, poll_until, processes_with_env};
+use manager::{Manager, PROJECT_HASH_VAR, Progress, Repair};
 use mock_llm::{Reply, Script};
 use opencode_api::{NewSession, PromptRequest};
 
@@ -15,17 +15,6 @@ use opencode_api::{NewSession, PromptRequest};
 /// session of its own (as opencode runs every shell command).
 const SLEEPER: &str =
     r#"{"command":"sleep 600 >/dev/null 2>&1 &","description":"Start a long sleep"}"#;
-
-fn manager_in(bed: &TestBed, configure: impl FnOnce(&mut Config)) -> Manager {
-    let mut config = Config {
-        opencode_bin: Some(e2e::opencode_bin()),
-        state_root: Some(bed.state_dir.clone()),
-        env_set: bed.child_env(),
-        ..Config::default()
-    };
-    configure(&mut config);
-    Manager::new(config).expect("a valid configuration")
-}
 
 fn sleeper_bed() -> TestBed {
     TestBed::with_script(Script::new().when(
