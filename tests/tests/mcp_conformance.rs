@@ -625,3 +625,32 @@ fn eof_leaves_started_servers_running() {
         .unwrap();
     assert!(out.status.success());
 }
+
+#[test]
+fn no_password_in_any_result_or_on_stderr() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let password = "pw-7d41c0ffee-never-shown";
+    let mut mcp = Mcp::start_with(&bed, &[], &[("OPENCODE_SERVER_PASSWORD", password)]);
+    mcp.initialize("2025-11-25");
+    let mut seen = Vec::new();
+    let project = json!({"project": bed.project});
+    for (id, tool, arguments) in [
+        (1, "opencode_start", project.clone()),
+        (2, "opencode_status", project.clone()),
+        (3, "opencode_list", json!({})),
+        (4, "opencode_restart", project.clone()),
+        (5, "opencode_destroy", project.clone()),
+        (6, "opencode_stop", project.clone()),
+    ] {
+        seen.push(mcp.call(id, tool, arguments).to_string());
+    }
+    assert!(seen[0].contains(r#""auth":"env""#), "{}", seen[0]);
+    for text in &seen {
+        assert!(!text.contains(password), "the password appeared: {text}");
+    }
+    let stderr = mcp.close();
+    assert!(!stderr.contains(password), "{stderr}");
+}
