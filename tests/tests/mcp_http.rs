@@ -152,6 +152,90 @@ fn no_token_or_a_wrong_one_is_401_and_a_foreign_origin_403() {
 }
 
 #[test]
+fn modern_requests_are_checked_against_their_headers() {
+    let bed = TestBed::new();
+    let mcp = HttpMcp::start(&bed);
+    let bearer = format!("Bearer {TOKEN}");
+    let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                      "io.modelcontextprotocol/clientCapabilities": {}});
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list",
+                      "params": {"_meta": meta}})
+    .to_string();
+    let base = [
+        ("Authorization", bearer.as_str()),
+        ("MCP-Protocol-Version", "2026-07-28"),
+    ];
+    // No Mcp-Method: -32020.
+    let (status, _, body) = mcp.post(&base, &list);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"]["code"],
+        -32020
+    );
+    let mut headers = base.to_vec();
+    headers.push(("Mcp-Method", "tools/list"));
+    let (status, _, body) = mcp.post(&headers, &list);
+    assert_eq!(status, 200, "{body}");
+    let result = &serde_json::from_str::<Value>(&body).unwrap()["result"];
+    assert_eq!(result["resultType"], "complete");
+    assert!(result["ttlMs"].is_u64());
+    // A header that disagrees with the body: -32020.
+    let (status, _, body) = mcp.post(
+        &[
+            ("Authorization", bearer.as_str()),
+            ("MCP-Protocol-Version", "2025-11-25"),
+            ("Mcp-Method", "tools/list"),
+        ],
+        &list,
+    );
+    assert_eq!(status, 400);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"]["code"],
+        -32020
+    );
+    // tools/call needs Mcp-Name, Base64 allowed.
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "opencode_list", "arguments": {}, "_meta": meta}})
+    .to_string();
+    let mut headers = base.to_vec();
+    headers.push(("Mcp-Method", "tools/call"));
+    let (status, ..) = mcp.post(&headers, &call);
+    assert_eq!(status, 400);
+    headers.push(("Mcp-Name", "=?base64?b3BlbmNvZGVfbGlzdA==?="));
+    let (status, _, body) = mcp.post(&headers, &call);
+    assert_eq!(status, 200, "{body}");
+    // An unknown method: 404 with -32601; an unknown version: 400, -32022.
+    let unknown = json!({"jsonrpc": "2.0", "id": 3, "method": "no/such",
+                         "params": {"_meta": meta}})
+    .to_string();
+    let mut headers = base.to_vec();
+    headers.push(("Mcp-Method", "no/such"));
+    let (status, _, body) = mcp.post(&headers, &unknown);
+    assert_eq!(status, 404);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"]["code"],
+        -32601
+    );
+    let old = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/list", "params": {"_meta": {
+        "io.modelcontextprotocol/protocolVersion": "1900-01-01",
+        "io.modelcontextprotocol/clientCapabilities": {}}}})
+    .to_string();
+    let (status, _, body) = mcp.post(
+        &[
+            ("Authorization", bearer.as_str()),
+            ("MCP-Protocol-Version", "1900-01-01"),
+            ("Mcp-Method", "tools/list"),
+        ],
+        &old,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"]["code"],
+        -32022
+    );
+}
+
+#[test]
 fn a_non_loopback_address_without_a_token_is_refused_at_start() {
     let bed = TestBed::new();
     for address in ["0.0.0.0:0", "[::]:0"] {

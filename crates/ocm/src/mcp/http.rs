@@ -224,15 +224,13 @@ impl Shared {
             .and_then(Value::as_str)
             .map(str::to_string);
         let header_version = request.header("mcp-protocol-version");
-        // The header must agree with the body (modern requests).
-        if let (Some(body), Some(header)) = (&modern, header_version)
-            && body != header
+        // A modern request's headers must agree with its body.
+        if let (Some(body_version), Some(message)) = (&modern, &message)
+            && let Err(problem) = check_modern_headers(request, body_version, message)
         {
-            let id = message.as_ref().and_then(|m| m.get("id")).cloned();
-            let body = json!({"jsonrpc": "2.0", "id": id, "error": {
-                "code": -32020,
-                "message": format!("Header mismatch: MCP-Protocol-Version is {header}, \
-                                    _meta says {body}"),
+            let body = json!({"jsonrpc": "2.0", "id": message.get("id"), "error": {
+                "code": HEADER_MISMATCH,
+                "message": format!("Header mismatch: {problem}"),
             }});
             let _ = respond(
                 stream,
@@ -247,7 +245,11 @@ impl Shared {
             None => DEFAULT_VERSION,
             Some(v) => match LEGACY_VERSIONS.iter().find(|known| **known == v) {
                 Some(known) => known,
-                None if v == protocol::MODERN_VERSION => protocol::LATEST_LEGACY,
+                // A modern body says its version itself (and gets -32022
+                // with its id when ocm does not speak it).
+                None if v == protocol::MODERN_VERSION || modern.is_some() => {
+                    protocol::LATEST_LEGACY
+                }
                 None => {
                     let body = protocol::error_line(
                         None,
@@ -328,6 +330,70 @@ impl Shared {
                 .handle(&cancel.to_string(), &Session::new(DEFAULT_VERSION), &out);
         }
     }
+}
+
+/// The modern revision's `HeaderMismatch`.
+const HEADER_MISMATCH: i64 = -32020;
+
+/// `MCP-Protocol-Version`, `Mcp-Method` and (for `tools/call`) `Mcp-Name`
+/// must be there and say what the body says.
+fn check_modern_headers(request: &Request, version: &str, message: &Value) -> Result<(), String> {
+    let expect = |header: &str, body: Option<&str>| -> Result<(), String> {
+        let Some(body) = body else { return Ok(()) };
+        match request.header(header) {
+            None => Err(format!("the {header} header is required")),
+            Some(value) => {
+                let decoded = decode_header_value(value)
+                    .ok_or_else(|| format!("the {header} header is not valid Base64"))?;
+                if decoded == body {
+                    Ok(())
+                } else {
+                    Err(format!("{header} is {value:?}, the body says {body:?}"))
+                }
+            }
+        }
+    };
+    expect("MCP-Protocol-Version", Some(version))?;
+    let method = message.get("method").and_then(Value::as_str);
+    expect("Mcp-Method", method)?;
+    if method == Some("tools/call") {
+        expect(
+            "Mcp-Name",
+            message.pointer("/params/name").and_then(Value::as_str),
+        )?;
+    }
+    Ok(())
+}
+
+/// A header value, Base64-decoded when it is `=?base64?...?=`.
+fn decode_header_value(value: &str) -> Option<String> {
+    let Some(encoded) = value
+        .strip_prefix("=?base64?")
+        .and_then(|rest| rest.strip_suffix("?="))
+    else {
+        return Some(value.to_string());
+    };
+    let mut bits: u32 = 0;
+    let mut count = 0;
+    let mut bytes = Vec::new();
+    for c in encoded.bytes().filter(|c| *c != b'=') {
+        let sextet = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        bits = (bits << 6) | u32::from(sextet);
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            bytes.push((bits >> count) as u8);
+            bits &= (1 << count) - 1;
+        }
+    }
+    String::from_utf8(bytes).ok()
 }
 
 /// The response as one JSON body (progress, if any, is dropped).
@@ -511,6 +577,23 @@ fn origin_allowed(origin: &str, host: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_values_are_decoded_from_base64() {
+        assert_eq!(
+            decode_header_value("tools/call").as_deref(),
+            Some("tools/call")
+        );
+        assert_eq!(
+            decode_header_value("=?base64?b3BlbmNvZGVfc3RhcnQ=?=").as_deref(),
+            Some("opencode_start")
+        );
+        assert_eq!(
+            decode_header_value("=?base64?w6l0w6k=?=").as_deref(),
+            Some("été")
+        );
+        assert_eq!(decode_header_value("=?base64?!!?="), None);
+    }
 
     #[test]
     fn tokens_compare_whole() {
