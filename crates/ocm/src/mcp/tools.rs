@@ -10,7 +10,7 @@
 //! by the caller before a tool runs.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use manager::{Config, Manager, ServerState};
 use serde_json::{Map, Value, json};
@@ -57,7 +57,7 @@ pub const TOOLS: &[ToolDef] = &[
                       its running server when it is healthy. Returns the server's URL, port, pid \
                       and status; give that URL to an OpenCode client. Safe to call again: a \
                       healthy server is reused (`reused: true`). Progress notifications report \
-                      the start-up steps. A start can take up to about 30 seconds.",
+                      the start-up steps. A start usually takes a few seconds and gives up after about 45.",
         read_only: false,
         destructive: false,
         idempotent: true,
@@ -497,9 +497,17 @@ fn project_argument(ctx: &Context, arguments: &Map<String, Value>) -> Result<Pat
     Ok(path)
 }
 
+/// The longest a start attempt, and a wait for another ocm's lock, may
+/// take: a call must end well within the 60 s many clients allow (worst
+/// case: the lock, two attempts, a stop).
+const START_ATTEMPT_LIMIT: Duration = Duration::from_secs(15);
+const LOCK_WAIT_LIMIT: Duration = Duration::from_secs(10);
+
 fn config(ctx: &Context) -> Config {
     let mut config = Config::from_env();
     config.state_root = ctx.cli.state_dir.clone();
+    config.start_timeout = config.start_timeout.min(START_ATTEMPT_LIMIT);
+    config.lock_timeout = config.lock_timeout.min(LOCK_WAIT_LIMIT);
     config
 }
 
