@@ -70,6 +70,7 @@ pub enum Name {
     Exec,
     Gc,
     Destroy,
+    Mcp,
 }
 
 impl Name {
@@ -182,6 +183,19 @@ pub enum Command {
     Destroy {
         dir: Option<PathBuf>,
     },
+    /// `ocm mcp`: serve the tools to agents.
+    Mcp(McpOptions),
+}
+
+/// `ocm mcp`'s options.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct McpOptions {
+    /// `--allow DIR` (repeatable): the folders projects must be in.
+    pub allow: Vec<PathBuf>,
+    /// `--http ADDR:PORT`: Streamable HTTP instead of stdio.
+    pub http: Option<String>,
+    /// `--token-env NAME`: the variable holding the bearer token.
+    pub token_env: Option<String>,
 }
 
 /// A command line ocm cannot make sense of: exit status 2.

@@ -91,6 +91,7 @@ fn doing(command: &Command) -> String {
         | Command::Logs { dir, .. } => format!("reading the state of {}", project(dir)),
         Command::Ls => "listing the projects".into(),
         Command::Gc => "cleaning up".into(),
+        Command::Mcp(_) => "serving MCP".into(),
     }
 }
 
@@ -117,6 +118,7 @@ fn run_command(cli: &Cli, command: &Command, reporter: &Reporter) -> Result<i32,
     // `up`, `restart`, `exec`: any failure means no server (exit 4).
     let starting = || manager().map_err(CliError::starting);
     match command {
+        Command::Mcp(options) => crate::mcp::run(cli, options),
         Command::Up { dir, start } => {
             let began = Instant::now();
             let manager = starting()?;

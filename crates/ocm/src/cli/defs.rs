@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use manager::PortPolicy;
 
 use super::{
-    Action, Cli, Command, DEFAULT_LOG_LINES, Name, StartOptions, check_once, parse_port,
-    parse_port_policy, parse_timeout,
+    Action, Cli, Command, DEFAULT_LOG_LINES, McpOptions, Name, StartOptions, check_once,
+    parse_port, parse_port_policy, parse_timeout,
 };
 
 /// One command: everything the parser and the help texts need.
@@ -120,6 +120,7 @@ pub(crate) struct Parsed {
     pub port_given: Option<&'static str>,
     pub lines: Option<usize>,
     pub follow: bool,
+    pub mcp: McpOptions,
 }
 
 impl Parsed {
@@ -215,6 +216,15 @@ pub(crate) const START: Group = Group {
 /// `ocm logs`'s own options.
 pub(crate) const LOGS: Group = Group {
     id: "logs",
+    heading: "Options",
+    usage: None,
+    noun: None,
+    in_overview: false,
+};
+
+/// `ocm mcp`'s own options.
+pub(crate) const MCP: Group = Group {
+    id: "mcp",
     heading: "Options",
     usage: None,
     noun: None,
@@ -402,6 +412,64 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
         kind: Kind::Switch(|p| p.follow = true),
         help: "Keep printing what is appended (across rotation) until Ctrl-C",
         group: &LOGS,
+    },
+    OptionDef {
+        long: "allow",
+        short: None,
+        aliases: &[],
+        kind: Kind::Value {
+            name: "DIR",
+            store: |p, value| {
+                if value.is_empty() {
+                    return Err("--allow must not be empty".into());
+                }
+                p.mcp.allow.push(PathBuf::from(value));
+                Ok(())
+            },
+        },
+        help: "Only manage projects inside DIR (repeatable; default: any existing folder)",
+        group: &MCP,
+    },
+    OptionDef {
+        long: "http",
+        short: None,
+        aliases: &[],
+        kind: Kind::Value {
+            name: "ADDR:PORT",
+            store: |p, value| {
+                let text = value.to_string_lossy().trim().to_string();
+                if text.parse::<std::net::SocketAddr>().is_err() {
+                    return Err(format!(
+                        "--http: '{text}' is not an address and port (127.0.0.1:8765, \
+                         [::1]:8765)"
+                    ));
+                }
+                p.mcp.http = Some(text);
+                Ok(())
+            },
+        },
+        help: "Serve MCP's Streamable HTTP transport on ADDR:PORT instead of stdio \
+               (loopback unless --token-env is given)",
+        group: &MCP,
+    },
+    OptionDef {
+        long: "token-env",
+        short: None,
+        aliases: &[],
+        kind: Kind::Value {
+            name: "NAME",
+            store: |p, value| {
+                let name = value.to_string_lossy().to_string();
+                if name.is_empty() || name.contains('=') {
+                    return Err(format!("--token-env: '{name}' is not a variable name"));
+                }
+                p.mcp.token_env = Some(name);
+                Ok(())
+            },
+        },
+        help: "With --http: every request must carry `Authorization: Bearer TOKEN`, TOKEN \
+               being the value of the environment variable NAME (never on the command line)",
+        group: &MCP,
     },
 ];
 
@@ -623,5 +691,35 @@ pub(crate) const COMMANDS: &[CommandDef] = &[
         rest: None,
         groups: &[],
         build: |p| Ok(Command::Destroy { dir: p.dir }),
+    },
+    CommandDef {
+        name: Name::Mcp,
+        word: "mcp",
+        aliases: &[],
+        summary: "Serve the server lifecycle to agents over MCP (stdio or HTTP)",
+        help: "Runs an MCP server (Model Context Protocol) on stdin/stdout with the tools \
+               opencode_start, opencode_status, opencode_stop, opencode_restart, \
+               opencode_destroy and opencode_list. stdout carries protocol messages only; \
+               logs go to stderr. It ends when its input ends; the OpenCode servers it \
+               started keep running.\n\n\
+               --allow DIR (repeatable) limits the projects to folders inside DIR. With \
+               --http ADDR:PORT it serves MCP's Streamable HTTP transport instead, on a \
+               loopback address unless --token-env NAME names the variable holding the \
+               bearer token every request must carry.",
+        dir: false,
+        operands: &[],
+        rest: None,
+        groups: &[&MCP],
+        build: |p| {
+            if p.json {
+                return Err(
+                    "--json cannot be combined with mcp: stdout carries the protocol".into(),
+                );
+            }
+            if p.mcp.token_env.is_some() && p.mcp.http.is_none() {
+                return Err("--token-env needs --http (stdio needs no token)".into());
+            }
+            Ok(Command::Mcp(p.mcp))
+        },
     },
 ];

@@ -275,6 +275,7 @@ fn name_of(command: &Command) -> Name {
         Command::Exec { .. } => Name::Exec,
         Command::Gc => Name::Gc,
         Command::Destroy { .. } => Name::Destroy,
+        Command::Mcp(_) => Name::Mcp,
     }
 }
 
@@ -287,6 +288,8 @@ fn sample_value(value_name: &str) -> &'static str {
         "HOST" => "127.0.0.1",
         "SECS" => "2",
         "DIR" => "/s",
+        "ADDR:PORT" => "127.0.0.1:8765",
+        "NAME" => "OCM_MCP_TOKEN",
         other => panic!("no sample value for {other}: add one to sample_value"),
     }
 }
