@@ -30,6 +30,8 @@ use std::time::{Duration, Instant};
 
 pub use mock_llm::{MockLlm, Reply, Script};
 
+pub mod mcp_clients;
+
 /// The pinned release and where `cargo xtask opencode` puts it: the same
 /// answers the manager uses.
 pub use manager::{OPENCODE_VERSION, opencode_cache_dir, opencode_in_prefix};

@@ -2,6 +2,8 @@
 //!
 //! - `opencode`: install the pinned opencode with npm into the cache (unless
 //!   it is already there) and print the binary's path.
+//! - `mcp-clients`: install the pinned MCP clients (Python SDKs, the MCP
+//!   Inspector) the end-to-end tests of `ocm mcp` drive.
 //! - `ci`: everything CI checks: fmt, clippy, build, all tests (unit, doc and
 //!   end-to-end against the real opencode), rustdoc, and no stray processes.
 //! - `demo`: ocm's main job end to end on a scratch project.
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant};
 mod bench;
 mod bench_turns;
 mod demo;
+mod mcp_clients;
 #[cfg(test)]
 mod tidy;
 
@@ -24,6 +27,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   opencode   install opencode-ai@VERSION with npm into the cache (if missing) and print its path
+  mcp-clients  install the pinned MCP clients for the tests (Python mcp SDKs, MCP Inspector)
   ci         fmt check, clippy -D warnings, build, all tests (opencode included), rustdoc -D warnings
   demo       run ocm's main job end to end on a scratch project with the offline model
   bench      speed and memory figures: httpsse throughput, cold/warm `ocm up`, ocm memory,
@@ -33,6 +37,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("opencode") => install_opencode().map(|bin| println!("{}", bin.display())),
+        Some("mcp-clients") => mcp_clients::install(),
         Some("ci") => ci(),
         Some("demo") => demo::run(),
         Some("bench") if args.get(1).is_some_and(|a| a == "turns") => bench_turns::standalone(),
@@ -254,6 +259,8 @@ fn ci() -> Result<(), String> {
     eprintln!("\n==> opencode");
     let bin = install_opencode()?;
     eprintln!("==> opencode: {}", bin.display());
+    eprintln!("\n==> mcp-clients");
+    mcp_clients::install()?;
     step(
         "test",
         cargo()

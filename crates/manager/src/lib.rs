@@ -57,7 +57,7 @@ pub use address::bind_literal;
 pub use config::{Config, PasswordPolicy, PortPolicy, is_loopback};
 pub use error::{Error, PortHolder};
 pub use interrupt::{INTERRUPTS, catch_interrupts};
-pub use logs::tail as log_tail;
+pub use logs::{open_log, tail as log_tail};
 pub use manager::Manager;
 pub use opencode::{OPENCODE_VERSION, find_opencode, opencode_cache_dir, opencode_in_prefix};
 pub use portmap::PortProblem;

@@ -463,10 +463,25 @@ impl Manager {
             failure,
             exit,
             stopped,
-            log_tail: logs::last_lines(&paths.log, spawned.log_offset, LOG_TAIL_LINES),
+            log_tail: server_lines(logs::last_lines(
+                &paths.log,
+                spawned.log_offset,
+                LOG_TAIL_LINES + 1,
+            )),
         }
     }
 }
+
+/// What the server said, at most [`LOG_TAIL_LINES`]: ocm's own start mark
+/// is not part of it.
+fn server_lines(mut lines: Vec<String>) -> Vec<String> {
+    lines.retain(|line| !line.starts_with(START_MARK));
+    let extra = lines.len().saturating_sub(LOG_TAIL_LINES);
+    lines.split_off(extra)
+}
+
+/// How ocm's line that marks a start in the log begins.
+const START_MARK: &str = "--- ocm start ";
 
 /// Appends `--- ocm start <time> pid N ---` to the log (never following a
 /// symlink); a log that cannot be written is not worth failing a start for.
@@ -478,7 +493,7 @@ fn mark_start(log: &Path, started_at: &str, pid: u32) {
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(log);
     if let Ok(mut file) = file {
-        let _ = writeln!(file, "--- ocm start {started_at} pid {pid} ---");
+        let _ = writeln!(file, "{START_MARK}{started_at} pid {pid} ---");
     }
 }
 

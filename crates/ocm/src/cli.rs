@@ -18,6 +18,7 @@ use lexopt::prelude::*;
 use manager::PortPolicy;
 
 mod defs;
+mod groups;
 mod help;
 #[cfg(test)]
 mod tests;
@@ -76,6 +77,7 @@ pub enum Name {
     SessionShow,
     SessionRm,
     Events,
+    Mcp,
 }
 
 impl Name {
@@ -194,6 +196,8 @@ pub enum Command {
         dir: Option<PathBuf>,
         all: bool,
     },
+    /// `ocm mcp`: serve the tools to agents.
+    Mcp(McpOptions),
 }
 
 /// `ocm session ls|new|show|rm`.
@@ -212,6 +216,17 @@ pub enum SessionCommand {
         dir: Option<PathBuf>,
         session: OsString,
     },
+}
+
+/// `ocm mcp`'s options.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct McpOptions {
+    /// `--allow DIR` (repeatable): the folders projects must be in.
+    pub allow: Vec<PathBuf>,
+    /// `--http ADDR:PORT`: Streamable HTTP instead of stdio.
+    pub http: Option<String>,
+    /// `--token-env NAME`: the variable holding the bearer token.
+    pub token_env: Option<String>,
 }
 
 /// A command line ocm cannot make sense of: exit status 2.

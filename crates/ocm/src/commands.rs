@@ -94,6 +94,7 @@ fn doing(command: &Command) -> String {
         Command::Prompt(args) => format!("prompting in {}", project(&args.dir)),
         Command::Session(_) => "working with the sessions".into(),
         Command::Events { dir, .. } => format!("following the events of {}", project(dir)),
+        Command::Mcp(_) => "serving MCP".into(),
     }
 }
 
@@ -120,6 +121,7 @@ fn run_command(cli: &Cli, command: &Command, reporter: &Reporter) -> Result<i32,
     // `up`, `restart`, `exec`: any failure means no server (exit 4).
     let starting = || manager().map_err(CliError::starting);
     match command {
+        Command::Mcp(options) => crate::mcp::run(cli, options),
         Command::Up { dir, start } => {
             let began = Instant::now();
             let manager = starting()?;
@@ -424,23 +426,18 @@ fn logs(
         context: format!("cannot read {}", log.display()),
         source,
     };
-    let (file, text, end) = match std::fs::File::open(&log) {
-        Ok(mut file) => {
+    // Never blocking on a FIFO nor following a symlink in the state folder.
+    let (file, text, end) = match manager::open_log(&log)? {
+        Some(mut file) => {
             let (bytes, end) = manager::log_tail(&mut file, 0, n).map_err(io_error)?;
             (Some(file), bytes, end)
         }
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-            ) =>
-        {
+        None => {
             if !follow {
                 return Err(CliError::NoLog { project, log });
             }
             (None, Vec::new(), 0)
         }
-        Err(e) => return Err(io_error(e)),
     };
     if cli.json {
         let view = store.view(&project)?;

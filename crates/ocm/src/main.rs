@@ -22,6 +22,7 @@ mod follow;
 #[cfg(test)]
 #[allow(dead_code)]
 mod json_keys;
+mod mcp;
 mod progress;
 mod prompt;
 mod render;

@@ -17,9 +17,11 @@ use std::path::PathBuf;
 use manager::PortPolicy;
 
 use super::{
-    Action, Cli, Command, DEFAULT_LOG_LINES, Name, SessionCommand, StartOptions, check_once,
-    parse_port, parse_port_policy, parse_timeout,
+    Action, Cli, Command, DEFAULT_LOG_LINES, McpOptions, Name, SessionCommand, StartOptions,
+    check_once, parse_port, parse_port_policy, parse_timeout,
 };
+
+pub(crate) use super::groups::{EVENTS, GLOBAL, LOGS, MCP, PROMPT, SESSION_KEY, START};
 
 /// One command: everything the parser and the help texts need.
 #[derive(Debug)]
@@ -124,6 +126,7 @@ pub(crate) struct Parsed {
     pub prompt: crate::prompt::PromptArgs,
     /// `ocm events --all`.
     pub all: bool,
+    pub mcp: McpOptions,
 }
 
 impl Parsed {
@@ -197,60 +200,6 @@ pub(crate) fn lookup<'t>(
             )
         })
 }
-
-/// Options every command takes, before or after its name.
-pub(crate) const GLOBAL: Group = Group {
-    id: "global",
-    heading: "Global options",
-    usage: None,
-    noun: None,
-    in_overview: true,
-};
-
-/// How `up`, `restart` and `exec` start a server.
-pub(crate) const START: Group = Group {
-    id: "start",
-    heading: "Start options",
-    usage: Some("START OPTIONS"),
-    noun: Some("a start option"),
-    in_overview: true,
-};
-
-/// `ocm logs`'s own options.
-pub(crate) const LOGS: Group = Group {
-    id: "logs",
-    heading: "Options",
-    usage: None,
-    noun: None,
-    in_overview: false,
-};
-
-/// `ocm prompt`'s own options.
-pub(crate) const PROMPT: Group = Group {
-    id: "prompt",
-    heading: "Prompt options",
-    usage: Some("PROMPT OPTIONS"),
-    noun: Some("a prompt option"),
-    in_overview: false,
-};
-
-/// Which session: `ocm prompt` and `ocm session new`.
-pub(crate) const SESSION_KEY: Group = Group {
-    id: "session-key",
-    heading: "Session options",
-    usage: Some("KEY OPTIONS"),
-    noun: Some("a session option"),
-    in_overview: false,
-};
-
-/// `ocm events`' own options.
-pub(crate) const EVENTS: Group = Group {
-    id: "events",
-    heading: "Options",
-    usage: None,
-    noun: None,
-    in_overview: false,
-};
 
 /// Stores a non-empty text value of `ocm prompt`.
 fn text_value(option: &str, value: OsString) -> Result<String, String> {
@@ -579,6 +528,64 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
         kind: Kind::Switch(|p| p.all = true),
         help: "Every directory the server serves, not only the project's",
         group: &EVENTS,
+    },
+    OptionDef {
+        long: "allow",
+        short: None,
+        aliases: &[],
+        kind: Kind::Value {
+            name: "DIR",
+            store: |p, value| {
+                if value.is_empty() {
+                    return Err("--allow must not be empty".into());
+                }
+                p.mcp.allow.push(PathBuf::from(value));
+                Ok(())
+            },
+        },
+        help: "Only manage projects inside DIR (repeatable; default: any existing folder)",
+        group: &MCP,
+    },
+    OptionDef {
+        long: "http",
+        short: None,
+        aliases: &[],
+        kind: Kind::Value {
+            name: "ADDR:PORT",
+            store: |p, value| {
+                let text = value.to_string_lossy().trim().to_string();
+                if text.parse::<std::net::SocketAddr>().is_err() {
+                    return Err(format!(
+                        "--http: '{text}' is not an address and port (127.0.0.1:8765, \
+                         [::1]:8765)"
+                    ));
+                }
+                p.mcp.http = Some(text);
+                Ok(())
+            },
+        },
+        help: "Serve MCP's Streamable HTTP transport on ADDR:PORT instead of stdio \
+               (loopback unless --token-env is given)",
+        group: &MCP,
+    },
+    OptionDef {
+        long: "token-env",
+        short: None,
+        aliases: &[],
+        kind: Kind::Value {
+            name: "NAME",
+            store: |p, value| {
+                let name = value.to_string_lossy().to_string();
+                if name.is_empty() || name.contains('=') {
+                    return Err(format!("--token-env: '{name}' is not a variable name"));
+                }
+                p.mcp.token_env = Some(name);
+                Ok(())
+            },
+        },
+        help: "With --http: every request must carry `Authorization: Bearer TOKEN`, TOKEN \
+               being the value of the environment variable NAME (never on the command line)",
+        group: &MCP,
     },
 ];
 
@@ -927,6 +934,36 @@ pub(crate) const COMMANDS: &[CommandDef] = &[
                 dir: p.dir,
                 all: p.all,
             })
+        },
+    },
+    CommandDef {
+        name: Name::Mcp,
+        word: "mcp",
+        aliases: &[],
+        summary: "Serve the server lifecycle to agents over MCP (stdio or HTTP)",
+        help: "Runs an MCP server (Model Context Protocol) on stdin/stdout with the tools \
+               opencode_start, opencode_status, opencode_stop, opencode_restart, \
+               opencode_destroy and opencode_list. stdout carries protocol messages only; \
+               logs go to stderr. It ends when its input ends; the OpenCode servers it \
+               started keep running.\n\n\
+               --allow DIR (repeatable) limits the projects to folders inside DIR. With \
+               --http ADDR:PORT it serves MCP's Streamable HTTP transport instead, on a \
+               loopback address unless --token-env NAME names the variable holding the \
+               bearer token every request must carry.",
+        dir: false,
+        operands: &[],
+        rest: None,
+        groups: &[&MCP],
+        build: |p| {
+            if p.json {
+                return Err(
+                    "--json cannot be combined with mcp: stdout carries the protocol".into(),
+                );
+            }
+            if p.mcp.token_env.is_some() && p.mcp.http.is_none() {
+                return Err("--token-env needs --http (stdio needs no token)".into());
+            }
+            Ok(Command::Mcp(p.mcp))
         },
     },
 ];

@@ -283,6 +283,7 @@ fn name_of(command: &Command) -> Name {
             crate::cli::SessionCommand::Rm { .. } => Name::SessionRm,
         },
         Command::Events { .. } => Name::Events,
+        Command::Mcp(_) => Name::Mcp,
     }
 }
 
@@ -298,6 +299,8 @@ fn sample_value(value_name: &str) -> &'static str {
         "ID" | "TITLE" | "TEAM" | "AGENT" | "ROLE" => "x1",
         "PROVIDER/MODEL" => "fake/echo",
         "MODE" => "allow",
+        "ADDR:PORT" => "127.0.0.1:8765",
+        "NAME" => "OCM_MCP_TOKEN",
         other => panic!("no sample value for {other}: add one to sample_value"),
     }
 }
