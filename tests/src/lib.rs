@@ -7,6 +7,11 @@
 //! (found by a marker in their environment) when it is dropped, also when the
 //! test panics.
 //!
+//! For the `ocm` binary, [`ocm`], [`ocm_with`] and [`run_bounded`] run one
+//! call bounded by a deadline (killing it if it overruns) and return its
+//! [`Run`]; [`fresh_project`] makes a project folder whose port is free.
+//! For the library, [`manager_in`] configures a manager for a bed.
+//!
 //! ```no_run
 //! let bed = e2e::TestBed::new();
 //! let server = bed.start_opencode();
@@ -14,7 +19,7 @@
 //! // Dropping `server` and `bed` kills opencode and removes the folders.
 //! ```
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -24,6 +29,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use mock_llm::{MockLlm, Reply, Script};
+
+pub mod mcp_clients;
 
 /// The pinned release and where `cargo xtask opencode` puts it: the same
 /// answers the manager uses.
@@ -295,7 +302,10 @@ impl TestBed {
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let status = server.child.as_mut().and_then(|c| c.wait().ok());
+                    // Taken, so that the drop does not signal its group by
+                    // number once it is reaped: the id may be another
+                    // group's by then.
+                    let status = server.child.take().and_then(|mut c| c.wait().ok());
                     panic!(
                         "opencode exited before listening ({status:?}); output:\n{}",
                         server.log()
@@ -361,14 +371,16 @@ fn kill_if_marked(pid: u32, marker: &str) {
     if !still_marked {
         return;
     }
-    // SAFETY: plain system calls with integer arguments. The group is
-    // signalled right after its marked leader was seen leading it, and never
-    // when it is our own group.
-    unsafe {
-        let leads_group = libc::getpgid(pid as libc::pid_t) == pid as libc::pid_t;
-        if leads_group && pid as libc::pid_t != libc::getpgrp() {
-            libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
-        }
+    // Its group, if it leads one, through procutil rather than
+    // `kill(-pid)`: the leader may be reaped right after the check above
+    // and its group id go to another group, which a number would reach.
+    // The identity is the pinned process's if that is still unreaped after
+    // reading it; signal_group verifies it again, signals through a pidfd,
+    // and refuses our own group.
+    if let Ok(identity) = procutil::ProcessIdentity::of(pid)
+        && pidfd.send_signal(0).is_ok()
+    {
+        let _ = procutil::signal_group(&identity, libc::SIGKILL);
     }
     // Through the pidfd: never reaches a process that got the pid since.
     let _ = pidfd.send_signal(libc::SIGKILL);
@@ -549,45 +561,239 @@ impl TestBed {
     }
 }
 
+/// The target folder and profile folder of this test executable.
+pub fn target_and_profile() -> (PathBuf, PathBuf, String) {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    // target/<profile>/deps/<test>-<hash>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable lives in target/<profile>/deps")
+        .to_path_buf();
+    let target_dir = profile_dir
+        .parent()
+        .expect("the target folder")
+        .to_path_buf();
+    let profile = profile_dir
+        .file_name()
+        .and_then(OsStr::to_str)
+        .expect("a profile folder name")
+        .to_string();
+    (target_dir, profile_dir, profile)
+}
+
+/// `cargo ARGS` for this workspace, with this test's target folder and
+/// profile.
+pub fn cargo(args: &[&str]) -> Command {
+    let (target_dir, _, profile) = target_and_profile();
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let mut command = Command::new(env!("CARGO"));
+    command
+        .args(args)
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target_dir);
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            command.arg("--release");
+        }
+        other => {
+            command.args(["--profile", other]);
+        }
+    }
+    command
+}
+
 /// The `ocm` binary next to this test's executable, built once per run.
 pub fn ocm_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("the test executable's path");
-        // target/<profile>/deps/ocm_cli-<hash>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test executable lives in target/<profile>/deps");
-        let target_dir = profile_dir.parent().expect("the target folder");
-        let profile = profile_dir
-            .file_name()
-            .and_then(OsStr::to_str)
-            .expect("a profile folder name");
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let mut build = Command::new(env!("CARGO"));
-        build
-            .args(["build", "--quiet", "-p", "ocm", "--manifest-path"])
-            .arg(&manifest)
-            .arg("--target-dir")
-            .arg(target_dir);
-        match profile {
-            "debug" => {}
-            "release" => {
-                build.arg("--release");
-            }
-            other => {
-                build.args(["--profile", other]);
-            }
-        }
-        let output = build.output().expect("run cargo build -p ocm");
+        let output = cargo(&["build", "--quiet", "-p", "ocm"])
+            .output()
+            .expect("run cargo build -p ocm");
         assert!(
             output.status.success(),
             "cargo build -p ocm failed:\n{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        let bin = profile_dir.join("ocm");
+        let bin = target_and_profile().1.join("ocm");
         assert!(bin.is_file(), "{} was not built", bin.display());
         bin
     })
+}
+
+/// No single `ocm` call may take longer: the lock timeout (90 s) plus a
+/// start is the worst legitimate case. [`ocm`] and [`ocm_with`] kill a call
+/// that overruns it.
+pub const OCM_DEADLINE: Duration = Duration::from_secs(150);
+
+/// What one `ocm` call did, and how long it took.
+#[derive(Debug)]
+pub struct Run {
+    /// The arguments it was given (for messages).
+    pub args: Vec<String>,
+    /// Its exit status; -1 when a signal ended it.
+    pub code: i32,
+    /// Everything it printed on stdout.
+    pub stdout: String,
+    /// Everything it printed on stderr.
+    pub stderr: String,
+    /// From its spawn until it exited.
+    pub took: Duration,
+}
+
+impl Run {
+    /// Asserts exit status 0.
+    pub fn ok(self) -> Run {
+        self.code(0)
+    }
+
+    /// Asserts the exit status, showing the whole run when it differs, and
+    /// that it did not panic.
+    pub fn code(self, expected: i32) -> Run {
+        assert_eq!(
+            self.code, expected,
+            "ocm {:?}: unexpected exit status: {self:#?}",
+            self.args
+        );
+        assert!(!self.stderr.contains("panicked"), "ocm panicked: {self:#?}");
+        self
+    }
+
+    /// Stdout parsed as one JSON value; panics with the whole run when it
+    /// is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON value ({e}): {self:#?}"))
+    }
+}
+
+/// Runs `command` (an `ocm` call, possibly behind a wrapper such as
+/// `setpriv`) with stdin closed and its output captured, bounded by
+/// `deadline`: a call that overruns it is killed with SIGKILL and the test
+/// panics. `args` names the call in messages.
+pub fn run_bounded(mut command: Command, args: Vec<String>, deadline: Duration) -> Run {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let child = command.spawn().expect("start ocm");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = match rx.recv_timeout(deadline) {
+        Ok(output) => output.expect("wait for ocm"),
+        Err(_) => {
+            // Our own child, not reaped yet (its waiter has not returned),
+            // so the pid is still its.
+            send_signal(pid as libc::pid_t, libc::SIGKILL);
+            let _ = waiter.join();
+            panic!("ocm {args:?} did not finish within {deadline:?}");
+        }
+    };
+    let took = started.elapsed();
+    let _ = waiter.join();
+    Run {
+        args,
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        took,
+    }
+}
+
+/// Runs `ocm ARGS` in the bed's environment, in the bed's project folder,
+/// bounded by [`OCM_DEADLINE`].
+pub fn ocm<I, S>(bed: &TestBed, args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    ocm_with(bed, args, &[])
+}
+
+/// [`ocm`] with `env` on top of the bed's environment.
+pub fn ocm_with<I, S>(bed: &TestBed, args: I, env: &[(&str, &str)]) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    ocm_within(bed, args, env, OCM_DEADLINE)
+}
+
+/// [`ocm_with`] bounded by `deadline` instead of [`OCM_DEADLINE`].
+pub fn ocm_within<I, S>(bed: &TestBed, args: I, env: &[(&str, &str)], deadline: Duration) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    let mut command = bed.command(ocm_bin());
+    command
+        .args(&args)
+        .envs(env.iter().copied())
+        .current_dir(&bed.project);
+    let args = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    run_bounded(command, args, deadline)
+}
+
+/// A new project folder in the bed, named after `name`, whose deterministic
+/// port (and the next one, where a taken port sends the server) is free now
+/// and not handed out to another test of this test binary, so parallel
+/// tests do not meet on a port. Returns the folder and its port.
+pub fn fresh_project(bed: &TestBed, name: &str) -> (PathBuf, u16) {
+    static CLAIMED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    for attempt in 0..200 {
+        let dir = bed.new_project(&format!("{name}-{attempt}"));
+        let port = portmap::port_for_project(&dir).expect("the project's port");
+        let next = if port == portmap::PROJECT_PORT_BASE + portmap::PROJECT_PORT_SPAN - 1 {
+            portmap::PROJECT_PORT_BASE
+        } else {
+            port + 1
+        };
+        let mut claimed = CLAIMED.lock().unwrap_or_else(|p| p.into_inner());
+        if claimed.contains(&port) || claimed.contains(&next) {
+            continue;
+        }
+        if portmap::is_port_free("127.0.0.1", port) && portmap::is_port_free("127.0.0.1", next) {
+            claimed.extend([port, next]);
+            return (dir, port);
+        }
+    }
+    panic!("no project folder with a free port found in 200 tries");
+}
+
+/// `path` as text; the bed's temp paths are UTF-8.
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 temp path")
+}
+
+/// The `pid` of an `ocm --json` answer; panics showing the answer when it
+/// has none.
+pub fn pid_of(value: &serde_json::Value) -> u32 {
+    value["pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no pid in {value}")) as u32
+}
+
+/// A [`manager::Manager`] whose servers live in the bed: its state folder,
+/// its isolated HOME and XDG folders, its mock model and its cleanup
+/// marker; `configure` changes the rest of the configuration.
+pub fn manager_in(bed: &TestBed, configure: impl FnOnce(&mut manager::Config)) -> manager::Manager {
+    let mut config = manager::Config {
+        opencode_bin: Some(opencode_bin()),
+        state_root: Some(bed.state_dir.clone()),
+        env_set: bed.child_env(),
+        ..manager::Config::default()
+    };
+    configure(&mut config);
+    manager::Manager::new(config).expect("a valid configuration")
 }

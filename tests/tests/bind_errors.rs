@@ -6,14 +6,11 @@
 //! The `ocm` binary is built once per run with the same cargo, profile and
 //! target folder as this test (as in `ocm_cli.rs`).
 
-use std::ffi::OsStr;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{OnceLock, mpsc};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use e2e::{TEST_ID_VAR, TestBed, e2e_skipped};
+use e2e::{Run, TEST_ID_VAR, TestBed, e2e_skipped, ocm_bin};
 
 /// No `ocm` call here may take longer before it is killed (the bound the
 /// tests assert is far tighter).
@@ -24,63 +21,15 @@ const AT_ONCE: Duration = Duration::from_secs(1);
 /// The exit status of a failed start.
 const EXIT_START_FAILED: i32 = 4;
 
-/// The `ocm` binary next to this test's executable, built once per run.
-fn ocm_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("the test executable's path");
-        // target/<profile>/deps/bind_errors-<hash>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test executable lives in target/<profile>/deps");
-        let target_dir = profile_dir.parent().expect("the target folder");
-        let profile = profile_dir
-            .file_name()
-            .and_then(OsStr::to_str)
-            .expect("a profile folder name");
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let mut build = Command::new(env!("CARGO"));
-        build
-            .args(["build", "--quiet", "-p", "ocm", "--manifest-path"])
-            .arg(&manifest)
-            .arg("--target-dir")
-            .arg(target_dir);
-        match profile {
-            "debug" => {}
-            "release" => {
-                build.arg("--release");
-            }
-            other => {
-                build.args(["--profile", other]);
-            }
-        }
-        let output = build.output().expect("run cargo build -p ocm");
-        assert!(
-            output.status.success(),
-            "cargo build -p ocm failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let bin = profile_dir.join("ocm");
-        assert!(bin.is_file(), "{} was not built", bin.display());
-        bin
-    })
-}
-
-/// What one `ocm` call did, and how long it took.
-#[derive(Debug)]
-struct Run {
-    args: Vec<String>,
-    code: i32,
-    stdout: String,
-    stderr: String,
-    took: Duration,
-}
-
-impl Run {
+/// What these tests ask of an `ocm` call beyond [`Run`]'s own checks.
+trait BindError {
     /// Asserts a failed start, reported at once as exactly one error line
     /// (plus hint lines) that contains every one of `needles`, and no
     /// "port N is taken" or "in use" line.
+    fn one_bind_error(&self, needles: &[&str]) -> &str;
+}
+
+impl BindError for Run {
     fn one_bind_error(&self, needles: &[&str]) -> &str {
         assert_eq!(
             self.code, EXIT_START_FAILED,
@@ -117,46 +66,9 @@ impl Run {
     }
 }
 
-/// Runs `command` (an `ocm` call, possibly behind `setpriv`), bounded by
-/// [`OCM_DEADLINE`].
-fn run(mut command: Command, args: Vec<String>) -> Run {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let started = Instant::now();
-    let child = command.spawn().expect("start ocm");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let output = match rx.recv_timeout(OCM_DEADLINE) {
-        Ok(output) => output.expect("wait for ocm"),
-        Err(_) => {
-            // Our own child, not reaped yet (its waiter has not returned),
-            // so the pid is still its.
-            e2e::send_signal(pid as libc::pid_t, libc::SIGKILL);
-            let _ = waiter.join();
-            panic!("ocm {args:?} did not finish within {OCM_DEADLINE:?}");
-        }
-    };
-    let took = started.elapsed();
-    let _ = waiter.join();
-    Run {
-        args,
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        took,
-    }
-}
-
-/// Runs `ocm ARGS` in the bed's environment.
+/// Runs `ocm ARGS` in the bed's environment, bounded by [`OCM_DEADLINE`].
 fn ocm(bed: &TestBed, args: &[&str]) -> Run {
-    let mut command = bed.command(ocm_bin());
-    command.args(args).current_dir(&bed.project);
-    run(command, args.iter().map(|a| a.to_string()).collect())
+    e2e::ocm_within(bed, args, &[], OCM_DEADLINE)
 }
 
 /// Says why a test checks nothing, past the harness's capture, so a skip is
@@ -377,7 +289,11 @@ fn a_privileged_port_as_an_unprivileged_user_names_the_permission_problem() {
         command
             .env("OCM_STATE_DIR", home.join("ocm"))
             .env("OPENCODE_BIN", &stand_in);
-        run(command, args.iter().map(|a| a.to_string()).collect())
+        e2e::run_bounded(
+            command,
+            args.iter().map(|a| a.to_string()).collect(),
+            OCM_DEADLINE,
+        )
     };
     let version = command(&["--version"]);
     if version.code != 0 {

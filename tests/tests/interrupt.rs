@@ -19,7 +19,7 @@ fn marked(project: &Path) -> Vec<u32> {
 fn spawn_up(bed: &TestBed, bin: Option<&Path>) -> Child {
     let mut command = bed.command(ocm_bin());
     command
-        .args(["up", "--json"])
+        .arg("up")
         .arg(&bed.project)
         .current_dir(&bed.project)
         .stdin(Stdio::null())

@@ -7,23 +7,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use e2e::{TestBed, e2e_skipped, http_agent};
-use manager::{
-    Config, Error, Manager, PasswordPolicy, PortPolicy, Progress, ServerState, StartFailure,
-};
-
-/// A manager whose servers live in the bed: its state folder, its isolated
-/// HOME and XDG folders, its mock model and its cleanup marker.
-fn manager_in(bed: &TestBed, configure: impl FnOnce(&mut Config)) -> Manager {
-    let mut config = Config {
-        opencode_bin: Some(e2e::opencode_bin()),
-        state_root: Some(bed.state_dir.clone()),
-        env_set: bed.child_env(),
-        ..Config::default()
-    };
-    configure(&mut config);
-    Manager::new(config).expect("a valid configuration")
-}
+use e2e::{TestBed, e2e_skipped, http_agent, manager_in};
+use manager::{Error, Manager, PasswordPolicy, PortPolicy, Progress, ServerState, StartFailure};
 
 fn recording(manager: Manager) -> (Manager, Arc<Mutex<Vec<Progress>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));

@@ -7,180 +7,23 @@
 //! model), so the tests run in parallel. The `ocm` binary is built once per
 //! run with the same cargo, profile and target folder as this test.
 
-use std::ffi::OsStr;
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Barrier, Mutex, OnceLock, mpsc};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Barrier, mpsc};
 use std::time::{Duration, Instant};
 
-use e2e::{TestBed, e2e_skipped, poll_until};
+use e2e::{
+    Run, TestBed, e2e_skipped, fresh_project, ocm, ocm_bin, ocm_with, path_str, pid_of, poll_until,
+};
 use procutil::ProcessIdentity;
 use serde_json::Value;
 
-/// No single `ocm` call may take longer: the lock timeout (90 s) plus a
-/// start is the worst legitimate case.
-const OCM_DEADLINE: Duration = Duration::from_secs(150);
 /// How long init may take to reap a server ocm stopped (it is init's child
 /// once the `ocm up` that spawned it has exited).
 const REAP_DEADLINE: Duration = Duration::from_secs(30);
 /// The health timeout ocm uses by default (manager::Config).
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The `ocm` binary next to this test's executable, built once per run.
-fn ocm_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("the test executable's path");
-        // target/<profile>/deps/ocm_cli-<hash>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test executable lives in target/<profile>/deps");
-        let target_dir = profile_dir.parent().expect("the target folder");
-        let profile = profile_dir
-            .file_name()
-            .and_then(OsStr::to_str)
-            .expect("a profile folder name");
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let mut build = Command::new(env!("CARGO"));
-        build
-            .args(["build", "--quiet", "-p", "ocm", "--manifest-path"])
-            .arg(&manifest)
-            .arg("--target-dir")
-            .arg(target_dir);
-        match profile {
-            "debug" => {}
-            "release" => {
-                build.arg("--release");
-            }
-            other => {
-                build.args(["--profile", other]);
-            }
-        }
-        let output = build.output().expect("run cargo build -p ocm");
-        assert!(
-            output.status.success(),
-            "cargo build -p ocm failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let bin = profile_dir.join("ocm");
-        assert!(bin.is_file(), "{} was not built", bin.display());
-        bin
-    })
-}
-
-/// What one `ocm` call did.
-#[derive(Debug)]
-struct Run {
-    args: Vec<String>,
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    /// Asserts exit status 0.
-    fn ok(self) -> Run {
-        self.code(0)
-    }
-
-    /// Asserts the exit status, showing the whole run when it differs.
-    fn code(self, expected: i32) -> Run {
-        assert_eq!(
-            self.code, expected,
-            "ocm {:?}: unexpected exit status: {self:#?}",
-            self.args
-        );
-        assert!(!self.stderr.contains("panicked"), "ocm panicked: {self:#?}");
-        self
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
-    }
-}
-
-/// Runs `ocm ARGS` in the bed's environment, bounded by [`OCM_DEADLINE`].
-fn ocm<I, S>(bed: &TestBed, args: I) -> Run
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    ocm_with(bed, args, &[])
-}
-
-fn ocm_with<I, S>(bed: &TestBed, args: I, env: &[(&str, &str)]) -> Run
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    let args: Vec<String> = args
-        .into_iter()
-        .map(|a| a.as_ref().to_string_lossy().into_owned())
-        .collect();
-    let mut command = bed.command(ocm_bin());
-    command
-        .args(&args)
-        .envs(env.iter().copied())
-        .current_dir(&bed.project)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = command.spawn().expect("start ocm");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let output = match rx.recv_timeout(OCM_DEADLINE) {
-        Ok(output) => output.expect("wait for ocm"),
-        Err(_) => {
-            // Our own child, not reaped yet (its waiter has not returned),
-            // so the pid is still its.
-            e2e::send_signal(pid as libc::pid_t, libc::SIGKILL);
-            let _ = waiter.join();
-            panic!("ocm {args:?} did not finish within {OCM_DEADLINE:?}");
-        }
-    };
-    let _ = waiter.join();
-    Run {
-        args,
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
-/// A new project folder in the bed whose deterministic port (and the next
-/// one, where a taken port sends the server) is free now and not used by
-/// another test of this file, so parallel tests do not meet on a port.
-fn fresh_project(bed: &TestBed, name: &str) -> (PathBuf, u16) {
-    static CLAIMED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    for attempt in 0..200 {
-        let dir = bed.new_project(&format!("{name}-{attempt}"));
-        let port = portmap::port_for_project(&dir).expect("the project's port");
-        let next = if port == portmap::PROJECT_PORT_BASE + portmap::PROJECT_PORT_SPAN - 1 {
-            portmap::PROJECT_PORT_BASE
-        } else {
-            port + 1
-        };
-        let mut claimed = CLAIMED.lock().unwrap_or_else(|p| p.into_inner());
-        if claimed.contains(&port) || claimed.contains(&next) {
-            continue;
-        }
-        if portmap::is_port_free("127.0.0.1", port) && portmap::is_port_free("127.0.0.1", next) {
-            claimed.extend([port, next]);
-            return (dir, port);
-        }
-    }
-    panic!("no project folder with a free port found in 200 tries");
-}
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("a UTF-8 temp path")
-}
 
 /// The state of a process (`R`, `S`, `T`, `Z`, ...) and its start time, or
 /// `None` when the pid does not exist.
@@ -308,15 +151,10 @@ fn up(bed: &TestBed, project: &Path) -> Value {
     ocm(bed, ["up", path_str(project), "--json"]).ok().json()
 }
 
-fn pid_of(value: &Value) -> u32 {
-    value["pid"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no pid in {value}")) as u32
-}
-
 /// The keys the README promises in JSON output: the list ocm's own tests
 /// and the tidy check use, not a copy of it.
 #[path = "../../crates/ocm/src/json_keys.rs"]
+#[allow(dead_code)]
 mod json_keys;
 use json_keys::{COMMON_KEYS, EXTRA_KEYS};
 

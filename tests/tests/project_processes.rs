@@ -6,8 +6,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use e2e::{TestBed, e2e_skipped, poll_until, processes_with_env};
-use manager::{Config, Manager, PROJECT_HASH_VAR, Progress, Repair};
+use e2e::{TestBed, e2e_skipped, manager_in, poll_until, processes_with_env};
+use manager::{Manager, PROJECT_HASH_VAR, Progress, Repair};
 use mock_llm::{Reply, Script};
 use opencode_api::{NewSession, PromptRequest};
 
@@ -15,17 +15,6 @@ use opencode_api::{NewSession, PromptRequest};
 /// session of its own (as opencode runs every shell command).
 const SLEEPER: &str =
     r#"{"command":"sleep 600 >/dev/null 2>&1 &","description":"Start a long sleep"}"#;
-
-fn manager_in(bed: &TestBed, configure: impl FnOnce(&mut Config)) -> Manager {
-    let mut config = Config {
-        opencode_bin: Some(e2e::opencode_bin()),
-        state_root: Some(bed.state_dir.clone()),
-        env_set: bed.child_env(),
-        ..Config::default()
-    };
-    configure(&mut config);
-    Manager::new(config).expect("a valid configuration")
-}
 
 fn sleeper_bed() -> TestBed {
     TestBed::with_script(Script::new().when(
@@ -369,4 +358,81 @@ fn a_host_name_is_recorded_as_the_literal_the_server_bound() {
         "ocm connected to [::1]"
     );
     manager.stop(&bed.project).expect("stop");
+}
+
+#[test]
+fn the_log_marks_every_start_with_its_pid() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let manager = manager_in(&bed, |_| {});
+    let first = manager.ensure(&bed.project).expect("a server");
+    let second = manager.restart(&bed.project).expect("a restart");
+    let log = std::fs::read_to_string(&first.log_path).expect("the log");
+    let marks: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("--- ocm start "))
+        .collect();
+    assert_eq!(marks.len(), 2, "{log}");
+    assert!(
+        marks[0].ends_with(&format!(" pid {} ---", first.pid)),
+        "{log}"
+    );
+    assert!(
+        marks[1].ends_with(&format!(" pid {} ---", second.pid)),
+        "{log}"
+    );
+    // Each run's mark comes before what that run said.
+    let first_mark = log.find(marks[0]).expect("mark");
+    let first_listen = log.find("listening on").expect("a listening line");
+    assert!(first_mark < first_listen, "{log}");
+    manager.stop(&bed.project).expect("stop");
+}
+
+#[test]
+fn a_stop_whose_record_cannot_be_written_says_the_server_is_stopped() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let manager = manager_in(&bed, |_| {});
+    let server = manager.ensure(&bed.project).expect("a server");
+    let record = manager.paths(&bed.project).expect("paths").record;
+    // The record mounted over itself, read-only, for this one `ocm down`,
+    // in a mount namespace of its own: the lock and the stop work, the
+    // record cannot be replaced.
+    let script = format!(
+        "mount --bind -o ro '{record}' '{record}' || exit 99; exec '{ocm}' down '{project}'",
+        record = record.display(),
+        ocm = e2e::ocm_bin().display(),
+        project = bed.project.display(),
+    );
+    let out = bed
+        .command("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output()
+        .expect("run unshare");
+    if matches!(out.status.code(), Some(99))
+        || out.status.code() == Some(1) && out.stderr.starts_with(b"unshare:")
+    {
+        eprintln!(
+            "cannot make a read-only mount here ({}): this test cannot run",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        manager.stop(&bed.project).expect("stop");
+        return;
+    }
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!("(pid {}) is stopped", server.pid)),
+        "{said}"
+    );
+    assert!(said.contains("could not be updated"), "{said}");
+    assert!(
+        !said.contains(".tmp-"),
+        "a temp file is named instead: {said}"
+    );
+    assert!(marked(&bed.project).is_empty(), "the server still runs");
 }

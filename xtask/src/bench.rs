@@ -132,7 +132,7 @@ pub fn run() -> Result<(), String> {
     );
     crate::chaos::kill_figures(&ocm, &bin, crate::chaos::KILLS)?.print();
     crate::chaos::idle_figures(&ocm, &bin, 5, Duration::from_secs(60))?.print();
-    Ok(())
+    crate::bench_turns::run(&ocm)
 }
 
 /// Runs `command` to completion; returns its wall time from spawn to exit,

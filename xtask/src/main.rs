@@ -2,6 +2,8 @@
 //!
 //! - `opencode`: install the pinned opencode with npm into the cache (unless
 //!   it is already there) and print the binary's path.
+//! - `mcp-clients`: install the pinned MCP clients (Python SDKs, the MCP
+//!   Inspector) the end-to-end tests of `ocm mcp` drive.
 //! - `ci`: everything CI checks: fmt, clippy, build, all tests (unit, doc and
 //!   end-to-end against the real opencode), rustdoc, and no stray processes.
 //! - `demo`: ocm's main job end to end on a scratch project.
@@ -17,8 +19,10 @@ use std::process::{Command, ExitCode, ExitStatus};
 use std::time::{Duration, Instant};
 
 mod bench;
+mod bench_turns;
 mod chaos;
 mod demo;
+mod mcp_clients;
 #[cfg(test)]
 mod tidy;
 
@@ -26,9 +30,11 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   opencode   install opencode-ai@VERSION with npm into the cache (if missing) and print its path
+  mcp-clients  install the pinned MCP clients for the tests (Python mcp SDKs, MCP Inspector)
   ci         fmt check, clippy -D warnings, build, all tests (opencode included), rustdoc -D warnings
   demo       run ocm's main job end to end on a scratch project with the offline model
   bench      speed and memory figures: httpsse throughput, cold/warm `ocm up`, ocm memory,
+             turns (event latency, prompt overhead); `bench turns` for that part only;
              supervision (kill to crashed/running, an idle supervisor's CPU, threads, memory)
   chaos      the supervision cases with full counts (50 SIGKILLs, ...) and their figures
              (`chaos figures`: the figures only)";
@@ -37,8 +43,10 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("opencode") => install_opencode().map(|bin| println!("{}", bin.display())),
+        Some("mcp-clients") => mcp_clients::install(),
         Some("ci") => ci(),
         Some("demo") => demo::run(),
+        Some("bench") if args.get(1).is_some_and(|a| a == "turns") => bench_turns::standalone(),
         Some("bench") => bench::run(),
         Some("chaos") => chaos::run(args.get(1).is_some_and(|a| a == "figures")),
         Some("-h" | "--help" | "help") => {
@@ -258,6 +266,8 @@ fn ci() -> Result<(), String> {
     eprintln!("\n==> opencode");
     let bin = install_opencode()?;
     eprintln!("==> opencode: {}", bin.display());
+    eprintln!("\n==> mcp-clients");
+    mcp_clients::install()?;
     step(
         "test",
         cargo()

@@ -6,7 +6,8 @@
 //! 3. `unsafe` appears only in the files that need it ([`UNSAFE_ALLOWED`]),
 //!    and the crates that need none forbid it ([`FORBID_UNSAFE`]);
 //! 4. no file under `crates/` has more than [`MAX_CODE_LINES`] lines of code;
-//! 5. the README's JSON key tables match `crates/ocm/src/json_keys.rs`.
+//! 5. the README's JSON key tables match `crates/ocm/src/json_keys.rs`, and
+//!    its command table lists every command and alias of the CLI's table.
 //!
 //! Each check lists every offending file (and line) in its failure. The
 //! parsers are small and line-based on purpose: xtask adds no dependency
@@ -355,6 +356,7 @@ const FORBID_UNSAFE: &[&str] = &[
     "crates/opencode-api/src/lib.rs",
     "crates/portmap/src/lib.rs",
     "crates/manager/src/lib.rs",
+    "crates/turns/src/lib.rs",
     "crates/ocm/src/main.rs",
 ];
 
@@ -601,13 +603,20 @@ fn code_lines_leave_out_blanks_comments_and_the_test_module() {
 }
 
 // ---------------------------------------------------------------------------
-// 5. JSON keys in the README
+// 5. JSON keys and commands in the README
 
 /// The file that lists the keys; the README's tables must say the same.
 const JSON_KEYS_RS: &str = "crates/ocm/src/json_keys.rs";
-/// The header rows of the README's two key tables.
+/// The file with the command table; the README must list every command
+/// and alias.
+const COMMAND_DEFS_RS: &str = "crates/ocm/src/cli/defs.rs";
+/// The header rows of the README's key tables.
 const COMMON_TABLE: &str = "| key | what it holds |";
 const EXTRA_TABLE: &str = "| command | extra keys | what they hold |";
+const ERROR_TABLE: &str = "| error key | what it holds |";
+const ERROR_EXTRA_TABLE: &str = "| error | extra keys | what they hold |";
+/// The header row of the README's command table.
+const COMMANDS_TABLE: &str = "| command | aliases | what it does |";
 
 /// The string literals in `text`, in order.
 fn string_literals(text: &str) -> Vec<String> {
@@ -620,15 +629,15 @@ fn string_literals(text: &str) -> Vec<String> {
 
 /// The text of `const NAME ... = [ ... ];` after its `=`.
 fn const_body<'t>(source: &'t str, name: &str) -> Option<&'t str> {
-    let start = source.find(&format!("const {name}"))?;
+    let start = source.find(&format!("const {name}:"))?;
     let body = &source[start..];
     let body = &body[body.find('=')? + 1..];
     Some(&body[..body.find("];")?])
 }
 
-/// `EXTRA_KEYS`' rows: (command, keys).
-fn extra_keys_in_rust(source: &str) -> Option<Vec<(String, Vec<String>)>> {
-    let body = const_body(source, "EXTRA_KEYS")?;
+/// A `[(name, &[keys...]), ...]` table's rows: (name, keys).
+fn rows_in_rust(source: &str, name: &str) -> Option<Vec<(String, Vec<String>)>> {
+    let body = const_body(source, name)?;
     Some(
         body.split('(')
             .skip(1)
@@ -668,45 +677,120 @@ fn code_spans(cell: &str) -> Vec<String> {
         .collect()
 }
 
-/// How the README's tables differ from `json_keys.rs`.
-fn json_key_differences(readme: &str, json_keys: &str) -> Vec<String> {
-    let mut differences = Vec::new();
-    let common_rs = const_body(json_keys, "COMMON_KEYS").map(string_literals);
-    let common_md = markdown_table(readme, COMMON_TABLE).map(|rows| {
+/// The text of a markdown cell outside its code spans, trimmed.
+fn plain_text(cell: &str) -> String {
+    cell.split('`')
+        .step_by(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A row's name: `ocm gc --json` is `gc`, `` `ocm gc --json` entries `` is
+/// `gc entries`; a cell without `ocm` is its text.
+fn row_name(cell: &str) -> String {
+    match code_spans(cell)
+        .first()
+        .filter(|span| span.starts_with("ocm "))
+    {
+        Some(span) => {
+            let command = span.split_whitespace().nth(1).unwrap_or_default();
+            let rest = plain_text(cell);
+            if rest.is_empty() {
+                command.to_string()
+            } else {
+                format!("{command} {rest}")
+            }
+        }
+        None => plain_text(cell),
+    }
+}
+
+/// Compares a list of keys (`const NAME`) with a table's first column.
+fn compare_keys(
+    differences: &mut Vec<String>,
+    readme: &str,
+    json_keys: &str,
+    name: &str,
+    header: &str,
+) {
+    let rs = const_body(json_keys, name).map(string_literals);
+    let md = markdown_table(readme, header).map(|rows| {
         rows.iter()
             .filter_map(|row| code_spans(&row[0]).into_iter().next())
             .collect::<Vec<_>>()
     });
-    match (common_rs, common_md) {
-        (None, _) => differences.push(format!("{JSON_KEYS_RS}: no COMMON_KEYS")),
-        (_, None) => differences.push(format!("README.md: no table headed `{COMMON_TABLE}`")),
+    match (rs, md) {
+        (None, _) => differences.push(format!("{JSON_KEYS_RS}: no {name}")),
+        (_, None) => differences.push(format!("README.md: no table headed `{header}`")),
         (Some(rs), Some(md)) if rs != md => differences.push(format!(
-            "common keys: {JSON_KEYS_RS} COMMON_KEYS has {rs:?}, the README's table {md:?}"
+            "{name}: {JSON_KEYS_RS} has {rs:?}, the README's table {md:?}"
         )),
         _ => {}
     }
-    let extra_rs = extra_keys_in_rust(json_keys);
-    let extra_md = markdown_table(readme, EXTRA_TABLE).map(|rows| {
+}
+
+/// Compares a table of rows (`const NAME`) with a README table whose first
+/// column names the row and whose second lists its keys.
+fn compare_rows(
+    differences: &mut Vec<String>,
+    readme: &str,
+    json_keys: &str,
+    name: &str,
+    header: &str,
+) {
+    let rs = rows_in_rust(json_keys, name);
+    let md = markdown_table(readme, header).map(|rows| {
         rows.iter()
             .map(|row| {
-                // `ocm port --json`: the command is the word after `ocm`.
-                let command = code_spans(&row[0])
-                    .first()
-                    .and_then(|span| span.split_whitespace().nth(1).map(str::to_string))
-                    .unwrap_or_default();
                 let keys = row.get(1).map(|cell| code_spans(cell)).unwrap_or_default();
-                (command, keys)
+                (row_name(&row[0]), keys)
             })
             .collect::<Vec<_>>()
     });
-    match (extra_rs, extra_md) {
-        (None, _) => differences.push(format!("{JSON_KEYS_RS}: no EXTRA_KEYS")),
-        (_, None) => differences.push(format!("README.md: no table headed `{EXTRA_TABLE}`")),
+    match (rs, md) {
+        (None, _) => differences.push(format!("{JSON_KEYS_RS}: no {name}")),
+        (_, None) => differences.push(format!("README.md: no table headed `{header}`")),
         (Some(rs), Some(md)) if rs != md => differences.push(format!(
-            "extra keys: {JSON_KEYS_RS} EXTRA_KEYS has {rs:?}, the README's table {md:?}"
+            "{name}: {JSON_KEYS_RS} has {rs:?}, the README's table {md:?}"
         )),
         _ => {}
     }
+}
+
+/// How the README's tables differ from `json_keys.rs`.
+fn json_key_differences(readme: &str, json_keys: &str) -> Vec<String> {
+    let mut differences = Vec::new();
+    compare_keys(
+        &mut differences,
+        readme,
+        json_keys,
+        "COMMON_KEYS",
+        COMMON_TABLE,
+    );
+    compare_rows(
+        &mut differences,
+        readme,
+        json_keys,
+        "EXTRA_KEYS",
+        EXTRA_TABLE,
+    );
+    compare_keys(
+        &mut differences,
+        readme,
+        json_keys,
+        "ERROR_KEYS",
+        ERROR_TABLE,
+    );
+    compare_rows(
+        &mut differences,
+        readme,
+        json_keys,
+        "ERROR_EXTRA_KEYS",
+        ERROR_EXTRA_TABLE,
+    );
     differences
 }
 
@@ -723,12 +807,19 @@ fn the_readme_lists_the_json_keys_of_json_keys_rs() {
 #[test]
 fn the_json_key_check_sees_a_difference() {
     let rs = "pub const COMMON_KEYS: [&str; 2] = [\"project\", \"url\"];\n\
-              pub const EXTRA_KEYS: [(&str, &[&str]); 1] = [(\"port\", &[\"projectPort\"])];\n";
+              pub const EXTRA_KEYS: [(&str, &[&str]); 2] = [(\"port\", &[\"projectPort\"]), \
+              (\"gc entries\", &[\"recordPath\"])];\n\
+              pub const ERROR_KEYS: [&str; 1] = [\"error\"];\n\
+              pub const ERROR_EXTRA_KEYS: [(&str, &[&str]); 1] = [(\"a failed start\", \
+              &[\"logTail\"])];\n";
     let readme = |url: &str, extra: &str| {
         format!(
             "text\n\n  {COMMON_TABLE}\n  | --- | --- |\n  | `project` | the folder |\n  \
              | `{url}` | the URL |\n\n{EXTRA_TABLE}\n| --- | --- | --- |\n\
-             | `ocm port --json` | {extra} | the port |\n- next\n"
+             | `ocm port --json` | {extra} | the port |\n\
+             | `ocm gc --json` entries | `recordPath` | the record |\n- next\n\n\
+             {ERROR_TABLE}\n| --- | --- |\n| `error` | what |\n\n\
+             {ERROR_EXTRA_TABLE}\n| --- | --- | --- |\n| a failed start | `logTail` | lines |\n"
         )
     };
     assert_eq!(
@@ -743,5 +834,113 @@ fn the_json_key_check_sees_a_difference() {
         json_key_differences(&readme("url", "`projectPort`, `more`"), rs).len(),
         1
     );
-    assert_eq!(json_key_differences("no tables", rs).len(), 2);
+    assert_eq!(json_key_differences("no tables", rs).len(), 4);
+}
+
+/// Every command of `defs.rs`' COMMANDS with its aliases: (word, aliases).
+fn commands_in_defs(source: &str) -> Vec<(String, Vec<String>)> {
+    let Some(start) = source.find("const COMMANDS:") else {
+        return Vec::new();
+    };
+    let mut commands: Vec<(String, Vec<String>)> = Vec::new();
+    for line in source[start..].lines().map(str::trim) {
+        if let Some(word) = line.strip_prefix("word: ") {
+            commands.push((
+                string_literals(word).into_iter().next().unwrap_or_default(),
+                Vec::new(),
+            ));
+        } else if let Some(aliases) = line.strip_prefix("aliases: ")
+            && let Some(last) = commands.last_mut()
+        {
+            last.1 = string_literals(aliases);
+        }
+    }
+    commands
+}
+
+/// How the README's command table differs from `defs.rs`.
+fn command_differences(readme: &str, defs: &str) -> Vec<String> {
+    let defined = commands_in_defs(defs);
+    if defined.is_empty() {
+        return vec![format!("{COMMAND_DEFS_RS}: no COMMANDS table")];
+    }
+    let Some(rows) = markdown_table(readme, COMMANDS_TABLE) else {
+        return vec![format!("README.md: no table headed `{COMMANDS_TABLE}`")];
+    };
+    let listed: Vec<(String, Vec<String>)> = rows
+        .iter()
+        .map(|row| {
+            let words: Vec<String> = code_spans(&row[0])
+                .first()
+                .map(|span| {
+                    span.split_whitespace()
+                        .skip(1)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
+            // A subcommand (`ocm session ls`) is two words.
+            let two = words.iter().take(2).cloned().collect::<Vec<_>>().join(" ");
+            let word = if defined.iter().any(|(w, _)| *w == two) {
+                two
+            } else {
+                words.first().cloned().unwrap_or_default()
+            };
+            let aliases = row.get(1).map(|cell| code_spans(cell)).unwrap_or_default();
+            (word, aliases)
+        })
+        .collect();
+    let mut differences = Vec::new();
+    for (word, aliases) in &defined {
+        match listed.iter().find(|(w, _)| w == word) {
+            None => differences.push(format!("README.md: no row for `ocm {word}`")),
+            Some((_, listed)) if listed != aliases => differences.push(format!(
+                "README.md: `ocm {word}` lists aliases {listed:?}, {COMMAND_DEFS_RS} has \
+                 {aliases:?}"
+            )),
+            Some(_) => {}
+        }
+    }
+    for (word, _) in &listed {
+        if !defined.iter().any(|(w, _)| w == word) {
+            differences.push(format!("README.md: `ocm {word}` is not a command"));
+        }
+    }
+    differences
+}
+
+#[test]
+fn the_readme_lists_every_command_and_alias_and_how_to_install() {
+    let readme = read(&workspace_root().join("README.md"));
+    // `supervise_defs.rs` holds the rows of `ocm supervise` and `ocm unit`,
+    // which COMMANDS lists by name.
+    let defs = read(&workspace_root().join(COMMAND_DEFS_RS))
+        + &read(&workspace_root().join("crates/ocm/src/cli/supervise_defs.rs"));
+    let mut differences = command_differences(&readme, &defs);
+    if !readme.contains("cargo install --path crates/ocm") {
+        differences.push("README.md: does not say `cargo install --path crates/ocm`".into());
+    }
+    report(
+        "the README's command table and crates/ocm/src/cli/defs.rs disagree",
+        &differences,
+    );
+}
+
+#[test]
+fn the_command_check_sees_a_difference() {
+    let defs = "pub(crate) const COMMANDS: &[CommandDef] = &[\n    CommandDef {\n        \
+                word: \"up\",\n        aliases: &[\"start\"],\n    },\n    CommandDef {\n        \
+                word: \"ls\",\n        aliases: &[],\n    },\n];\n";
+    let readme = |up_aliases: &str| {
+        format!(
+            "{COMMANDS_TABLE}\n| --- | --- | --- |\n| `ocm up [DIR]` | {up_aliases} | start |\n\
+             | `ocm ls` | | list |\n"
+        )
+    };
+    assert_eq!(
+        command_differences(&readme("`start`"), defs),
+        Vec::<String>::new()
+    );
+    assert_eq!(command_differences(&readme(""), defs).len(), 1);
+    assert_eq!(command_differences("nothing", defs).len(), 1);
 }

@@ -208,3 +208,38 @@ impl Manager {
         Ok(stopped)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+
+    use super::*;
+
+    #[test]
+    fn one_project_gc_cannot_work_on_is_reported_and_the_others_are_cleaned() {
+        let root = tempfile::tempdir().unwrap();
+        let manager = Manager::new(Config {
+            state_root: Some(root.path().join("state")),
+            ..Config::default()
+        })
+        .unwrap();
+        let mut dirs = Vec::new();
+        for name in ["a", "b", "c"] {
+            let project = root.path().join(name);
+            std::fs::create_dir(&project).unwrap();
+            let paths = manager.paths(&project).unwrap();
+            statefile::ensure_dir(&paths.dir).unwrap();
+            dirs.push(paths);
+        }
+        // Project b's lock cannot be opened (a folder where the file should
+        // be): gc says so and goes on with a and c.
+        std::fs::create_dir(&dirs[1].lock).unwrap();
+        let report = manager.gc().unwrap();
+        assert_eq!(report.failed.len(), 1, "{report:?}");
+        assert_eq!(report.failed[0].path, dirs[1].dir);
+        assert!(report.failed[0].error.contains("server.lock"), "{report:?}");
+        assert!(report.removed.contains(&dirs[0].dir), "{report:?}");
+        assert!(report.removed.contains(&dirs[2].dir), "{report:?}");
+        assert!(dirs[1].dir.exists());
+    }
+}

@@ -124,6 +124,18 @@ impl Config {
         config
     }
 
+    /// The state root this configuration names (`state_root`, else
+    /// `OCM_STATE_DIR`, else `$XDG_STATE_HOME/ocm`, else
+    /// `~/.local/state/ocm`), worked out without touching anything: it may
+    /// not exist yet. [`Manager::new`](crate::Manager::new) creates and
+    /// canonicalizes it.
+    pub fn named_state_root(&self) -> Result<PathBuf, Error> {
+        match &self.state_root {
+            Some(root) => Ok(portmap::resolve_path(root)?),
+            None => Ok(statefile::state_root()?),
+        }
+    }
+
     /// Checks what can be checked without touching anything.
     pub(crate) fn validate(&self) -> Result<(), Error> {
         check_hostname(&self.hostname)?;

@@ -210,9 +210,9 @@ impl Manager {
         paths: &ProjectPaths,
         error: &statefile::Error,
     ) -> ServerStatus {
-        let project = std::fs::read(&paths.record)
+        let project = statefile::read_json::<serde_json::Value>(&paths.record)
             .ok()
-            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .flatten()
             .and_then(|v| v.get("projectPath")?.as_str().map(PathBuf::from))
             .unwrap_or_else(|| paths.dir.clone());
         let mut status = self.status_of(project, hash, paths, None);

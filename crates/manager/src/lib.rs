@@ -49,6 +49,7 @@ mod record;
 mod report;
 mod scan;
 mod start;
+mod statefiles;
 mod stop;
 mod supervise;
 mod sweep;
@@ -57,7 +58,7 @@ pub use address::bind_literal;
 pub use config::{Config, PasswordPolicy, PortPolicy, is_loopback};
 pub use error::{Error, PortHolder};
 pub use interrupt::{INTERRUPTS, catch_interrupts};
-pub use logs::tail as log_tail;
+pub use logs::{open_log, tail as log_tail};
 pub use manager::Manager;
 pub use opencode::{OPENCODE_VERSION, find_opencode, opencode_cache_dir, opencode_in_prefix};
 pub use portmap::PortProblem;
@@ -68,6 +69,7 @@ pub use record::{Desired, RecordStatus, SCHEMA_VERSION, ServerRecord, read_recor
 pub use report::{GcFailure, GcReport, ServerInfo, ServerState, ServerStatus, StopReport};
 pub use scan::{PROJECT_HASH_VAR, SERVER_NONCE_VAR, STATE_ROOT_VAR};
 pub use statefile::ProjectPaths;
+pub use statefiles::{StateLock, lock_state_file, read_state_file, write_state_file};
 pub use supervise::{
     Notice, Reason, RestartPolicy, SuperviseConfig, Supervisor, SupervisorInfo, SupervisorState,
     Transition, WatchOutcome, supervise_lock_holder,

@@ -5,23 +5,40 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use statefile::OpenMode;
+
 use crate::error::Error;
+
+/// Opens the log for reading: never blocking, never through a symlink, only
+/// a regular file of the user's own (`statefile::open_file`). `Ok(None)`
+/// when there is no log; a FIFO, a symlink or another user's file there is
+/// an error that names it and says to remove it.
+pub fn open_log(log: &Path) -> Result<Option<File>, Error> {
+    match statefile::open_file(log, OpenMode::Read) {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
 
 /// Rotates `log` when it is larger than `max_bytes`: `server.log.{keep-1}`
 /// becomes `.{keep}`, ..., `server.log` becomes `server.log.1`; the oldest
 /// beyond `keep` is deleted. With `keep == 0` the log is truncated instead.
+/// A log that is not a regular file of the user's (a FIFO, a symlink) is an
+/// error naming it: the server would block on it or write elsewhere.
 pub fn rotate_if_needed(log: &Path, max_bytes: u64, keep: u32) -> Result<(), Error> {
-    let size = match std::fs::metadata(log) {
-        Ok(meta) => meta.len(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => {
-            return Err(Error::Io {
-                action: "cannot read",
-                path: log.to_path_buf(),
-                source,
-            });
-        }
+    let Some(file) = open_log(log)? else {
+        return Ok(());
     };
+    let size = file
+        .metadata()
+        .map_err(|source| Error::Io {
+            action: "cannot read",
+            path: log.to_path_buf(),
+            source,
+        })?
+        .len();
+    drop(file);
     if size <= max_bytes {
         return Ok(());
     }
@@ -55,15 +72,19 @@ pub fn numbered(log: &Path, n: u32) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// The current length of the log (0 when it does not exist).
+/// The current length of the log (0 when it does not exist or is not a
+/// regular file: a symlink is not followed).
 pub fn length(log: &Path) -> u64 {
-    std::fs::metadata(log).map(|m| m.len()).unwrap_or(0)
+    std::fs::symlink_metadata(log)
+        .ok()
+        .filter(std::fs::Metadata::is_file)
+        .map_or(0, |m| m.len())
 }
 
 /// What the log holds from byte `offset` on (lossy UTF-8), at most `limit`
-/// bytes.
+/// bytes; empty when it cannot be read (see [`open_log`]).
 pub fn read_from(log: &Path, offset: u64, limit: u64) -> String {
-    let Ok(mut file) = File::open(log) else {
+    let Ok(Some(mut file)) = open_log(log) else {
         return String::new();
     };
     if file.seek(SeekFrom::Start(offset)).is_err() {
@@ -132,9 +153,10 @@ fn memchr_count(bytes: &[u8]) -> usize {
 }
 
 /// The last `n` lines of `log` from byte `from` on, as text (lossy UTF-8),
-/// one string per line; empty when the log cannot be read.
+/// one string per line; empty when the log cannot be read (see
+/// [`open_log`]).
 pub fn last_lines(log: &Path, from: u64, n: usize) -> Vec<String> {
-    let Ok(mut file) = File::open(log) else {
+    let Ok(Some(mut file)) = open_log(log) else {
         return Vec::new();
     };
     let Ok((bytes, _)) = tail(&mut file, from, n) else {
@@ -197,6 +219,64 @@ mod tests {
         assert_eq!(last_lines(&log, 0, 5), vec!["a", "b"]);
         assert_eq!(last_lines(&log, 2, 5), vec!["b"]);
         assert!(read_from(&dir.path().join("none"), 0, 10).is_empty());
+    }
+
+    fn mkfifo(path: &Path) {
+        let status = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Runs `f` on a thread, failing when it is still blocked after 10 s
+    /// (a blocked open of a FIFO never returns; the thread is left behind).
+    fn promptly<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("{what} was still blocked after 10 s"))
+    }
+
+    #[test]
+    fn a_fifo_log_is_never_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("server.log");
+        mkfifo(&log);
+        let path = log.clone();
+        assert_eq!(promptly("read_from", move || read_from(&path, 0, 100)), "");
+        let path = log.clone();
+        assert!(promptly("last_lines", move || last_lines(&path, 0, 5)).is_empty());
+        assert_eq!(length(&log), 0);
+        let err = rotate_if_needed(&log, 0, 2).unwrap_err().to_string();
+        assert!(
+            err.contains("a FIFO") && err.contains("server.log"),
+            "{err}"
+        );
+        assert!(err.contains("remove"), "{err}");
+    }
+
+    #[test]
+    fn a_symlinked_log_is_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("server.log");
+        let elsewhere = dir.path().join("precious");
+        std::fs::write(&elsewhere, "line 1\nline 2\n").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &log).unwrap();
+        assert_eq!(read_from(&log, 0, 100), "");
+        assert!(last_lines(&log, 0, 5).is_empty());
+        assert_eq!(length(&log), 0);
+        let err = rotate_if_needed(&log, 0, 2).unwrap_err().to_string();
+        assert!(
+            err.contains("a symlink") && err.contains("server.log"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&elsewhere).unwrap(),
+            "line 1\nline 2\n"
+        );
     }
 
     fn tail_of(text: &str, n: usize) -> String {

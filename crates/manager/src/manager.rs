@@ -38,10 +38,7 @@ impl Manager {
     /// when a server is started.
     pub fn new(config: Config) -> Result<Manager, Error> {
         config.validate()?;
-        let given = match &config.state_root {
-            Some(root) => portmap::resolve_path(root)?,
-            None => statefile::state_root()?,
-        };
+        let given = config.named_state_root()?;
         // One name for the state root, whatever path led to it (symlinks,
         // `..`): servers are recognised by the root in their environment, so
         // two spellings of one folder must not look like two roots.
@@ -108,27 +105,19 @@ impl Manager {
         self.report(Progress::WaitingForLock {
             path: paths.lock.clone(),
         });
-        if self.interrupts.is_none() {
-            return Ok(statefile::lock(&paths.lock, self.config.lock_timeout)?);
-        }
-        // Interruptible: wait in short slices, looking for an interrupt
-        // between them.
-        let began = std::time::Instant::now();
-        loop {
-            self.check_interrupt()?;
-            let left = self.config.lock_timeout.saturating_sub(began.elapsed());
-            let slice = left.min(std::time::Duration::from_millis(100));
-            match statefile::lock(&paths.lock, slice) {
-                Ok(guard) => return Ok(guard),
-                Err(statefile::Error::LockTimeout { .. }) if !left.is_zero() => {}
-                Err(statefile::Error::LockTimeout { path, .. }) => {
-                    return Err(Error::LockTimeout {
-                        path,
-                        waited: began.elapsed(),
-                    });
-                }
-                Err(e) => return Err(e.into()),
+        // An interrupt ends the wait (keeping the place in the queue until
+        // then).
+        match statefile::lock_unless(&paths.lock, self.config.lock_timeout, &|| {
+            self.interrupted()
+        }) {
+            Ok(guard) => Ok(guard),
+            Err(statefile::Error::LockCancelled { .. }) => {
+                self.check_interrupt()?;
+                Err(Error::Interrupted {
+                    signal: libc::SIGINT,
+                })
             }
+            Err(e) => Err(e.into()),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The server's password: the configured one, or one generated once per
 //! project and kept 0600 in its state folder.
 
+use std::io::Read;
 use std::path::PathBuf;
 
 use statefile::ProjectPaths;
@@ -8,6 +9,9 @@ use statefile::ProjectPaths;
 use crate::progress::Progress;
 use crate::record::{ServerRecord, read_record};
 use crate::{Error, Manager, PasswordPolicy};
+
+/// A kept password is 32 hex characters; a file much longer is not one.
+const MAX_PASSWORD_BYTES: u64 = 4096;
 
 /// Where a generated password is kept.
 pub(crate) fn password_file(paths: &ProjectPaths) -> PathBuf {
@@ -36,16 +40,38 @@ impl Manager {
             return Ok(Some(password.clone()));
         }
         let file = password_file(paths);
-        match std::fs::read_to_string(&file) {
-            Ok(text) if !text.trim().is_empty() => Ok(Some(text.trim().to_string())),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(Error::Io {
+        // Never blocking, never through a symlink, only the user's own
+        // regular file; and read with a bound.
+        let opened = match statefile::open_file(&file, statefile::OpenMode::Read) {
+            Ok(opened) => opened,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let mut bytes = Vec::new();
+        opened
+            .take(MAX_PASSWORD_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|source| Error::Io {
                 action: "cannot read",
-                path: file,
+                path: file.clone(),
                 source,
-            }),
+            })?;
+        if bytes.len() as u64 > MAX_PASSWORD_BYTES {
+            return Err(Error::Io {
+                action: "cannot use",
+                path: file,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "longer than {MAX_PASSWORD_BYTES} bytes, so not a password ocm kept; \
+                         remove it"
+                    ),
+                ),
+            });
         }
+        let text = String::from_utf8_lossy(&bytes);
+        let text = text.trim();
+        Ok((!text.is_empty()).then(|| text.to_string()))
     }
 
     /// The password for a new server, per the policy. Auth is part of the
@@ -117,7 +143,6 @@ fn remove_password_file(file: &std::path::Path) -> Result<(), Error> {
 
 /// 32 hex characters from the kernel's random source.
 pub(crate) fn random_password() -> Result<String, Error> {
-    use std::io::Read;
     let mut bytes = [0u8; 16];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
@@ -132,6 +157,63 @@ pub(crate) fn random_password() -> Result<String, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::Config;
+
+    fn generating_manager(root: &std::path::Path) -> (Manager, ProjectPaths) {
+        let manager = Manager::new(Config {
+            state_root: Some(root.join("state")),
+            password: PasswordPolicy::Generate,
+            ..Config::default()
+        })
+        .unwrap();
+        let paths = manager.paths(&root.join("project")).unwrap();
+        statefile::ensure_dir(&paths.dir).unwrap();
+        (manager, paths)
+    }
+
+    #[test]
+    fn a_fifo_password_file_is_refused_at_once() {
+        let root = tempfile::tempdir().unwrap();
+        let (manager, paths) = generating_manager(root.path());
+        let file = password_file(&paths);
+        let status = std::process::Command::new("mkfifo")
+            .arg(&file)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(manager.known_password(&paths).map_err(|e| e.to_string()));
+        });
+        let err = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("reading the password blocked on a FIFO")
+            .unwrap_err();
+        assert!(err.contains("a FIFO") && err.contains("password"), "{err}");
+        assert!(err.contains("remove"), "{err}");
+    }
+
+    #[test]
+    fn a_symlinked_password_file_is_neither_read_nor_written_through() {
+        let root = tempfile::tempdir().unwrap();
+        let (manager, paths) = generating_manager(root.path());
+        let file = password_file(&paths);
+        let elsewhere = root.path().join("secret-elsewhere");
+        std::fs::write(&elsewhere, "not-for-ocm\n").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &file).unwrap();
+        let err = manager.known_password(&paths).unwrap_err().to_string();
+        assert!(err.contains("a symlink"), "{err}");
+        assert!(manager.password_for_start(&paths).is_err());
+        assert_eq!(
+            std::fs::read_to_string(&elsewhere).unwrap(),
+            "not-for-ocm\n"
+        );
+        // Once the link is gone, a password is generated and kept 0600.
+        std::fs::remove_file(&file).unwrap();
+        let generated = manager.password_for_start(&paths).unwrap().unwrap();
+        assert_eq!(manager.known_password(&paths).unwrap(), Some(generated));
+    }
 
     #[test]
     fn random_passwords_differ() {

@@ -163,6 +163,14 @@ pub struct ServerStatus {
     pub supervisor: Option<crate::SupervisorInfo>,
 }
 
+impl ServerStatus {
+    /// Where a generated password of this project is kept, whether or not
+    /// there is one (the same file the manager writes).
+    pub fn password_file(&self) -> PathBuf {
+        self.state_dir.join("password")
+    }
+}
+
 /// What [`Manager::stop`](crate::Manager::stop) did.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -264,6 +272,33 @@ pub(crate) fn info_from(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_password_file_is_the_one_the_manager_writes() {
+        let paths =
+            statefile::ProjectPaths::new(Path::new("/state"), "0123456789abcdef0123456789abcdef");
+        let status = ServerStatus {
+            project: "/p".into(),
+            project_port: None,
+            status: ServerState::Stopped,
+            healthy: false,
+            url: None,
+            port: None,
+            pid: None,
+            started_at: None,
+            log_path: paths.log.clone(),
+            version: None,
+            uptime_seconds: None,
+            resident_memory_bytes: None,
+            detail: None,
+            state_dir: paths.dir.clone(),
+            supervisor: None,
+        };
+        assert_eq!(
+            status.password_file(),
+            crate::password::password_file(&paths)
+        );
+    }
 
     #[test]
     fn server_info_hides_the_password() {

@@ -335,6 +335,10 @@ impl Manager {
         let child = procutil::spawn_detached(&spec).map_err(AttemptError::fatal)?;
         let identity = child.identity().clone();
         let pid = child.pid();
+        // Which run said what: `ocm logs` shows where each start begins. The
+        // server prints its first line tens of milliseconds after exec, so
+        // this line comes first in practice.
+        mark_start(&paths.log, &record.started_at, pid);
         self.adopt_child(child);
         record.pid = pid;
         record.start_time = identity.start_time;
@@ -459,8 +463,37 @@ impl Manager {
             failure,
             exit,
             stopped,
-            log_tail: logs::last_lines(&paths.log, spawned.log_offset, LOG_TAIL_LINES),
+            log_tail: server_lines(logs::last_lines(
+                &paths.log,
+                spawned.log_offset,
+                LOG_TAIL_LINES + 1,
+            )),
         }
+    }
+}
+
+/// What the server said, at most [`LOG_TAIL_LINES`]: ocm's own start mark
+/// is not part of it.
+fn server_lines(mut lines: Vec<String>) -> Vec<String> {
+    lines.retain(|line| !line.starts_with(START_MARK));
+    let extra = lines.len().saturating_sub(LOG_TAIL_LINES);
+    lines.split_off(extra)
+}
+
+/// How ocm's line that marks a start in the log begins.
+const START_MARK: &str = "--- ocm start ";
+
+/// Appends `--- ocm start <time> pid N ---` to the log (never following a
+/// symlink); a log that cannot be written is not worth failing a start for.
+fn mark_start(log: &Path, started_at: &str, pid: u32) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(log);
+    if let Ok(mut file) = file {
+        let _ = writeln!(file, "{START_MARK}{started_at} pid {pid} ---");
     }
 }
 

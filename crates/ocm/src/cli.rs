@@ -18,7 +18,9 @@ use lexopt::prelude::*;
 use manager::PortPolicy;
 
 mod defs;
+mod groups;
 mod help;
+mod supervise_defs;
 #[cfg(test)]
 mod tests;
 
@@ -72,6 +74,13 @@ pub enum Name {
     Destroy,
     Supervise,
     Unit,
+    Prompt,
+    SessionLs,
+    SessionNew,
+    SessionShow,
+    SessionRm,
+    Events,
+    Mcp,
 }
 
 impl Name {
@@ -186,6 +195,43 @@ pub enum Command {
     },
     Supervise(crate::supervise::SuperviseArgs),
     Unit(crate::supervise::SuperviseArgs),
+    Prompt(Box<crate::prompt::PromptArgs>),
+    Session(Box<SessionCommand>),
+    Events {
+        dir: Option<PathBuf>,
+        all: bool,
+    },
+    /// `ocm mcp`: serve the tools to agents.
+    Mcp(McpOptions),
+}
+
+/// `ocm session ls|new|show|rm`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionCommand {
+    Ls {
+        dir: Option<PathBuf>,
+    },
+    /// The key options (title, team) in a [`crate::prompt::PromptArgs`].
+    New(Box<crate::prompt::PromptArgs>),
+    Show {
+        dir: Option<PathBuf>,
+        session: OsString,
+    },
+    Rm {
+        dir: Option<PathBuf>,
+        session: OsString,
+    },
+}
+
+/// `ocm mcp`'s options.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct McpOptions {
+    /// `--allow DIR` (repeatable): the folders projects must be in.
+    pub allow: Vec<PathBuf>,
+    /// `--http ADDR:PORT`: Streamable HTTP instead of stdio.
+    pub http: Option<String>,
+    /// `--token-env NAME`: the variable holding the bearer token.
+    pub token_env: Option<String>,
 }
 
 /// A command line ocm cannot make sense of: exit status 2.
@@ -237,12 +283,23 @@ where
                 if word == "help" {
                     return parse_help_topic(parsed, &mut parser);
                 }
+                // `ocm session --help`: the overview, which lists the
+                // subcommands.
+                let mut asked_help = false;
                 let mut next_word = || match parser.next() {
                     Ok(Some(Value(sub))) => Some(sub.to_string_lossy().into_owned()),
+                    Ok(Some(Long("help") | Short('h'))) => {
+                        asked_help = true;
+                        None
+                    }
                     _ => None,
                 };
-                break defs::lookup(COMMANDS, &word, &mut next_word)
-                    .map_err(|message| UsageError::new(message, None))?;
+                let found = defs::lookup(COMMANDS, &word, &mut next_word);
+                match found {
+                    Ok(def) => break def,
+                    Err(_) if asked_help => return Ok(parsed.into_cli(Action::Help(None))),
+                    Err(message) => return Err(UsageError::new(message, None)),
+                }
             }
             other => {
                 let other = OwnedArg::from(other);
@@ -352,7 +409,7 @@ fn parse_command(
     let usage = |message: String| UsageError::new(message, Some(name));
     let lex = |e: lexopt::Error| UsageError::new(e.to_string(), Some(name));
     let mut values: Vec<OsString> = Vec::new();
-    let most_values = if defs::MANY_DIRS.contains(&name) {
+    let most_values = if supervise_defs::MANY_DIRS.contains(&name) {
         usize::MAX
     } else {
         usize::from(def.dir) + def.operands.len()

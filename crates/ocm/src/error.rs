@@ -1,8 +1,14 @@
-//! What can end an ocm command, with its exit status and a hint.
+//! What can end an ocm command, with its exit status and a hint; how it
+//! is shown (one line plus details for people, one JSON object with
+//! structured fields for scripts) is in [`report`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::cli::UsageError;
+
+mod report;
+
+pub use report::{io_failure, path_json};
 
 /// Exit status: success.
 pub const EXIT_OK: i32 = 0;
@@ -32,11 +38,12 @@ pub enum CliError {
     /// but bad usage ends these with exit 4 (see [`CliError::starting`]).
     #[error("{0}")]
     Start(Box<manager::Error>),
-    /// The project folder does not exist and ocm has nothing recorded for
-    /// it (`status`, `url`).
+    /// The project folder does not exist (or is not a folder) and ocm has
+    /// nothing recorded for it (`status`, `url`).
     #[error(
-        "project folder {} does not exist (and ocm has no server recorded for it)",
-        project.display()
+        "project folder {} {} (and ocm has no server recorded for it)",
+        project.display(),
+        folder_problem(project).unwrap_or("is not a project folder")
     )]
     NoProject {
         /// The project path, made absolute.
@@ -76,6 +83,47 @@ pub enum CliError {
         /// Why it failed.
         source: std::io::Error,
     },
+    /// The server did not start: the manager's `StartFailed`, with the
+    /// binary that ran (from the record, else found as the manager finds
+    /// it), which the manager's error does not carry.
+    #[error("{error}")]
+    StartFailed {
+        /// `manager::Error::StartFailed`.
+        error: Box<manager::Error>,
+        /// The opencode binary that was run, when known.
+        binary: Option<PathBuf>,
+    },
+    /// A file operation in the state folder failed: says which folder, what
+    /// ocm was doing and (hint) how to choose another.
+    #[error(
+        "cannot use the state folder {} ({doing}): {error}",
+        root.display()
+    )]
+    InStateDir {
+        /// The state folder as configured.
+        root: PathBuf,
+        /// What ocm was doing (`starting the server for /p`).
+        doing: String,
+        /// The file or folder the operation failed on.
+        path: PathBuf,
+        /// The failure, with its exit status.
+        error: Box<CliError>,
+    },
+}
+
+/// What is wrong with `path` as a project folder: `None` when it is a
+/// folder.
+pub fn folder_problem(path: &Path) -> Option<&'static str> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => None,
+        Ok(meta) if meta.is_file() => Some("is a file, not a folder"),
+        Ok(_) => Some("is not a folder"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("does not exist"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            Some("does not exist (a file is in its path)")
+        }
+        Err(_) => Some("cannot be read"),
+    }
 }
 
 impl From<manager::Error> for CliError {
@@ -152,6 +200,8 @@ impl CliError {
                 | M::NoFreePort { .. } => EXIT_START_FAILED,
                 _ => EXIT_ERROR,
             },
+            CliError::StartFailed { .. } => EXIT_START_FAILED,
+            CliError::InStateDir { error, .. } => error.exit_code(),
             CliError::NoLog { .. } | CliError::Io { .. } => EXIT_ERROR,
         }
     }
@@ -185,17 +235,37 @@ impl CliError {
                  `ocm logs -f` to wait for it",
                 shell_word(&project.display().to_string())
             )),
+            CliError::NoProject { project } if project.exists() => Some(format!(
+                "give the project's folder (perhaps {}), or run ocm inside it; `ocm ls` lists \
+                 the projects ocm knows",
+                shell_word(
+                    &project
+                        .parent()
+                        .unwrap_or(Path::new("/"))
+                        .display()
+                        .to_string()
+                )
+            )),
             CliError::NoProject { .. } => {
                 Some("check the path; `ocm ls` lists the projects ocm knows".into())
             }
+            CliError::StartFailed { error, binary } => report::start_failed_hint(error, binary),
+            CliError::InStateDir { root, .. } => Some(format!(
+                "ocm keeps its records and logs in the state folder; make {} a folder ocm can \
+                 write to, or choose another with OCM_STATE_DIR=DIR or --state-dir DIR (an \
+                 absolute path)",
+                shell_word(&root.display().to_string())
+            )),
             CliError::Exec { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 Some("check the command name and PATH".into())
             }
             CliError::Manager(e) | CliError::Start(e) => match e.as_ref() {
-                M::StartFailed { project, .. } => Some(format!(
-                    "the whole log: `ocm logs {}`; a slow machine may need --timeout",
-                    shell_word(&project.display().to_string())
-                )),
+                M::StartFailed { .. } => report::start_failed_hint(e, &None),
+                M::BadStateDir(_) => Some(
+                    "give the state folder as an absolute path: OCM_STATE_DIR=/path/to/state or \
+                     --state-dir /path/to/state"
+                        .into(),
+                ),
                 M::PortInUse { .. } => Some(
                     "choose another with --port N, or let ocm pick with --port-policy project"
                         .into(),
@@ -227,6 +297,11 @@ impl CliError {
                          start a new server instead, move the record away: `mv {record} {aside}`"
                     ))
                 }
+                M::ProjectNotFound { path } if path.exists() => Some(
+                    "give the project's folder, not a file in it, or run ocm inside the \
+                     project"
+                        .into(),
+                ),
                 M::ProjectNotFound { .. } => Some(
                     "give an existing folder, or run ocm inside the project (`ocm ls` lists \
                      the projects ocm knows)"
@@ -240,7 +315,9 @@ impl CliError {
     }
 }
 
-/// `text` quoted for a POSIX shell when it needs quoting.
+/// `text` quoted for a shell when it needs quoting: `'...'`, or `$'...'`
+/// (bash, zsh, ksh) with escapes when it has control characters, so a
+/// hint never carries a raw one.
 pub fn shell_word(text: &str) -> String {
     let plain = !text.is_empty()
         && text
@@ -248,6 +325,28 @@ pub fn shell_word(text: &str) -> String {
             .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c));
     if plain {
         text.to_string()
+    } else if text.chars().any(crate::escape::needs_escape) {
+        let mut quoted = String::from("$'");
+        for c in text.chars() {
+            match c {
+                '\\' | '\'' => {
+                    quoted.push('\\');
+                    quoted.push(c);
+                }
+                '\n' => quoted.push_str("\\n"),
+                '\t' => quoted.push_str("\\t"),
+                '\r' => quoted.push_str("\\r"),
+                c if crate::escape::needs_escape(c) && (c as u32) < 0x80 => {
+                    quoted.push_str(&format!("\\x{:02x}", c as u32));
+                }
+                c if crate::escape::needs_escape(c) => {
+                    quoted.push_str(&format!("\\u{:04x}", c as u32));
+                }
+                c => quoted.push(c),
+            }
+        }
+        quoted.push('\'');
+        quoted
     } else {
         format!("'{}'", text.replace('\'', r"'\''"))
     }
@@ -444,5 +543,8 @@ mod tests {
         assert_eq!(shell_word("/a b"), "'/a b'");
         assert_eq!(shell_word("it's"), r"'it'\''s'");
         assert_eq!(shell_word(""), "''");
+        assert_eq!(shell_word("/a\nb's"), r"$'/a\nb\'s'");
+        assert_eq!(shell_word("/a\\b\t"), r"$'/a\\b\t'");
+        assert_eq!(shell_word("/x\u{1b}\u{202e}"), r"$'/x\x1b\u202e'");
     }
 }

@@ -61,14 +61,14 @@ pub fn follow(
             (_, Err(_)) => false,
         };
         if replaced {
-            match File::open(path) {
-                Ok(new) => {
+            match manager::open_log(path) {
+                Ok(Some(new)) => {
                     file = Some(new);
                     offset = 0;
                     continue;
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+                Ok(None) => {}
+                Err(e) => return Err(io::Error::other(e.to_string())),
             }
         }
         if file.is_none() && !told_waiting {

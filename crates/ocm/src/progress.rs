@@ -200,7 +200,8 @@ impl Shared {
             state.drawn = false;
         }
         let mut stderr = std::io::stderr().lock();
-        let _ = writeln!(stderr, "ocm: {text}");
+        // Notes quote paths, command lines and server messages.
+        let _ = writeln!(stderr, "ocm: {}", crate::escape::escape(text));
         let _ = stderr.flush();
     }
 

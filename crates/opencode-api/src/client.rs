@@ -376,6 +376,17 @@ impl Client {
         self.request(Call::get(session_path(session_id, &message)))
     }
 
+    /// `DELETE /session/{id}/message/{messageID}`: removes the message and
+    /// its parts (to clear an unanswered prompt before sending it again).
+    pub fn delete_message(
+        &self,
+        session_id: &SessionId,
+        message_id: &MessageId,
+    ) -> Result<bool, Error> {
+        let message = format!("/message/{}", segment(message_id.as_str()));
+        self.request(Call::new("DELETE", session_path(session_id, &message)))
+    }
+
     /// `POST /session/{id}/message`: sends a prompt and blocks until the turn
     /// ends, with no overall time limit (only the connect timeout). Returns
     /// the last assistant message, also when the turn failed (an abort gives

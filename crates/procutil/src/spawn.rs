@@ -22,7 +22,9 @@ pub enum Output {
     Null,
     /// A file opened with `O_APPEND | O_CREAT` (mode 0600 when created), so
     /// that earlier contents are kept and concurrent writers do not overwrite
-    /// each other.
+    /// each other. It must be a regular file: a FIFO, a socket or a symlink
+    /// there is refused ([`Error::OutputFile`](crate::Error::OutputFile)),
+    /// never waited on or followed.
     AppendTo(PathBuf),
 }
 
@@ -230,12 +232,75 @@ fn check_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// Opens the output file for appending without blocking and without
+/// following a symlink (`O_NOFOLLOW | O_NONBLOCK`): a FIFO there would block
+/// the open until someone reads it, and a symlink would send the child's
+/// output (and the file's creation) anywhere. Only a regular file is
+/// accepted (checked with fstat after the open); the descriptor the child
+/// gets is blocking again.
 fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+    use std::os::fd::AsRawFd;
+    let refuse = |what: String| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("it is {what}, not a regular file; remove it and try again"),
+        )
+    };
+    // What is not a regular file is refused before it is opened at all.
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.is_file() => return Err(refuse(describe_file_type(path, &meta))),
+        _ => {}
+    }
+    let file = OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
+        .map_err(|err| match err.raw_os_error() {
+            // ELOOP: a symlink; ENXIO: a FIFO nobody reads, or a socket.
+            Some(libc::ELOOP | libc::ENXIO) => match std::fs::symlink_metadata(path) {
+                Ok(meta) if !meta.is_file() => refuse(describe_file_type(path, &meta)),
+                _ => err,
+            },
+            _ => err,
+        })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(refuse(describe_file_type(path, &meta)));
+    }
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own, with integer arguments only.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
+/// "a FIFO", "a symlink (to X)", ... for an error message.
+fn describe_file_type(path: &Path, meta: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = meta.file_type();
+    if kind.is_symlink() {
+        return match std::fs::read_link(path) {
+            Ok(target) => format!("a symlink (to {})", target.display()),
+            Err(_) => "a symlink".to_string(),
+        };
+    }
+    let what = if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_dir() {
+        "a folder"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else {
+        "something else"
+    };
+    what.to_string()
 }
 
 fn kill_and_reap(pid: u32) {
@@ -502,6 +567,58 @@ fn parse_fd(name: &[u8]) -> Option<libc::c_int> {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+
+    /// Spawns `true` with its output appended to `path`, on a thread, and
+    /// fails when that is still blocked after 10 s (opening a FIFO for
+    /// writing waits for a reader; the thread is left behind).
+    fn spawn_appending_to(path: &Path) -> Result<Child, Error> {
+        let spec = SpawnSpec::new("true").output(Output::AppendTo(path.to_path_buf()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(spawn_detached(&spec));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("spawn was still blocked on the output file after 10 s")
+    }
+
+    #[test]
+    fn an_output_fifo_or_symlink_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.log");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let err = spawn_appending_to(&fifo).unwrap_err();
+        assert!(matches!(err, Error::OutputFile { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("a FIFO") && text.contains("fifo.log"),
+            "{text}"
+        );
+
+        let target = dir.path().join("elsewhere");
+        let link = dir.path().join("link.log");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = spawn_appending_to(&link).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("a symlink") && text.contains("link.log"),
+            "{text}"
+        );
+        assert!(!target.exists(), "the link's target was created");
+
+        // A plain file is appended to.
+        let log = dir.path().join("plain.log");
+        std::fs::write(&log, "kept\n").unwrap();
+        let child = spawn_appending_to(&log).unwrap();
+        child
+            .wait_timeout(std::time::Duration::from_secs(10))
+            .unwrap()
+            .expect("true exits");
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "kept\n");
+    }
 
     #[test]
     fn descriptor_names() {

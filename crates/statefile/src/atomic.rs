@@ -1,7 +1,8 @@
 //! Atomic writes: a temp file, fsync, rename and fsync of the folder, so a
 //! reader or a crash sees the old content or the new, never a mix.
 
-use std::fs::{self, File, OpenOptions};
+use std::ffi::OsStr;
+use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::Error;
+use crate::open::{OpenMode, open_file};
 use crate::paths::{FILE_MODE, ensure_dir};
 
 /// Marker between the record name and the writer's id in a temp file name:
@@ -48,12 +50,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let (dir, name) = split_file_path(path)?;
     ensure_dir(&dir)?;
     let temp = dir.join(temp_name(&name));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(FILE_MODE)
-        .open(&temp)
-        .map_err(|e| Error::io(&temp, e))?;
+    let mut file = open_file(&temp, OpenMode::CreateNew)?;
     let result = (|| {
         // The umask may have taken bits away; 0600 is what we want.
         file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
@@ -69,12 +66,20 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         let _ = fs::remove_file(&temp);
         return Err(Error::io(path, err));
     }
-    sync_dir(&dir)
+    sync_dir(&dir)?;
+    // What a killed writer of this file left behind goes now. Best effort:
+    // the record is written, and a leftover only costs space.
+    let _ = remove_stale_temps(&dir, Some(&name));
+    Ok(())
 }
 
 /// Fsyncs a folder so that a rename or create in it survives a power loss.
+/// Opened with `O_DIRECTORY`, so whatever else is there never blocks.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir)
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NONBLOCK)
+        .open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(dir, e))
 }
@@ -115,6 +120,16 @@ fn random_ish() -> u32 {
     hasher.finish() as u32
 }
 
+/// Whether `temp`, a temp file name, was made for the file named `of`
+/// (`.<of>.tmp-<id>`, the marker right after the name).
+fn is_temp_of(temp: &OsStr, of: &str) -> bool {
+    temp.to_str()
+        .and_then(|t| t.strip_prefix('.'))
+        .and_then(|t| t.strip_prefix(of))
+        .and_then(|rest| rest.rsplit_once(TEMP_MARKER))
+        .is_some_and(|(between, _)| between.is_empty())
+}
+
 /// If `file_name` is a temp file of [`write_private`], the pid of its writer.
 pub fn temp_file_writer(file_name: &str) -> Option<u32> {
     let rest = file_name.strip_prefix('.')?;
@@ -136,6 +151,12 @@ pub fn temp_file_writer(file_name: &str) -> Option<u32> {
 /// live writers (this process included) are kept, since they may be about
 /// to be renamed. Returns the removed paths.
 pub fn remove_stale_temp_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    remove_stale_temps(dir, None)
+}
+
+/// [`remove_stale_temp_files`], for the temp files of the file named `of`
+/// only when it is given.
+fn remove_stale_temps(dir: &Path, of: Option<&OsStr>) -> Result<Vec<PathBuf>, Error> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
@@ -148,6 +169,11 @@ pub fn remove_stale_temp_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
         let Some(pid) = name.to_str().and_then(temp_file_writer) else {
             continue;
         };
+        if let Some(of) = of.and_then(OsStr::to_str)
+            && !is_temp_of(&name, of)
+        {
+            continue;
+        }
         let path = entry.path();
         let old = entry
             .metadata()
@@ -202,5 +228,12 @@ mod tests {
             assert_eq!(temp_file_writer(not_temp), None, "{not_temp}");
         }
         assert_eq!(temp_file_writer(".a.tmp-b.tmp-7-0-deadbeef"), Some(7));
+        assert!(is_temp_of(OsStr::new(a), "server.json"));
+        assert!(!is_temp_of(OsStr::new(a), "server"));
+        assert!(!is_temp_of(OsStr::new(".a.tmp-b.tmp-7-0-deadbeef"), "a"));
+        assert!(is_temp_of(
+            OsStr::new(".a.tmp-b.tmp-7-0-deadbeef"),
+            "a.tmp-b"
+        ));
     }
 }

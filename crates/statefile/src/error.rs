@@ -66,6 +66,29 @@ pub enum Error {
         /// How long we waited.
         waited: Duration,
     },
+    /// Something other than a regular file of the user's own is where ocm
+    /// keeps a file (a FIFO, a socket, a device, a symlink, a file of another
+    /// user), or a symlink is where it keeps a project folder. ocm neither
+    /// opens nor follows it, so it cannot hang on it or write elsewhere.
+    #[error(
+        "{} is {found}, where ocm expects {expected}; ocm does not open or follow it: \
+         remove it (or move it away) and try again",
+        path.display()
+    )]
+    Refused {
+        /// What is there.
+        path: PathBuf,
+        /// What it is: "a FIFO", "a symlink (to ...)", "owned by uid N ...".
+        found: String,
+        /// What ocm expects there.
+        expected: &'static str,
+    },
+    /// The caller gave up waiting for the lock (an interrupted command).
+    #[error("stopped waiting for the lock {}", path.display())]
+    LockCancelled {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// A value could not be turned into JSON (e.g. a path that is not UTF-8).
     #[error("cannot serialize the record for {}: {source}", path.display())]
     Serialize {
@@ -111,6 +134,11 @@ impl Error {
         )
     }
 
+    /// True when the file (or a folder on its path) does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+
     /// The file or folder this error is about, if any.
     pub fn path(&self) -> Option<&std::path::Path> {
         match self {
@@ -121,6 +149,8 @@ impl Error {
             | Error::FutureVersion { path, .. }
             | Error::LockTimeout { path, .. }
             | Error::Serialize { path, .. }
+            | Error::Refused { path, .. }
+            | Error::LockCancelled { path }
             | Error::NotAFilePath { path } => Some(path),
             Error::RelativeStateDir { value } => Some(value),
             Error::NoStateDir => None,

@@ -6,14 +6,25 @@
 //! `servers/<md5 of the project path>/` ([`ProjectPaths`]) holding
 //! `server.json` (the record, whose type belongs to the crate that writes
 //! it), `server.lock` (the advisory lock that serializes processes working
-//! on that project, [`lock`]) and `server.log` with its rotated copies.
-//! Folders are created 0700, files 0600.
+//! on that project, [`lock`], with its waiters' queue `server.lock.queue`)
+//! and `server.log` with its rotated copies. Folders are created 0700,
+//! files 0600.
+//!
+//! Every file is opened with [`open_file`]: without blocking and without
+//! following a symlink, and only when it is a regular file of the user's
+//! own; anything else (a FIFO, a socket, a symlink, another user's file, a
+//! symlinked project folder) is refused with [`Error::Refused`], which names
+//! it and says to remove it. Reads are bounded.
 //!
 //! Files are written atomically ([`write_atomic`]: temp file, fsync, rename,
 //! fsync of the folder), so a reader or a crash sees the old file or the new
-//! one, never a mix. Reading ([`read_json_versioned`]) tells a missing file
+//! one, never a mix; the temp files of a killed writer go with the next
+//! write. Reading ([`read_json_versioned`]) tells a missing file
 //! (`Ok(None)`) from an unusable one (a typed [`Error`] naming the file); an
 //! unusable one is moved aside with [`quarantine`], never deleted.
+//!
+//! The lock is fair: waiters get it in the order they asked, so no process
+//! waits out its timeout while others take the lock again and again.
 //!
 //! ```
 //! use std::time::Duration;
@@ -55,6 +66,7 @@
 mod atomic;
 mod error;
 mod lock;
+mod open;
 mod paths;
 mod read;
 mod time;
@@ -63,7 +75,8 @@ pub use atomic::{
     STALE_TEMP_AGE, remove_stale_temp_files, temp_file_writer, write_atomic, write_private,
 };
 pub use error::Error;
-pub use lock::{LockGuard, lock, try_lock};
+pub use lock::{LockGuard, lock, lock_unless, try_lock};
+pub use open::{OpenMode, open_file};
 pub use paths::{
     DIR_MODE, FILE_MODE, ProjectPaths, ensure_dir, is_project_hash, project_hashes, rotate_file,
     state_root, state_root_from,

@@ -135,7 +135,13 @@ pub fn project_hashes(state_root: &Path) -> Result<Vec<String>, Error> {
 /// (whatever the umask). Folders that already exist keep their mode: ocm
 /// never changes a folder it did not create (`OCM_STATE_DIR` may be a shared
 /// one).
+///
+/// A project folder (`<root>/servers/<hash>`, and `servers` itself) that
+/// is a symlink is refused with [`Error::Refused`]: the record, lock and log
+/// would land wherever it points. The state root may be reached through a
+/// symlink.
 pub fn ensure_dir(path: &Path) -> Result<(), Error> {
+    crate::open::check_layout_dir(path)?;
     let mut missing = Vec::new();
     let mut current = path;
     loop {

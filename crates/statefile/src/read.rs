@@ -3,7 +3,7 @@
 //! instead of deleting it.
 
 use std::ffi::{CString, OsString};
-use std::fs::{self, File};
+use std::fs;
 use std::io::{ErrorKind, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -14,17 +14,20 @@ use serde_json::Value;
 use serde_json::error::Category;
 
 use crate::atomic::{split_file_path, sync_dir};
+use crate::open::{OpenMode, open_file};
 use crate::{Error, time};
 
 /// Larger state files are treated as corrupt rather than read into memory.
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Reads the whole file, `Ok(None)` when it does not exist.
+/// Reads the whole file (at most [`MAX_FILE_BYTES`]), `Ok(None)` when it
+/// does not exist. Opened with [`open_file`]: a FIFO, a symlink or a file of
+/// another user is refused, never waited on or followed.
 fn read_bytes(path: &Path) -> Result<Option<Vec<u8>>, Error> {
-    let file = match File::open(path) {
+    let file = match open_file(path, OpenMode::Read) {
         Ok(file) => file,
-        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(Error::io(path, err)),
+        Err(err) if err.is_not_found() => return Ok(None),
+        Err(err) => return Err(err),
     };
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES + 1)
@@ -66,9 +69,11 @@ fn json_error(path: &Path, err: serde_json::Error) -> Error {
 
 /// Reads a JSON file into `T`.
 ///
-/// A missing file is `Ok(None)`. An unreadable file is [`Error::Io`]; an
-/// empty one [`Error::Empty`]; invalid or truncated JSON [`Error::Corrupt`];
-/// JSON that does not fit `T` [`Error::WrongShape`]. Never panics.
+/// A missing file is `Ok(None)`. An unreadable file is [`Error::Io`]; a
+/// FIFO, socket, symlink or file of another user [`Error::Refused`] (see
+/// [`open_file`]; it never blocks); an empty one [`Error::Empty`]; invalid
+/// or truncated JSON [`Error::Corrupt`]; JSON that does not fit `T`
+/// [`Error::WrongShape`]. Never panics.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, Error> {
     let Some(bytes) = read_bytes(path)? else {
         return Ok(None);

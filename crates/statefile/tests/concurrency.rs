@@ -244,3 +244,38 @@ fn writers_killed_at_random_points_never_leave_a_partial_record() {
         "{new_found} new records in {ROUNDS} rounds (seed {seed})"
     );
 }
+
+/// A writer killed in the middle of a write leaves its temp file; the next
+/// write of the record removes it (its writer is dead).
+#[test]
+fn the_next_write_removes_what_a_killed_writer_left() {
+    let mut rng = Rng::new(KILL_SEED);
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("servers/h");
+    let record = project.join("server.json");
+    const BIG_PAYLOAD: u64 = 4 * 1024 * 1024;
+    for round in 0..100 {
+        let mut writer = ChildProc::spawn(
+            "endless-writer",
+            &[
+                ("RECORD", record.display().to_string()),
+                ("PAYLOAD", BIG_PAYLOAD.to_string()),
+            ],
+        );
+        writer.wait_for_line("WROTE 1", CHILD_DEADLINE);
+        std::thread::sleep(Duration::from_micros(rng.below(20_000)));
+        let pid = writer.pid();
+        writer.kill();
+        if temp_files_of(&project, pid).is_empty() {
+            continue;
+        }
+        write_atomic(&record, &sample_record(1, 10)).unwrap();
+        assert!(
+            temp_files_of(&project, pid).is_empty(),
+            "the killed writer's temp file outlived the next write"
+        );
+        println!("round {round}: the kill left a temp file; the next write removed it");
+        return;
+    }
+    panic!("no kill in 100 rounds landed in the middle of a write");
+}

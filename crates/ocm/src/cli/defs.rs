@@ -17,9 +17,11 @@ use std::path::PathBuf;
 use manager::PortPolicy;
 
 use super::{
-    Action, Cli, Command, DEFAULT_LOG_LINES, Name, StartOptions, check_once, parse_port,
-    parse_port_policy, parse_timeout,
+    Action, Cli, Command, DEFAULT_LOG_LINES, McpOptions, Name, SessionCommand, StartOptions,
+    check_once, parse_port, parse_port_policy, parse_timeout,
 };
+
+pub(crate) use super::groups::{EVENTS, GLOBAL, LOGS, MCP, PROMPT, SESSION_KEY, START};
 
 /// One command: everything the parser and the help texts need.
 #[derive(Debug)]
@@ -122,6 +124,11 @@ pub(crate) struct Parsed {
     pub follow: bool,
     /// `ocm supervise`'s and `ocm unit`'s options.
     pub supervise: crate::supervise::SuperviseOptions,
+    /// `ocm prompt`'s options.
+    pub prompt: crate::prompt::PromptArgs,
+    /// `ocm events --all`.
+    pub all: bool,
+    pub mcp: McpOptions,
 }
 
 impl Parsed {
@@ -196,57 +203,15 @@ pub(crate) fn lookup<'t>(
         })
 }
 
-/// Options every command takes, before or after its name.
-pub(crate) const GLOBAL: Group = Group {
-    id: "global",
-    heading: "Global options",
-    usage: None,
-    noun: None,
-    in_overview: true,
-};
-
-/// How `up`, `restart` and `exec` start a server.
-pub(crate) const START: Group = Group {
-    id: "start",
-    heading: "Start options",
-    usage: Some("START OPTIONS"),
-    noun: Some("a start option"),
-    in_overview: true,
-};
-
-/// `ocm logs`'s own options.
-pub(crate) const LOGS: Group = Group {
-    id: "logs",
-    heading: "Options",
-    usage: None,
-    noun: None,
-    in_overview: false,
-};
-
-/// Commands that take any number of folders (`DIR...`): the first is in
-/// `dir`, the others in `operands`.
-pub(crate) const MANY_DIRS: &[Name] = &[Name::Supervise, Name::Unit];
-
-/// `ocm supervise`'s and `ocm unit`'s options.
-pub(crate) const SUPERVISE: Group = Group {
-    id: "supervise",
-    heading: "Supervise options",
-    usage: Some("SUPERVISE OPTIONS"),
-    noun: Some("a supervise option"),
-    in_overview: false,
-};
-
-fn supervise_dirs(mut p: Parsed) -> crate::supervise::SuperviseArgs {
-    let mut dirs: Vec<PathBuf> = p.dir.take().into_iter().collect();
-    dirs.extend(p.operands.drain(..).map(PathBuf::from));
-    crate::supervise::SuperviseArgs {
-        dirs,
-        options: p.supervise,
+/// Stores a non-empty text value of `ocm prompt`.
+fn text_value(option: &str, value: OsString) -> Result<String, String> {
+    let text = value
+        .into_string()
+        .map_err(|_| format!("--{option} is not valid UTF-8"))?;
+    if text.trim().is_empty() {
+        return Err(format!("--{option} must not be empty"));
     }
-}
-
-fn secs_value(value: &OsString, flag: &str) -> Result<std::time::Duration, String> {
-    crate::supervise::parse_secs(&value.to_string_lossy()).map_err(|m| format!("{flag}: {m}"))
+    Ok(text)
 }
 
 /// Every option; within a group, in the order help texts list them.
@@ -277,12 +242,21 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
                 if value.is_empty() {
                     return Err("--state-dir must not be empty".into());
                 }
-                p.state_dir = Some(PathBuf::from(value));
+                // As OCM_STATE_DIR: a relative folder would be another one
+                // from every working folder.
+                let dir = PathBuf::from(value);
+                if !dir.is_absolute() {
+                    return Err(format!(
+                        "--state-dir must be an absolute path, got {}",
+                        dir.display()
+                    ));
+                }
+                p.state_dir = Some(dir);
                 Ok(())
             },
         },
-        help: "Where ocm keeps its state (default $OCM_STATE_DIR, else \
-               $XDG_STATE_HOME/ocm, else ~/.local/state/ocm)",
+        help: "Where ocm keeps its state, an absolute path (default \
+               $OCM_STATE_DIR, else $XDG_STATE_HOME/ocm, else ~/.local/state/ocm)",
         group: &GLOBAL,
     },
     OptionDef {
@@ -423,129 +397,199 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
         group: &LOGS,
     },
     OptionDef {
-        long: "all",
-        short: None,
-        aliases: &[],
-        kind: Kind::Switch(|p| p.supervise.all = true),
-        help: "Also every project under the state folder whose desired state is up, \
-               including ones brought up later",
-        group: &SUPERVISE,
-    },
-    OptionDef {
-        long: "restart",
+        long: "session",
         short: None,
         aliases: &[],
         kind: Kind::Value {
-            name: "POLICY",
-            store: |p, value| {
-                let policy = value
-                    .to_string_lossy()
-                    .parse()
-                    .map_err(|m| format!("--restart: {m}"))?;
-                p.supervise.restart = Some(policy);
+            name: "ID",
+            store: |p, v| {
+                p.prompt.session = Some(text_value("session", v)?);
                 Ok(())
             },
         },
-        help: "on-failure (default), always or never",
-        group: &SUPERVISE,
+        help: "Prompt this OpenCode session (ses_...)",
+        group: &PROMPT,
     },
     OptionDef {
-        long: "max-restarts",
+        long: "title",
         short: None,
         aliases: &[],
         kind: Kind::Value {
-            name: "N",
-            store: |p, value| {
-                let text = value.to_string_lossy();
-                let n = text
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("--max-restarts: '{text}' is not a whole number"))?;
-                p.supervise.max_restarts = Some(n);
+            name: "TITLE",
+            store: |p, v| {
+                p.prompt.title = Some(text_value("title", v)?);
                 Ok(())
             },
         },
-        help: "The start limit: at most N starts within --within SECS (default 5 in \
-               60), then the project is failed until `ocm up`; 0: no limit",
-        group: &SUPERVISE,
+        help: "The session with this title (created on first use, resumed after)",
+        group: &SESSION_KEY,
     },
     OptionDef {
-        long: "within",
+        long: "team",
         short: None,
         aliases: &[],
         kind: Kind::Value {
-            name: "SECS",
-            store: |p, value| {
-                p.supervise.within = Some(secs_value(&value, "--within")?);
+            name: "TEAM",
+            store: |p, v| {
+                p.prompt.team = Some(text_value("team", v)?);
                 Ok(())
             },
         },
-        help: "The start limit's window (default 60)",
-        group: &SUPERVISE,
+        help: "With --agent and --role: the session titled \
+               teams::TEAM::agent::AGENT::role::ROLE",
+        group: &SESSION_KEY,
     },
     OptionDef {
-        long: "stall",
+        long: "agent",
         short: None,
         aliases: &[],
         kind: Kind::Value {
-            name: "SECS",
-            store: |p, value| {
-                p.supervise.stall = Some(secs_value(&value, "--stall")?);
+            name: "AGENT",
+            store: |p, v| {
+                p.prompt.agent = Some(text_value("agent", v)?);
                 Ok(())
             },
         },
-        help: "No event for SECS is a stream failure (default 15; the server sends a \
-               heartbeat every 10)",
-        group: &SUPERVISE,
+        help: "The team's agent id with --team; else the OpenCode agent to run",
+        group: &SESSION_KEY,
     },
     OptionDef {
-        long: "max-delay",
+        long: "role",
         short: None,
         aliases: &[],
         kind: Kind::Value {
-            name: "SECS",
-            store: |p, value| {
-                p.supervise.max_delay = Some(secs_value(&value, "--max-delay")?);
+            name: "ROLE",
+            store: |p, v| {
+                p.prompt.role = Some(text_value("role", v)?);
                 Ok(())
             },
         },
-        help: "The longest restart delay (default 30; it starts at 0.1 and doubles)",
-        group: &SUPERVISE,
+        help: "The team member's role (with --team)",
+        group: &SESSION_KEY,
     },
     OptionDef {
-        long: "max-memory",
+        long: "new",
+        short: None,
+        aliases: &[],
+        kind: Kind::Switch(|p| p.prompt.new = true),
+        help: "A fresh session (it becomes the project's default)",
+        group: &PROMPT,
+    },
+    OptionDef {
+        long: "model",
         short: None,
         aliases: &[],
         kind: Kind::Value {
-            name: "SIZE",
-            store: |p, value| {
-                let bytes = crate::supervise::parse_size(&value.to_string_lossy())
-                    .map_err(|m| format!("--max-memory: {m}"))?;
-                p.supervise.max_memory = Some(bytes);
+            name: "PROVIDER/MODEL",
+            store: |p, v| {
+                p.prompt.model = Some(text_value("model", v)?);
                 Ok(())
             },
         },
-        help: "Restart a server above this resident memory (800M, 2G) once no session \
-               is busy",
-        group: &SUPERVISE,
+        help: "The model (a session made for another model is replaced)",
+        group: &SESSION_KEY,
     },
     OptionDef {
-        long: "stop-on-exit",
+        long: "message-id",
         short: None,
         aliases: &[],
-        kind: Kind::Switch(|p| p.supervise.stop_on_exit = true),
-        help: "Stop the watched servers when supervision ends (default: they keep \
-               running)",
-        group: &SUPERVISE,
+        kind: Kind::Value {
+            name: "ID",
+            store: |p, v| {
+                p.prompt.message_id = Some(text_value("message-id", v)?);
+                Ok(())
+            },
+        },
+        help: "Retry the prompt with this message ID (msg_..., printed when a turn \
+               fails): never a duplicate; a prompt already answered prints its reply",
+        group: &PROMPT,
     },
     OptionDef {
-        long: "verbose",
-        short: Some('v'),
+        long: "permissions",
+        short: None,
         aliases: &[],
-        kind: Kind::Switch(|p| p.supervise.verbose = true),
-        help: "Also print every event received from the servers",
-        group: &SUPERVISE,
+        kind: Kind::Value {
+            name: "MODE",
+            store: |p, v| {
+                let mode = text_value("permissions", v)?;
+                if !["ask", "allow", "deny"].contains(&mode.as_str()) {
+                    return Err(format!("--permissions: '{mode}' is not ask, allow or deny"));
+                }
+                p.prompt.permissions = Some(mode);
+                Ok(())
+            },
+        },
+        help: "What to answer a tool's permission request: ask (default: wait for \
+               an answer given elsewhere), allow (once) or deny",
+        group: &PROMPT,
     },
+    super::supervise_defs::ALL,
+    OptionDef {
+        long: "allow",
+        short: None,
+        aliases: &[],
+        kind: Kind::Value {
+            name: "DIR",
+            store: |p, value| {
+                if value.is_empty() {
+                    return Err("--allow must not be empty".into());
+                }
+                p.mcp.allow.push(PathBuf::from(value));
+                Ok(())
+            },
+        },
+        help: "Only manage projects inside DIR (repeatable; default: any existing folder)",
+        group: &MCP,
+    },
+    OptionDef {
+        long: "http",
+        short: None,
+        aliases: &[],
+        kind: Kind::Value {
+            name: "ADDR:PORT",
+            store: |p, value| {
+                let text = value.to_string_lossy().trim().to_string();
+                if text.parse::<std::net::SocketAddr>().is_err() {
+                    return Err(format!(
+                        "--http: '{text}' is not an address and port (127.0.0.1:8765, \
+                         [::1]:8765)"
+                    ));
+                }
+                p.mcp.http = Some(text);
+                Ok(())
+            },
+        },
+        help: "Serve MCP's Streamable HTTP transport on ADDR:PORT instead of stdio \
+               (loopback unless --token-env is given)",
+        group: &MCP,
+    },
+    OptionDef {
+        long: "token-env",
+        short: None,
+        aliases: &[],
+        kind: Kind::Value {
+            name: "NAME",
+            store: |p, value| {
+                let name = value.to_string_lossy().to_string();
+                if name.is_empty() || name.contains('=') {
+                    return Err(format!("--token-env: '{name}' is not a variable name"));
+                }
+                p.mcp.token_env = Some(name);
+                Ok(())
+            },
+        },
+        help: "With --http: every request must carry `Authorization: Bearer TOKEN`, TOKEN \
+               being the value of the environment variable NAME (never on the command line)",
+        group: &MCP,
+    },
+    super::supervise_defs::RESTART,
+    super::supervise_defs::MAX_RESTARTS,
+    super::supervise_defs::WITHIN,
+    super::supervise_defs::STALL,
+    super::supervise_defs::MAX_DELAY,
+    super::supervise_defs::MAX_MEMORY,
+    super::supervise_defs::STOP_ON_EXIT,
+    super::supervise_defs::VERBOSE,
 ];
 
 /// Every command, in the order `ocm --help` lists them.
@@ -579,8 +623,9 @@ pub(crate) const COMMANDS: &[CommandDef] = &[
         aliases: &["stop"],
         summary: "Stop the project's server",
         help: "Stops the project's server: SIGTERM to its process group, SIGKILL after \
-               5 s. A stopped project is fine (exit 0, says it was not running). A \
-               recorded pid that is not this project's server is never signalled.",
+               5 s. A stopped project is fine (exit 0, says it was not running, and \
+               when the path is not a folder, that too). A recorded pid that is not \
+               this project's server is never signalled.",
         dir: true,
         operands: &[],
         rest: None,
@@ -592,7 +637,10 @@ pub(crate) const COMMANDS: &[CommandDef] = &[
         word: "restart",
         aliases: &[],
         summary: "Stop the project's server and start a fresh one",
-        help: "Stops the project's server (if any) and starts a fresh one.",
+        help: "Stops the project's server (if any) and starts a fresh one. Prints \
+               `ocm up`'s line, with the pid it replaced.\n\n\
+               With --json: `ocm up --json`'s object plus `replaced`: the server it \
+               stopped ({pid, url}), or null when none was running.",
         dir: true,
         operands: &[],
         rest: None,
@@ -612,8 +660,8 @@ pub(crate) const COMMANDS: &[CommandDef] = &[
         help: "Shows the project's server: status (running, stopped, unhealthy, dead), \
                URL, pid, uptime, memory, version and log. Never starts anything. Exit 0 \
                when it is running and healthy, 3 otherwise (also when the folder does \
-               not exist and ocm has no server recorded for it; a server whose folder \
-               was deleted is shown, with a note).",
+               not exist, or is a file, and ocm has no server recorded for it; a server \
+               whose folder was deleted is shown, with a note).",
         dir: true,
         operands: &[],
         rest: None,
@@ -626,7 +674,9 @@ pub(crate) const COMMANDS: &[CommandDef] = &[
         aliases: &["list"],
         summary: "List every project ocm knows, with live status",
         help: "Lists every project recorded in the state folder, with a live health \
-               check.",
+               check. A dead server shows the port and pid it was recorded with. \
+               Before the first `ocm up` the state folder need not exist: nothing is \
+               listed.",
         dir: false,
         operands: &[],
         rest: None,
@@ -697,12 +747,20 @@ pub(crate) const COMMANDS: &[CommandDef] = &[
                OPENCODE_SERVER=<url> (and OPENCODE_SERVER_USERNAME/PASSWORD when the \
                server has a password) in its environment, in the current folder. Exits \
                with CMD's exit status; 127 when CMD is not found, 126 when it cannot be \
-               run, 4 when the server fails to start.",
+               run, 4 when the server fails to start. --json is refused: CMD owns \
+               stdout (`ocm up --json` describes the server).",
         dir: true,
         operands: &[],
         rest: Some("CMD [ARGS...]"),
         groups: &[&START],
         build: |p| {
+            if p.json {
+                return Err(
+                    "--json cannot be combined with exec: the command's output is on \
+                            stdout (`ocm up --json` describes the server)"
+                        .into(),
+                );
+            }
             let mut words = p
                 .rest
                 .ok_or("no command given: ocm exec [DIR] -- CMD [ARGS...]")?
@@ -728,10 +786,12 @@ pub(crate) const COMMANDS: &[CommandDef] = &[
                servers ocm started that have no record any more, and reports running \
                servers whose project folder is gone (they are left running) and records \
                it cannot read (left alone).\n\n\
+               Says which projects it removed (by their folder; a state folder \
+               without a record by its path).\n\n\
                With --json: {removed, projectGone, orphansStopped, busy, unreadable}; \
-               each project in them is a status object (as `ocm status --json`, as it \
-               was before gc ran) with its `stateDir` (and, in unreadable, \
-               `recordPath`).",
+               each project in them is a project object (as `ocm status --json`, as it \
+               was before gc ran) plus `recordPath` (the unreadable record, else \
+               null).",
         dir: false,
         operands: &[],
         rest: None,
@@ -751,43 +811,164 @@ pub(crate) const COMMANDS: &[CommandDef] = &[
         groups: &[],
         build: |p| Ok(Command::Destroy { dir: p.dir }),
     },
+    super::supervise_defs::SUPERVISE_COMMAND,
+    super::supervise_defs::UNIT_COMMAND,
     CommandDef {
-        name: Name::Supervise,
-        word: "supervise",
+        name: Name::Prompt,
+        word: "prompt",
         aliases: &[],
-        summary: "Watch servers in the foreground and keep them healthy",
-        help: "Brings each DIR up (default: the current folder) and watches it until \
-               Ctrl-C or SIGTERM: a crash is seen at once (pidfd), a hang when the \
-               server's event stream stays silent (--stall) and its health check \
-               fails; either is restarted with a growing delay (100 ms doubling to \
-               30 s), up to the start limit. `ocm down` is obeyed (the server stays \
-               down), `ocm up` takes it back. One supervisor per project: a second \
-               one says who has it and leaves it alone. Servers keep running when \
-               supervision ends, unless --stop-on-exit.\n\n\
-               Prints one line per transition; with --json one JSON object per line \
-               (project, state, previous, at, reason, message, pid, restarts). \
-               Speaks sd_notify (READY=1, WATCHDOG=1) under systemd: see `ocm unit`. \
-               Settings also come from OCM_SUPERVISE_RESTART, _MAX_RESTARTS, _WITHIN, \
-               _STALL, _MAX_DELAY, _MAX_MEMORY and _BUSY_WAIT. DIR may be given many times.",
+        summary: "Send a prompt exactly once and stream the reply",
+        help: "Ensures the project's server and a session (default: the project's \
+               default session), sends TEXT (`-`: read stdin) exactly once and streams \
+               the reply text to stdout; reasoning and tool activity go to stderr when \
+               it is a terminal.\n\n\
+               Exit 0 done, 4 when the server could not be started, 5 when the turn \
+               failed (model or tool error, watchdog, server crash, --timeout): the \
+               prompt's message ID is printed, and `--message-id ID` retries it without \
+               a duplicate. With --json: one JSON object per line (`type`: text, \
+               reasoning, tool, permission, usage), the last `done` (sessionId, \
+               messageId, text, usage, cost) or `failed` (error, messageId).\n\n\
+               Here --timeout SECS bounds the turn (default 3600; the turn is aborted \
+               and the exit is 5); the server's start-up keeps its default.",
         dir: true,
-        operands: &[],
+        operands: &["TEXT"],
         rest: None,
-        groups: &[&SUPERVISE],
-        build: |p| Ok(Command::Supervise(supervise_dirs(p))),
+        groups: &[&SESSION_KEY, &PROMPT, &START],
+        build: |mut p| {
+            crate::prompt::check(&p.prompt)?;
+            p.prompt.dir = p.dir.take();
+            // Here --timeout bounds the turn; the start-up keeps its default.
+            p.prompt.timeout = p.start.timeout.take();
+            p.prompt.start = p.start;
+            p.prompt.text = p.operands.pop().unwrap_or_default();
+            Ok(Command::Prompt(Box::new(p.prompt)))
+        },
     },
     CommandDef {
-        name: Name::Unit,
-        word: "unit",
-        aliases: &[],
-        summary: "Print a systemd user unit that runs `ocm supervise`",
-        help: "Prints a systemd user unit (Type=notify) that runs `ocm supervise` with \
-               this ocm's absolute path, the state folder and the given folders (every \
-               project with --all or no DIR), and the supervise options given here. \
-               DIR may be given many times.",
+        name: Name::SessionLs,
+        word: "session ls",
+        aliases: &["session list"],
+        summary: "List the project's sessions: the registry and the server's",
+        help: "Lists the project's sessions: those ocm recorded (title, status \
+               active/crashed/interrupted/closed, turns, usage) merged with what the \
+               server has. Starts the server when needed.",
         dir: true,
         operands: &[],
         rest: None,
-        groups: &[&SUPERVISE],
-        build: |p| Ok(Command::Unit(supervise_dirs(p))),
+        groups: &[],
+        build: |p| {
+            Ok(Command::Session(Box::new(SessionCommand::Ls {
+                dir: p.dir,
+            })))
+        },
+    },
+    CommandDef {
+        name: Name::SessionNew,
+        word: "session new",
+        aliases: &[],
+        summary: "Create a session (by title or team key) and record it",
+        help: "Creates a session titled after --title, or --team/--agent/--role \
+               (teams::TEAM::agent::AGENT::role::ROLE), or the project's default \
+               session, and records it; an older session of that key is marked \
+               crashed. Prints its id.",
+        dir: true,
+        operands: &[],
+        rest: None,
+        groups: &[&SESSION_KEY],
+        build: |mut p| {
+            p.prompt.new = false;
+            crate::prompt::check(&p.prompt)?;
+            p.prompt.dir = p.dir.take();
+            Ok(Command::Session(Box::new(SessionCommand::New(Box::new(
+                p.prompt,
+            )))))
+        },
+    },
+    CommandDef {
+        name: Name::SessionShow,
+        word: "session show",
+        aliases: &[],
+        summary: "Show a session (id or title) with its usage totals",
+        help: "Shows one session, by id (ses_...) or by the title it was recorded \
+               under: status, turns, usage totals (tokens in, out, reasoning, cache; \
+               cost), and the server's view of it.",
+        dir: true,
+        operands: &["SESSION"],
+        rest: None,
+        groups: &[],
+        build: |mut p| {
+            Ok(Command::Session(Box::new(SessionCommand::Show {
+                dir: p.dir,
+                session: p.operands.pop().unwrap_or_default(),
+            })))
+        },
+    },
+    CommandDef {
+        name: Name::SessionRm,
+        word: "session rm",
+        aliases: &["session delete"],
+        summary: "Delete a session (id or title) on the server and in the registry",
+        help: "Deletes one session, by id (ses_...) or by the title it was recorded \
+               under, on the server, and marks it closed in the registry.",
+        dir: true,
+        operands: &["SESSION"],
+        rest: None,
+        groups: &[],
+        build: |mut p| {
+            Ok(Command::Session(Box::new(SessionCommand::Rm {
+                dir: p.dir,
+                session: p.operands.pop().unwrap_or_default(),
+            })))
+        },
+    },
+    CommandDef {
+        name: Name::Events,
+        word: "events",
+        aliases: &[],
+        summary: "Follow the server's event stream, one event per line",
+        help: "Follows the project's server's event stream (one connection to \
+               /global/event) and prints one decoded event per line until Ctrl-C: \
+               the project's directory only, or with --all every directory. With \
+               --json: one JSON object per line (directory, type, sessionId).",
+        dir: true,
+        operands: &[],
+        rest: None,
+        groups: &[&EVENTS],
+        build: |p| {
+            Ok(Command::Events {
+                dir: p.dir,
+                all: p.all,
+            })
+        },
+    },
+    CommandDef {
+        name: Name::Mcp,
+        word: "mcp",
+        aliases: &[],
+        summary: "Serve the server lifecycle to agents over MCP (stdio or HTTP)",
+        help: "Runs an MCP server (Model Context Protocol) on stdin/stdout with the tools \
+               opencode_start, opencode_status, opencode_stop, opencode_restart, \
+               opencode_destroy and opencode_list. stdout carries protocol messages only; \
+               logs go to stderr. It ends when its input ends; the OpenCode servers it \
+               started keep running.\n\n\
+               --allow DIR (repeatable) limits the projects to folders inside DIR. With \
+               --http ADDR:PORT it serves MCP's Streamable HTTP transport instead, on a \
+               loopback address unless --token-env NAME names the variable holding the \
+               bearer token every request must carry.",
+        dir: false,
+        operands: &[],
+        rest: None,
+        groups: &[&MCP],
+        build: |p| {
+            if p.json {
+                return Err(
+                    "--json cannot be combined with mcp: stdout carries the protocol".into(),
+                );
+            }
+            if p.mcp.token_env.is_some() && p.mcp.http.is_none() {
+                return Err("--token-env needs --http (stdio needs no token)".into());
+            }
+            Ok(Command::Mcp(p.mcp))
+        },
     },
 ];

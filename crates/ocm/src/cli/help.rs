@@ -55,6 +55,7 @@ Exit status:
   3  not running, or no such project (status, url)
   4  the server failed to start (up, restart, exec): opencode missing, the
      port taken, the spawn or the start-up failed, the state not writable
+  5  the turn failed (prompt): model or tool error, watchdog, server crash
   exec exits with CMD's status (128+N when a signal N ended it)
 ";
 

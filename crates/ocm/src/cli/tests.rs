@@ -277,6 +277,15 @@ fn name_of(command: &Command) -> Name {
         Command::Destroy { .. } => Name::Destroy,
         Command::Supervise(_) => Name::Supervise,
         Command::Unit(_) => Name::Unit,
+        Command::Prompt(_) => Name::Prompt,
+        Command::Session(session) => match session.as_ref() {
+            crate::cli::SessionCommand::Ls { .. } => Name::SessionLs,
+            crate::cli::SessionCommand::New(_) => Name::SessionNew,
+            crate::cli::SessionCommand::Show { .. } => Name::SessionShow,
+            crate::cli::SessionCommand::Rm { .. } => Name::SessionRm,
+        },
+        Command::Events { .. } => Name::Events,
+        Command::Mcp(_) => Name::Mcp,
     }
 }
 
@@ -291,6 +300,11 @@ fn sample_value(value_name: &str) -> &'static str {
         "DIR" => "/s",
         "POLICY" => "always",
         "SIZE" => "800M",
+        "ID" | "TITLE" | "TEAM" | "AGENT" | "ROLE" => "x1",
+        "PROVIDER/MODEL" => "fake/echo",
+        "MODE" => "allow",
+        "ADDR:PORT" => "127.0.0.1:8765",
+        "NAME" => "OCM_MCP_TOKEN",
         other => panic!("no sample value for {other}: add one to sample_value"),
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use crate::procfs::read_stat;
-use crate::{Child, ProcessIdentity, sys};
+use crate::{Child, Pidfd, ProcessIdentity, sys};
 
 /// Makes this test process the subreaper of everything it starts.
 ///
@@ -41,12 +41,10 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         if self.0.terminate(Duration::ZERO).is_err() && matches!(self.0.try_wait(), Ok(None)) {
             // E.g. not a group leader because a test found setsid broken:
-            // at least the child itself must go.
-            // SAFETY: plain kill of our own child, still running and not
-            // reaped (just checked), so the pid is still its.
-            unsafe {
-                libc::kill(raw(self.0.pid()), libc::SIGKILL);
-            }
+            // at least the child itself must go. Through the Child, which
+            // never signals the pid once the child has been reaped (by
+            // another thread too).
+            let _ = self.0.kill();
             let _ = self.0.wait_timeout(Duration::from_secs(10));
         }
     }
@@ -66,14 +64,26 @@ pub struct KillOnDrop(pub ProcessIdentity);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        if self.0.is_alive() {
-            // SAFETY: plain kill; the identity was checked just before.
-            unsafe {
-                libc::kill(self.0.pid as libc::pid_t, libc::SIGKILL);
-            }
+        // Not `kill(pid)` after a check: these processes are reaped by
+        // parents of their own (a shell) or by the sweep of another thread,
+        // at any moment, and the pid may then go to another process, one
+        // of another test or not ours at all. A pidfd opened before the
+        // identity is checked reaches this process or nobody.
+        if let Some(pidfd) = pin(&self.0) {
+            let _ = pidfd.send_signal(libc::SIGKILL);
             let _ = crate::wait_gone(&self.0, Duration::from_secs(10));
         }
     }
+}
+
+/// A pidfd on the identified process (`None` once it is gone), also in a
+/// thread that plays a kernel without pidfds (`sys::NO_PIDFD`): cleanup
+/// must never fall back to signalling a pid.
+fn pin(identity: &ProcessIdentity) -> Option<Pidfd> {
+    let playing = sys::NO_PIDFD.replace(false);
+    let pidfd = Pidfd::open_verified(identity);
+    sys::NO_PIDFD.set(playing);
+    pidfd.ok().flatten()
 }
 
 /// A FIFO in a temp dir, read end open (non-blocking), so that a child can

@@ -341,6 +341,47 @@ pub fn child_main() {
                 Ok(_) => panic!("got the lock although the parent holds it"),
             }
         }
+        // Waits for the parent to release the START file, then takes the
+        // lock ITER times, holding it HOLD_MIN_MS..=HOLD_MAX_MS each time
+        // (the work of a command), and reports each wait: `GOT id wait_ms`
+        // or `TIMEOUT id wait_ms`.
+        "lock-fair" => {
+            let lock = env_path("LOCK");
+            let id = env_u64("ID");
+            let (min, max) = (env_u64("HOLD_MIN_MS"), env_u64("HOLD_MAX_MS"));
+            let timeout = Duration::from_millis(env_u64("TIMEOUT_MS"));
+            let start = std::fs::File::open(env_path("START")).expect("open START");
+            say("READY");
+            start.lock_shared().expect("wait for the start");
+            drop(start);
+            let mut rng = Rng::new(0xFA1 + id);
+            for _ in 0..env_u64("ITER") {
+                let asked = Instant::now();
+                match statefile::lock(&lock, timeout) {
+                    Ok(guard) => {
+                        let waited = asked.elapsed().as_millis();
+                        std::thread::sleep(Duration::from_millis(min + rng.below(max - min + 1)));
+                        drop(guard);
+                        say(&format!("GOT {id} {waited}"));
+                    }
+                    Err(Error::LockTimeout { waited, .. }) => {
+                        say(&format!("TIMEOUT {id} {}", waited.as_millis()));
+                    }
+                    Err(other) => panic!("lock failed: {other}"),
+                }
+            }
+            say(&format!("DONE id={id}"));
+        }
+        // Waits for the lock (TIMEOUT_MS), says `GOT <ms waited>` and exits,
+        // releasing it.
+        "lock-wait" => {
+            let lock = env_path("LOCK");
+            let asked = Instant::now();
+            let timeout = Duration::from_millis(env_u64("TIMEOUT_MS"));
+            let guard = statefile::lock(&lock, timeout).expect("lock");
+            say(&format!("GOT {}", asked.elapsed().as_millis()));
+            drop(guard);
+        }
         // Takes the lock and holds it until killed or stdin closes.
         "lock-hold" => {
             let lock = env_path("LOCK");

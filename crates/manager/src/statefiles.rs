@@ -1,0 +1,74 @@
+//! Small files of a project's state folder that crates above the manager
+//! keep (the session registry): atomic writes, bounded reads, a lock.
+//!
+//! Wrappers of `statefile`, so that no crate above the manager reaches past
+//! it (see ARCHITECTURE.md).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::Error;
+
+/// A held advisory lock on a state file; released on drop.
+pub use statefile::LockGuard as StateLock;
+
+/// Writes `value` as JSON to `path` atomically (temp file, fsync, rename),
+/// mode 0600, creating the folder (0700) when missing.
+pub fn write_state_file<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<(), Error> {
+    Ok(statefile::write_atomic(path, value)?)
+}
+
+/// Reads a JSON state file: `Ok(None)` when it does not exist. A file that
+/// is corrupt or of another shape is moved aside (`<name>.corrupt-<time>`,
+/// never deleted) and also gives `Ok(None)`, with the new path in the
+/// second field.
+pub fn read_state_file<T: DeserializeOwned>(
+    path: &Path,
+) -> Result<(Option<T>, Option<PathBuf>), Error> {
+    match statefile::read_json::<T>(path) {
+        Ok(value) => Ok((value, None)),
+        Err(e) if e.is_corrupt() => {
+            let aside = statefile::quarantine(path)?;
+            Ok((None, Some(aside)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Takes the advisory lock on `path` (created when missing), waiting at
+/// most `timeout`; [`Error::LockTimeout`] after that.
+pub fn lock_state_file(path: &Path, timeout: Duration) -> Result<StateLock, Error> {
+    if let Some(dir) = path.parent() {
+        statefile::ensure_dir(dir)?;
+    }
+    Ok(statefile::lock(path, timeout)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_corrupt_file_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/sessions.json");
+        assert!(read_state_file::<Vec<u32>>(&path).unwrap().0.is_none());
+        write_state_file(&path, &vec![1u32, 2]).unwrap();
+        assert_eq!(
+            read_state_file::<Vec<u32>>(&path).unwrap().0,
+            Some(vec![1, 2])
+        );
+        std::fs::write(&path, b"{not json").unwrap();
+        let (value, aside) = read_state_file::<Vec<u32>>(&path).unwrap();
+        assert!(value.is_none());
+        assert!(aside.unwrap().exists());
+        let _guard = lock_state_file(
+            &dir.path().join("sub/sessions.lock"),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+    }
+}

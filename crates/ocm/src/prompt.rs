@@ -1,0 +1,354 @@
+//! `ocm prompt`: sends one prompt to a session of the project's server,
+//! exactly once, and streams the reply (text on stdout; reasoning and tool
+//! activity on stderr when it is a terminal; `--json`: one object a line).
+//!
+//! Exit 0 done, 2 bad usage, 4 the server could not be started, 5 the turn
+//! failed (its message ID is printed: `--message-id ID` retries it without
+//! a duplicate).
+
+use std::ffi::OsString;
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use manager::Manager;
+use opencode_api::{MessageId, ModelRef, PromptRequest, SessionId};
+use serde_json::{Value, json};
+use turns::{Engine, Registry, SessionKey, Sessions, TurnEvent, TurnOptions};
+
+use crate::cli::{Cli, Name, UsageError};
+use crate::error::{CliError, EXIT_ERROR, EXIT_OK};
+
+/// Exit status of a turn that failed (model or tool error, watchdog,
+/// server crash, timeout).
+pub const EXIT_TURN_FAILED: i32 = 5;
+/// How often a running turn looks for Ctrl-C.
+const INTERRUPT_CHECK: Duration = Duration::from_millis(200);
+/// How long a turn may take without `--timeout`.
+const DEFAULT_TURN_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// What `ocm prompt` was asked.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PromptArgs {
+    /// The project folder.
+    pub dir: Option<PathBuf>,
+    /// `--session ID`.
+    pub session: Option<String>,
+    /// `--title T`.
+    pub title: Option<String>,
+    /// `--team T`.
+    pub team: Option<String>,
+    /// `--agent A`: the team's agent with `--team`, else the OpenCode agent.
+    pub agent: Option<String>,
+    /// `--role R`.
+    pub role: Option<String>,
+    /// `--new`: a fresh default session.
+    pub new: bool,
+    /// `--model PROVIDER/MODEL`.
+    pub model: Option<String>,
+    /// `--message-id ID`.
+    pub message_id: Option<String>,
+    /// `--permissions ask|allow|deny`.
+    pub permissions: Option<String>,
+    /// `--timeout SECS`: the turn's bound.
+    pub timeout: Option<Duration>,
+    /// How the server is started when it is not running.
+    pub start: crate::cli::StartOptions,
+    /// TEXT, or `-` for stdin.
+    pub text: OsString,
+}
+
+fn usage(message: impl Into<String>) -> CliError {
+    CliError::Usage(UsageError {
+        message: message.into(),
+        command: Some(Name::Prompt),
+    })
+}
+
+/// Checks the options that exclude each other; called by the parser.
+pub fn check(args: &PromptArgs) -> Result<(), String> {
+    let chosen = [
+        args.session.is_some(),
+        args.title.is_some(),
+        args.team.is_some(),
+        args.new,
+    ];
+    if chosen.iter().filter(|c| **c).count() > 1 {
+        return Err("give one of --session, --title, --team and --new".into());
+    }
+    if args.team.is_some() != args.role.is_some() || (args.team.is_some() && args.agent.is_none()) {
+        return Err("--team needs --agent and --role (and --role needs --team)".into());
+    }
+    if args.new && args.message_id.is_some() {
+        return Err("--message-id retries a prompt of an existing session: not with --new".into());
+    }
+    Ok(())
+}
+
+/// Runs `ocm prompt`.
+pub fn run(cli: &Cli, args: &PromptArgs) -> Result<i32, CliError> {
+    let text = read_text(&args.text)?;
+    let model = match &args.model {
+        Some(m) => Some(ModelRef::parse(m).map_err(|e| usage(format!("--model: {e}")))?),
+        None => None,
+    };
+    let project = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    let config = crate::commands::config(cli, Some(&args.start))?;
+    // Ctrl-C (SIGTERM, a hang-up) cancels a start, and aborts a turn.
+    let signals = manager::catch_interrupts()?;
+    let manager = Arc::new(Manager::new(config)?.with_interrupts(Arc::clone(&signals)));
+    manager
+        .ensure(&project)
+        .map_err(|e| CliError::Start(Box::new(e)))?;
+    let mut out = Output::new(cli.json);
+    let interrupted = || signals.try_next();
+    match prompt(
+        &manager,
+        &project,
+        args,
+        &text,
+        model.as_ref(),
+        &mut out,
+        &interrupted,
+    ) {
+        Ok(code) => Ok(code),
+        Err(turns::Error::Manager(e)) => Err(CliError::Start(Box::new(e))),
+        Err(e) => Ok(out.failed(&e.to_string(), e.message_id())),
+    }
+}
+
+fn prompt(
+    manager: &Arc<Manager>,
+    project: &std::path::Path,
+    args: &PromptArgs,
+    text: &str,
+    model: Option<&ModelRef>,
+    out: &mut Output,
+    interrupted: &dyn Fn() -> Option<i32>,
+) -> Result<i32, turns::Error> {
+    let engine = Engine::managed(Arc::clone(manager), project, TurnOptions::default())?;
+    let sessions = Sessions::new(engine.clone(), Registry::open(manager, project)?);
+    let key = if let Some(title) = &args.title {
+        SessionKey::Title(title.clone())
+    } else if let (Some(team), Some(agent), Some(role)) = (&args.team, &args.agent, &args.role) {
+        SessionKey::team(team, agent, role)?
+    } else {
+        SessionKey::Default
+    };
+    let session: SessionId = match &args.session {
+        Some(id) => SessionId::from(id.as_str()),
+        None if args.new => sessions.create(&key, model)?.session_id,
+        None => sessions.ensure(&key, model)?.session_id,
+    };
+    // A retry by ID looks first where the prompt was sent: a replaced
+    // (crashed) session of the key may hold it, answered or not.
+    if let (Some(id), None) = (&args.message_id, &args.session) {
+        let id = MessageId::from(id.as_str());
+        if let Some(old) = sessions.locate(&key, &id)?
+            && old != session
+            && let Some(done) = engine.withdraw(&old, &id)?
+        {
+            return Ok(out.done(&done));
+        }
+    }
+    let mut request = PromptRequest::text(text);
+    if let Some(model) = model {
+        request = request.model(model.clone());
+    }
+    if let (Some(agent), None) = (&args.agent, &args.team) {
+        request = request.agent(agent.clone());
+    }
+    if let Some(id) = &args.message_id {
+        request = request.message_id(MessageId::from(id.as_str()));
+    }
+    let mut turn = engine.prompt(&session, request)?;
+    let deadline = Instant::now() + args.timeout.unwrap_or(DEFAULT_TURN_TIMEOUT);
+    loop {
+        // Short waits, to see an interrupt between them.
+        let slice = deadline.min(Instant::now() + INTERRUPT_CHECK);
+        if let Some(signal) = interrupted() {
+            let _ = turn.abort();
+            let id = turn.message_id().clone();
+            out.failed(
+                &format!("prompt {id}: interrupted, the turn was aborted"),
+                Some(&id),
+            );
+            return Ok(128 + signal);
+        }
+        match turn.next(slice)? {
+            Some(TurnEvent::Done(done)) => return Ok(out.done(&done)),
+            Some(TurnEvent::Failed { message_id, reason }) => {
+                let message = format!("prompt {message_id} in session {session}: {reason}");
+                return Ok(out.failed(&message, Some(&message_id)));
+            }
+            Some(TurnEvent::Permission(request)) => {
+                out.event(&TurnEvent::Permission(request.clone()));
+                let reply = match args.permissions.as_deref() {
+                    Some("allow") => Some("once"),
+                    Some("deny") => Some("reject"),
+                    _ => None,
+                };
+                if let Some(reply) = reply {
+                    engine.reply_permission(&request.id, reply)?;
+                }
+            }
+            Some(event) => out.event(&event),
+            None if Instant::now() < deadline => {}
+            None => {
+                let _ = turn.abort();
+                let id = turn.message_id().clone();
+                let message =
+                    format!("prompt {id} in session {session}: no end within the timeout");
+                return Ok(out.failed(&message, Some(&id)));
+            }
+        }
+    }
+}
+
+/// TEXT, or stdin for `-` (at most 16 MiB).
+fn read_text(text: &OsString) -> Result<String, CliError> {
+    if text != "-" {
+        return text
+            .to_str()
+            .map(str::to_string)
+            .ok_or_else(|| usage("TEXT is not valid UTF-8"));
+    }
+    let mut buffer = String::new();
+    std::io::stdin()
+        .take(16 << 20)
+        .read_to_string(&mut buffer)
+        .map_err(|source| CliError::Io {
+            context: "reading the prompt from stdin".into(),
+            source,
+        })?;
+    if buffer.trim().is_empty() {
+        return Err(usage("the prompt read from stdin is empty"));
+    }
+    Ok(buffer)
+}
+
+/// Where the turn's events go.
+struct Output {
+    json: bool,
+    stderr_tty: bool,
+    /// Whether the last text printed ended a line.
+    at_line_start: bool,
+    /// Whether any reply text was printed.
+    streamed: bool,
+}
+
+impl Output {
+    fn new(json: bool) -> Output {
+        Output {
+            json,
+            stderr_tty: std::io::stderr().is_terminal(),
+            at_line_start: true,
+            streamed: false,
+        }
+    }
+
+    fn line(&self, value: Value) {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{value}").and_then(|()| stdout.flush());
+    }
+
+    fn text(&mut self, delta: &str) {
+        if delta.is_empty() {
+            return;
+        }
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout
+            .write_all(delta.as_bytes())
+            .and_then(|()| stdout.flush());
+        self.at_line_start = delta.ends_with('\n');
+        self.streamed = true;
+    }
+
+    fn note(&self, text: &str) {
+        if self.stderr_tty {
+            eprintln!("{text}");
+        }
+    }
+
+    fn event(&mut self, event: &TurnEvent) {
+        match event {
+            TurnEvent::Text { delta, part_id } => {
+                if self.json {
+                    self.line(json!({"type": "text", "partId": part_id, "delta": delta}));
+                } else {
+                    self.text(delta);
+                }
+            }
+            TurnEvent::Reasoning { delta, part_id } => {
+                if self.json {
+                    self.line(json!({"type": "reasoning", "partId": part_id, "delta": delta}));
+                } else if self.stderr_tty {
+                    eprint!("{delta}");
+                }
+            }
+            TurnEvent::ToolCall(tool) | TurnEvent::ToolUpdate(tool) => {
+                if self.json {
+                    self.line(json!({
+                        "type": "tool", "tool": tool.tool, "callId": tool.call_id,
+                        "status": tool.status.as_str(), "input": tool.input,
+                        "output": tool.output, "error": tool.error,
+                    }));
+                } else {
+                    self.note(&format!("[{} {}]", tool.tool, tool.status.as_str()));
+                }
+            }
+            TurnEvent::Permission(request) | TurnEvent::Question(request) => {
+                if self.json {
+                    self.line(json!({
+                        "type": "permission", "id": request.id,
+                        "permission": request.permission,
+                    }));
+                } else {
+                    self.note(&format!(
+                        "[waiting for permission {} ({})]",
+                        request.id,
+                        request.permission.as_deref().unwrap_or("question")
+                    ));
+                }
+            }
+            TurnEvent::Usage(usage) if self.json => {
+                self.line(json!({"type": "usage", "usage": usage, "cost": usage.cost}));
+            }
+            _ => {}
+        }
+    }
+
+    fn done(&mut self, done: &turns::TurnDone) -> i32 {
+        if self.json {
+            self.line(json!({
+                "type": "done", "sessionId": done.session_id, "messageId": done.message_id,
+                "text": done.text, "usage": done.usage, "cost": done.usage.cost,
+            }));
+        } else if !self.streamed && !done.text.is_empty() {
+            // Answered before (a retry by ID): nothing was streamed.
+            self.text(&done.text);
+            self.text("\n");
+        } else if !self.at_line_start {
+            self.text("\n");
+        }
+        EXIT_OK
+    }
+
+    fn failed(&mut self, error: &str, message_id: Option<&MessageId>) -> i32 {
+        if !self.json && !self.at_line_start {
+            self.text("\n");
+        }
+        if self.json {
+            self.line(json!({"type": "failed", "error": error, "messageId": message_id}));
+        }
+        eprintln!("ocm: error: {error}");
+        match message_id {
+            Some(id) => {
+                eprintln!("hint: retry it without a duplicate: ocm prompt --message-id {id} ...");
+                EXIT_TURN_FAILED
+            }
+            None => EXIT_ERROR,
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! `ocm session ls|new|show|rm` (the project's session registry merged with
+//! what the server knows) and `ocm events` (the server's event stream, one
+//! decoded event per line).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use manager::Manager;
+use opencode_api::{SessionId, StreamItem};
+use serde_json::{Value, json};
+use turns::{Engine, Registry, SessionEntry, SessionKey, SessionView, Sessions, TurnOptions};
+
+use crate::cli::{Cli, Name, SessionCommand, UsageError};
+use crate::error::{CliError, EXIT_ERROR, EXIT_OK};
+
+/// The project's manager (started server) and sessions.
+fn open(cli: &Cli, dir: Option<&Path>) -> Result<(Arc<Manager>, PathBuf, Sessions), CliError> {
+    let project = dir.map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let config = crate::commands::config(cli, None)?;
+    let manager = Arc::new(Manager::new(config)?);
+    manager
+        .ensure(&project)
+        .map_err(|e| CliError::Start(Box::new(e)))?;
+    let engine = Engine::managed(Arc::clone(&manager), &project, TurnOptions::default())
+        .map_err(turns_error)?;
+    let registry = Registry::open(&manager, &project).map_err(turns_error)?;
+    Ok((manager, project, Sessions::new(engine, registry)))
+}
+
+/// A turns error as the CLI reports it (a start failure: exit 4).
+fn turns_error(error: turns::Error) -> CliError {
+    match error {
+        turns::Error::Manager(e) => CliError::Start(Box::new(e)),
+        other => CliError::Io {
+            context: "talking to the server".into(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    }
+}
+
+fn print_line(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{text}").and_then(|()| stdout.flush());
+}
+
+fn entry_json(view: &SessionView) -> Value {
+    let entry = view.entry.as_ref();
+    let session = view.session.as_ref();
+    json!({
+        "sessionId": entry.map(|e| e.session_id.as_str()).or(session.map(|s| s.id.as_str())),
+        "title": entry.map(|e| e.title.as_str()).or(session.map(|s| s.title.as_str())),
+        "status": entry.map(|e| e.status),
+        "onServer": session.is_some(),
+        "turns": entry.map(|e| e.turns),
+        "usage": entry.map(|e| e.usage),
+        "model": entry.and_then(|e| e.model.as_deref()),
+        "lastActive": entry.map(|e| e.last_active),
+    })
+}
+
+fn human_row(view: &SessionView) -> String {
+    let v = entry_json(view);
+    let text = |key: &str| v[key].as_str().unwrap_or("-").to_string();
+    let status = v["status"].as_str().unwrap_or("unrecorded");
+    format!(
+        "{:<32} {:<12} {:>5} {:>9} {:>9}  {}{}",
+        text("sessionId"),
+        status,
+        v["turns"].as_u64().unwrap_or(0),
+        v["usage"]["input"].as_u64().unwrap_or(0),
+        v["usage"]["output"].as_u64().unwrap_or(0),
+        crate::error::shell_word(&text("title")),
+        if view.session.is_some() {
+            ""
+        } else {
+            " (gone from the server)"
+        }
+    )
+}
+
+/// Finds a recorded session by id or title.
+fn find(sessions: &Sessions, wanted: &str) -> Result<Option<SessionView>, CliError> {
+    let views = sessions.list().map_err(turns_error)?;
+    Ok(views.into_iter().find(|v| {
+        v.entry
+            .as_ref()
+            .is_some_and(|e| e.session_id == wanted || e.key == wanted)
+            || v.session.as_ref().is_some_and(|s| s.id == wanted)
+    }))
+}
+
+/// The session key the options name (the default session without any).
+fn key_of(args: &crate::prompt::PromptArgs) -> Result<SessionKey, CliError> {
+    let usage = |message: String| {
+        CliError::Usage(UsageError {
+            message,
+            command: Some(Name::SessionNew),
+        })
+    };
+    Ok(match (&args.title, &args.team, &args.agent, &args.role) {
+        (Some(title), ..) => SessionKey::Title(title.clone()),
+        (None, Some(team), Some(agent), Some(role)) => {
+            SessionKey::team(team, agent, role).map_err(|e| usage(e.to_string()))?
+        }
+        _ => SessionKey::Default,
+    })
+}
+
+/// Runs `ocm session ...`.
+pub fn run(cli: &Cli, command: &SessionCommand) -> Result<i32, CliError> {
+    match command {
+        SessionCommand::Ls { dir } => {
+            let (_, _, sessions) = open(cli, dir.as_deref())?;
+            let views = sessions.list().map_err(turns_error)?;
+            if cli.json {
+                let all: Vec<Value> = views.iter().map(entry_json).collect();
+                print_line(&serde_json::to_string_pretty(&all).unwrap_or_default());
+            } else {
+                print_line(&format!(
+                    "{:<32} {:<12} {:>5} {:>9} {:>9}  TITLE",
+                    "SESSION", "STATUS", "TURNS", "IN", "OUT"
+                ));
+                for view in &views {
+                    print_line(&human_row(view));
+                }
+            }
+            Ok(EXIT_OK)
+        }
+        SessionCommand::New(args) => {
+            let (_, _, sessions) = open(cli, args.dir.as_deref())?;
+            let model = match &args.model {
+                Some(m) => Some(opencode_api::ModelRef::parse(m).map_err(|e| {
+                    CliError::Usage(UsageError {
+                        message: format!("--model: {e}"),
+                        command: Some(Name::SessionNew),
+                    })
+                })?),
+                None => None,
+            };
+            let entry: SessionEntry = sessions
+                .create(&key_of(args)?, model.as_ref())
+                .map_err(turns_error)?;
+            if cli.json {
+                print_line(&serde_json::to_string_pretty(&entry).unwrap_or_default());
+            } else {
+                print_line(entry.session_id.as_str());
+            }
+            Ok(EXIT_OK)
+        }
+        SessionCommand::Show { dir, session } | SessionCommand::Rm { dir, session } => {
+            let (_, _, sessions) = open(cli, dir.as_deref())?;
+            let wanted = session.to_string_lossy();
+            let Some(view) = find(&sessions, &wanted)? else {
+                eprintln!(
+                    "ocm: error: no session {} in this project",
+                    crate::error::shell_word(&wanted)
+                );
+                return Ok(EXIT_ERROR);
+            };
+            if let SessionCommand::Rm { .. } = command {
+                let id = view
+                    .entry
+                    .as_ref()
+                    .map(|e| e.session_id.clone())
+                    .or(view.session.as_ref().map(|s| s.id.clone()))
+                    .unwrap_or_else(|| SessionId::from(wanted.as_ref()));
+                sessions.delete(&id).map_err(turns_error)?;
+                if !cli.json {
+                    print_line(&format!("deleted {id}"));
+                } else {
+                    print_line(&json!({"deleted": id}).to_string());
+                }
+                return Ok(EXIT_OK);
+            }
+            let v = entry_json(&view);
+            if cli.json {
+                print_line(&serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                for key in ["sessionId", "title", "status", "onServer", "turns", "model"] {
+                    print_line(&format!("{key:<10} {}", v[key]));
+                }
+                for key in [
+                    "input",
+                    "output",
+                    "reasoning",
+                    "cacheRead",
+                    "cacheWrite",
+                    "cost",
+                ] {
+                    print_line(&format!("{key:<10} {}", v["usage"][key]));
+                }
+            }
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+/// Runs `ocm events`: until Ctrl-C.
+pub fn events(cli: &Cli, dir: Option<&Path>, all: bool) -> Result<i32, CliError> {
+    let signals = manager::catch_interrupts()?;
+    let (_, project, sessions) = open(cli, dir)?;
+    let directory = manager::project(&project)?.path.display().to_string();
+    let client = sessions.engine().client().map_err(turns_error)?;
+    let mut stream = client
+        .global_event_stream()
+        .map_err(|e| turns_error(e.into()))?;
+    loop {
+        if let Some(signal) = signals.try_next() {
+            return Ok(128 + signal);
+        }
+        let item = stream
+            .next(Instant::now() + Duration::from_millis(200))
+            .map_err(|e| turns_error(e.into()))?;
+        let Some(item) = item else { continue };
+        let (dir, kind, session) = match &item {
+            StreamItem::Event(e) => (
+                e.directory.clone().unwrap_or_default(),
+                e.payload.kind_name().to_string(),
+                e.payload.session_id().map(|s| s.to_string()),
+            ),
+            StreamItem::Connected => (String::new(), "(connected)".into(), None),
+            StreamItem::Disconnected { reason, .. } => {
+                (String::new(), format!("(disconnected: {reason})"), None)
+            }
+        };
+        if !all && !dir.is_empty() && dir != directory {
+            continue;
+        }
+        if cli.json {
+            print_line(&json!({"directory": dir, "type": kind, "sessionId": session}).to_string());
+        } else {
+            print_line(&format!(
+                "{kind} {} {}",
+                session.as_deref().unwrap_or("-"),
+                crate::error::shell_word(&dir)
+            ));
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! One `/global/event` connection per server, shared by every session of
+//! every directory on it: a thread reads it and routes each event to the
+//! active turn of its session.
+//!
+//! After a reconnect every turn is told to reconcile (events of the gap are
+//! lost: OpenCode sends no event IDs). When the stream breaks and the
+//! server's health fails too, every turn is told the server is gone. After
+//! an abort, the stray terminal events it causes are swallowed.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use opencode_api::{
+    Client, DisconnectKind, Event, EventKind, SessionId, SessionStatus, StreamConfig, StreamItem,
+};
+
+use crate::Error;
+
+/// How often the thread looks at its stop flag while the stream is quiet.
+const TICK: Duration = Duration::from_millis(200);
+/// How long after an abort its stray terminal events are swallowed.
+const ABORT_GUARD: Duration = Duration::from_secs(5);
+
+/// What the demultiplexer sends a turn.
+#[derive(Debug, Clone)]
+pub(crate) enum Routed {
+    /// An event of the turn's session, and when the demultiplexer got it.
+    Event(Box<Event>, Instant),
+    /// The stream reconnected: events may have been lost.
+    Reconnected,
+    /// The server is gone (stream broken, health failing).
+    ServerLost(String),
+}
+
+#[derive(Debug, Default)]
+struct Routes {
+    turns: HashMap<SessionId, Sender<Routed>>,
+    /// Sessions recently aborted: until when their terminal events are
+    /// swallowed.
+    guards: HashMap<SessionId, Instant>,
+    connected: bool,
+    ever_connected: bool,
+    /// Events routed to turns, for tests and metrics.
+    routed: u64,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    routes: Mutex<Routes>,
+    changed: Condvar,
+    stop: AtomicBool,
+}
+
+fn lock(shared: &Shared) -> MutexGuard<'_, Routes> {
+    shared
+        .routes
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The demultiplexer of one server; dropping it stops and joins its thread.
+#[derive(Debug)]
+pub(crate) struct Demux {
+    url: String,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Demux {
+    /// Opens the server's global stream and starts the thread.
+    pub(crate) fn start(client: &Client, config: &StreamConfig) -> Result<Demux, Error> {
+        let stream = client.global_event_stream_with(config)?;
+        let shared = Arc::new(Shared::default());
+        let thread_shared = Arc::clone(&shared);
+        let health = client.clone();
+        let thread = std::thread::Builder::new()
+            .name("turns-demux".into())
+            .spawn(move || run(stream, &thread_shared, &health))
+            .map_err(|e| opencode_api::Error::EventStream {
+                url: client.base_url().to_string(),
+                reason: format!("cannot start the demultiplexer thread: {e}"),
+            })?;
+        Ok(Demux {
+            url: client.base_url().to_string(),
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Blocks until the stream is connected, at most `timeout`.
+    pub(crate) fn wait_connected(&self, timeout: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + timeout;
+        let mut routes = lock(&self.shared);
+        while !routes.connected {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::NotConnected {
+                    url: self.url.clone(),
+                    waited: timeout,
+                });
+            }
+            routes = self
+                .shared
+                .changed
+                .wait_timeout(routes, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        Ok(())
+    }
+
+    /// Whether the stream is connected now (events flow).
+    pub(crate) fn is_connected(&self) -> bool {
+        lock(&self.shared).connected
+    }
+
+    /// Routes the events of `session` to the returned receiver until
+    /// [`unregister`](Demux::unregister).
+    pub(crate) fn register(&self, session: &SessionId) -> Receiver<Routed> {
+        let (tx, rx) = channel();
+        lock(&self.shared).turns.insert(session.clone(), tx);
+        rx
+    }
+
+    pub(crate) fn unregister(&self, session: &SessionId) {
+        lock(&self.shared).turns.remove(session);
+    }
+
+    /// Swallows the stray terminal events an abort of `session` causes.
+    pub(crate) fn guard_abort(&self, session: &SessionId) {
+        lock(&self.shared)
+            .guards
+            .insert(session.clone(), Instant::now() + ABORT_GUARD);
+    }
+}
+
+impl Drop for Demux {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// True for the events an abort leaves behind: the aborted error and idle.
+fn is_stray_terminal(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::SessionIdle(_) => true,
+        EventKind::SessionStatus(s) => s.status == SessionStatus::Idle,
+        EventKind::SessionError(e) => e.error.as_ref().is_none_or(|e| e.is_aborted()),
+        _ => false,
+    }
+}
+
+/// Routes one event (received at `at`); pure enough to test without a
+/// server.
+fn route(routes: &mut Routes, event: Event, at: Instant) {
+    let Some(session) = event.session_id().cloned() else {
+        return;
+    };
+    if let Some(until) = routes.guards.get(&session).copied() {
+        let busy =
+            matches!(&event.kind, EventKind::SessionStatus(s) if s.status == SessionStatus::Busy);
+        if Instant::now() > until || busy {
+            routes.guards.remove(&session);
+        } else if is_stray_terminal(&event.kind) {
+            return;
+        }
+    }
+    if let Some(tx) = routes.turns.get(&session) {
+        if tx.send(Routed::Event(Box::new(event), at)).is_err() {
+            routes.turns.remove(&session);
+        } else {
+            routes.routed += 1;
+        }
+    }
+}
+
+fn broadcast(routes: &mut Routes, message: &Routed) {
+    routes
+        .turns
+        .retain(|_, tx| tx.send(message.clone()).is_ok());
+}
+
+fn run(mut stream: opencode_api::GlobalEventStream, shared: &Shared, client: &Client) {
+    let mut lost_reported = false;
+    while !shared.stop.load(Ordering::SeqCst) {
+        let item = match stream.next(Instant::now() + TICK) {
+            Ok(Some(item)) => item,
+            Ok(None) => continue,
+            Err(_) => {
+                // The stream gave up or was stopped: tell the turns once.
+                let mut routes = lock(shared);
+                routes.connected = false;
+                broadcast(
+                    &mut routes,
+                    &Routed::ServerLost("event stream ended".into()),
+                );
+                drop(routes);
+                shared.changed.notify_all();
+                return;
+            }
+        };
+        match item {
+            StreamItem::Connected => {
+                let mut routes = lock(shared);
+                let again = routes.ever_connected;
+                routes.connected = true;
+                routes.ever_connected = true;
+                if again {
+                    broadcast(&mut routes, &Routed::Reconnected);
+                }
+                lost_reported = false;
+                drop(routes);
+                shared.changed.notify_all();
+            }
+            StreamItem::Event(global) => route(&mut lock(shared), global.payload, Instant::now()),
+            StreamItem::Disconnected { kind, reason } => {
+                lock(shared).connected = false;
+                let gone = matches!(
+                    kind,
+                    DisconnectKind::Connect | DisconnectKind::Ended | DisconnectKind::Broken
+                ) || kind == DisconnectKind::Stalled;
+                // A broken stream alone is no proof (opencode closes streams
+                // mid-turn, #38458): the server is gone when health fails too.
+                if gone && !lost_reported && client.health().is_err() {
+                    lost_reported = true;
+                    broadcast(&mut lock(shared), &Routed::ServerLost(reason));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_each_event_of_the_captured_global_stream_to_its_session_only() {
+        let sse = crate::tracker::tests::capture("global-event-stream.sse");
+        let events: Vec<Event> = sse
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|d| opencode_api::GlobalEvent::parse(d).ok())
+            .map(|g| g.payload)
+            .collect();
+        let sessions: std::collections::BTreeSet<SessionId> = events
+            .iter()
+            .filter_map(|e| e.session_id().cloned())
+            .collect();
+        assert!(sessions.len() >= 2, "{sessions:?}");
+        let mut routes = Routes::default();
+        let mut receivers = Vec::new();
+        for s in &sessions {
+            let (tx, rx) = channel();
+            routes.turns.insert(s.clone(), tx);
+            receivers.push((s.clone(), rx));
+        }
+        for e in events.iter().cloned() {
+            route(&mut routes, e, Instant::now());
+        }
+        let mut total = 0;
+        for (session, rx) in receivers {
+            let got: Vec<_> = rx.try_iter().collect();
+            assert!(!got.is_empty());
+            for r in &got {
+                let Routed::Event(e, _) = r else { panic!() };
+                assert_eq!(e.session_id(), Some(&session));
+            }
+            total += got.len();
+        }
+        let expected = events.iter().filter(|e| e.session_id().is_some()).count();
+        assert_eq!(total, expected);
+        assert_eq!(routes.routed as usize, expected);
+    }
+
+    #[test]
+    fn an_abort_guard_swallows_stray_terminal_events_until_busy() {
+        let mut routes = Routes::default();
+        let (tx, rx) = channel();
+        let s = SessionId::from("ses_1");
+        routes.turns.insert(s.clone(), tx);
+        routes
+            .guards
+            .insert(s.clone(), Instant::now() + ABORT_GUARD);
+        let parse = |t: &str| Event::parse(t).unwrap();
+        let idle = r#"{"id":"e","type":"session.idle","properties":{"sessionID":"ses_1"}}"#;
+        let error = r#"{"id":"e","type":"session.error","properties":{"sessionID":"ses_1","error":{"name":"MessageAbortedError","data":{}}}}"#;
+        let busy = r#"{"id":"e","type":"session.status","properties":{"sessionID":"ses_1","status":{"type":"busy"}}}"#;
+        route(&mut routes, parse(error), Instant::now());
+        route(&mut routes, parse(idle), Instant::now());
+        route(&mut routes, parse(idle), Instant::now());
+        assert_eq!(rx.try_iter().count(), 0);
+        route(&mut routes, parse(busy), Instant::now());
+        route(&mut routes, parse(idle), Instant::now());
+        assert_eq!(rx.try_iter().count(), 2);
+    }
+
+    #[test]
+    fn a_dropped_receiver_is_forgotten() {
+        let mut routes = Routes::default();
+        let (tx, rx) = channel();
+        routes.turns.insert(SessionId::from("ses_1"), tx);
+        drop(rx);
+        let idle = r#"{"id":"e","type":"session.idle","properties":{"sessionID":"ses_1"}}"#;
+        route(&mut routes, Event::parse(idle).unwrap(), Instant::now());
+        assert!(routes.turns.is_empty());
+    }
+}

@@ -1,0 +1,599 @@
+//! The turn engine of one server: exactly-once prompts, one shared event
+//! stream, one in-flight turn per session, and the [`Turn`] handle.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use manager::Manager;
+use opencode_api::{
+    Client, EventKind, MessageId, PromptRequest, SessionId, StreamConfig, new_message_id,
+    new_message_id_after,
+};
+
+use crate::Error;
+use crate::deliver::{Delivery, RetryPolicy, ServerSource, deliver};
+use crate::demux::{Demux, Routed};
+use crate::error::FailReason;
+use crate::registry::{Registry, SessionState};
+use crate::tracker::{Check, Settled, Tracker, TurnDone, TurnEvent, settle};
+use crate::usage::Usage;
+
+/// How many event latencies a turn keeps.
+const MAX_LATENCIES: usize = 10_000;
+
+/// How often a turn reads its session's messages while the event stream
+/// is down.
+const POLL_WHILE_DOWN: Duration = Duration::from_secs(1);
+
+/// Settings of an [`Engine`].
+#[derive(Debug, Clone)]
+pub struct TurnOptions {
+    /// A turn with no event for this long is reconciled, then failed (and
+    /// its session marked crashed). Paused while a permission or question
+    /// waits. Default 180 s.
+    pub watchdog: Duration,
+    /// Delivery retries.
+    pub retry: RetryPolicy,
+    /// How long to wait for the event stream to connect. Default 10 s.
+    pub connect_within: Duration,
+    /// The event stream's settings (reconnect backoff, stall window).
+    pub stream: StreamConfig,
+}
+
+impl Default for TurnOptions {
+    fn default() -> Self {
+        TurnOptions {
+            watchdog: Duration::from_secs(180),
+            retry: RetryPolicy::default(),
+            connect_within: Duration::from_secs(10),
+            // Heartbeats come every 10 s; a connection made while a
+            // restarted server binds its port can hang (FACTS.md): give up
+            // on it after 3 s.
+            stream: StreamConfig::new()
+                .initial_delay(Duration::from_millis(100))
+                .max_delay(Duration::from_secs(1))
+                .stall_timeout(Duration::from_secs(25))
+                .connect_timeout(Duration::from_secs(3)),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Server {
+    Fixed(Client),
+    Managed {
+        manager: Arc<Manager>,
+        project: PathBuf,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Current {
+    client: Option<Client>,
+    demux: Option<Arc<Demux>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    server: Server,
+    options: TurnOptions,
+    registry: OnceLock<Registry>,
+    current: Mutex<Current>,
+    /// Sessions with a turn in flight, and its prompt.
+    active: Mutex<HashMap<SessionId, MessageId>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Inner {
+    /// The server's client and demultiplexer; `fresh`: ensure the server
+    /// again (it may have restarted, on another port).
+    fn connection(&self, fresh: bool) -> Result<(Client, Arc<Demux>), Error> {
+        let mut current = lock(&self.current);
+        let client = match (&current.client, fresh, &self.server) {
+            (Some(client), false, _) => client.clone(),
+            (_, _, Server::Fixed(client)) => client.clone(),
+            (_, _, Server::Managed { manager, project }) => manager.ensure(project)?.client()?,
+        };
+        let demux = match &current.demux {
+            Some(d) if d.url() == client.base_url() => Arc::clone(d),
+            _ => {
+                let d = Arc::new(Demux::start(&client, &self.options.stream)?);
+                d.wait_connected(self.options.connect_within)?;
+                current.demux = Some(Arc::clone(&d));
+                d
+            }
+        };
+        current.client = Some(client.clone());
+        Ok((client, demux))
+    }
+
+    fn release(&self, session: &SessionId, message: &MessageId) {
+        let mut active = lock(&self.active);
+        if active.get(session) == Some(message) {
+            active.remove(session);
+        }
+    }
+
+    fn record(&self, session: &SessionId, usage: &Usage, state: Option<SessionState>) {
+        if let Some(registry) = self.registry.get() {
+            // The registry is bookkeeping: a failure to write it must not
+            // turn a done turn into a failed one.
+            let _ = registry.add_turn(session, usage);
+            if let Some(state) = state {
+                let _ = registry.set_status(session, state);
+            }
+        }
+    }
+}
+
+impl ServerSource for Inner {
+    fn client(&self, fresh: bool) -> Result<Client, Error> {
+        Ok(self.connection(fresh)?.0)
+    }
+}
+
+/// Runs turns on one server: one `/global/event` connection shared by
+/// every session, at most one turn in flight per session. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl Engine {
+    /// An engine for the server `client` talks to (its directory is the
+    /// one sessions are made in). Connects on first use.
+    pub fn new(client: Client, options: TurnOptions) -> Engine {
+        Engine::build(Server::Fixed(client), options, None)
+    }
+
+    /// An engine for `project`'s server, which the manager ensures (starts
+    /// or restarts) when needed; usage and session states go to the
+    /// project's registry.
+    pub fn managed(
+        manager: Arc<Manager>,
+        project: impl Into<PathBuf>,
+        options: TurnOptions,
+    ) -> Result<Engine, Error> {
+        let project = project.into();
+        let registry = Registry::open(&manager, &project)?;
+        Ok(Engine::build(
+            Server::Managed { manager, project },
+            options,
+            Some(registry),
+        ))
+    }
+
+    /// Records usage and session states in `registry` (unless the engine
+    /// has one already).
+    pub fn with_registry(self, registry: Registry) -> Engine {
+        let _ = self.inner.registry.set(registry);
+        self
+    }
+
+    fn build(server: Server, options: TurnOptions, registry: Option<Registry>) -> Engine {
+        let cell = OnceLock::new();
+        if let Some(registry) = registry {
+            let _ = cell.set(registry);
+        }
+        Engine {
+            inner: Arc::new(Inner {
+                server,
+                options,
+                registry: cell,
+                current: Mutex::new(Current::default()),
+                active: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The server's client (ensuring the server for a managed engine) and
+    /// connects the event stream. Blocks at most the start of a server
+    /// plus `connect_within`.
+    pub fn client(&self) -> Result<Client, Error> {
+        Ok(self.inner.connection(false)?.0)
+    }
+
+    /// Calls `call` with the server's client; when the server does not
+    /// answer, ensures it again (a managed engine restarts it) and calls
+    /// once more.
+    pub fn with_client<T>(
+        &self,
+        call: impl Fn(&Client) -> Result<T, opencode_api::Error>,
+    ) -> Result<T, Error> {
+        match call(&self.inner.connection(false)?.0) {
+            Err(e) if e.is_unreachable() => Ok(call(&self.inner.connection(true)?.0)?),
+            other => Ok(other?),
+        }
+    }
+
+    /// The registry, when the engine has one.
+    pub fn registry(&self) -> Option<&Registry> {
+        self.inner.registry.get()
+    }
+
+    /// Sends `request` to `session` exactly once and returns the running
+    /// turn. The request's message ID is used when it has one (a retry:
+    /// it is looked up first, and an answered prompt gives its stored
+    /// reply), else one is made that sorts after the session's messages.
+    /// Refused with [`Error::Busy`] while the session has a turn in flight.
+    /// Blocks for the delivery (see [`RetryPolicy`]).
+    pub fn prompt(&self, session: &SessionId, request: PromptRequest) -> Result<Turn, Error> {
+        let given = request.message_id.clone();
+        let message_id = match &given {
+            Some(id) => id.clone(),
+            None => {
+                // A server that died since the last call is ensured again.
+                let newest = self.with_client(|c| c.list_messages(session, Some(1)))?;
+                match newest.last() {
+                    Some(m) => new_message_id_after(m.info.id()),
+                    None => new_message_id(),
+                }
+            }
+        };
+        let (client, demux) = self.inner.connection(false)?;
+        {
+            let mut active = lock(&self.inner.active);
+            if let Some(running) = active.get(session) {
+                return Err(Error::Busy {
+                    session_id: session.clone(),
+                    message_id: running.clone(),
+                });
+            }
+            active.insert(session.clone(), message_id.clone());
+        }
+        let mut turn = Turn {
+            inner: Arc::clone(&self.inner),
+            session_id: session.clone(),
+            message_id: message_id.clone(),
+            rx: demux.register(session),
+            demux,
+            client,
+            tracker: Tracker::new(session.clone(), message_id.clone()),
+            queue: VecDeque::new(),
+            last_activity: Instant::now(),
+            steps: Usage::default(),
+            finished: false,
+            last_poll: Instant::now(),
+            latencies: Vec::new(),
+            backlog: VecDeque::new(),
+        };
+        let request = request.message_id(message_id.clone());
+        let delivery = deliver(
+            &*self.inner,
+            &self.inner.options.retry,
+            session,
+            &message_id,
+            &request,
+            given.is_some(),
+            &mut |until| turn.await_stored(until),
+        )?;
+        // A retry may have met a restarted server on another port.
+        let (client, demux) = self.inner.connection(false)?;
+        if !Arc::ptr_eq(&demux, &turn.demux) {
+            turn.demux.unregister(session);
+            turn.rx = demux.register(session);
+            turn.demux = demux;
+            turn.client = client;
+        }
+        if let Delivery::Answered(done) = delivery {
+            turn.queue.push_back(TurnEvent::Done(done));
+        }
+        turn.last_activity = Instant::now();
+        Ok(turn)
+    }
+
+    /// Takes a prompt back from `session` before it is sent elsewhere (a
+    /// retry by ID whose session was replaced): its reply when it was
+    /// answered, else `None` once it and any partial reply are deleted
+    /// (a turn still running is aborted first) or when it is not there.
+    pub fn withdraw(
+        &self,
+        session: &SessionId,
+        message_id: &MessageId,
+    ) -> Result<Option<TurnDone>, Error> {
+        let messages = match self.with_client(|c| c.list_messages(session, None)) {
+            Err(Error::Api(e)) if e.is_not_found() => return Ok(None),
+            other => other?,
+        };
+        let partial = match settle(session, message_id, &messages) {
+            Settled::Done(done) => return Ok(Some(*done)),
+            Settled::NotStored => return Ok(None),
+            Settled::Unanswered { partial } => partial,
+            Settled::Failed(_) => messages
+                .iter()
+                .filter_map(|m| m.info.as_assistant())
+                .filter(|a| a.parent_id.as_ref() == Some(message_id))
+                .map(|a| a.id.clone())
+                .collect(),
+        };
+        let client = self.client()?;
+        if client
+            .session_status()?
+            .get(session)
+            .is_some_and(|s| s.is_active())
+        {
+            client.abort(session)?;
+        }
+        for id in partial.iter().rev().chain(std::iter::once(message_id)) {
+            match client.delete_message(session, id) {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Answers a pending permission (`once`, `always` or `reject`).
+    pub fn reply_permission(&self, request_id: &str, reply: &str) -> Result<(), Error> {
+        let body = serde_json::json!({ "reply": reply });
+        let path = format!("/permission/{request_id}/reply");
+        self.client()?
+            .call_json::<serde_json::Value>("POST", &path, Some(&body))?;
+        Ok(())
+    }
+}
+
+/// A turn in flight: its events in order, the last `Done` or `Failed`.
+/// Dropping it before the end stops following it (the server's turn goes
+/// on; call [`abort`](Turn::abort) to stop that).
+#[derive(Debug)]
+pub struct Turn {
+    inner: Arc<Inner>,
+    session_id: SessionId,
+    message_id: MessageId,
+    client: Client,
+    demux: Arc<Demux>,
+    rx: Receiver<Routed>,
+    tracker: Tracker,
+    queue: VecDeque<TurnEvent>,
+    last_activity: Instant,
+    steps: Usage,
+    finished: bool,
+    /// When the messages were last read because the stream was down.
+    last_poll: Instant,
+    /// Per routed event: from the demultiplexer getting it to this turn.
+    latencies: Vec<Duration>,
+    /// Items taken off the channel while the delivery waited, in order.
+    backlog: VecDeque<Routed>,
+}
+
+impl Turn {
+    /// The session.
+    pub fn session_id(&self) -> &SessionId {
+        &self.session_id
+    }
+
+    /// For each event routed to this turn (the first 10 000): the time from
+    /// the demultiplexer receiving it off the stream to this turn taking it.
+    pub fn event_latencies(&self) -> &[Duration] {
+        &self.latencies
+    }
+
+    /// The prompt's message ID (give it back to retry without a duplicate).
+    pub fn message_id(&self) -> &MessageId {
+        &self.message_id
+    }
+
+    /// The next event, or `None` at `deadline` or after the terminal
+    /// event. Blocks at most until `deadline`; the watchdog may end the
+    /// turn meanwhile.
+    pub fn next(&mut self, deadline: Instant) -> Result<Option<TurnEvent>, Error> {
+        loop {
+            if let Some(event) = self.queue.pop_front() {
+                if event.is_terminal() {
+                    self.finish(&event);
+                }
+                if let TurnEvent::Usage(u) = &event {
+                    self.steps.add(u);
+                }
+                return Ok(Some(event));
+            }
+            if self.finished {
+                return Ok(None);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let watchdog_at =
+                (!self.tracker.waiting).then(|| self.last_activity + self.inner.options.watchdog);
+            // While the stream is down, events are lost: read the messages
+            // now and then instead.
+            let poll_at = (!self.demux.is_connected()).then(|| self.last_poll + POLL_WHILE_DOWN);
+            let wake = [watchdog_at, poll_at]
+                .into_iter()
+                .flatten()
+                .fold(deadline, Instant::min);
+            let routed = match self.backlog.pop_front() {
+                Some(item) => Ok(item),
+                None => self.rx.recv_timeout(wake.saturating_duration_since(now)),
+            };
+            match routed {
+                Ok(Routed::Event(event, at)) => {
+                    self.last_activity = Instant::now();
+                    if self.latencies.len() < MAX_LATENCIES {
+                        self.latencies
+                            .push(self.last_activity.saturating_duration_since(at));
+                    }
+                    let mut out = Vec::new();
+                    let check = self.tracker.on_event(&event, &mut out);
+                    self.queue.extend(out);
+                    match check {
+                        Check::Final(id) => match self.tracker.done_from_events(&id) {
+                            Some(done) => self.queue.push_back(TurnEvent::Done(Box::new(done))),
+                            None => self.reconcile(false),
+                        },
+                        Check::Reconcile => self.reconcile(false),
+                        Check::None => {}
+                    }
+                }
+                Ok(Routed::Reconnected) => {
+                    self.last_activity = Instant::now();
+                    self.tracker.gap = true;
+                    self.reconcile(false);
+                }
+                Ok(Routed::ServerLost(why)) => self.fail(FailReason::ServerCrashed(why)),
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.fail(FailReason::ServerCrashed("the event stream ended".into()));
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let now = Instant::now();
+                    if watchdog_at.is_some_and(|w| now >= w) {
+                        self.reconcile(true);
+                    } else if poll_at.is_some_and(|p| now >= p) {
+                        self.last_poll = now;
+                        self.tracker.gap = true;
+                        self.reconcile(false);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits until the stream shows the prompt stored (its user message's
+    /// `message.updated`), at most until `until`; what arrives meanwhile
+    /// is kept for [`next`](Turn::next).
+    fn await_stored(&mut self, until: Instant) -> bool {
+        let seen = |item: &Routed, id: &MessageId| {
+            matches!(item, Routed::Event(e, _)
+                if matches!(&e.kind, EventKind::MessageUpdated(u) if u.info.id() == id))
+        };
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let Ok(item) = self.rx.recv_timeout(left) else {
+                return false;
+            };
+            let found = seen(&item, &self.message_id);
+            self.backlog.push_back(item);
+            if found {
+                return true;
+            }
+        }
+    }
+
+    /// Follows the turn to its end: the reply, or [`Error::TurnFailed`]
+    /// (also when `deadline` passes first; the turn is then aborted).
+    pub fn wait(mut self, deadline: Instant) -> Result<TurnDone, Error> {
+        loop {
+            match self.next(deadline)? {
+                Some(TurnEvent::Done(done)) => return Ok(*done),
+                Some(TurnEvent::Failed { message_id, reason }) => {
+                    return Err(Error::TurnFailed {
+                        session_id: self.session_id.clone(),
+                        message_id,
+                        reason,
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    let _ = self.abort();
+                    return Err(Error::TurnFailed {
+                        session_id: self.session_id.clone(),
+                        message_id: self.message_id.clone(),
+                        reason: FailReason::Deadline,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Aborts the turn on the server (`POST .../abort`); the stray terminal
+    /// events this causes are swallowed so they never end the session's
+    /// next turn. The turn then ends `Failed(Aborted)`, or `Done` when it
+    /// completed first. Blocks for the abort call and up to 2 s of reading
+    /// the session's messages.
+    pub fn abort(&mut self) -> Result<(), Error> {
+        if self.finished {
+            return Ok(());
+        }
+        self.demux.guard_abort(&self.session_id);
+        self.client.abort(&self.session_id)?;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            let messages = self.client.list_messages(&self.session_id, None)?;
+            match settle(&self.session_id, &self.message_id, &messages) {
+                Settled::Done(done) => {
+                    self.queue.push_back(TurnEvent::Done(done));
+                    return Ok(());
+                }
+                Settled::Failed(_) => break,
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+        self.fail(FailReason::Aborted);
+        Ok(())
+    }
+
+    /// Reads the session's messages: the turn may have ended unseen. After
+    /// the watchdog fired, a turn that has not ended is failed, aborted on
+    /// the server, and its session marked crashed.
+    fn reconcile(&mut self, watchdog: bool) {
+        // The turn's messages are the session's newest (one turn per
+        // session): read those first, the whole session only when the
+        // prompt is not among them.
+        let newest = self.tracker.assistants_seen() + 4;
+        let read = |limit: Option<usize>| {
+            self.client
+                .list_messages(&self.session_id, limit)
+                .map(|messages| settle(&self.session_id, &self.message_id, &messages))
+        };
+        let settled = match read(Some(newest)) {
+            Ok(Settled::NotStored) => read(None),
+            other => other,
+        };
+        match settled {
+            Ok(Settled::Done(done)) => self.queue.push_back(TurnEvent::Done(done)),
+            Ok(Settled::Failed(reason)) => self.fail(reason),
+            _ if watchdog => {
+                self.demux.guard_abort(&self.session_id);
+                let _ = self.client.abort(&self.session_id);
+                self.fail(FailReason::Watchdog(self.inner.options.watchdog));
+            }
+            _ => {}
+        }
+    }
+
+    fn fail(&mut self, reason: FailReason) {
+        self.queue.push_back(TurnEvent::Failed {
+            message_id: self.message_id.clone(),
+            reason,
+        });
+    }
+
+    /// Stops following, frees the session for its next turn, and records
+    /// the turn in the registry.
+    fn finish(&mut self, terminal: &TurnEvent) {
+        self.finished = true;
+        self.demux.unregister(&self.session_id);
+        self.inner.release(&self.session_id, &self.message_id);
+        let (usage, state) = match terminal {
+            TurnEvent::Done(done) => (done.usage, Some(SessionState::Active)),
+            TurnEvent::Failed { reason, .. } => (
+                self.steps,
+                match reason {
+                    FailReason::Watchdog(_) => Some(SessionState::Crashed),
+                    FailReason::ServerCrashed(_) => Some(SessionState::Interrupted),
+                    _ => None,
+                },
+            ),
+            _ => (Usage::default(), None),
+        };
+        self.inner.record(&self.session_id, &usage, state);
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.demux.unregister(&self.session_id);
+            self.inner.release(&self.session_id, &self.message_id);
+        }
+    }
+}

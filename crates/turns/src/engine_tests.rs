@@ -1,0 +1,171 @@
+//! Unit tests of the turn loop against [`FakeServer`]: the watchdog with
+//! short durations, its pause while a permission waits, one turn per
+//! session.
+
+use std::time::{Duration, Instant};
+
+use opencode_api::{Client, MessageId, PromptRequest, SessionId};
+
+use crate::fake_server::FakeServer;
+use crate::{Engine, Error, FailReason, TurnEvent, TurnOptions};
+
+const ID: &str = "msg_000000000001AAAAAAAAAAAAAA";
+
+fn engine(server: &FakeServer, watchdog: Duration) -> Engine {
+    let client = Client::builder(&server.url)
+        .directory("/p")
+        .build()
+        .unwrap();
+    Engine::new(
+        client,
+        TurnOptions {
+            watchdog,
+            ..TurnOptions::default()
+        },
+    )
+}
+
+fn completed() -> String {
+    format!(
+        r#"[{{"info":{{"id":"{ID}","role":"user","sessionID":"ses_1","time":{{"created":1}}}},"parts":[]}},
+        {{"info":{{"id":"msg_000000000002AAAAAAAAAAAAAA","parentID":"{ID}","role":"assistant","sessionID":"ses_1","finish":"stop","tokens":{{"input":1,"output":2}},"time":{{"created":2,"completed":3}}}},
+          "parts":[{{"id":"prt_1","type":"text","text":"ok","messageID":"msg_000000000002AAAAAAAAAAAAAA","sessionID":"ses_1"}}]}}]"#
+    )
+}
+
+fn user_only() -> String {
+    format!(
+        r#"[{{"info":{{"id":"{ID}","role":"user","sessionID":"ses_1","time":{{"created":1}}}},"parts":[]}}]"#
+    )
+}
+
+#[test]
+fn the_watchdog_fails_a_silent_turn_after_its_duration() {
+    let server = FakeServer::start();
+    server.set_messages(&user_only());
+    let engine = engine(&server, Duration::from_millis(300));
+    let session = SessionId::from("ses_1");
+    let began = Instant::now();
+    let err = engine
+        .prompt(
+            &session,
+            PromptRequest::text("hi").message_id(MessageId::from(ID)),
+        )
+        .unwrap()
+        .wait(Instant::now() + Duration::from_secs(10))
+        .unwrap_err();
+    let waited = began.elapsed();
+    assert!(
+        matches!(
+            &err,
+            Error::TurnFailed {
+                reason: FailReason::Watchdog(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+}
+
+#[test]
+fn a_pending_permission_pauses_the_watchdog_and_a_second_turn_is_refused() {
+    let server = FakeServer::start();
+    server.set_messages(&user_only());
+    let engine = engine(&server, Duration::from_millis(200));
+    let session = SessionId::from("ses_1");
+    let mut turn = engine
+        .prompt(
+            &session,
+            PromptRequest::text("hi").message_id(MessageId::from(ID)),
+        )
+        .unwrap();
+    assert!(matches!(
+        engine.prompt(&session, PromptRequest::text("again")),
+        Err(Error::Busy { .. })
+    ));
+    server.event(
+        r#"{"id":"e1","type":"permission.asked","properties":{"id":"per_1","sessionID":"ses_1","permission":"bash","patterns":[],"metadata":{},"always":[]}}"#,
+    );
+    let first = turn.next(Instant::now() + Duration::from_secs(5)).unwrap();
+    assert!(matches!(first, Some(TurnEvent::Permission(_))), "{first:?}");
+    // Four watchdog periods pass: nothing, the turn waits for the answer.
+    assert_eq!(
+        turn.next(Instant::now() + Duration::from_millis(800))
+            .unwrap(),
+        None
+    );
+    // The reply arrives and completes.
+    server.set_messages(&completed());
+    server.event(r#"{"id":"e2","type":"session.idle","properties":{"sessionID":"ses_1"}}"#);
+    let done = turn.wait(Instant::now() + Duration::from_secs(5)).unwrap();
+    assert_eq!(done.text, "ok");
+    assert_eq!(done.usage.output, 2);
+    // The session is free again.
+    drop(
+        engine
+            .prompt(&session, PromptRequest::text("next"))
+            .unwrap(),
+    );
+}
+
+#[test]
+fn a_turn_whose_end_was_lost_with_a_cut_stream_ends_done_through_reconcile() {
+    let server = FakeServer::start();
+    server.set_messages(&user_only());
+    let engine = engine(&server, Duration::from_secs(60));
+    let session = SessionId::from("ses_1");
+    let turn = engine
+        .prompt(
+            &session,
+            PromptRequest::text("hi").message_id(MessageId::from(ID)),
+        )
+        .unwrap();
+    // The turn ends while the stream is cut: no event tells.
+    server.set_messages(&completed());
+    server.cut();
+    let began = Instant::now();
+    let done = turn.wait(Instant::now() + Duration::from_secs(10)).unwrap();
+    assert_eq!(done.text, "ok");
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+}
+
+#[test]
+fn a_dead_server_fails_the_turn_within_a_second() {
+    let server = FakeServer::start();
+    server.set_messages(&user_only());
+    let engine = engine(&server, Duration::from_secs(60));
+    let session = SessionId::from("ses_1");
+    let turn = engine
+        .prompt(
+            &session,
+            PromptRequest::text("hi").message_id(MessageId::from(ID)),
+        )
+        .unwrap();
+    let began = Instant::now();
+    drop(server);
+    let err = turn
+        .wait(Instant::now() + Duration::from_secs(10))
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::TurnFailed {
+                reason: FailReason::ServerCrashed(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("server crashed mid-turn"), "{err}");
+    assert!(
+        began.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        began.elapsed()
+    );
+}

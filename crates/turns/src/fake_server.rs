@@ -1,0 +1,180 @@
+//! A tiny stand-in of the OpenCode HTTP API for unit tests of the turn
+//! loop (watchdog, permission pause, one turn per session): the routes a
+//! turn uses, with messages and event frames the test sets.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+#[derive(Default)]
+struct State {
+    /// `GET /session/ses_1/message`: the JSON array.
+    messages: Mutex<String>,
+    /// Frames for the open event stream.
+    frames: Mutex<Option<Receiver<String>>>,
+    stop: AtomicBool,
+    streams: Mutex<Vec<TcpStream>>,
+}
+
+/// The fake server; dropping it stops it and joins its threads.
+pub(crate) struct FakeServer {
+    pub(crate) url: String,
+    state: Arc<State>,
+    frames: Sender<String>,
+    accept: Option<JoinHandle<()>>,
+    port: u16,
+}
+
+impl FakeServer {
+    pub(crate) fn start() -> FakeServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = channel();
+        let state = Arc::new(State {
+            messages: Mutex::new("[]".into()),
+            frames: Mutex::new(Some(rx)),
+            ..State::default()
+        });
+        let accept_state = Arc::clone(&state);
+        let accept = std::thread::spawn(move || {
+            let mut workers = Vec::new();
+            for stream in listener.incoming() {
+                if accept_state.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                if let Ok(clone) = stream.try_clone() {
+                    accept_state.streams.lock().unwrap().push(clone);
+                }
+                let state = Arc::clone(&accept_state);
+                workers.push(std::thread::spawn(move || serve(stream, &state)));
+            }
+            for worker in workers {
+                let _ = worker.join();
+            }
+        });
+        FakeServer {
+            url: format!("http://127.0.0.1:{port}"),
+            state,
+            frames: tx,
+            accept: Some(accept),
+            port,
+        }
+    }
+
+    /// Sends one event (`{"id","type","properties"}`) on the stream.
+    pub(crate) fn event(&self, payload: &str) {
+        let _ = self.frames.send(format!("{{\"payload\":{payload}}}"));
+    }
+
+    /// Closes every open connection (the event stream included): a cut
+    /// stream, which the client reconnects.
+    pub(crate) fn cut(&self) {
+        for stream in self.state.streams.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    pub(crate) fn set_messages(&self, json: &str) {
+        *self.state.messages.lock().unwrap() = json.to_string();
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.state.stop.store(true, Ordering::SeqCst);
+        for stream in self.state.streams.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+    }
+}
+
+fn respond(stream: &mut TcpStream, status: &str, body: &str) {
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+fn serve(mut stream: TcpStream, state: &State) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut head = String::new();
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let mut body = vec![0u8; length];
+    let _ = reader.read_exact(&mut body);
+    let request = head.lines().next().unwrap_or("").to_string();
+    let mut words = request.split(' ');
+    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    match (method, path) {
+        ("GET", "/global/event") => {
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n\
+                 data: {{\"payload\":{{\"id\":\"e0\",\"type\":\"server.connected\",\"properties\":{{}}}}}}\n\n"
+            );
+            let _ = stream.flush();
+            let Some(frames) = state.frames.lock().unwrap().take() else {
+                return;
+            };
+            while !state.stop.load(Ordering::SeqCst) {
+                if let Ok(frame) = frames.recv_timeout(Duration::from_millis(50))
+                    && write!(stream, "data: {frame}\n\n")
+                        .and_then(|()| stream.flush())
+                        .is_err()
+                {
+                    break;
+                }
+            }
+            // For the next connection.
+            *state.frames.lock().unwrap() = Some(frames);
+        }
+        ("GET", "/global/health") => {
+            respond(&mut stream, "200 OK", r#"{"healthy":true,"version":"x"}"#)
+        }
+        ("GET", "/session/status") => respond(&mut stream, "200 OK", "{}"),
+        ("POST", p) if p.ends_with("/prompt_async") => respond(&mut stream, "204 No Content", ""),
+        ("POST", p) if p.ends_with("/abort") => respond(&mut stream, "200 OK", "true"),
+        ("GET", p) if p.starts_with("/session/ses_1/message/") => {
+            let id = p.rsplit('/').next().unwrap_or("");
+            let body = format!(
+                r#"{{"info":{{"id":"{id}","role":"user","sessionID":"ses_1","time":{{"created":1}}}},"parts":[]}}"#
+            );
+            respond(&mut stream, "200 OK", &body);
+        }
+        ("GET", p) if p.starts_with("/session/ses_1/message?limit") => {
+            respond(&mut stream, "200 OK", "[]")
+        }
+        ("GET", "/session/ses_1/message") => {
+            let messages = state.messages.lock().unwrap().clone();
+            respond(&mut stream, "200 OK", &messages);
+        }
+        _ => respond(
+            &mut stream,
+            "404 Not Found",
+            r#"{"name":"NotFoundError","data":{"message":"no"}}"#,
+        ),
+    }
+}

@@ -1,0 +1,335 @@
+//! The per-project session registry, `sessions.json` in the project's state
+//! folder: key → OpenCode session, status, usage totals, last activity.
+//!
+//! Every change is a read-modify-write under `sessions.lock` (an advisory
+//! lock with a deadline) and an atomic replace, both through the manager.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use manager::Manager;
+use opencode_api::SessionId;
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::usage::Usage;
+
+/// The registry file's schema version.
+pub const REGISTRY_SCHEMA: u32 = 1;
+/// How long a change waits for another process's change.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a session is named: a title of the user's, a team member, or the
+/// project's default session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionKey {
+    /// The project's default session (`ocm prompt` without a session).
+    Default,
+    /// A session found again by its title.
+    Title(String),
+    /// A team member's session, titled
+    /// `teams::{team}::agent::{agent}::role::{role}`.
+    Team {
+        /// The team.
+        team: String,
+        /// The agent's id.
+        agent: String,
+        /// The role.
+        role: String,
+    },
+}
+
+impl SessionKey {
+    /// A team key; the parts may not be empty nor contain `::`.
+    pub fn team(team: &str, agent: &str, role: &str) -> Result<SessionKey, Error> {
+        for (name, value) in [("team", team), ("agent", agent), ("role", role)] {
+            if value.trim().is_empty() || value.contains("::") {
+                return Err(Error::BadKey(format!(
+                    "{name} {value:?} must be non-empty and contain no \"::\""
+                )));
+            }
+        }
+        Ok(SessionKey::Team {
+            team: team.into(),
+            agent: agent.into(),
+            role: role.into(),
+        })
+    }
+
+    /// The OpenCode session title this key stands for; it is also the
+    /// registry key.
+    pub fn title(&self) -> String {
+        match self {
+            SessionKey::Default => "ocm::default".to_string(),
+            SessionKey::Title(title) => title.clone(),
+            SessionKey::Team { team, agent, role } => {
+                format!("teams::{team}::agent::{agent}::role::{role}")
+            }
+        }
+    }
+}
+
+/// What the registry knows of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionState {
+    /// In use.
+    Active,
+    /// A turn hung (watchdog) or the server lost it: the next `ensure`
+    /// makes a fresh one.
+    Crashed,
+    /// The server died mid-turn: resumed after the restart when the server
+    /// still has it.
+    Interrupted,
+    /// Deleted by the user.
+    Closed,
+}
+
+/// One registry entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionEntry {
+    /// The key: the title the session was asked for by.
+    pub key: String,
+    /// The OpenCode session.
+    pub session_id: SessionId,
+    /// Its title on the server.
+    pub title: String,
+    /// Its state.
+    pub status: SessionState,
+    /// `provider/model` it was created with, when one was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Totals of every turn run through ocm.
+    #[serde(default)]
+    pub usage: Usage,
+    /// Turns that ended (done or failed).
+    #[serde(default)]
+    pub turns: u64,
+    /// When it was created, ms since the Unix epoch.
+    pub created: u64,
+    /// When a turn last ended, ms since the Unix epoch.
+    #[serde(default)]
+    pub last_active: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RegistryFile {
+    schema_version: u32,
+    #[serde(default)]
+    sessions: Vec<SessionEntry>,
+}
+
+/// The session registry of one project.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    path: PathBuf,
+    lock: PathBuf,
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Registry {
+    /// The registry of `project`: `sessions.json` in its state folder.
+    pub fn open(manager: &Manager, project: &Path) -> Result<Registry, Error> {
+        Ok(Registry::at(&manager.paths(project)?.dir))
+    }
+
+    /// The registry in the folder `dir` (tests, embedders with their own
+    /// state folder).
+    pub fn at(dir: &Path) -> Registry {
+        Registry {
+            path: dir.join("sessions.json"),
+            lock: dir.join("sessions.lock"),
+        }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every entry, in creation order. Blocks at most on reading the file.
+    pub fn entries(&self) -> Result<Vec<SessionEntry>, Error> {
+        let (file, _) = manager::read_state_file::<RegistryFile>(&self.path)?;
+        Ok(file.map(|f| f.sessions).unwrap_or_default())
+    }
+
+    /// The newest entry under `key`, unless it is closed.
+    pub fn get(&self, key: &str) -> Result<Option<SessionEntry>, Error> {
+        Ok(self
+            .entries()?
+            .into_iter()
+            .rev()
+            .find(|e| e.key == key)
+            .filter(|e| e.status != SessionState::Closed))
+    }
+
+    /// The entry of an OpenCode session.
+    pub fn by_session(&self, session_id: &SessionId) -> Result<Option<SessionEntry>, Error> {
+        Ok(self
+            .entries()?
+            .into_iter()
+            .find(|e| &e.session_id == session_id))
+    }
+
+    /// Changes the entries under the registry's lock (waiting at most 10 s
+    /// for another process) and writes them back atomically.
+    pub fn update<R>(&self, change: impl FnOnce(&mut Vec<SessionEntry>) -> R) -> Result<R, Error> {
+        let _guard = manager::lock_state_file(&self.lock, LOCK_TIMEOUT)?;
+        let (file, _) = manager::read_state_file::<RegistryFile>(&self.path)?;
+        let mut sessions = file.map(|f| f.sessions).unwrap_or_default();
+        let result = change(&mut sessions);
+        let file = RegistryFile {
+            schema_version: REGISTRY_SCHEMA,
+            sessions,
+        };
+        manager::write_state_file(&self.path, &file)?;
+        Ok(result)
+    }
+
+    /// Records a session under `key`, marking older open entries of that
+    /// key crashed when `replace_status` says so.
+    pub fn record(&self, entry: SessionEntry) -> Result<(), Error> {
+        self.update(|sessions| {
+            sessions.retain(|e| e.session_id != entry.session_id);
+            for old in sessions.iter_mut().filter(|e| e.key == entry.key) {
+                if old.status == SessionState::Active || old.status == SessionState::Interrupted {
+                    old.status = SessionState::Crashed;
+                }
+            }
+            sessions.push(entry);
+        })
+    }
+
+    /// Sets a session's state; false when it is not recorded.
+    pub fn set_status(&self, session_id: &SessionId, status: SessionState) -> Result<bool, Error> {
+        self.update(|sessions| {
+            let mut found = false;
+            for e in sessions.iter_mut().filter(|e| &e.session_id == session_id) {
+                e.status = status;
+                found = true;
+            }
+            found
+        })
+    }
+
+    /// Adds one ended turn and its usage to a session's totals.
+    pub fn add_turn(&self, session_id: &SessionId, usage: &Usage) -> Result<bool, Error> {
+        self.update(|sessions| {
+            let mut found = false;
+            for e in sessions.iter_mut().filter(|e| &e.session_id == session_id) {
+                e.usage.add(usage);
+                e.turns += 1;
+                e.last_active = now_ms();
+                found = true;
+            }
+            found
+        })
+    }
+
+    /// The usage of every session of the project, summed.
+    pub fn totals(&self) -> Result<Usage, Error> {
+        let mut total = Usage::default();
+        for e in self.entries()? {
+            total.add(&e.usage);
+        }
+        Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: &str, id: &str) -> SessionEntry {
+        SessionEntry {
+            key: key.into(),
+            session_id: SessionId::from(id),
+            title: key.into(),
+            status: SessionState::Active,
+            model: None,
+            usage: Usage::default(),
+            turns: 0,
+            created: now_ms(),
+            last_active: 0,
+        }
+    }
+
+    #[test]
+    fn team_key_has_the_seed_title() {
+        let key = SessionKey::team("red", "a1", "lead").unwrap();
+        assert_eq!(key.title(), "teams::red::agent::a1::role::lead");
+        assert!(SessionKey::team("red", "", "lead").is_err());
+        assert!(SessionKey::team("r::d", "a", "lead").is_err());
+    }
+
+    #[test]
+    fn records_replace_and_total() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::at(dir.path());
+        assert!(registry.entries().unwrap().is_empty());
+        registry.record(entry("t", "ses_1")).unwrap();
+        registry.record(entry("t", "ses_2")).unwrap();
+        let all = registry.entries().unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].status, SessionState::Crashed);
+        assert_eq!(registry.get("t").unwrap().unwrap().session_id, "ses_2");
+        let usage = Usage {
+            input: 3,
+            cost: 0.5,
+            ..Usage::default()
+        };
+        assert!(
+            registry
+                .add_turn(&SessionId::from("ses_2"), &usage)
+                .unwrap()
+        );
+        assert!(
+            registry
+                .add_turn(&SessionId::from("ses_2"), &usage)
+                .unwrap()
+        );
+        assert!(
+            !registry
+                .add_turn(&SessionId::from("ses_9"), &usage)
+                .unwrap()
+        );
+        let e = registry
+            .by_session(&SessionId::from("ses_2"))
+            .unwrap()
+            .unwrap();
+        assert_eq!((e.usage.input, e.turns), (6, 2));
+        assert_eq!(registry.totals().unwrap().input, 6);
+        registry
+            .set_status(&SessionId::from("ses_2"), SessionState::Closed)
+            .unwrap();
+        assert!(registry.get("t").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_corrupt_registry_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::at(dir.path());
+        std::fs::write(registry.path(), b"[oops").unwrap();
+        assert!(registry.entries().unwrap().is_empty());
+        registry.record(entry("t", "ses_1")).unwrap();
+        assert_eq!(registry.entries().unwrap().len(), 1);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names
+                .iter()
+                .any(|n| n.starts_with("sessions.json.corrupt-"))
+        );
+    }
+}

@@ -1,0 +1,204 @@
+//! Sessions by key: create, find by title, ensure (resume the recorded one
+//! unless crashed, gone or of another model), list, delete, with the
+//! project's registry.
+
+use opencode_api::{Client, MessageId, ModelRef, NewSession, Session, SessionId};
+
+use crate::Error;
+use crate::engine::Engine;
+use crate::registry::{Registry, SessionEntry, SessionKey, SessionState, now_ms};
+use crate::usage::Usage;
+
+/// A registry entry with what the server says of it now.
+#[derive(Debug, Clone)]
+pub struct SessionView {
+    /// The registry's entry, when the session is recorded.
+    pub entry: Option<SessionEntry>,
+    /// The server's session, when the server has it.
+    pub session: Option<Session>,
+}
+
+/// The sessions of one project, through an [`Engine`] with a registry.
+#[derive(Debug, Clone)]
+pub struct Sessions {
+    engine: Engine,
+    registry: Registry,
+}
+
+fn model_text(model: Option<&ModelRef>) -> Option<String> {
+    model.map(|m| format!("{}/{}", m.provider_id, m.model_id))
+}
+
+impl Sessions {
+    /// The sessions of the engine's project, recorded in `registry`.
+    pub fn new(engine: Engine, registry: Registry) -> Sessions {
+        Sessions { engine, registry }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Creates a session titled after `key` and records it (an older open
+    /// entry of the key is marked crashed).
+    pub fn create(
+        &self,
+        key: &SessionKey,
+        model: Option<&ModelRef>,
+    ) -> Result<SessionEntry, Error> {
+        let title = key.title();
+        let mut new = NewSession::titled(title.clone());
+        if let Some(model) = model {
+            new = new.model(model.clone());
+        }
+        let session = self.engine.with_client(|c| c.create_session(&new))?;
+        let entry = SessionEntry {
+            key: title.clone(),
+            session_id: session.id,
+            title,
+            status: SessionState::Active,
+            model: model_text(model),
+            usage: Usage::default(),
+            turns: 0,
+            created: now_ms(),
+            last_active: 0,
+        };
+        self.registry.record(entry.clone())?;
+        Ok(entry)
+    }
+
+    /// The server's newest session with this title in the project.
+    pub fn find_by_title(&self, title: &str) -> Result<Option<Session>, Error> {
+        let sessions = self.engine.with_client(Client::list_sessions)?;
+        Ok(sessions
+            .into_iter()
+            .filter(|s| s.title == title)
+            .max_by_key(|s| s.time.updated))
+    }
+
+    /// The session for `key`: the recorded one when it is active or was
+    /// interrupted by a server crash and the server still has it, and
+    /// `model` is the one it was made with; else a fresh one (the old entry
+    /// marked crashed). A key never recorded adopts the server's session of
+    /// that title, else creates one.
+    pub fn ensure(
+        &self,
+        key: &SessionKey,
+        model: Option<&ModelRef>,
+    ) -> Result<SessionEntry, Error> {
+        let title = key.title();
+        let wanted = model_text(model);
+        if let Some(entry) = self.registry.get(&title)? {
+            let usable = matches!(
+                entry.status,
+                SessionState::Active | SessionState::Interrupted
+            ) && (wanted.is_none() || wanted == entry.model);
+            if usable {
+                match self
+                    .engine
+                    .with_client(|c| c.get_session(&entry.session_id))
+                {
+                    Ok(_) => {
+                        if entry.status != SessionState::Active {
+                            self.registry
+                                .set_status(&entry.session_id, SessionState::Active)?;
+                        }
+                        return Ok(SessionEntry {
+                            status: SessionState::Active,
+                            ..entry
+                        });
+                    }
+                    Err(Error::Api(e)) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            return self.create(key, model);
+        }
+        if let Some(session) = self.find_by_title(&title)? {
+            let entry = SessionEntry {
+                key: title.clone(),
+                session_id: session.id,
+                title,
+                status: SessionState::Active,
+                model: wanted,
+                usage: Usage::default(),
+                turns: 0,
+                created: now_ms(),
+                last_active: 0,
+            };
+            self.registry.record(entry.clone())?;
+            return Ok(entry);
+        }
+        self.create(key, model)
+    }
+
+    /// The registry merged with the server's sessions of the project.
+    pub fn list(&self) -> Result<Vec<SessionView>, Error> {
+        let mut server = self.engine.with_client(Client::list_sessions)?;
+        let mut views = Vec::new();
+        for entry in self.registry.entries()? {
+            let session = server
+                .iter()
+                .position(|s| s.id == entry.session_id)
+                .map(|i| server.remove(i));
+            views.push(SessionView {
+                entry: Some(entry),
+                session,
+            });
+        }
+        views.extend(server.into_iter().map(|s| SessionView {
+            entry: None,
+            session: Some(s),
+        }));
+        Ok(views)
+    }
+
+    /// Deletes a session on the server and marks it closed in the registry.
+    pub fn delete(&self, session_id: &SessionId) -> Result<(), Error> {
+        match self.engine.with_client(|c| c.delete_session(session_id)) {
+            Ok(_) => {}
+            Err(Error::Api(e)) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        self.registry.set_status(session_id, SessionState::Closed)?;
+        Ok(())
+    }
+
+    /// The recorded session of `key` (newest first, crashed ones too)
+    /// that holds `message_id`: where a prompt retried by its ID was sent.
+    pub fn locate(
+        &self,
+        key: &SessionKey,
+        message_id: &MessageId,
+    ) -> Result<Option<SessionId>, Error> {
+        let title = key.title();
+        for entry in self
+            .registry
+            .entries()?
+            .into_iter()
+            .rev()
+            .filter(|e| e.key == title)
+        {
+            match self
+                .engine
+                .with_client(|c| c.get_message(&entry.session_id, message_id))
+            {
+                Ok(_) => return Ok(Some(entry.session_id)),
+                Err(Error::Api(e)) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// The recorded session under `key`, if any.
+    pub fn get(&self, key: &SessionKey) -> Result<Option<SessionEntry>, Error> {
+        self.registry.get(&key.title())
+    }
+}

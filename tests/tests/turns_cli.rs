@@ -1,0 +1,263 @@
+//! End-to-end tests of `ocm prompt` against the real opencode server with
+//! the mock model: the reply is streamed to stdout, `--json` ends with
+//! `done` and the usage, a failed turn exits 5 with its message ID, and
+//! `--message-id` retries it without a duplicate.
+
+use std::process::Output;
+use std::time::Duration;
+
+use e2e::{Reply, Script, TestBed, e2e_skipped};
+use serde_json::Value;
+
+fn ocm(bed: &TestBed, args: &[&str]) -> Output {
+    bed.command(e2e::ocm_bin())
+        .args(args)
+        .current_dir(&bed.project)
+        .output()
+        .expect("run ocm")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn ocm_prompt_prints_the_mock_text_and_json_ends_with_done_and_usage() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(Script::reply("Hello from the mock."));
+    let project = bed.project.display().to_string();
+    let out = ocm(&bed, &["prompt", &project, "say hi"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "Hello from the mock.\n");
+
+    let out = ocm(
+        &bed,
+        &["prompt", &project, "--title", "json one", "--json", "again"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let last = lines.last().expect("some output");
+    assert_eq!(last["type"], "done", "{lines:?}");
+    assert_eq!(last["text"], "Hello from the mock.");
+    assert!(last["messageId"].as_str().unwrap().starts_with("msg_"));
+    let streamed: String = lines
+        .iter()
+        .filter(|l| l["type"] == "text")
+        .map(|l| l["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(streamed, "Hello from the mock.");
+    let steps: Vec<&Value> = lines.iter().filter(|l| l["type"] == "usage").collect();
+    assert!(!steps.is_empty(), "{lines:?}");
+    let summed: u64 = steps
+        .iter()
+        .map(|l| l["usage"]["output"].as_u64().unwrap())
+        .sum();
+    assert_eq!(last["usage"]["output"].as_u64().unwrap(), summed);
+    assert!(summed > 0, "the mock reports usage");
+    assert!(last["cost"].is_number());
+
+    // The registry has the totals; ls shows both sessions; rm closes one.
+    let out = ocm(&bed, &["session", "show", &project, "json one", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["usage"], last["usage"], "{shown}");
+    assert_eq!(shown["turns"], 1);
+    assert_eq!(shown["sessionId"], last["sessionId"]);
+    let out = ocm(&bed, &["session", "ls", &project, "--json"]);
+    let listed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let out = ocm(&bed, &["session", "rm", &project, "json one"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = ocm(&bed, &["session", "show", &project, "json one", "--json"]);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["status"], "closed");
+    assert_eq!(shown["onServer"], false);
+    let out = ocm(
+        &bed,
+        &[
+            "session", "new", &project, "--team", "red", "--agent", "a1", "--role", "lead",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("ses_"));
+}
+
+#[test]
+fn a_failed_turn_exits_5_with_its_message_id_and_a_retry_by_id_is_not_a_duplicate() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(
+        Script::new().default_reply(Reply::text("stuck forever").stall_after(1)),
+    );
+    let project = bed.project.display().to_string();
+    let out = ocm(&bed, &["prompt", &project, "--timeout", "3", "first try"]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    let id = stderr
+        .split_whitespace()
+        .find(|w| w.starts_with("msg_"))
+        .unwrap_or_else(|| panic!("no message ID in {stderr}"))
+        .to_string();
+    bed.mock.set_script(Script::reply("Now it works."));
+    std::thread::sleep(Duration::from_millis(200));
+    let out = ocm(
+        &bed,
+        &["prompt", &project, "--message-id", &id, "first try"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "Now it works.\n");
+    // Once more: already answered, the stored reply is printed.
+    let out = ocm(
+        &bed,
+        &["prompt", &project, "--message-id", &id, "first try"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "Now it works.\n");
+    // On the server: the prompt's ID once, with one completed reply.
+    let url = text(&ocm(&bed, &["url", &project]).stdout)
+        .trim()
+        .to_string();
+    let client = opencode_api::Client::builder(&url)
+        .directory(&bed.project)
+        .build()
+        .unwrap();
+    let (mut users, mut replies) = (0, 0);
+    for session in client.list_sessions().unwrap() {
+        for m in client.list_messages(&session.id, None).unwrap() {
+            if m.info.id().as_str() == id {
+                users += 1;
+            }
+            if let Some(a) = m.info.as_assistant()
+                && a.parent_id.as_ref().is_some_and(|p| p.as_str() == id)
+                && a.is_completed()
+                && a.error.is_none()
+            {
+                replies += 1;
+            }
+        }
+    }
+    assert_eq!((users, replies), (1, 1));
+
+    let out = ocm(
+        &bed,
+        &["prompt", &project, "--new", "--session", "ses_x", "hi"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+#[test]
+fn ctrl_c_aborts_the_turn_and_exits_130_with_the_message_id() {
+    use std::io::Read;
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(Script::new().default_reply(
+        Reply::text("a b c d e f g h i j k l m n o p").chunk_delay(Duration::from_millis(400)),
+    ));
+    let project = bed.project.display().to_string();
+    let mut child = bed
+        .command(e2e::ocm_bin())
+        .args(["prompt", &project, "slow one"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ocm");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 1];
+    stdout
+        .read_exact(&mut first)
+        .expect("the first streamed byte");
+    assert!(e2e::send_signal(child.id() as i32, libc::SIGINT));
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("msg_"), "{stderr}");
+}
+
+#[test]
+fn ocm_events_prints_the_project_events_until_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(Script::reply("evented"));
+    let project = bed.project.display().to_string();
+    // Start the server first, so the events command connects at once.
+    let out = ocm(&bed, &["prompt", &project, "warm up"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut child = bed
+        .command(e2e::ocm_bin())
+        .args(["events", &project, "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ocm events");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["type"], "(connected)");
+    let out = ocm(&bed, &["prompt", &project, "--json", "while watched"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let event: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        let kind = event["type"].as_str().unwrap_or_default().to_string();
+        seen.push(kind.clone());
+        if kind == "session.idle" {
+            break;
+        }
+    }
+    assert!(seen.iter().any(|k| k == "message.part.delta"), "{seen:?}");
+    assert!(e2e::send_signal(child.id() as i32, libc::SIGINT));
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+}
+
+#[test]
+fn permissions_allow_answers_a_tool_permission_and_the_turn_ends_done() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(Script::new().default_reply(Reply::text("ran it").tool_call(
+        "bash",
+        r#"{"command":"echo perm-marker-7","description":"print a marker"}"#,
+    )));
+    // Make bash ask for permission.
+    let mut config: Value = serde_json::from_str(&bed.mock.opencode_config()).unwrap();
+    config["permission"] = serde_json::json!({"bash": "ask"});
+    let project = bed.project.display().to_string();
+    let out = bed
+        .command(e2e::ocm_bin())
+        .args([
+            "prompt",
+            &project,
+            "--json",
+            "--permissions",
+            "allow",
+            "use bash",
+        ])
+        .env("OPENCODE_CONFIG_CONTENT", config.to_string())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.iter().any(|l| l["type"] == "permission"), "{lines:?}");
+    let tool_done = lines
+        .iter()
+        .any(|l| l["type"] == "tool" && l["status"] == "completed");
+    assert!(tool_done, "{lines:?}");
+    assert_eq!(lines.last().unwrap()["type"], "done");
+    assert_eq!(lines.last().unwrap()["text"], "ran it");
+}

@@ -1,0 +1,564 @@
+//! End-to-end tests of the `turns` crate against the real opencode server
+//! with the mock model: turns stream the mock's text, 20 run at once on one
+//! server without crossing, an abort's stray terminal event does not end
+//! the next turn, a stalled model trips the watchdog, and prompts are
+//! delivered exactly once while the server is SIGKILLed mid-turn.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use e2e::{Reply, Script, TestBed, e2e_skipped};
+use manager::{Config, Manager};
+use opencode_api::{Client, Message, MessageId, PromptRequest, SessionId};
+use turns::{
+    Engine, Error, FailReason, Registry, RetryPolicy, SessionKey, SessionState, Sessions,
+    TurnEvent, TurnOptions,
+};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn client(url: &str, dir: &Path) -> Client {
+    Client::builder(url).directory(dir).build().expect("client")
+}
+
+fn manager_in(bed: &TestBed) -> Manager {
+    Manager::new(Config {
+        opencode_bin: Some(e2e::opencode_bin()),
+        state_root: Some(bed.state_dir.clone()),
+        env_set: bed.child_env(),
+        ..Config::default()
+    })
+    .expect("a valid configuration")
+}
+
+/// Collects a turn's events to its end: (streamed text, every event).
+fn run_turn(turn: &mut turns::Turn) -> (String, Vec<TurnEvent>) {
+    let deadline = Instant::now() + WAIT;
+    let mut text = String::new();
+    let mut all = Vec::new();
+    while let Some(event) = turn.next(deadline).expect("turn events") {
+        if let TurnEvent::Text { delta, .. } = &event {
+            text.push_str(delta);
+        }
+        all.push(event);
+    }
+    (text, all)
+}
+
+#[test]
+fn a_turn_streams_the_mock_text_once_and_ends_done_with_usage() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed =
+        TestBed::with_script(Script::new().default_reply(
+            Reply::text("one two three four").chunk_delay(Duration::from_millis(20)),
+        ));
+    let server = bed.start_opencode();
+    let engine = Engine::new(client(&server.url, &bed.project), TurnOptions::default());
+    let registry = Registry::at(&bed.root().join("reg"));
+    let sessions = Sessions::new(engine.clone(), registry.clone());
+    let key = SessionKey::team("red", "a1", "lead").unwrap();
+    let entry = sessions.ensure(&key, None).unwrap();
+    assert_eq!(entry.title, "teams::red::agent::a1::role::lead");
+    let found = sessions.find_by_title(&entry.title).unwrap().unwrap();
+    assert_eq!(found.id, entry.session_id);
+
+    let engine = engine.with_registry(registry.clone());
+    let mut turn = engine
+        .prompt(&entry.session_id, PromptRequest::text("hello"))
+        .unwrap();
+    let id = turn.message_id().clone();
+    let (text, events) = run_turn(&mut turn);
+    assert_eq!(text, "one two three four");
+    let Some(TurnEvent::Done(done)) = events.last() else {
+        panic!("no done: {events:?}")
+    };
+    assert_eq!(done.text, "one two three four");
+    assert_eq!(done.message_id, id);
+    assert!(done.usage.output > 0, "{:?}", done.usage);
+    assert_eq!(
+        events.iter().filter(|e| e.is_terminal()).count(),
+        1,
+        "one terminal event"
+    );
+    let recorded = registry.by_session(&entry.session_id).unwrap().unwrap();
+    assert_eq!(recorded.turns, 1);
+    assert_eq!(recorded.usage, done.usage);
+
+    // The same ID again: looked up, answered, no second user message.
+    let again = engine
+        .prompt(
+            &entry.session_id,
+            PromptRequest::text("hello").message_id(id.clone()),
+        )
+        .unwrap()
+        .wait(Instant::now() + WAIT)
+        .unwrap();
+    assert_eq!(again.text, "one two three four");
+    let messages = engine
+        .client()
+        .unwrap()
+        .list_messages(&entry.session_id, None)
+        .unwrap();
+    assert_eq!(messages.len(), 2, "one prompt, one reply");
+    // ensure resumes the recorded session.
+    assert_eq!(
+        sessions.ensure(&key, None).unwrap().session_id,
+        entry.session_id
+    );
+}
+
+#[test]
+fn twenty_concurrent_turns_on_one_server_do_not_cross() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(
+        Script::new().default_reply(Reply::echo().chunk_delay(Duration::from_millis(10))),
+    );
+    let server = bed.start_opencode();
+    let base = client(&server.url, &bed.project);
+    let engine = Engine::new(base.clone(), TurnOptions::default());
+    let sessions: Vec<SessionId> = (0..20)
+        .map(|i| {
+            base.create_session(&opencode_api::NewSession::titled(format!("c{i}")))
+                .unwrap()
+                .id
+        })
+        .collect();
+    let threads: Vec<_> = sessions
+        .iter()
+        .enumerate()
+        .map(|(i, session)| {
+            let engine = engine.clone();
+            let session = session.clone();
+            std::thread::spawn(move || {
+                let mut turn = engine
+                    .prompt(&session, PromptRequest::text(format!("turn number {i}")))
+                    .unwrap();
+                let (text, events) = run_turn(&mut turn);
+                (i, text, events)
+            })
+        })
+        .collect();
+    for thread in threads {
+        let (i, text, events) = thread.join().unwrap();
+        let want = format!("echo: turn number {i}");
+        assert_eq!(text, want, "turn {i} streamed");
+        match events.last() {
+            Some(TurnEvent::Done(done)) => assert_eq!(done.text, want),
+            other => panic!("turn {i} ended with {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_second_turn_is_refused_and_an_abort_does_not_end_the_next_turn() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(
+        Script::new()
+            .when(
+                "slow",
+                Reply::text("a b c d e f g h i j k l m n o p q r s t")
+                    .chunk_delay(Duration::from_millis(300)),
+            )
+            .default_reply(Reply::text("second answer")),
+    );
+    let server = bed.start_opencode();
+    let base = client(&server.url, &bed.project);
+    let engine = Engine::new(base.clone(), TurnOptions::default());
+    let session = base
+        .create_session(&opencode_api::NewSession::titled("abort"))
+        .unwrap()
+        .id;
+    let mut first = engine
+        .prompt(&session, PromptRequest::text("slow please"))
+        .unwrap();
+    // Wait for the first text, so the abort lands mid-turn.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match first.next(deadline).unwrap() {
+            Some(TurnEvent::Text { .. }) => break,
+            Some(e) if e.is_terminal() => panic!("ended early: {e:?}"),
+            Some(_) => {}
+            None => panic!("no text"),
+        }
+    }
+    let refused = engine.prompt(&session, PromptRequest::text("too soon"));
+    assert!(matches!(refused, Err(Error::Busy { .. })), "{refused:?}");
+    first.abort().unwrap();
+    let (_, events) = run_turn(&mut first);
+    assert!(
+        matches!(
+            events.last(),
+            Some(TurnEvent::Failed {
+                reason: FailReason::Aborted,
+                ..
+            })
+        ),
+        "{events:?}"
+    );
+    let second = engine
+        .prompt(&session, PromptRequest::text("now the second"))
+        .unwrap()
+        .wait(Instant::now() + WAIT)
+        .unwrap();
+    assert_eq!(second.text, "second answer");
+}
+
+#[test]
+fn a_stalled_model_trips_the_watchdog_and_the_session_is_marked_crashed() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(
+        Script::new()
+            .when("stall", Reply::text("never ending story").stall_after(1))
+            .default_reply(Reply::text("fresh")),
+    );
+    let server = bed.start_opencode();
+    let base = client(&server.url, &bed.project);
+    let registry = Registry::at(&bed.root().join("reg"));
+    let options = TurnOptions {
+        watchdog: Duration::from_secs(3),
+        ..TurnOptions::default()
+    };
+    let engine = Engine::new(base, options).with_registry(registry.clone());
+    let sessions = Sessions::new(engine.clone(), registry.clone());
+    let key = SessionKey::Title("watched".into());
+    let entry = sessions.ensure(&key, None).unwrap();
+    let began = Instant::now();
+    let err = engine
+        .prompt(&entry.session_id, PromptRequest::text("stall now"))
+        .unwrap()
+        .wait(Instant::now() + WAIT)
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::TurnFailed {
+                reason: FailReason::Watchdog(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(began.elapsed() < Duration::from_secs(20));
+    assert_eq!(
+        registry
+            .by_session(&entry.session_id)
+            .unwrap()
+            .unwrap()
+            .status,
+        SessionState::Crashed
+    );
+    let fresh = sessions.ensure(&key, None).unwrap();
+    assert_ne!(fresh.session_id, entry.session_id, "a fresh session");
+    let done = engine
+        .prompt(&fresh.session_id, PromptRequest::text("hi"))
+        .unwrap()
+        .wait(Instant::now() + WAIT)
+        .unwrap();
+    assert_eq!(done.text, "fresh");
+
+    // Retrying the stalled prompt by its ID: it is taken back from the
+    // crashed session first, then sent to the fresh one.
+    let Error::TurnFailed { message_id, .. } = err else {
+        unreachable!()
+    };
+    bed.mock.set_script(Script::reply("unstuck"));
+    let old = sessions.locate(&key, &message_id).unwrap();
+    assert_eq!(old.as_ref(), Some(&entry.session_id));
+    assert!(
+        engine
+            .withdraw(&entry.session_id, &message_id)
+            .unwrap()
+            .is_none()
+    );
+    let retried = engine
+        .prompt(
+            &fresh.session_id,
+            PromptRequest::text("stall now").message_id(message_id.clone()),
+        )
+        .unwrap()
+        .wait(Instant::now() + WAIT)
+        .unwrap();
+    assert_eq!(retried.text, "unstuck");
+    let client = engine.client().unwrap();
+    let in_old = client.list_messages(&entry.session_id, None).unwrap();
+    assert!(in_old.iter().all(|m| m.info.id() != &message_id));
+    assert_eq!(
+        sessions.locate(&key, &message_id).unwrap(),
+        Some(fresh.session_id)
+    );
+}
+
+/// Kills the project's server (its whole group) with SIGKILL.
+fn kill_server(manager: &Manager, project: &Path) {
+    if let Ok(status) = manager.status(project)
+        && let Some(pid) = status.pid
+    {
+        e2e::send_signal(-(pid as i32), libc::SIGKILL);
+    }
+}
+
+/// The chaos case, small: prompts from sessions at once, SIGKILLs between.
+const SESSIONS: usize = 4;
+const PROMPTS: usize = 16;
+const KILL_PAUSES_MS: [u64; 3] = [2500, 4000, 4000];
+
+#[test]
+fn prompts_are_delivered_exactly_once_while_the_server_is_killed_mid_turn() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(
+        Script::new().default_reply(Reply::echo().chunk_delay(Duration::from_millis(150))),
+    );
+    let manager = Arc::new(manager_in(&bed));
+    let options = TurnOptions {
+        retry: RetryPolicy {
+            tries: 5,
+            delay: Duration::from_millis(500),
+            ..RetryPolicy::default()
+        },
+        ..TurnOptions::default()
+    };
+    let engine = Engine::managed(Arc::clone(&manager), &bed.project, options).unwrap();
+    let sessions = Sessions::new(
+        engine.clone(),
+        Registry::open(&manager, &bed.project).unwrap(),
+    );
+    let session_ids: Vec<SessionId> = (0..SESSIONS)
+        .map(|i| {
+            sessions
+                .ensure(&SessionKey::Title(format!("chaos {i}")), None)
+                .unwrap()
+                .session_id
+        })
+        .collect();
+    let killer = {
+        let manager = Arc::clone(&manager);
+        let project = bed.project.clone();
+        std::thread::spawn(move || {
+            // Pauses between kills, so that each lands mid-turn once the
+            // server is back.
+            for pause in KILL_PAUSES_MS {
+                std::thread::sleep(Duration::from_millis(pause));
+                kill_server(&manager, &project);
+            }
+        })
+    };
+    let workers: Vec<_> = session_ids
+        .iter()
+        .enumerate()
+        .map(|(w, session)| {
+            let engine = engine.clone();
+            let session = session.clone();
+            std::thread::spawn(move || {
+                let mut results = Vec::new();
+                for n in 0..PROMPTS / SESSIONS {
+                    let text = format!("prompt w{w} n{n}");
+                    let first = engine
+                        .prompt(&session, PromptRequest::text(text.clone()))
+                        .and_then(|t| {
+                            let id = t.message_id().clone();
+                            t.wait(Instant::now() + WAIT)
+                                .map_err(|e| (id, e))
+                                .map_err(|(id, e)| match e {
+                                    Error::TurnFailed { .. } => e,
+                                    other => Error::TurnFailed {
+                                        session_id: session.clone(),
+                                        message_id: id,
+                                        reason: FailReason::ServerCrashed(other.to_string()),
+                                    },
+                                })
+                        });
+                    let (id, retried) = match first {
+                        Ok(done) => (done.message_id, false),
+                        Err(e) => {
+                            let id = e.message_id().cloned().unwrap_or_else(|| panic!("{e}"));
+                            let done = retry_until_done(&engine, &session, &text, &id);
+                            (done, true)
+                        }
+                    };
+                    results.push((text, id, retried));
+                }
+                (session, results)
+            })
+        })
+        .collect();
+    let mut done_first = 0;
+    let mut retried = 0;
+    let mut all = Vec::new();
+    for worker in workers {
+        let (session, results) = worker.join().unwrap();
+        for (text, id, was_retried) in results {
+            if was_retried {
+                retried += 1;
+            } else {
+                done_first += 1;
+            }
+            all.push((session.clone(), text, id));
+        }
+    }
+    killer.join().unwrap();
+    // Read the server's messages: each prompt's ID once, one completed reply.
+    let client = engine.client().unwrap();
+    let mut duplicates = 0;
+    let mut lost = 0;
+    let mut users_per_session: BTreeMap<SessionId, usize> = BTreeMap::new();
+    for session in &session_ids {
+        let messages = client.list_messages(session, None).unwrap();
+        users_per_session.insert(
+            session.clone(),
+            messages
+                .iter()
+                .filter(|m| matches!(m.info, Message::User(_)))
+                .count(),
+        );
+        for (s, text, id) in all.iter().filter(|(s, ..)| s == session) {
+            let users = messages.iter().filter(|m| m.info.id() == id).count();
+            let replies = messages
+                .iter()
+                .filter_map(|m| m.info.as_assistant())
+                .filter(|a| {
+                    a.parent_id.as_ref() == Some(id) && a.is_completed() && a.error.is_none()
+                })
+                .count();
+            match (users, replies) {
+                (1, 1) => {}
+                (0, _) => lost += 1,
+                _ => {
+                    duplicates += 1;
+                    eprintln!("{s} {text} {id}: {users} user messages, {replies} replies");
+                }
+            }
+        }
+    }
+    eprintln!(
+        "exactly-once: {} prompts, done first time {done_first}, retried {retried}, duplicates {duplicates}, lost {lost}",
+        all.len()
+    );
+    assert_eq!((duplicates, lost), (0, 0));
+    assert!(retried > 0, "the kills landed mid-turn");
+    assert_eq!(
+        users_per_session.values().sum::<usize>(),
+        PROMPTS,
+        "no other user messages"
+    );
+}
+
+/// Retries a prompt by its ID until it is done (the server may be down for
+/// a moment).
+fn retry_until_done(engine: &Engine, session: &SessionId, text: &str, id: &MessageId) -> MessageId {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let result = engine
+            .prompt(session, PromptRequest::text(text).message_id(id.clone()))
+            .and_then(|t| t.wait(Instant::now() + WAIT));
+        match result {
+            Ok(done) => {
+                assert_eq!(&done.message_id, id);
+                return done.message_id;
+            }
+            Err(e) if Instant::now() < deadline => eprintln!("retry of {id}: {e}"),
+            Err(e) => panic!("{id} never done: {e}"),
+        }
+    }
+}
+
+#[test]
+fn after_a_sigkill_and_restart_the_same_title_continues_the_same_session() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(Script::reply("noted"));
+    let manager = Arc::new(manager_in(&bed));
+    let engine =
+        Engine::managed(Arc::clone(&manager), &bed.project, TurnOptions::default()).unwrap();
+    let registry = Registry::open(&manager, &bed.project).unwrap();
+    let sessions = Sessions::new(engine.clone(), registry);
+    let key = SessionKey::Title("keep me".into());
+    let first = sessions.ensure(&key, None).unwrap();
+    engine
+        .prompt(&first.session_id, PromptRequest::text("remember this"))
+        .unwrap()
+        .wait(Instant::now() + WAIT)
+        .unwrap();
+    kill_server(&manager, &bed.project);
+    // The server is ensured (restarted) on the way.
+    let again = sessions.ensure(&key, None).unwrap();
+    assert_eq!(again.session_id, first.session_id, "resumed, not replaced");
+    let done = engine
+        .prompt(&again.session_id, PromptRequest::text("and this"))
+        .unwrap()
+        .wait(Instant::now() + WAIT)
+        .unwrap();
+    assert_eq!(done.text, "noted");
+    let messages = engine
+        .client()
+        .unwrap()
+        .list_messages(&again.session_id, None)
+        .unwrap();
+    assert_eq!(messages.len(), 4, "the earlier turn is still there");
+}
+
+#[test]
+fn a_tool_calling_turn_shows_the_tool_events() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(Script::new().default_reply(
+        Reply::text("the tool ran").tool_call(
+            "bash",
+            r#"{"command":"echo tool-output-42","description":"print a marker"}"#,
+        ),
+    ));
+    let server = bed.start_opencode();
+    let base = client(&server.url, &bed.project);
+    let engine = Engine::new(base.clone(), TurnOptions::default());
+    let session = base
+        .create_session(&opencode_api::NewSession::titled("tools"))
+        .unwrap()
+        .id;
+    let mut turn = engine
+        .prompt(&session, PromptRequest::text("run the tool"))
+        .unwrap();
+    let (_, events) = run_turn(&mut turn);
+    let tools: Vec<&turns::ToolActivity> = events
+        .iter()
+        .filter_map(|e| match e {
+            TurnEvent::ToolCall(t) | TurnEvent::ToolUpdate(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert!(!tools.is_empty(), "{events:?}");
+    assert!(tools.iter().all(|t| t.tool == "bash"));
+    let last = tools.last().unwrap();
+    assert_eq!(
+        last.status,
+        opencode_api::ToolStatus::Completed,
+        "{events:?}"
+    );
+    assert!(
+        last.output
+            .as_deref()
+            .unwrap_or("")
+            .contains("tool-output-42")
+    );
+    match events.last() {
+        Some(TurnEvent::Done(done)) => assert_eq!(done.text, "the tool ran"),
+        other => panic!("{other:?}"),
+    }
+    let steps = events
+        .iter()
+        .filter(|e| matches!(e, TurnEvent::Usage(_)))
+        .count();
+    assert_eq!(steps, 2, "one step for the call, one for the answer");
+}

@@ -1,0 +1,163 @@
+//! `cargo xtask bench` (turns part): event latency from the demultiplexer
+//! receiving a frame to the turn taking it (median, p99), and the overhead
+//! of a prompt through `turns` and through `ocm prompt` over a bare
+//! blocking `POST /session/{id}/message` on the same server.
+
+use std::time::{Duration, Instant};
+
+use e2e::{Reply, Script, TestBed};
+use opencode_api::{Client, NewSession, PromptRequest};
+use turns::{Engine, TurnEvent, TurnOptions};
+
+const LATENCY_TURNS: usize = 10;
+const OVERHEAD_RUNS: usize = 10;
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn percentile(samples: &mut [Duration], p: usize) -> Duration {
+    samples.sort();
+    samples
+        .get((samples.len() * p / 100).min(samples.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
+}
+
+/// `cargo xtask bench turns`: builds ocm (release) and runs this part.
+pub fn standalone() -> Result<(), String> {
+    crate::step(
+        "build ocm (release)",
+        crate::cargo().args(["build", "--release", "--quiet", "-p", "ocm"]),
+    )?;
+    crate::install_opencode()?;
+    run(&crate::target_dir().join("release").join("ocm"))
+}
+
+pub fn run(ocm: &std::path::Path) -> Result<(), String> {
+    eprintln!("\n==> turns: event latency, prompt overhead");
+    let words: Vec<String> = (0..200).map(|i| format!("w{i}")).collect();
+    let bed = TestBed::with_script(Script::new().default_reply(Reply::text(words.join(" "))));
+    let server = bed.start_opencode();
+    let client = Client::builder(&server.url)
+        .directory(&bed.project)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let engine = Engine::new(client.clone(), TurnOptions::default());
+    let session = client
+        .create_session(&NewSession::titled("bench"))
+        .map_err(|e| e.to_string())?
+        .id;
+    let deadline = || Instant::now() + Duration::from_secs(120);
+
+    let mut latencies = Vec::new();
+    for i in 0..LATENCY_TURNS {
+        let mut turn = engine
+            .prompt(&session, PromptRequest::text(format!("latency {i}")))
+            .map_err(|e| e.to_string())?;
+        while let Some(event) = turn.next(deadline()).map_err(|e| e.to_string())? {
+            if let TurnEvent::Failed { reason, .. } = event {
+                return Err(format!("a bench turn failed: {reason}"));
+            }
+        }
+        latencies.extend_from_slice(turn.event_latencies());
+    }
+    let count = latencies.len();
+    let median = percentile(&mut latencies, 50);
+    let p99 = percentile(&mut latencies, 99);
+
+    // The same prompt: bare blocking POST vs turns, alternating.
+    let mut bare = Vec::new();
+    let mut through_turns = Vec::new();
+    for i in 0..OVERHEAD_RUNS {
+        let began = Instant::now();
+        client
+            .prompt(&session, &PromptRequest::text(format!("bare {i}")))
+            .map_err(|e| e.to_string())?;
+        bare.push(began.elapsed());
+        let began = Instant::now();
+        engine
+            .prompt(&session, PromptRequest::text(format!("turns {i}")))
+            .and_then(|t| t.wait(deadline()))
+            .map_err(|e| e.to_string())?;
+        through_turns.push(began.elapsed());
+    }
+    drop(engine);
+    drop(server);
+
+    // ocm prompt (a whole process, the server ensured and reused) against
+    // a bare POST to that server.
+    let project = bed.project.display().to_string();
+    let run_ocm = |text: &str| -> Result<Duration, String> {
+        let began = Instant::now();
+        let out = bed
+            .command(ocm)
+            .args(["prompt", &project, text])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "ocm prompt failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(began.elapsed())
+    };
+    run_ocm("warm up")?;
+    let url = bed
+        .command(ocm)
+        .args(["url", &project])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let url = String::from_utf8_lossy(&url.stdout).trim().to_string();
+    let managed = Client::builder(&url)
+        .directory(&bed.project)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let bare_session = managed
+        .create_session(&NewSession::titled("bare"))
+        .map_err(|e| e.to_string())?
+        .id;
+    let mut bare_managed = Vec::new();
+    let mut ocm_runs = Vec::new();
+    for i in 0..OVERHEAD_RUNS {
+        let began = Instant::now();
+        managed
+            .prompt(&bare_session, &PromptRequest::text(format!("bare {i}")))
+            .map_err(|e| e.to_string())?;
+        bare_managed.push(began.elapsed());
+        ocm_runs.push(run_ocm(&format!("ocm {i}"))?);
+    }
+    let _ = bed.command(ocm).args(["down", &project]).output();
+
+    let bare_median = percentile(&mut bare, 50);
+    let turns_median = percentile(&mut through_turns, 50);
+    let bare_managed_median = percentile(&mut bare_managed, 50);
+    let ocm_median = percentile(&mut ocm_runs, 50);
+    let verdict = |d: f64| if d < 5.0 { "ok" } else { "ABOVE TARGET" };
+    let turns_overhead = ms(turns_median) - ms(bare_median);
+    let ocm_overhead = ms(ocm_median) - ms(bare_managed_median);
+    println!();
+    println!("turns ({LATENCY_TURNS} turns, {count} events; {OVERHEAD_RUNS} alternating runs)");
+    println!(
+        "  event latency, demux to turn            median {:>8.3} ms  p99 {:.3} ms",
+        ms(median),
+        ms(p99)
+    );
+    println!(
+        "  bare POST /session/{{id}}/message         median {:>8.1} ms",
+        ms(bare_median)
+    );
+    println!(
+        "  Engine::prompt + wait                   median {:>8.1} ms  overhead {turns_overhead:+.1} ms  target < 5 ms  {}",
+        ms(turns_median),
+        verdict(turns_overhead)
+    );
+    println!(
+        "  ocm prompt, whole process               median {:>8.1} ms  overhead {ocm_overhead:+.1} ms over {:.1} ms  target < 5 ms  {}",
+        ms(ocm_median),
+        ms(bare_managed_median),
+        verdict(ocm_overhead)
+    );
+    Ok(())
+}
