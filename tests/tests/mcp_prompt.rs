@@ -157,6 +157,13 @@ fn opencode_prompt_returns_the_mock_reply_and_the_sessions_show_usage() {
         again["structuredContent"]["reply"], "echo: hello there",
         "{again}"
     );
+    // A session the project's server does not have is refused.
+    let (_, foreign) = mcp.call(
+        4,
+        "opencode_prompt",
+        json!({"project": bed.project, "text": "hi", "session": "ses_nope"}),
+    );
+    assert_eq!(foreign["isError"], true, "{foreign}");
     let (_, sessions) = mcp.call(3, "opencode_sessions", json!({"project": bed.project}));
     assert_eq!(sessions["isError"], false, "{sessions}");
     let list = sessions["structuredContent"]["sessions"]

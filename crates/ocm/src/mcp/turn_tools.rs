@@ -334,6 +334,7 @@ pub fn run(
     progress: &dyn Fn(String),
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Value, Failure> {
+    let began = Instant::now();
     check(name, arguments)?;
     let dir = project_argument(ctx, arguments)?;
     if crate::error::folder_problem(&dir).is_some() {
@@ -343,6 +344,10 @@ pub fn run(
     }
     let (manager, engine) = ctx.turns.engine(ctx, &dir)?;
     let fail = |e: turns::Error| failure(e, &manager, &dir);
+    // A session ID must be one of this project's: --allow holds for it too.
+    if let Some(id) = arg(arguments, "session") {
+        own_session(&engine, &dir, id, &fail)?;
+    }
     match name {
         "opencode_prompt" => {
             let model = match arg(arguments, "model") {
@@ -369,7 +374,8 @@ pub fn run(
             if let Some(id) = arg(arguments, "message_id") {
                 request = request.message_id(MessageId::from(id));
             }
-            let deadline = Instant::now() + wait_of(arguments);
+            // The wait counts from the call's start: a server start is in it.
+            let deadline = began + wait_of(arguments);
             let turn = engine.prompt(&session, request).map_err(fail)?;
             let followed = ctx.turns.follow(turn);
             followed.wait(deadline, cancelled, progress);
@@ -453,6 +459,34 @@ pub fn run(
                 .collect();
             Ok(json!({"sessions": list, "usage": totals}))
         }
+    }
+}
+
+/// Checks that session `id` is one of the project's (its folder is `dir`).
+fn own_session(
+    engine: &Engine,
+    dir: &Path,
+    id: &str,
+    fail: &dyn Fn(turns::Error) -> Failure,
+) -> Result<(), Failure> {
+    let session = match engine.with_client(|c| c.get_session(&SessionId::from(id))) {
+        Err(turns::Error::Api(e)) if e.is_not_found() => None,
+        other => Some(other.map_err(fail)?),
+    };
+    let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    match session {
+        Some(s) if real(Path::new(&s.directory)) == real(dir) => Ok(()),
+        found => Err(Failure {
+            message: match found {
+                Some(s) => format!(
+                    "session {id} belongs to {}, not to this project",
+                    s.directory
+                ),
+                None => format!("no session {id} on this project's server"),
+            },
+            details: Vec::new(),
+            hint: Some("opencode_sessions lists the project's sessions".into()),
+        }),
     }
 }
 
@@ -651,5 +685,42 @@ fn activity(event: &TurnEvent) -> String {
         TurnEvent::Done(_) => "done".into(),
         TurnEvent::Failed { reason, .. } => format!("failed: {reason}"),
         _ => "working".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn arguments_are_checked_against_the_schema() {
+        let e = check("opencode_prompt", &args(json!({"project": "/x"}))).unwrap_err();
+        assert!(e.message.contains("`text` is required"), "{e:?}");
+        let e = check(
+            "opencode_prompt",
+            &args(json!({"project": "/x", "text": "hi", "wait": 3})),
+        );
+        assert!(e.unwrap_err().message.contains("unknown argument `wait`"));
+        let e = check(
+            "opencode_prompt",
+            &args(json!({"project": "/x", "text": "hi", "wait_s": -1})),
+        );
+        assert!(e.is_err());
+        let ok = args(json!({"project": "/x", "text": "hi", "wait_s": 2.5, "title": "t"}));
+        assert!(check("opencode_prompt", &ok).is_ok());
+        let e = check("opencode_abort", &args(json!({"project": "/x"}))).unwrap_err();
+        assert!(e.message.contains("session"), "{e:?}");
+        assert!(check("opencode_sessions", &args(json!({"project": "/x"}))).is_ok());
+    }
+
+    #[test]
+    fn waits_are_capped() {
+        assert_eq!(wait_of(&args(json!({"wait_s": 500}))), MAX_WAIT);
+        assert_eq!(wait_of(&args(json!({}))), Duration::from_secs(30));
+        assert_eq!(wait_of(&args(json!({"wait_s": 0}))), Duration::ZERO);
     }
 }
