@@ -298,3 +298,49 @@ fn opencode_turn_follows_a_running_prompt_to_its_end() {
     drop(other);
     stop(&bed);
 }
+
+#[test]
+fn opencode_abort_stops_a_running_turn_by_message_id_or_session() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(
+        Script::new().default_reply(
+            Reply::text("a b c d e f g h i j k l m n o p q r s t")
+                .chunk_delay(Duration::from_millis(400)),
+        ),
+    );
+    let mut mcp = Mcp::start(&bed);
+    let (_, started) = mcp.call(1, "opencode_start", json!({"project": bed.project}));
+    assert_eq!(started["isError"], false, "{started}");
+    let (_, first) = mcp.call(
+        2,
+        "opencode_prompt",
+        json!({"project": bed.project, "text": "slow", "wait_s": 1}),
+    );
+    let running = first["structuredContent"].clone();
+    assert_eq!(running["status"], "running", "{first}");
+    let (_, aborted) = mcp.call(
+        3,
+        "opencode_abort",
+        json!({"project": bed.project, "message_id": running["messageId"]}),
+    );
+    let aborted = &aborted["structuredContent"];
+    assert_eq!(aborted["aborted"], true, "{aborted}");
+    assert_eq!(aborted["turn"]["status"], "aborted", "{aborted}");
+    // By session: an idle session is fine (nothing to abort).
+    let (_, idle) = mcp.call(
+        4,
+        "opencode_abort",
+        json!({"project": bed.project, "session": running["sessionId"]}),
+    );
+    assert_eq!(idle["isError"], false, "{idle}");
+    let (_, turn) = mcp.call(
+        5,
+        "opencode_turn",
+        json!({"project": bed.project, "message_id": running["messageId"], "wait_s": 0}),
+    );
+    assert_eq!(turn["structuredContent"]["status"], "aborted", "{turn}");
+    drop(mcp);
+    stop(&bed);
+}
