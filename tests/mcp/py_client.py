@@ -6,7 +6,7 @@ Run with the Python of a venv holding the SDK (`cargo xtask mcp-clients`):
                         [--url http://127.0.0.1:PORT/mcp --token-env NAME]
 
 Lists the tools, then calls opencode_start (with a progress callback),
-opencode_status and opencode_stop on DIR, and prints one JSON object on
+opencode_status, opencode_prompt and opencode_stop on DIR, and prints one JSON object on
 stdout: the SDK version, the negotiated protocol version, the tool names,
 each call's result and the progress seen. The end-to-end test checks it.
 """
@@ -48,11 +48,15 @@ async def exercise(call, list_tools, project):
 
     start = await call("opencode_start", {"project": project}, on_progress)
     status = await call("opencode_status", {"project": project}, None)
+    prompt = await call(
+        "opencode_prompt", {"project": project, "text": "hello from python"}, None
+    )
     stop = await call("opencode_stop", {"project": project}, None)
     return {
         "tools": names,
         "start": summary(start),
         "status": summary(status),
+        "prompt": summary(prompt),
         "stop": summary(stop),
         "progress": progress,
     }

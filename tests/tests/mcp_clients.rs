@@ -18,13 +18,17 @@ use serde_json::Value;
 /// them, plus the interpreter's start-up).
 const CLIENT_DEADLINE: Duration = Duration::from_secs(180);
 
-const TOOLS: [&str; 6] = [
+const TOOLS: [&str; 10] = [
     "opencode_start",
     "opencode_status",
     "opencode_stop",
     "opencode_restart",
     "opencode_destroy",
     "opencode_list",
+    "opencode_prompt",
+    "opencode_turn",
+    "opencode_abort",
+    "opencode_sessions",
 ];
 
 fn script() -> PathBuf {
@@ -90,6 +94,13 @@ fn check_summary(bed: &TestBed, summary: &Value) {
         "{summary}"
     );
     assert_eq!(summary["status"]["structured"]["healthy"], true);
+    let prompt = &summary["prompt"];
+    assert_eq!(prompt["isError"], false, "{summary}");
+    assert_eq!(prompt["structured"]["status"], "done", "{summary}");
+    assert_eq!(
+        prompt["structured"]["reply"], "echo: hello from python",
+        "{summary}"
+    );
     assert_eq!(summary["stop"]["isError"], false);
     assert_eq!(
         summary["stop"]["structured"]["wasRunning"], true,

@@ -341,6 +341,10 @@ fn python_over_http(bed: &TestBed, version: &str, mode: &[&str]) -> Value {
         "{summary}"
     );
     assert_eq!(summary["status"]["structured"]["healthy"], true);
+    assert_eq!(
+        summary["prompt"]["structured"]["reply"], "echo: hello from python",
+        "{summary}"
+    );
     assert_eq!(summary["stop"]["structured"]["wasRunning"], true);
     assert!(bed.opencode_pids().is_empty());
     summary

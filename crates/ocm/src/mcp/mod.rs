@@ -24,6 +24,7 @@ mod http;
 mod protocol;
 mod server;
 mod tools;
+mod turn_tools;
 
 use server::{Server, Session};
 use tools::Context;
@@ -63,6 +64,7 @@ fn context(cli: &Cli, options: &McpOptions) -> Result<Context, CliError> {
     Ok(Context {
         cli: cli.clone(),
         allow,
+        turns: Default::default(),
     })
 }
 

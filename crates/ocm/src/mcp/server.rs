@@ -405,7 +405,13 @@ impl Server {
         let job: Job = Box::new(move || {
             let call = job_call;
             let reporter = Arc::clone(&call);
-            let outcome = tool.run(&ctx, &arguments, move |step| reporter.progress(step));
+            let watcher = Arc::clone(&call);
+            let outcome = tool.run(
+                &ctx,
+                &arguments,
+                move |step| reporter.progress(step),
+                move || watcher.cancelled(),
+            );
             if call.cancelled() {
                 // Nobody wants the server a cancelled start made.
                 if let Ok(value) = &outcome {
@@ -469,6 +475,7 @@ mod tests {
             Context {
                 cli,
                 allow: Vec::new(),
+                turns: Default::default(),
             },
             2,
         )

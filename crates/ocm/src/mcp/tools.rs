@@ -30,6 +30,8 @@ pub struct Context {
     pub cli: Cli,
     /// Canonical allowed folders; empty: any folder.
     pub allow: Vec<PathBuf>,
+    /// The turns this process started, and its engines.
+    pub turns: std::sync::Arc<super::turn_tools::Live>,
 }
 
 /// One tool.
@@ -144,6 +146,63 @@ pub const TOOLS: &[ToolDef] = &[
         project: false,
         extra_output: None,
     },
+    ToolDef {
+        name: "opencode_prompt",
+        title: "Send a prompt to OpenCode",
+        description: "Send a prompt to a session of a project's OpenCode server (started when \
+                      needed), exactly once, and wait up to `wait_s` seconds (default 30, at most \
+                      50) for the reply. Returns `status: done` with `reply` and `usage`, or \
+                      `status: running` with `sessionId` and `messageId`: then call \
+                      opencode_turn with that messageId to follow it. Retrying with the same \
+                      `message_id` never sends the prompt twice. Progress notifications report \
+                      the turn's activity; cancelling the call aborts the turn.",
+        read_only: false,
+        destructive: false,
+        idempotent: false,
+        confirm: false,
+        project: true,
+        extra_output: Some(&[]),
+    },
+    ToolDef {
+        name: "opencode_turn",
+        title: "Follow an OpenCode turn",
+        description: "The state of a prompt's turn by its message ID: status (running, done, \
+                      failed, aborted), the reply text so far, usage, and the final reply once \
+                      done. Waits up to `wait_s` seconds (default 30, at most 50) for the turn \
+                      to end.",
+        read_only: true,
+        destructive: false,
+        idempotent: true,
+        confirm: false,
+        project: true,
+        extra_output: Some(&[]),
+    },
+    ToolDef {
+        name: "opencode_abort",
+        title: "Abort an OpenCode turn",
+        description: "Abort the running turn of a session (by `session`, or by the prompt's \
+                      `message_id`). The reply written so far is kept; aborting an idle session \
+                      does nothing.",
+        read_only: false,
+        destructive: true,
+        idempotent: true,
+        confirm: false,
+        project: true,
+        extra_output: Some(&[]),
+    },
+    ToolDef {
+        name: "opencode_sessions",
+        title: "List OpenCode sessions",
+        description: "List the sessions of a project's OpenCode server (started when needed) \
+                      with what ocm recorded of them: title, key, status, turns and token and \
+                      cost usage, and the project's usage totals.",
+        read_only: false,
+        destructive: false,
+        idempotent: true,
+        confirm: false,
+        project: true,
+        extra_output: Some(&[]),
+    },
 ];
 
 /// The tool named `name`.
@@ -213,6 +272,15 @@ impl ToolDef {
             );
             required.push("project");
         }
+        for (key, kind, description, needed) in super::turn_tools::inputs(self.name) {
+            properties.insert(
+                (*key).into(),
+                json!({"type": kind, "description": description}),
+            );
+            if *needed {
+                required.push(key);
+            }
+        }
         if self.confirm {
             properties.insert(
                 "confirm".into(),
@@ -243,6 +311,10 @@ impl ToolDef {
         if era.has("2025-06-18") {
             tool["title"] = json!(self.title);
             tool["outputSchema"] = match self.extra_output {
+                _ if self.is_turn_tool() => match self.name {
+                    "opencode_prompt" | "opencode_turn" => super::turn_tools::turn_schema(),
+                    other => super::turn_tools::other_schema(other),
+                },
                 Some(extra) => project_schema(extra),
                 None => json!({
                     "type": "object",
@@ -261,7 +333,11 @@ impl ToolDef {
         ctx: &Context,
         arguments: &Map<String, Value>,
         progress: impl Fn(String) + Send + Sync + 'static,
+        cancelled: impl Fn() -> bool,
     ) -> Result<Value, Failure> {
+        if self.is_turn_tool() {
+            return super::turn_tools::run(self.name, ctx, arguments, &progress, &cancelled);
+        }
         self.check_arguments(arguments)?;
         if !self.project {
             let store = store(ctx)?;
@@ -334,6 +410,11 @@ impl ToolDef {
             }
             other => Err(Failure::input(format!("no tool {other}"))),
         }
+    }
+
+    /// Whether it is one of the prompt tools (`turn_tools`).
+    fn is_turn_tool(&self) -> bool {
+        !super::turn_tools::inputs(self.name).is_empty() || self.name == "opencode_sessions"
     }
 
     /// Undoes what a cancelled call did, where that means something: a
@@ -469,7 +550,10 @@ impl Context {
 }
 
 /// The `project` argument: absolute, and allowed.
-fn project_argument(ctx: &Context, arguments: &Map<String, Value>) -> Result<PathBuf, Failure> {
+pub(super) fn project_argument(
+    ctx: &Context,
+    arguments: &Map<String, Value>,
+) -> Result<PathBuf, Failure> {
     let text = arguments
         .get("project")
         .and_then(Value::as_str)
@@ -503,7 +587,7 @@ fn project_argument(ctx: &Context, arguments: &Map<String, Value>) -> Result<Pat
 const START_ATTEMPT_LIMIT: Duration = Duration::from_secs(15);
 const LOCK_WAIT_LIMIT: Duration = Duration::from_secs(10);
 
-fn config(ctx: &Context) -> Config {
+pub(super) fn config(ctx: &Context) -> Config {
     let mut config = Config::from_env();
     config.state_root = ctx.cli.state_dir.clone();
     config.start_timeout = config.start_timeout.min(START_ATTEMPT_LIMIT);
@@ -517,7 +601,7 @@ fn store(ctx: &Context) -> Result<Store, Failure> {
 
 /// A failed `ensure` or `restart` as the CLI reports it: a failed start
 /// names the binary that ran.
-fn start_error(error: manager::Error, manager: &Manager, dir: &Path) -> CliError {
+pub(super) fn start_error(error: manager::Error, manager: &Manager, dir: &Path) -> CliError {
     if !matches!(error, manager::Error::StartFailed { .. }) {
         return CliError::from(error).starting();
     }
@@ -592,6 +676,7 @@ mod tests {
         Context {
             cli: crate::cli::parse(["ls"]).unwrap(),
             allow,
+            turns: Default::default(),
         }
     }
 

@@ -1,0 +1,726 @@
+//! The prompt tools of `ocm mcp` on the `turns` crate: `opencode_prompt`
+//! (exactly once, with a client-made message ID), `opencode_turn`,
+//! `opencode_abort` and `opencode_sessions`.
+//!
+//! A turn started here is followed by its own thread until it ends, so a
+//! call that returns `running` can be picked up by `opencode_turn`; a
+//! turn this process did not start is read from the server by its
+//! message ID. Every call returns within [`MAX_WAIT`] plus a few seconds.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use manager::Manager;
+use opencode_api::{Message, MessageId, ModelRef, PromptRequest, SessionId};
+use serde_json::{Map, Value, json};
+use turns::{
+    Engine, FailReason, Registry, SessionKey, Sessions, Turn, TurnEvent, TurnOptions, Usage,
+};
+
+use super::tools::{Context, Failure, config, project_argument, start_error};
+
+/// The longest a call waits for a turn (clients often give up at 60 s).
+pub const MAX_WAIT: Duration = Duration::from_secs(50);
+/// How long a call waits without `wait_s`.
+const DEFAULT_WAIT: f64 = 30.0;
+/// How often a waiting call looks for a cancellation.
+const SLICE: Duration = Duration::from_millis(100);
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The engines and turns of this `ocm mcp` process.
+#[derive(Debug, Default)]
+pub struct Live {
+    engines: Mutex<HashMap<PathBuf, (Arc<Manager>, Engine)>>,
+    turns: Mutex<HashMap<String, Arc<Followed>>>,
+}
+
+/// A turn followed by its thread.
+#[derive(Debug)]
+struct Followed {
+    session: SessionId,
+    message: MessageId,
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Clone, Default)]
+struct State {
+    /// running, done, failed or aborted.
+    status: &'static str,
+    text: String,
+    usage: Usage,
+    reply: Option<String>,
+    error: Option<String>,
+    abort: bool,
+    /// Events seen, and the last one's description (progress).
+    events: u64,
+    activity: String,
+}
+
+impl Followed {
+    fn json(&self) -> Value {
+        let state = lock(&self.state).clone();
+        turn_json(
+            state.status,
+            &self.session,
+            &self.message,
+            &state.text,
+            &state.usage,
+            state.reply.as_deref(),
+            state.error.as_deref(),
+        )
+    }
+
+    fn ended(&self) -> bool {
+        lock(&self.state).status != "running"
+    }
+
+    /// Waits until the turn ends, `deadline`, or `stop()`; reports activity.
+    fn wait(&self, deadline: Instant, stop: &dyn Fn() -> bool, progress: &dyn Fn(String)) {
+        let mut seen = 0;
+        let mut state = lock(&self.state);
+        loop {
+            if state.events > seen {
+                seen = state.events;
+                let activity = state.activity.clone();
+                drop(state);
+                progress(activity);
+                state = lock(&self.state);
+            }
+            let now = Instant::now();
+            if state.status != "running" || now >= deadline || stop() {
+                return;
+            }
+            let slice = SLICE.min(deadline - now);
+            state = self
+                .changed
+                .wait_timeout(state, slice)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn request_abort(&self) {
+        lock(&self.state).abort = true;
+        self.changed.notify_all();
+    }
+}
+
+fn turn_json(
+    status: &str,
+    session: &SessionId,
+    message: &MessageId,
+    text: &str,
+    usage: &Usage,
+    reply: Option<&str>,
+    error: Option<&str>,
+) -> Value {
+    json!({
+        "status": status,
+        "sessionId": session.to_string(),
+        "messageId": message.to_string(),
+        "text": text,
+        "reply": reply,
+        "usage": serde_json::to_value(usage).unwrap_or(Value::Null),
+        "error": error,
+    })
+}
+
+/// The output schema of a turn.
+pub fn turn_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "status": {"type": "string", "description": "running, done, failed or aborted"},
+            "sessionId": {"type": "string"},
+            "messageId": {"type": "string", "description": "the prompt's ID: give it to opencode_turn"},
+            "text": {"type": "string", "description": "the reply text so far"},
+            "reply": {"type": ["string", "null"], "description": "the final reply, once done"},
+            "usage": {"type": ["object", "null"]},
+            "error": {"type": ["string", "null"]},
+        },
+        "required": ["status", "sessionId", "messageId"],
+    })
+}
+
+/// The output schema of `opencode_abort` and `opencode_sessions`.
+pub fn other_schema(name: &str) -> Value {
+    match name {
+        "opencode_sessions" => json!({
+            "type": "object",
+            "properties": {
+                "sessions": {"type": "array", "items": {"type": "object"}},
+                "usage": {"type": "object", "description": "totals of the sessions ocm recorded"},
+            },
+            "required": ["sessions"],
+        }),
+        _ => json!({
+            "type": "object",
+            "properties": {
+                "sessionId": {"type": "string"},
+                "aborted": {"type": "boolean"},
+                "turn": {"type": ["object", "null"]},
+            },
+            "required": ["sessionId", "aborted"],
+        }),
+    }
+}
+
+/// The arguments each tool takes: name, JSON type, description, required.
+pub fn inputs(name: &str) -> &'static [(&'static str, &'static str, &'static str, bool)] {
+    match name {
+        "opencode_prompt" => &[
+            ("text", "string", "The prompt.", true),
+            (
+                "session",
+                "string",
+                "A session ID (ses_...) to continue; default: the project's default session, or the one titled `title`.",
+                false,
+            ),
+            (
+                "title",
+                "string",
+                "A session title: the session with this title, made when missing.",
+                false,
+            ),
+            (
+                "model",
+                "string",
+                "PROVIDER/MODEL, e.g. anthropic/claude-sonnet-4-5.",
+                false,
+            ),
+            (
+                "message_id",
+                "string",
+                "The prompt's message ID (msg_...): give the one a `running` or failed call returned to retry without a duplicate.",
+                false,
+            ),
+            (
+                "wait_s",
+                "number",
+                "How long to wait for the reply, in seconds (default 30, at most 50).",
+                false,
+            ),
+        ],
+        "opencode_turn" => &[
+            (
+                "message_id",
+                "string",
+                "The prompt's message ID, as opencode_prompt returned it.",
+                true,
+            ),
+            (
+                "session",
+                "string",
+                "The session ID, when known (faster for a turn another process started).",
+                false,
+            ),
+            (
+                "wait_s",
+                "number",
+                "How long to wait for the turn to end, in seconds (default 30, at most 50; 0: now).",
+                false,
+            ),
+        ],
+        "opencode_abort" => &[
+            (
+                "session",
+                "string",
+                "The session whose turn to abort.",
+                false,
+            ),
+            (
+                "message_id",
+                "string",
+                "The prompt whose turn to abort.",
+                false,
+            ),
+        ],
+        _ => &[],
+    }
+}
+
+/// Checks the arguments beyond `project` against [`inputs`].
+fn check(name: &str, arguments: &Map<String, Value>) -> Result<(), Failure> {
+    let inputs = inputs(name);
+    let names: Vec<String> = std::iter::once("`project`".to_string())
+        .chain(inputs.iter().map(|i| format!("`{}`", i.0)))
+        .collect();
+    for (key, value) in arguments {
+        if key == "project" {
+            if !value.is_string() {
+                return Err(input("`project` must be a string (a folder path)"));
+            }
+            continue;
+        }
+        let Some((_, kind, _, _)) = inputs.iter().find(|i| i.0 == key) else {
+            return Err(input(format!(
+                "unknown argument `{key}` for {name} (it takes {})",
+                names.join(", ")
+            )));
+        };
+        let ok = match *kind {
+            "number" => value.as_f64().is_some_and(|n| n >= 0.0),
+            _ => value.as_str().is_some_and(|s| !s.trim().is_empty()),
+        };
+        if !ok {
+            return Err(input(format!("`{key}` must be a non-empty {kind}")));
+        }
+    }
+    for (key, ..) in inputs.iter().filter(|i| i.3) {
+        if !arguments.contains_key(*key) {
+            return Err(input(format!("`{key}` is required for {name}")));
+        }
+    }
+    if !arguments.contains_key("project") {
+        return Err(input(format!("`project` is required for {name}")));
+    }
+    if name == "opencode_abort"
+        && !arguments.contains_key("session")
+        && !arguments.contains_key("message_id")
+    {
+        return Err(input("give `session` or `message_id`: the turn to abort"));
+    }
+    Ok(())
+}
+
+fn input(message: impl Into<String>) -> Failure {
+    Failure {
+        message: message.into(),
+        details: Vec::new(),
+        hint: None,
+    }
+}
+
+fn arg<'a>(arguments: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    arguments.get(key).and_then(Value::as_str)
+}
+
+fn wait_of(arguments: &Map<String, Value>) -> Duration {
+    let secs = arguments
+        .get("wait_s")
+        .and_then(Value::as_f64)
+        .unwrap_or(DEFAULT_WAIT);
+    Duration::from_secs_f64(secs.max(0.0)).min(MAX_WAIT)
+}
+
+/// A `turns` error as a tool failure.
+fn failure(error: turns::Error, manager: &Manager, dir: &Path) -> Failure {
+    match error {
+        turns::Error::Manager(e) => Failure::from(start_error(e, manager, dir)),
+        other => {
+            let hint = other
+                .message_id()
+                .map(|id| format!("retry with message_id {id}: it is not sent twice"));
+            Failure {
+                message: other.to_string(),
+                details: Vec::new(),
+                hint,
+            }
+        }
+    }
+}
+
+/// Runs one of the prompt tools.
+pub fn run(
+    name: &str,
+    ctx: &Context,
+    arguments: &Map<String, Value>,
+    progress: &dyn Fn(String),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Value, Failure> {
+    let began = Instant::now();
+    check(name, arguments)?;
+    let dir = project_argument(ctx, arguments)?;
+    if crate::error::folder_problem(&dir).is_some() {
+        return Err(Failure::from(crate::error::CliError::NoProject {
+            project: dir,
+        }));
+    }
+    let (manager, engine) = ctx.turns.engine(ctx, &dir)?;
+    let fail = |e: turns::Error| failure(e, &manager, &dir);
+    // A session ID must be one of this project's: --allow holds for it too.
+    if let Some(id) = arg(arguments, "session") {
+        own_session(&engine, &dir, id, &fail)?;
+    }
+    match name {
+        "opencode_prompt" => {
+            let model = match arg(arguments, "model") {
+                Some(m) => Some(ModelRef::parse(m).map_err(|e| input(format!("`model`: {e}")))?),
+                None => None,
+            };
+            let session = match arg(arguments, "session") {
+                Some(id) => SessionId::from(id),
+                None => {
+                    let key = arg(arguments, "title")
+                        .map_or(SessionKey::Default, |t| SessionKey::Title(t.to_string()));
+                    let registry = Registry::open(&manager, &dir).map_err(fail)?;
+                    let sessions = Sessions::new(engine.clone(), registry);
+                    sessions
+                        .ensure(&key, model.as_ref())
+                        .map_err(fail)?
+                        .session_id
+                }
+            };
+            let mut request = PromptRequest::text(arg(arguments, "text").unwrap_or_default());
+            if let Some(model) = model {
+                request = request.model(model);
+            }
+            if let Some(id) = arg(arguments, "message_id") {
+                request = request.message_id(MessageId::from(id));
+            }
+            // The wait counts from the call's start: a server start is in it.
+            let deadline = began + wait_of(arguments);
+            let turn = engine.prompt(&session, request).map_err(fail)?;
+            let followed = ctx.turns.follow(turn);
+            followed.wait(deadline, cancelled, progress);
+            if cancelled() && !followed.ended() {
+                // Nobody waits for this reply: stop the model.
+                followed.request_abort();
+                followed.wait(Instant::now() + Duration::from_secs(5), &|| false, &|_| {});
+            }
+            Ok(followed.json())
+        }
+        "opencode_turn" => {
+            let id = MessageId::from(arg(arguments, "message_id").unwrap_or_default());
+            if let Some(followed) = ctx.turns.get(&id) {
+                followed.wait(Instant::now() + wait_of(arguments), cancelled, progress);
+                return Ok(followed.json());
+            }
+            let deadline = Instant::now() + wait_of(arguments);
+            loop {
+                let value = find_turn(&engine, arguments, &id, &fail)?;
+                if value["status"] != "running" || Instant::now() >= deadline || cancelled() {
+                    return Ok(value);
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+        "opencode_abort" => {
+            if let Some(id) = arg(arguments, "message_id")
+                && let Some(followed) = ctx.turns.get(&MessageId::from(id))
+            {
+                let running = !followed.ended();
+                followed.request_abort();
+                followed.wait(Instant::now() + Duration::from_secs(10), &|| false, &|_| {});
+                let turn = followed.json();
+                return Ok(json!({
+                    "sessionId": followed.session.to_string(),
+                    "aborted": running && turn["status"] == "aborted",
+                    "turn": turn,
+                }));
+            }
+            let session = match arg(arguments, "session") {
+                Some(s) => SessionId::from(s),
+                None => {
+                    let id = MessageId::from(arg(arguments, "message_id").unwrap_or_default());
+                    let turn = find_turn(&engine, arguments, &id, &fail)?;
+                    SessionId::from(turn["sessionId"].as_str().unwrap_or_default())
+                }
+            };
+            let aborted = engine.with_client(|c| c.abort(&session)).map_err(fail)?;
+            Ok(json!({"sessionId": session.to_string(), "aborted": aborted, "turn": null}))
+        }
+        _ => {
+            let registry = Registry::open(&manager, &dir).map_err(fail)?;
+            let totals = registry.totals().map_err(fail)?;
+            let sessions = Sessions::new(engine.clone(), registry);
+            let list: Vec<Value> = sessions
+                .list()
+                .map_err(fail)?
+                .into_iter()
+                .map(|view| {
+                    let id = view
+                        .entry
+                        .as_ref()
+                        .map(|e| e.session_id.clone())
+                        .or_else(|| view.session.as_ref().map(|s| s.id.clone()));
+                    let title = view
+                        .session
+                        .as_ref()
+                        .map(|s| s.title.clone())
+                        .or_else(|| view.entry.as_ref().map(|e| e.title.clone()));
+                    json!({
+                        "sessionId": id.map(|i| i.to_string()),
+                        "title": title,
+                        "key": view.entry.as_ref().map(|e| e.key.clone()),
+                        "status": view.entry.as_ref().map(|e| json!(e.status)),
+                        "onServer": view.session.is_some(),
+                        "turns": view.entry.as_ref().map(|e| e.turns),
+                        "model": view.entry.as_ref().and_then(|e| e.model.clone()),
+                        "usage": view.entry.as_ref().map(|e| json!(e.usage)),
+                    })
+                })
+                .collect();
+            Ok(json!({"sessions": list, "usage": totals}))
+        }
+    }
+}
+
+/// Checks that session `id` is one of the project's (its folder is `dir`).
+fn own_session(
+    engine: &Engine,
+    dir: &Path,
+    id: &str,
+    fail: &dyn Fn(turns::Error) -> Failure,
+) -> Result<(), Failure> {
+    let session = match engine.with_client(|c| c.get_session(&SessionId::from(id))) {
+        Err(turns::Error::Api(e)) if e.is_not_found() => None,
+        other => Some(other.map_err(fail)?),
+    };
+    let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    match session {
+        Some(s) if real(Path::new(&s.directory)) == real(dir) => Ok(()),
+        found => Err(Failure {
+            message: match found {
+                Some(s) => format!(
+                    "session {id} belongs to {}, not to this project",
+                    s.directory
+                ),
+                None => format!("no session {id} on this project's server"),
+            },
+            details: Vec::new(),
+            hint: Some("opencode_sessions lists the project's sessions".into()),
+        }),
+    }
+}
+
+/// A turn read from the server: its session's messages answering `id`.
+fn stored_turn(
+    engine: &Engine,
+    arguments: &Map<String, Value>,
+    id: &MessageId,
+) -> Result<Option<Value>, turns::Error> {
+    let sessions: Vec<SessionId> = match arg(arguments, "session") {
+        Some(s) => vec![SessionId::from(s)],
+        None => engine
+            .with_client(opencode_api::Client::list_sessions)?
+            .into_iter()
+            .map(|s| s.id)
+            .collect(),
+    };
+    for session in sessions {
+        let messages = match engine.with_client(|c| c.list_messages(&session, None)) {
+            Ok(m) => m,
+            Err(turns::Error::Api(e)) if e.is_not_found() => continue,
+            Err(e) => return Err(e),
+        };
+        if !messages.iter().any(|m| m.info.id() == id) {
+            continue;
+        }
+        let mut text = String::new();
+        let mut usage = Usage::default();
+        let mut status = "running";
+        let mut error = None;
+        for m in &messages {
+            let Message::Assistant(a) = &m.info else {
+                continue;
+            };
+            if a.parent_id.as_ref() != Some(id) {
+                continue;
+            }
+            text.push_str(&m.text());
+            usage.add(&Usage::from_tokens(&a.tokens, a.cost));
+            if let Some(e) = &a.error {
+                status = if e.name == "MessageAbortedError" {
+                    "aborted"
+                } else {
+                    "failed"
+                };
+                error = Some(e.to_string());
+            } else if a.time.completed.is_some() && a.finish.as_deref() != Some("tool-calls") {
+                status = "done";
+            } else {
+                status = "running";
+            }
+        }
+        if status == "done" {
+            let idle = engine
+                .with_client(|c| c.session_status())?
+                .get(&session)
+                .is_none_or(|s| !s.is_active());
+            if !idle {
+                status = "running";
+            }
+        }
+        let reply = (status == "done").then_some(text.as_str());
+        return Ok(Some(turn_json(
+            status,
+            &session,
+            id,
+            &text,
+            &usage,
+            reply,
+            error.as_deref(),
+        )));
+    }
+    Ok(None)
+}
+
+/// [`stored_turn`], a failure when the prompt is nowhere.
+fn find_turn(
+    engine: &Engine,
+    arguments: &Map<String, Value>,
+    id: &MessageId,
+    fail: &dyn Fn(turns::Error) -> Failure,
+) -> Result<Value, Failure> {
+    stored_turn(engine, arguments, id)
+        .map_err(fail)?
+        .ok_or_else(|| Failure {
+            message: format!("no prompt {id} in this project's sessions"),
+            details: Vec::new(),
+            hint: Some(
+                "give the message_id opencode_prompt returned, with the same project".into(),
+            ),
+        })
+}
+
+impl Live {
+    /// The engine of `dir`'s server (made once per project).
+    fn engine(&self, ctx: &Context, dir: &Path) -> Result<(Arc<Manager>, Engine), Failure> {
+        let mut engines = lock(&self.engines);
+        if let Some(found) = engines.get(dir) {
+            return Ok(found.clone());
+        }
+        let manager = Arc::new(
+            Manager::new(config(ctx))
+                .map_err(|e| Failure::from(crate::error::CliError::from(e).starting()))?,
+        );
+        let engine = Engine::managed(Arc::clone(&manager), dir, TurnOptions::default())
+            .map_err(|e| failure(e, &manager, dir))?;
+        engines.insert(dir.to_path_buf(), (Arc::clone(&manager), engine.clone()));
+        Ok((manager, engine))
+    }
+
+    fn get(&self, id: &MessageId) -> Option<Arc<Followed>> {
+        lock(&self.turns).get(id.as_str()).cloned()
+    }
+
+    /// Follows `turn` on its own thread until it ends.
+    fn follow(&self, mut turn: Turn) -> Arc<Followed> {
+        let followed = Arc::new(Followed {
+            session: turn.session_id().clone(),
+            message: turn.message_id().clone(),
+            state: Mutex::new(State {
+                status: "running",
+                ..State::default()
+            }),
+            changed: Condvar::new(),
+        });
+        lock(&self.turns).insert(followed.message.to_string(), Arc::clone(&followed));
+        let shared = Arc::clone(&followed);
+        std::thread::spawn(move || {
+            let f = shared;
+            let mut abort_sent = false;
+            loop {
+                if !abort_sent && lock(&f.state).abort {
+                    abort_sent = true;
+                    if let Err(e) = turn.abort() {
+                        eprintln!(
+                            "ocm mcp: aborting {}: {}",
+                            f.message,
+                            crate::escape::escape(&e.to_string())
+                        );
+                    }
+                }
+                let event = turn.next(Instant::now() + SLICE);
+                let mut state = lock(&f.state);
+                match event {
+                    Ok(None) => continue,
+                    Ok(Some(event)) => {
+                        state.events += 1;
+                        state.activity = activity(&event);
+                        match event {
+                            TurnEvent::Text { delta, .. } => state.text.push_str(&delta),
+                            TurnEvent::Usage(u) => state.usage.add(&u),
+                            TurnEvent::Done(done) => {
+                                state.status = "done";
+                                state.usage = done.usage;
+                                state.text = done.text.clone();
+                                state.reply = Some(done.text);
+                            }
+                            TurnEvent::Failed { reason, .. } => {
+                                state.status = if matches!(reason, FailReason::Aborted) {
+                                    "aborted"
+                                } else {
+                                    "failed"
+                                };
+                                state.error = Some(reason.to_string());
+                            }
+                            _ => {}
+                        }
+                    }
+                    Err(e) => {
+                        state.status = "failed";
+                        state.error = Some(e.to_string());
+                    }
+                }
+                let ended = state.status != "running";
+                drop(state);
+                f.changed.notify_all();
+                if ended {
+                    return;
+                }
+            }
+        });
+        followed
+    }
+}
+
+/// A progress message for a turn event.
+fn activity(event: &TurnEvent) -> String {
+    match event {
+        TurnEvent::Text { .. } => "writing the reply".into(),
+        TurnEvent::Reasoning { .. } => "reasoning".into(),
+        TurnEvent::ToolCall(t) => format!("calling tool {}", t.tool),
+        TurnEvent::ToolUpdate(t) => format!("tool {}: {:?}", t.tool, t.status),
+        TurnEvent::Permission(_) => "a tool waits for a permission".into(),
+        TurnEvent::Question(_) => "a tool waits for an answer".into(),
+        TurnEvent::Usage(u) => format!("step done ({} tokens out)", u.output),
+        TurnEvent::Done(_) => "done".into(),
+        TurnEvent::Failed { reason, .. } => format!("failed: {reason}"),
+        _ => "working".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn arguments_are_checked_against_the_schema() {
+        let e = check("opencode_prompt", &args(json!({"project": "/x"}))).unwrap_err();
+        assert!(e.message.contains("`text` is required"), "{e:?}");
+        let e = check(
+            "opencode_prompt",
+            &args(json!({"project": "/x", "text": "hi", "wait": 3})),
+        );
+        assert!(e.unwrap_err().message.contains("unknown argument `wait`"));
+        let e = check(
+            "opencode_prompt",
+            &args(json!({"project": "/x", "text": "hi", "wait_s": -1})),
+        );
+        assert!(e.is_err());
+        let ok = args(json!({"project": "/x", "text": "hi", "wait_s": 2.5, "title": "t"}));
+        assert!(check("opencode_prompt", &ok).is_ok());
+        let e = check("opencode_abort", &args(json!({"project": "/x"}))).unwrap_err();
+        assert!(e.message.contains("session"), "{e:?}");
+        assert!(check("opencode_sessions", &args(json!({"project": "/x"}))).is_ok());
+    }
+
+    #[test]
+    fn waits_are_capped() {
+        assert_eq!(wait_of(&args(json!({"wait_s": 500}))), MAX_WAIT);
+        assert_eq!(wait_of(&args(json!({}))), Duration::from_secs(30));
+        assert_eq!(wait_of(&args(json!({"wait_s": 0}))), Duration::ZERO);
+    }
+}

@@ -1,0 +1,346 @@
+//! `ocm mcp`'s prompt tools against the real opencode and the mock model:
+//! `opencode_prompt` returns the mock's reply; a cancelled prompt gets no
+//! answer and its turn is aborted on the server; `opencode_turn` follows
+//! a prompt that returned `running` to its end.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Stdio};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use e2e::{Reply, Script, TestBed, e2e_skipped, ocm_bin};
+use opencode_api::{Message, SessionId};
+use serde_json::{Value, json};
+
+const ANSWER_DEADLINE: Duration = Duration::from_secs(90);
+
+/// A running `ocm mcp` with its stdout read line by line.
+struct Mcp {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<Value>,
+}
+
+impl Mcp {
+    fn start(bed: &TestBed) -> Mcp {
+        let mut child = bed
+            .command(ocm_bin())
+            .args(["mcp", "--allow", bed.root().to_str().unwrap()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ocm mcp");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let value: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not JSON on stdout ({e}): {line}"));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        let mut mcp = Mcp {
+            child,
+            stdin,
+            lines,
+        };
+        mcp.send(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "prompt-test", "version": "1"}}}));
+        let init = mcp.next(ANSWER_DEADLINE);
+        assert_eq!(init["id"], 0, "{init}");
+        mcp.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+        mcp
+    }
+
+    fn send(&mut self, message: &Value) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{message}").expect("write to ocm mcp");
+        stdin.flush().expect("flush");
+    }
+
+    fn next(&self, within: Duration) -> Value {
+        self.lines
+            .recv_timeout(within)
+            .unwrap_or_else(|e| panic!("no message from ocm mcp within {within:?}: {e}"))
+    }
+
+    /// Sends a `tools/call`, returns its progress notifications and result.
+    fn call(&mut self, id: i64, tool: &str, arguments: Value) -> (Vec<Value>, Value) {
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": tool, "arguments": arguments,
+                       "_meta": {"progressToken": format!("p{id}")}}}));
+        let mut progress = Vec::new();
+        loop {
+            let message = self.next(ANSWER_DEADLINE);
+            if message["method"] == "notifications/progress" {
+                progress.push(message);
+                continue;
+            }
+            assert_eq!(message["id"], id, "{message}");
+            let result = message["result"].clone();
+            let text = result["content"][0]["text"].as_str().unwrap_or_default();
+            if result["isError"] == false {
+                let parsed: Value = serde_json::from_str(text).expect("the text block is JSON");
+                assert_eq!(parsed, result["structuredContent"]);
+            }
+            return (progress, result);
+        }
+    }
+}
+
+impl Drop for Mcp {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client(bed: &TestBed) -> opencode_api::Client {
+    let manager = Arc::new(e2e::manager_in(bed, |_| {}));
+    turns::Engine::managed(manager, &bed.project, turns::TurnOptions::default())
+        .expect("engine")
+        .client()
+        .expect("client")
+}
+
+fn stop(bed: &TestBed) {
+    e2e::manager_in(bed, |_| {})
+        .stop(&bed.project)
+        .expect("stop");
+    assert!(bed.opencode_pids().is_empty());
+}
+
+#[test]
+fn opencode_prompt_returns_the_mock_reply_and_the_sessions_show_usage() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let mut mcp = Mcp::start(&bed);
+    let (progress, result) = mcp.call(
+        1,
+        "opencode_prompt",
+        json!({"project": bed.project, "text": "hello there"}),
+    );
+    assert_eq!(result["isError"], false, "{result}");
+    let reply = &result["structuredContent"];
+    assert_eq!(reply["status"], "done", "{reply}");
+    assert_eq!(reply["reply"], "echo: hello there", "{reply}");
+    assert!(reply["messageId"].as_str().unwrap().starts_with("msg_"));
+    let steps: Vec<f64> = progress
+        .iter()
+        .map(|p| p["params"]["progress"].as_f64().unwrap())
+        .collect();
+    assert!(steps.windows(2).all(|w| w[0] < w[1]), "{steps:?}");
+    // The same message ID again: the stored reply, not a second prompt.
+    let (_, again) = mcp.call(
+        2,
+        "opencode_prompt",
+        json!({"project": bed.project, "text": "hello there",
+               "message_id": reply["messageId"], "session": reply["sessionId"]}),
+    );
+    assert_eq!(
+        again["structuredContent"]["reply"], "echo: hello there",
+        "{again}"
+    );
+    // A session the project's server does not have is refused.
+    let (_, foreign) = mcp.call(
+        4,
+        "opencode_prompt",
+        json!({"project": bed.project, "text": "hi", "session": "ses_nope"}),
+    );
+    assert_eq!(foreign["isError"], true, "{foreign}");
+    let (_, sessions) = mcp.call(3, "opencode_sessions", json!({"project": bed.project}));
+    assert_eq!(sessions["isError"], false, "{sessions}");
+    let list = sessions["structuredContent"]["sessions"]
+        .as_array()
+        .unwrap();
+    assert_eq!(list.len(), 1, "{sessions}");
+    assert_eq!(list[0]["sessionId"], reply["sessionId"]);
+    let messages = client(&bed)
+        .list_messages(&SessionId::from(reply["sessionId"].as_str().unwrap()), None)
+        .unwrap();
+    assert_eq!(messages.len(), 2, "one prompt, one answer");
+    drop(mcp);
+    stop(&bed);
+}
+
+#[test]
+fn a_cancelled_prompt_gets_no_answer_and_its_turn_is_aborted() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(
+        Script::new().default_reply(
+            Reply::text("a b c d e f g h i j k l m n o p q r s t")
+                .chunk_delay(Duration::from_millis(400)),
+        ),
+    );
+    let mut mcp = Mcp::start(&bed);
+    mcp.send(&json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "opencode_prompt",
+                   "arguments": {"project": bed.project, "text": "slow one"},
+                   "_meta": {"progressToken": "slow"}}}));
+    // Wait for the turn's text to flow.
+    loop {
+        let message = mcp.next(ANSWER_DEADLINE);
+        assert_eq!(message["method"], "notifications/progress", "{message}");
+        if message["params"]["message"] == "writing the reply" {
+            break;
+        }
+    }
+    mcp.send(
+        &json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 7, "reason": "test"}}),
+    );
+    // A ping gets its answer; nothing comes for the cancelled call.
+    std::thread::sleep(Duration::from_secs(3));
+    mcp.send(&json!({"jsonrpc": "2.0", "id": 8, "method": "ping"}));
+    loop {
+        let message = mcp.next(ANSWER_DEADLINE);
+        assert_ne!(
+            message["id"], 7,
+            "the cancelled call was answered: {message}"
+        );
+        if message["id"] == 8 {
+            break;
+        }
+        assert_eq!(message["method"], "notifications/progress", "{message}");
+    }
+    let client = client(&bed);
+    let session = client.list_sessions().unwrap().remove(0).id;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let idle = client
+            .session_status()
+            .unwrap()
+            .get(&session)
+            .is_none_or(|s| !s.is_active());
+        let messages = client.list_messages(&session, None).unwrap();
+        let aborted = messages.iter().any(|m| {
+            matches!(&m.info, Message::Assistant(a)
+                if a.error.as_ref().is_some_and(|e| e.name == "MessageAbortedError"))
+        });
+        if idle && aborted {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the turn was not aborted: {messages:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(mcp);
+    stop(&bed);
+}
+
+#[test]
+fn opencode_turn_follows_a_running_prompt_to_its_end() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(Script::new().default_reply(
+        Reply::text("one two three four five six").chunk_delay(Duration::from_millis(500)),
+    ));
+    let mut mcp = Mcp::start(&bed);
+    // Start the server first: a prompt's wait covers only the turn.
+    let (_, started) = mcp.call(1, "opencode_start", json!({"project": bed.project}));
+    assert_eq!(started["isError"], false, "{started}");
+    let (_, first) = mcp.call(
+        2,
+        "opencode_prompt",
+        json!({"project": bed.project, "text": "count", "wait_s": 0.5}),
+    );
+    let running = &first["structuredContent"];
+    assert_eq!(running["status"], "running", "{first}");
+    let id = running["messageId"].clone();
+    let (_, turn) = mcp.call(
+        3,
+        "opencode_turn",
+        json!({"project": bed.project, "message_id": id, "wait_s": 40}),
+    );
+    let turn = &turn["structuredContent"];
+    assert_eq!(turn["status"], "done", "{turn}");
+    assert_eq!(turn["reply"], "one two three four five six", "{turn}");
+    // A fresh process reads the same turn from the server.
+    drop(mcp);
+    let mut other = Mcp::start(&bed);
+    let (_, stored) = other.call(
+        1,
+        "opencode_turn",
+        json!({"project": bed.project, "message_id": id, "wait_s": 0}),
+    );
+    assert_eq!(stored["structuredContent"]["status"], "done", "{stored}");
+    assert_eq!(
+        stored["structuredContent"]["reply"],
+        "one two three four five six"
+    );
+    let (_, bad) = other.call(
+        2,
+        "opencode_turn",
+        json!({"project": bed.project, "message_id": "msg_nope"}),
+    );
+    assert_eq!(bad["isError"], true, "{bad}");
+    drop(other);
+    stop(&bed);
+}
+
+#[test]
+fn opencode_abort_stops_a_running_turn_by_message_id_or_session() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(
+        Script::new().default_reply(
+            Reply::text("a b c d e f g h i j k l m n o p q r s t")
+                .chunk_delay(Duration::from_millis(400)),
+        ),
+    );
+    let mut mcp = Mcp::start(&bed);
+    let (_, started) = mcp.call(1, "opencode_start", json!({"project": bed.project}));
+    assert_eq!(started["isError"], false, "{started}");
+    let (_, first) = mcp.call(
+        2,
+        "opencode_prompt",
+        json!({"project": bed.project, "text": "slow", "wait_s": 1}),
+    );
+    let running = first["structuredContent"].clone();
+    assert_eq!(running["status"], "running", "{first}");
+    let (_, aborted) = mcp.call(
+        3,
+        "opencode_abort",
+        json!({"project": bed.project, "message_id": running["messageId"]}),
+    );
+    let aborted = &aborted["structuredContent"];
+    assert_eq!(aborted["aborted"], true, "{aborted}");
+    assert_eq!(aborted["turn"]["status"], "aborted", "{aborted}");
+    // By session: an idle session is fine (nothing to abort).
+    let (_, idle) = mcp.call(
+        4,
+        "opencode_abort",
+        json!({"project": bed.project, "session": running["sessionId"]}),
+    );
+    assert_eq!(idle["isError"], false, "{idle}");
+    let (_, turn) = mcp.call(
+        5,
+        "opencode_turn",
+        json!({"project": bed.project, "message_id": running["messageId"], "wait_s": 0}),
+    );
+    assert_eq!(turn["structuredContent"]["status"], "aborted", "{turn}");
+    drop(mcp);
+    stop(&bed);
+}
