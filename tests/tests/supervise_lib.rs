@@ -151,3 +151,65 @@ fn watch_all_picks_up_a_project_brought_up_later() {
     drop(supervisor);
     let _ = bed.command(ocm_bin()).arg("down").arg(&later).output();
 }
+
+#[test]
+fn a_running_servers_log_past_the_limit_is_rotated_without_stopping_it() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let up = ocm_up(&bed, &bed.project);
+    let pid = up["pid"].as_u64().unwrap() as u32;
+    let log = std::path::PathBuf::from(up["logPath"].as_str().unwrap());
+    let manager = Manager::new(Config {
+        opencode_bin: Some(e2e::opencode_bin()),
+        state_root: Some(bed.state_dir.clone()),
+        env_set: bed.child_env(),
+        log_max_bytes: 64 * 1024,
+        ..Config::default()
+    })
+    .expect("a valid configuration");
+    let supervisor = Supervisor::start(
+        manager,
+        SuperviseConfig {
+            metrics_interval: Duration::from_millis(300),
+            ..SuperviseConfig::default()
+        },
+    )
+    .unwrap();
+    let rx = supervisor.subscribe(false);
+    supervisor.watch(&bed.project).unwrap();
+    expect(&rx, SupervisorState::Running, Duration::from_secs(10));
+    // The log grows past the limit while the server runs.
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        f.write_all(&b"filler line\n".repeat(10_000)).unwrap();
+    }
+    let rotated = log.with_extension("log.1");
+    poll_until(Duration::from_secs(10), "the log to be rotated", || {
+        rotated.exists().then_some(())
+    });
+    assert!(std::fs::metadata(&log).unwrap().len() < 64 * 1024);
+    assert!(
+        std::fs::read_to_string(&rotated)
+            .unwrap()
+            .contains("filler line")
+    );
+    // The same server, still answering, still writing to its log.
+    let status = bed
+        .command(ocm_bin())
+        .args(["status", "--json"])
+        .arg(&bed.project)
+        .output()
+        .expect("ocm status");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    assert_eq!(status["status"], "running", "{status}");
+    assert_eq!(status["pid"], pid);
+    drop(supervisor);
+    let _ = bed
+        .command(ocm_bin())
+        .arg("down")
+        .arg(&bed.project)
+        .output();
+}

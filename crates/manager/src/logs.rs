@@ -65,6 +65,48 @@ pub fn rotate_if_needed(log: &Path, max_bytes: u64, keep: u32) -> Result<(), Err
     rename(log, &numbered(log, 1))
 }
 
+/// Rotates the log of a server that is running and holds it open with
+/// `O_APPEND`: when it is larger than `max_bytes`, its content is copied to
+/// `server.log.1` (older copies move up, the oldest beyond `keep` goes) and
+/// the log is truncated to nothing; the server's next write lands at the
+/// new end. What the server writes between the copy and the truncation is
+/// lost (a few lines at most): the price of not stopping it. Returns
+/// whether it rotated.
+pub fn copy_truncate_if_needed(log: &Path, max_bytes: u64, keep: u32) -> Result<bool, Error> {
+    let io = |action: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    let Some(mut file) = open_log(log)? else {
+        return Ok(false);
+    };
+    let size = file.metadata().map_err(io("cannot read", log))?.len();
+    if size <= max_bytes {
+        return Ok(false);
+    }
+    if keep > 0 {
+        let _ = std::fs::remove_file(numbered(log, keep));
+        for n in (1..keep).rev() {
+            match std::fs::rename(numbered(log, n), numbered(log, n + 1)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io("cannot rotate", &numbered(log, n))(e));
+                }
+                _ => {}
+            }
+        }
+        let first = numbered(log, 1);
+        let mut copy = statefile::open_file(&first, OpenMode::CreateNew)?;
+        std::io::copy(&mut file, &mut copy).map_err(io("cannot copy to", &first))?;
+    }
+    let writable = statefile::open_file(log, OpenMode::ReadWrite)?;
+    writable.set_len(0).map_err(io("cannot truncate", log))?;
+    Ok(true)
+}
+
 /// `server.log` -> `server.log.N`.
 pub fn numbered(log: &Path, n: u32) -> PathBuf {
     let mut name = log.as_os_str().to_owned();
@@ -312,6 +354,36 @@ mod tests {
         assert_eq!(
             tail_of(&text, lines).len(),
             (lines - 2) * 2 + long.len() + 6
+        );
+    }
+
+    #[test]
+    fn a_running_servers_log_is_copied_then_truncated_and_its_writer_goes_on() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("server.log");
+        // The server's descriptor: O_APPEND, kept open across the rotation.
+        let mut server = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        server.write_all(&b"x".repeat(100)).unwrap();
+        assert!(!copy_truncate_if_needed(&log, 1000, 2).unwrap());
+        server.write_all(&b"y".repeat(1000)).unwrap();
+        assert!(copy_truncate_if_needed(&log, 1000, 2).unwrap());
+        assert_eq!(std::fs::read(numbered(&log, 1)).unwrap().len(), 1100);
+        assert_eq!(std::fs::metadata(&log).unwrap().len(), 0);
+        server.write_all(b"after\n").unwrap();
+        // Appended at the new end, not at the old offset (no hole).
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "after\n");
+        server.write_all(&b"z".repeat(2000)).unwrap();
+        assert!(copy_truncate_if_needed(&log, 1000, 2).unwrap());
+        assert!(numbered(&log, 2).exists());
+        assert!(
+            std::fs::read_to_string(numbered(&log, 1))
+                .unwrap()
+                .starts_with("after")
         );
     }
 }

@@ -746,6 +746,7 @@ impl Engine {
             }
             if self.projects[index].metrics_due <= now {
                 self.memory_check(index);
+                self.rotate_log(index);
                 let p = &mut self.projects[index];
                 let over = p
                     .server
@@ -829,6 +830,28 @@ impl Engine {
         // notice and reads `supervisor.json` finds it there.
         self.write_metrics(index);
         self.shared.publish(&Notice::Transition(transition));
+    }
+
+    /// A running server's log past the size limit is rotated without
+    /// stopping the server (copy, then truncate; it writes with O_APPEND).
+    fn rotate_log(&self, index: usize) {
+        let p = &self.projects[index];
+        if p.server.is_none() {
+            return;
+        }
+        let config = self.manager.config();
+        match crate::logs::copy_truncate_if_needed(
+            &p.paths.log,
+            config.log_max_bytes,
+            config.log_keep,
+        ) {
+            Ok(true) => self.note(
+                &p.path,
+                "rotated the server log (copy, then truncate)".into(),
+            ),
+            Ok(false) => {}
+            Err(e) => self.note(&p.path, format!("cannot rotate the server log: {e}")),
+        }
     }
 
     fn write_metrics(&self, index: usize) {
