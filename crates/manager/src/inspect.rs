@@ -80,23 +80,8 @@ impl Manager {
         paths: &ProjectPaths,
         record: Option<&ServerRecord>,
     ) -> ServerStatus {
-        let mut status = ServerStatus {
-            project_port: portmap::port_for_project(&project).ok(),
-            project,
-            status: ServerState::Stopped,
-            healthy: false,
-            url: None,
-            port: None,
-            pid: None,
-            started_at: None,
-            log_path: paths.log.clone(),
-            version: None,
-            uptime_seconds: None,
-            resident_memory_bytes: None,
-            detail: None,
-            state_dir: paths.dir.clone(),
-            supervisor: crate::supervise::read_info(paths),
-        };
+        let mut status = ServerStatus::stopped(project, paths);
+        status.supervisor = crate::supervise::read_info(paths);
         let Some(record) = record else {
             return status;
         };

@@ -164,6 +164,30 @@ pub struct ServerStatus {
 }
 
 impl ServerStatus {
+    /// A project with no server: stopped, nothing recorded, its paths and
+    /// its deterministic port.
+    pub fn stopped(project: PathBuf, paths: &statefile::ProjectPaths) -> ServerStatus {
+        ServerStatus {
+            project_port: portmap::port_for_project(&project).ok(),
+            project,
+            status: ServerState::Stopped,
+            healthy: false,
+            url: None,
+            port: None,
+            pid: None,
+            started_at: None,
+            log_path: paths.log.clone(),
+            version: None,
+            uptime_seconds: None,
+            resident_memory_bytes: None,
+            detail: None,
+            state_dir: paths.dir.clone(),
+            supervisor: None,
+        }
+    }
+}
+
+impl ServerStatus {
     /// Where a generated password of this project is kept, whether or not
     /// there is one (the same file the manager writes).
     pub fn password_file(&self) -> PathBuf {
@@ -277,23 +301,7 @@ mod tests {
     fn the_password_file_is_the_one_the_manager_writes() {
         let paths =
             statefile::ProjectPaths::new(Path::new("/state"), "0123456789abcdef0123456789abcdef");
-        let status = ServerStatus {
-            project: "/p".into(),
-            project_port: None,
-            status: ServerState::Stopped,
-            healthy: false,
-            url: None,
-            port: None,
-            pid: None,
-            started_at: None,
-            log_path: paths.log.clone(),
-            version: None,
-            uptime_seconds: None,
-            resident_memory_bytes: None,
-            detail: None,
-            state_dir: paths.dir.clone(),
-            supervisor: None,
-        };
+        let status = ServerStatus::stopped("/p".into(), &paths);
         assert_eq!(
             status.password_file(),
             crate::password::password_file(&paths)

@@ -95,23 +95,7 @@ impl ProjectView {
     /// The project as stopped, when nothing is recorded for it.
     pub fn stopped(project: &manager::Project, paths: &ProjectPaths) -> ProjectView {
         ProjectView {
-            status: ServerStatus {
-                project: project.path.clone(),
-                project_port: Some(project.port),
-                status: ServerState::Stopped,
-                healthy: false,
-                url: None,
-                port: None,
-                pid: None,
-                started_at: None,
-                log_path: paths.log.clone(),
-                version: None,
-                uptime_seconds: None,
-                resident_memory_bytes: None,
-                detail: None,
-                state_dir: paths.dir.clone(),
-                supervisor: None,
-            },
+            status: ServerStatus::stopped(project.path.clone(), paths),
             auth: Auth::None,
         }
     }
