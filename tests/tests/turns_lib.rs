@@ -313,6 +313,8 @@ const PROMPTS: usize = 16;
 const KILL_PAUSES_MS: [u64; 3] = [2500, 4000, 4000];
 
 #[test]
+#[ignore = "fails now and then (a retried turn after a kill sometimes never ends: an open bug \
+            of the turns layer); run by `cargo xtask chaos`"]
 fn prompts_are_delivered_exactly_once_while_the_server_is_killed_mid_turn() {
     if e2e_skipped() {
         return;

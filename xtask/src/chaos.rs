@@ -1,5 +1,6 @@
 //! `cargo xtask chaos`: the supervision cases with their full counts (50
-//! SIGKILLs, a `down` held 30 s, ...) against the real opencode, and the
+//! SIGKILLs, a `down` held 30 s, ...) and the exactly-once prompt case
+//! against the real opencode, and the
 //! figures: kill to `crashed`, kill to `running` again, and what a
 //! supervisor of 5 idle servers costs in 60 s. `cargo xtask bench`
 //! reuses [`kill_figures`] and [`idle_figures`].
@@ -39,6 +40,16 @@ pub fn run(figures_only: bool) -> Result<(), String> {
             .env("OCM_CHAOS_KILLS", "10")
             .env("OCM_CHAOS_DOWN_SECS", "30")
             .env_remove("CI")
+            .env_remove("OCM_SKIP_E2E"),
+    )?;
+    // Not in `cargo xtask ci` while it fails now and then (an open bug of
+    // the turns layer: after a kill, a retried turn sometimes never ends).
+    step(
+        "exactly-once prompts while the server is killed mid-turn",
+        cargo()
+            .args(["test", "--release", "-p", "e2e", "--test", "turns_lib"])
+            .args(["--", "--ignored", "prompts_are_delivered_exactly_once"])
+            .env("OPENCODE_BIN", &bin)
             .env_remove("OCM_SKIP_E2E"),
     )?;
     Ok(())
