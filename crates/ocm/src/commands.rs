@@ -274,7 +274,7 @@ fn run_command(cli: &Cli, command: &Command, reporter: &Reporter) -> Result<i32,
 
 /// A failed `ensure` or `restart`: a failed start names the binary that
 /// ran (the record has it; else the one the manager would find).
-fn start_error(error: manager::Error, manager: &Manager, dir: &Path) -> CliError {
+pub(crate) fn start_error(error: manager::Error, manager: &Manager, dir: &Path) -> CliError {
     if !matches!(error, manager::Error::StartFailed { .. }) {
         return CliError::from(error).starting();
     }

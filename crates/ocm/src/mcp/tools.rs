@@ -9,6 +9,7 @@
 //! malformed call (no name, an unknown tool) is a JSON-RPC error, decided
 //! by the caller before a tool runs.
 
+use crate::commands::start_error;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -597,26 +598,6 @@ pub(super) fn config(ctx: &Context) -> Config {
 
 fn store(ctx: &Context) -> Result<Store, Failure> {
     Store::open(&ctx.cli, || Ok(Manager::new(config(ctx))?)).map_err(Failure::from)
-}
-
-/// A failed `ensure` or `restart` as the CLI reports it: a failed start
-/// names the binary that ran.
-pub(super) fn start_error(error: manager::Error, manager: &Manager, dir: &Path) -> CliError {
-    if !matches!(error, manager::Error::StartFailed { .. }) {
-        return CliError::from(error).starting();
-    }
-    let recorded = manager
-        .paths(dir)
-        .ok()
-        .and_then(|paths| manager::read_record(&paths.record).ok().flatten())
-        .map(|record| record.opencode_bin)
-        .filter(|bin| !bin.as_os_str().is_empty());
-    let binary =
-        recorded.or_else(|| manager::find_opencode(manager.config().opencode_bin.as_deref()).ok());
-    CliError::StartFailed {
-        error: Box::new(error),
-        binary,
-    }
 }
 
 /// A start-up step for a progress notification.

@@ -19,7 +19,8 @@ use turns::{
     Engine, FailReason, Registry, SessionKey, Sessions, Turn, TurnEvent, TurnOptions, Usage,
 };
 
-use super::tools::{Context, Failure, config, project_argument, start_error};
+use super::tools::{Context, Failure, config, project_argument};
+use crate::commands::start_error;
 
 /// The longest a call waits for a turn (clients often give up at 60 s).
 pub const MAX_WAIT: Duration = Duration::from_secs(50);
