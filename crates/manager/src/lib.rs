@@ -60,6 +60,7 @@ pub use error::{Error, PortHolder};
 pub use interrupt::{INTERRUPTS, catch_interrupts};
 pub use logs::{open_log, tail as log_tail};
 pub use manager::Manager;
+pub use password::random_secret;
 pub use opencode::{OPENCODE_VERSION, find_opencode, opencode_cache_dir, opencode_in_prefix};
 pub use portmap::PortProblem;
 pub use procutil::{ExitStatus, Termination, Termination as StopKind, cmdline, signals, watch};

@@ -121,7 +121,7 @@ impl Manager {
                 if let Some(existing) = self.known_password(paths)? {
                     return Ok(Some(existing));
                 }
-                let password = random_password()?;
+                let password = random_secret()?;
                 statefile::write_private(&file, password.as_bytes())?;
                 Ok(Some(password))
             }
@@ -141,8 +141,9 @@ fn remove_password_file(file: &std::path::Path) -> Result<(), Error> {
     }
 }
 
-/// 32 hex characters from the kernel's random source.
-pub(crate) fn random_password() -> Result<String, Error> {
+/// 32 hex characters (128 bits) from the kernel's random source, for
+/// passwords, tokens and nonces.
+pub fn random_secret() -> Result<String, Error> {
     let mut bytes = [0u8; 16];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
@@ -216,9 +217,9 @@ mod tests {
     }
 
     #[test]
-    fn random_passwords_differ() {
-        let a = random_password().unwrap();
+    fn random_secrets_differ() {
+        let a = random_secret().unwrap();
         assert_eq!(a.len(), 32);
-        assert_ne!(a, random_password().unwrap());
+        assert_ne!(a, random_secret().unwrap());
     }
 }

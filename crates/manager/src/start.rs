@@ -10,7 +10,7 @@ use statefile::ProjectPaths;
 
 use crate::address::bind_literal;
 use crate::health::{HealthWait, Liveness, url_host_port, wait_healthy};
-use crate::password::random_password;
+use crate::password::random_secret;
 use crate::progress::{Progress, Repair, StartFailure};
 use crate::record::{
     Desired, RecordStatus, SCHEMA_VERSION, ServerRecord, read_record, write_record,
@@ -307,7 +307,7 @@ impl Manager {
         // and in the server's environment: from the moment the server can
         // be seen, a record names it, even if this process dies before it
         // learns the pid.
-        let nonce = random_password().map_err(AttemptError::fatal)?;
+        let nonce = random_secret().map_err(AttemptError::fatal)?;
         spec = spec.env(SERVER_NONCE_VAR, &nonce);
         let mut record = ServerRecord {
             schema_version: SCHEMA_VERSION,
