@@ -186,6 +186,16 @@ pub enum Error {
         waited: Duration,
     },
 
+    /// A bounded run ([`output_within`](crate::output_within)) did not end
+    /// in time: its process group was killed.
+    #[error("{} did not finish within {after:?}; it and everything it started were killed", .program.display())]
+    TimedOut {
+        /// The program that was run.
+        program: PathBuf,
+        /// How long it had run when it was killed.
+        after: Duration,
+    },
+
     /// Members of the process group survived SIGKILL for longer than the
     /// bounded wait.
     #[error(

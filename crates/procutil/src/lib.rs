@@ -25,6 +25,8 @@
 //!   ([`ignore_interrupts`](signals::ignore_interrupts)) or turns signals
 //!   into bytes on a pipe ([`Signals`](signals::Signals)), so that callers
 //!   need no `unsafe`.
+//! - [`output_within`] runs a program to completion with its output
+//!   captured, killing its process group at a deadline.
 //! - [`cmdline`], [`resident_memory`], [`environ_var`], [`session_id`],
 //!   [`all_pids`] and [`listening_socket_holder`] read /proc.
 //!
@@ -60,6 +62,7 @@ mod child;
 mod error;
 mod pidfd;
 mod procfs;
+mod run;
 mod signal;
 pub mod signals;
 mod spawn;
@@ -75,6 +78,7 @@ pub use procfs::{
     listening_socket_holder, parent_pid, process_group_id, process_group_members, resident_memory,
     session_id,
 };
+pub use run::output_within;
 pub use signal::{Termination, signal_group, terminate, wait_gone};
 pub use spawn::{Output, SpawnSpec, spawn_detached};
 
