@@ -78,7 +78,7 @@ fn report(what: &str, offenders: &[String]) {
 /// The workspace crates under `crates/`: (name, layer, the workspace crates
 /// it may depend on). A crate may only use crates of a lower layer, and of
 /// those only the ones listed: the CLI talks to the manager, not to
-/// statefile. `turns` is planned between the manager and the CLI.
+/// statefile. `turns` and `sandbox` sit between the manager and the CLI.
 const LAYERS: &[(&str, u8, &[&str])] = &[
     ("procutil", 0, &[]),
     ("portmap", 0, &[]),
@@ -92,7 +92,8 @@ const LAYERS: &[(&str, u8, &[&str])] = &[
         &["procutil", "portmap", "statefile", "opencode-api"],
     ),
     ("turns", 3, &["manager", "opencode-api"]),
-    ("ocm", 4, &["manager", "opencode-api", "turns"]),
+    ("sandbox", 4, &["manager"]),
+    ("ocm", 5, &["manager", "opencode-api", "turns", "sandbox"]),
 ];
 
 /// Workspace members outside `crates/`, which no crate may depend on.
@@ -286,7 +287,7 @@ fn the_dependency_check_catches_the_cli_reaching_past_the_manager() {
         violations,
         [
             "crates/ocm/Cargo.toml:7: ocm depends on statefile, but may use only manager, \
-          opencode-api, turns"
+          opencode-api, turns, sandbox"
         ]
     );
 
@@ -357,6 +358,7 @@ const FORBID_UNSAFE: &[&str] = &[
     "crates/portmap/src/lib.rs",
     "crates/manager/src/lib.rs",
     "crates/turns/src/lib.rs",
+    "crates/sandbox/src/lib.rs",
     "crates/ocm/src/main.rs",
 ];
 
