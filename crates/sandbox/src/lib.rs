@@ -6,6 +6,7 @@ pub mod dotenv;
 pub mod env;
 mod error;
 pub mod keys;
+pub mod git;
 mod name;
 pub mod url;
 
