@@ -32,6 +32,7 @@
 mod address;
 mod children;
 mod cleanup;
+mod companion;
 mod config;
 mod error;
 mod health;
@@ -55,6 +56,9 @@ mod supervise;
 mod sweep;
 
 pub use address::bind_literal;
+pub use companion::{
+    COMPANION_ANSWER_TIMEOUT, COMPANION_HOST, CompanionInfo, CompanionSpec, CompanionStatus,
+};
 pub use config::{Config, PasswordPolicy, PortPolicy, is_loopback};
 pub use error::{Error, PortHolder};
 pub use interrupt::{INTERRUPTS, catch_interrupts};
@@ -68,7 +72,7 @@ pub use progress::{Progress, Repair, StartFailure};
 pub use project::{Project, project};
 pub use record::{Desired, RecordStatus, SCHEMA_VERSION, ServerRecord, read_record};
 pub use report::{GcFailure, GcReport, ServerInfo, ServerState, ServerStatus, StopReport};
-pub use scan::{PROJECT_HASH_VAR, SERVER_NONCE_VAR, STATE_ROOT_VAR};
+pub use scan::{COMPANION_VAR, PROJECT_HASH_VAR, SERVER_NONCE_VAR, STATE_ROOT_VAR};
 pub use statefile::ProjectPaths;
 pub use statefiles::{StateLock, lock_state_file, read_state_file, write_state_file};
 pub use supervise::{
