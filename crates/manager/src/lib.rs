@@ -73,7 +73,7 @@ pub use project::{Project, project};
 pub use record::{Desired, RecordStatus, SCHEMA_VERSION, ServerRecord, read_record};
 pub use report::{GcFailure, GcReport, ServerInfo, ServerState, ServerStatus, StopReport};
 pub use scan::{COMPANION_VAR, PROJECT_HASH_VAR, SERVER_NONCE_VAR, STATE_ROOT_VAR};
-pub use statefile::ProjectPaths;
+pub use statefile::{ProjectPaths, rfc3339_now};
 pub use statefiles::{StateLock, lock_state_file, read_state_file, write_state_file};
 pub use supervise::{
     Notice, Reason, RestartPolicy, SuperviseConfig, Supervisor, SupervisorInfo, SupervisorState,

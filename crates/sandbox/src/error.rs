@@ -128,6 +128,19 @@ pub enum Error {
         timeout: Duration,
     },
 
+    /// Neither `XDG_DATA_HOME` nor `HOME` says where user data goes.
+    #[error("cannot tell where sandboxes go: set XDG_DATA_HOME or HOME (or give a data root)")]
+    NoDataRoot,
+
+    /// The sandbox folder is not a folder ocm made (a symlink, a file).
+    #[error("{}: {problem}", .path.display())]
+    BadFolder {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+
     /// No sandbox of that name exists.
     #[error("no sandbox named {name}: {} does not exist (create it with up)", .folder.display())]
     NotFound {
