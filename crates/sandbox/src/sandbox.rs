@@ -395,7 +395,8 @@ impl Sandboxes {
     }
 
     /// The companion: `COMPANION_COMMAND`, else `ocm mcp --http ...`; the
-    /// secrets in its environment only.
+    /// secrets in its environment only, on top of the base configuration's
+    /// `env_set` (the environment the servers get).
     fn companion_spec(
         &self,
         env: &SandboxEnv,
@@ -415,7 +416,24 @@ impl Sandboxes {
                 repo.to_string_lossy().into_owned(),
             ]
         });
-        let mut vars = vec![
+        // The servers' environment (HOME, XDG folders... of the base
+        // configuration) first, then the companion's own variables.
+        let own = [
+            env::BEARER_TOKEN,
+            "OPENCODE_SERVER",
+            env::SERVER_PASSWORD,
+            manager::STATE_ROOT_VAR,
+            env::MCP_TOOL_PORT,
+        ];
+        let mut vars: Vec<(String, String)> = self
+            .config
+            .manager
+            .env_set
+            .iter()
+            .filter(|(k, _)| !own.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        vars.extend([
             (env::BEARER_TOKEN.to_string(), env.bearer_token.expose().to_string()),
             ("OPENCODE_SERVER".to_string(), server_url.to_string()),
             (
@@ -426,7 +444,7 @@ impl Sandboxes {
                 manager::STATE_ROOT_VAR.to_string(),
                 manager.state_root().to_string_lossy().into_owned(),
             ),
-        ];
+        ]);
         if let Some(port) = env.mcp_tool_port {
             vars.push((env::MCP_TOOL_PORT.to_string(), port.to_string()));
         }
