@@ -96,7 +96,10 @@ fn up_status_down_destroy_with_a_file_url() {
     };
     assert_eq!(status.status, Outcome::Success, "{status:?}");
     assert_eq!(status.git_url.as_deref(), Some(url.as_str()));
-    assert!(status.warnings.iter().any(|w| w.contains("review")), "{status:?}");
+    assert!(
+        status.warnings.iter().any(|w| w.contains("review")),
+        "{status:?}"
+    );
     let server = status.server.clone().unwrap();
     let companion = status.companion.clone().unwrap();
     assert!(server.healthy);
@@ -135,15 +138,25 @@ fn up_status_down_destroy_with_a_file_url() {
     for pid in [server.pid.unwrap(), companion.pid] {
         let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
         let argv = String::from_utf8_lossy(&argv);
-        assert!(!argv.contains(&password) && !argv.contains(&token), "{argv}");
+        assert!(
+            !argv.contains(&password) && !argv.contains(&token),
+            "{argv}"
+        );
     }
     let json = serde_json::to_string(&again).unwrap();
     let mut all = Vec::new();
     files(&bed.state_dir, &mut all);
     files(&folder, &mut all);
-    for path in all.iter().filter(|p| !p.starts_with(&status.repo) && !p.ends_with(".env")) {
+    for path in all
+        .iter()
+        .filter(|p| !p.starts_with(&status.repo) && !p.ends_with(".env"))
+    {
         let text = String::from_utf8_lossy(&std::fs::read(path).unwrap()).into_owned();
-        assert!(!text.contains(&password) && !text.contains(&token), "{}", path.display());
+        assert!(
+            !text.contains(&password) && !text.contains(&token),
+            "{}",
+            path.display()
+        );
     }
     assert!(!json.contains(&password) && !json.contains(&token));
 

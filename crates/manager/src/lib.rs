@@ -64,10 +64,13 @@ pub use error::{Error, PortHolder};
 pub use interrupt::{INTERRUPTS, catch_interrupts};
 pub use logs::{open_log, tail as log_tail};
 pub use manager::Manager;
-pub use password::random_secret;
 pub use opencode::{OPENCODE_VERSION, find_opencode, opencode_cache_dir, opencode_in_prefix};
+pub use password::random_secret;
 pub use portmap::PortProblem;
-pub use procutil::{Error as ProcessError, ExitStatus, output_within, Termination, Termination as StopKind, cmdline, signals, watch};
+pub use procutil::{
+    Error as ProcessError, ExitStatus, Termination, Termination as StopKind, cmdline,
+    output_within, signals, watch,
+};
 pub use progress::{Progress, Repair, StartFailure};
 pub use project::{Project, project};
 pub use record::{Desired, RecordStatus, SCHEMA_VERSION, ServerRecord, read_record};

@@ -338,8 +338,18 @@ mod tests {
         let cases = [
             ("A=1\nhunter2secret\n", 2, None, Problem::NotAnAssignment),
             ("A=1\n\n1BAD=hunter2secret\n", 3, None, Problem::BadKey),
-            ("K='hunter2secret\n", 1, Some("K"), Problem::Unterminated('\'')),
-            ("X=1\nK=\"hunter2secret", 2, Some("K"), Problem::Unterminated('"')),
+            (
+                "K='hunter2secret\n",
+                1,
+                Some("K"),
+                Problem::Unterminated('\''),
+            ),
+            (
+                "X=1\nK=\"hunter2secret",
+                2,
+                Some("K"),
+                Problem::Unterminated('"'),
+            ),
             ("K='hunter2' secret", 1, Some("K"), Problem::TextAfterQuote),
             ("my-key=hunter2secret", 1, None, Problem::BadKey),
         ];
@@ -379,9 +389,7 @@ mod tests {
 
     #[test]
     fn render_round_trips_awkward_values() {
-        let alphabet: Vec<char> = "ab Z09'\"#$\\\n\r\t =`(){}!;&|*é-_.%"
-            .chars()
-            .collect();
+        let alphabet: Vec<char> = "ab Z09'\"#$\\\n\r\t =`(){}!;&|*é-_.%".chars().collect();
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let mut fixed = vec![
             String::new(),

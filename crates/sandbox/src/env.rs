@@ -423,9 +423,7 @@ fn generate(path: &Path, url: &GitUrl, key: Option<&Path>) -> Result<String, Err
     }
     line(&mut text, SERVER_PASSWORD, &manager::random_secret()?);
     line(&mut text, BEARER_TOKEN, &manager::random_secret()?);
-    text.push_str(
-        "# Optional: OPENCODE_PORT, MCP_TOOL_PORT, OPENCODE_BIN, COMPANION_COMMAND\n",
-    );
+    text.push_str("# Optional: OPENCODE_PORT, MCP_TOOL_PORT, OPENCODE_BIN, COMPANION_COMMAND\n");
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)

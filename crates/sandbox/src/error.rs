@@ -120,7 +120,9 @@ pub enum Error {
     },
 
     /// A program did not finish in time and was killed.
-    #[error("{action} did not finish within {timeout:?} and was killed; check that the host answers, or raise the timeout")]
+    #[error(
+        "{action} did not finish within {timeout:?} and was killed; check that the host answers, or raise the timeout"
+    )]
     TimedOut {
         /// What was being done.
         action: String,
@@ -175,7 +177,11 @@ fn stderr_block(stderr: &str) -> String {
 }
 
 impl Error {
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
         Error::Io {
             action,
             path: path.into(),

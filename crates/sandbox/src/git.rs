@@ -235,7 +235,10 @@ mod tests {
         // A leftover of an interrupted clone is not taken for a clone.
         std::fs::create_dir(dir.path().join("sandbox/.repo.partial")).unwrap();
         assert_eq!(clone_or_fetch(&remote, &repo).unwrap(), Fetched::Cloned);
-        assert_eq!(std::fs::read_to_string(repo.join("a.txt")).unwrap(), "one\n");
+        assert_eq!(
+            std::fs::read_to_string(repo.join("a.txt")).unwrap(),
+            "one\n"
+        );
         assert!(!dir.path().join("sandbox/.repo.partial").exists());
 
         // A new commit upstream is fetched; the work tree stays as it was.
@@ -245,8 +248,14 @@ mod tests {
         );
         std::fs::write(repo.join("local.txt"), "mine").unwrap();
         assert_eq!(clone_or_fetch(&remote, &repo).unwrap(), Fetched::Fetched);
-        assert_eq!(std::fs::read_to_string(repo.join("a.txt")).unwrap(), "one\n");
-        assert_eq!(std::fs::read_to_string(repo.join("local.txt")).unwrap(), "mine");
+        assert_eq!(
+            std::fs::read_to_string(repo.join("a.txt")).unwrap(),
+            "one\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(repo.join("local.txt")).unwrap(),
+            "mine"
+        );
         let log = Command::new("git")
             .args(["-C"])
             .arg(&repo)
@@ -268,7 +277,10 @@ mod tests {
             timeout: T,
         };
         let err = ls_remote(&remote).unwrap_err().to_string();
-        assert!(err.contains("git ls-remote") && err.contains("nothing.git"), "{err}");
+        assert!(
+            err.contains("git ls-remote") && err.contains("nothing.git"),
+            "{err}"
+        );
         let repo = dir.path().join("repo");
         let err = clone_or_fetch(&remote, &repo).unwrap_err().to_string();
         assert!(err.contains("git clone"), "{err}");
@@ -288,8 +300,13 @@ mod tests {
         );
         assert_eq!(access_of(&denied, "x").unwrap(), Access::PermissionDenied);
         let refused = output("ssh: connect to host 127.0.0.1 port 9: Connection refused\n");
-        let err = access_of(&refused, "git ls-remote u").unwrap_err().to_string();
-        assert!(err.contains("Connection refused") && err.contains("git ls-remote u"), "{err}");
+        let err = access_of(&refused, "git ls-remote u")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Connection refused") && err.contains("git ls-remote u"),
+            "{err}"
+        );
         let ok = std::process::Output {
             status: std::process::ExitStatus::from_raw(0),
             ..output("")

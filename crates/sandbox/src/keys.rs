@@ -206,7 +206,11 @@ pub(crate) fn stderr_tail(stderr: &[u8]) -> String {
     lines[start..]
         .iter()
         .map(|l| l.chars().flat_map(char::escape_debug).collect::<String>())
-        .map(|l| l.replace("\\\"", "\"").replace("\\'", "'").replace("\\\\", "\\"))
+        .map(|l| {
+            l.replace("\\\"", "\"")
+                .replace("\\'", "'")
+                .replace("\\\\", "\\")
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -227,8 +231,16 @@ mod tests {
         let key = ensure_generated(root.path(), &name(), T).unwrap();
         assert_eq!(key.path, root.path().join("keys/app-deploy"));
         assert_eq!(key.owner, KeyOwner::Ocm);
-        assert!(key.public_key.starts_with("ssh-ed25519 "), "{}", key.public_key);
-        assert!(key.public_key.ends_with(" ocm-app-deploy"), "{}", key.public_key);
+        assert!(
+            key.public_key.starts_with("ssh-ed25519 "),
+            "{}",
+            key.public_key
+        );
+        assert!(
+            key.public_key.ends_with(" ocm-app-deploy"),
+            "{}",
+            key.public_key
+        );
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&key.path), 0o600);
         assert_eq!(mode(&pub_path(&key.path)), 0o644);
@@ -260,7 +272,9 @@ mod tests {
         std::fs::set_permissions(&user, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = user_key(&user, T).unwrap_err().to_string();
         assert!(err.contains("0644") && err.contains("chmod 600"), "{err}");
-        let err = user_key(&root.path().join("none"), T).unwrap_err().to_string();
+        let err = user_key(&root.path().join("none"), T)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("does not exist"), "{err}");
         let err = user_key(root.path(), T).unwrap_err().to_string();
         assert!(err.contains("not a regular file"), "{err}");

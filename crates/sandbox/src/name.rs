@@ -87,7 +87,10 @@ mod tests {
             let err = SandboxName::parse(bad).unwrap_err();
             let text = err.to_string();
             assert!(text.contains(NAME_RULE), "{bad:?}: {text}");
-            assert!(!text.contains('\n'), "{bad:?}: control characters are escaped: {text}");
+            assert!(
+                !text.contains('\n'),
+                "{bad:?}: control characters are escaped: {text}"
+            );
         }
         let text = SandboxName::parse(&long).unwrap_err().to_string();
         assert!(text.contains("65 characters"), "{text}");

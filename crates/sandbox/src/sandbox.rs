@@ -163,7 +163,8 @@ impl Sandboxes {
             ssh_key,
         };
         let default_key = keys::generated_key_path(&self.data_root, name);
-        let (env, warning) = env::load(&folder.join(".env"), self.config.mode, given, &default_key)?;
+        let (env, warning) =
+            env::load(&folder.join(".env"), self.config.mode, given, &default_key)?;
         let warnings: Vec<String> = warning.iter().map(ToString::to_string).collect();
         let key = self.key(name, &env)?;
         let known_hosts = folder.join("known_hosts");
@@ -194,7 +195,10 @@ impl Sandboxes {
         git::clone_or_fetch(&remote, &repo)?;
         let manager = self.manager(&env)?;
         let server = manager.ensure(&repo)?;
-        manager.ensure_companion(&repo, &self.companion_spec(&env, &manager, &repo, &server.url))?;
+        manager.ensure_companion(
+            &repo,
+            &self.companion_spec(&env, &manager, &repo, &server.url),
+        )?;
         let mut status = self.status_with(name, Some(&env), key.as_ref(), &manager)?;
         status.warnings.extend(warnings);
         Ok(Up::Ready(status))
@@ -253,7 +257,10 @@ impl Sandboxes {
         let manager = self.manager(&env)?;
         manager.stop_companion(&repo)?;
         let server = manager.restart(&repo)?;
-        manager.ensure_companion(&repo, &self.companion_spec(&env, &manager, &repo, &server.url))?;
+        manager.ensure_companion(
+            &repo,
+            &self.companion_spec(&env, &manager, &repo, &server.url),
+        )?;
         let key = match &env.ssh_key_path {
             Some(path) => Some(self.existing_key(name, path)?),
             None => None,
@@ -434,7 +441,10 @@ impl Sandboxes {
             .cloned()
             .collect();
         vars.extend([
-            (env::BEARER_TOKEN.to_string(), env.bearer_token.expose().to_string()),
+            (
+                env::BEARER_TOKEN.to_string(),
+                env.bearer_token.expose().to_string(),
+            ),
             ("OPENCODE_SERVER".to_string(), server_url.to_string()),
             (
                 env::SERVER_PASSWORD.to_string(),
@@ -536,9 +546,7 @@ impl Sandboxes {
         } else {
             match &companion {
                 None => Some("the companion is not running: run up".to_string()),
-                Some(c) if !c.alive => {
-                    Some("the companion is not running: run up".to_string())
-                }
+                Some(c) if !c.alive => Some("the companion is not running: run up".to_string()),
                 Some(c) if c.answered_ms.is_none() => Some(format!(
                     "the companion (pid {}) did not answer on port {} within 2 s; see {}",
                     c.info.pid,

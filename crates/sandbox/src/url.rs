@@ -56,7 +56,9 @@ impl GitUrl {
             )));
         }
         if url.starts_with('-') {
-            return Err(bad("it starts with '-' (it would be read as an option)".into()));
+            return Err(bad(
+                "it starts with '-' (it would be read as an option)".into()
+            ));
         }
         if url.contains("::") {
             return Err(bad(
@@ -77,7 +79,9 @@ impl GitUrl {
             };
             if transport == Transport::File {
                 if !rest.starts_with('/') {
-                    return Err(bad("a file:// URL needs an absolute path (file:///...)".into()));
+                    return Err(bad(
+                        "a file:// URL needs an absolute path (file:///...)".into()
+                    ));
                 }
             } else {
                 let authority = rest.split('/').next().unwrap_or("");
@@ -149,7 +153,11 @@ mod tests {
     #[test]
     fn accepts_the_five_kinds() {
         let cases = [
-            ("ssh://git@127.0.0.1:2222/srv/repo.git", Transport::Ssh, true),
+            (
+                "ssh://git@127.0.0.1:2222/srv/repo.git",
+                Transport::Ssh,
+                true,
+            ),
             ("git@github.com:owner/repo.git", Transport::Scp, true),
             ("host:repo", Transport::Scp, true),
             ("https://github.com/owner/repo.git", Transport::Https, false),

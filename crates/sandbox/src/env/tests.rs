@@ -13,10 +13,19 @@ const FULL: &str = "GIT_URL=git@host:r.git\nSSH_KEY_PATH=/k/id\nOPENCODE_SERVER_
 #[test]
 fn mode_from_ocm_env() {
     assert_eq!(EnvMode::parse(None).unwrap(), EnvMode::Production);
-    assert_eq!(EnvMode::parse(Some("production")).unwrap(), EnvMode::Production);
-    assert_eq!(EnvMode::parse(Some("development")).unwrap(), EnvMode::Development);
+    assert_eq!(
+        EnvMode::parse(Some("production")).unwrap(),
+        EnvMode::Production
+    );
+    assert_eq!(
+        EnvMode::parse(Some("development")).unwrap(),
+        EnvMode::Development
+    );
     let err = EnvMode::parse(Some("dev")).unwrap_err().to_string();
-    assert!(err.contains("\"dev\"") && err.contains("development"), "{err}");
+    assert!(
+        err.contains("\"dev\"") && err.contains("development"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -35,8 +44,13 @@ fn reads_a_full_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(".env");
     write(&path, FULL, 0o600);
-    let (env, warning) =
-        load(&path, EnvMode::Production, Given::default(), Path::new("/d")).unwrap();
+    let (env, warning) = load(
+        &path,
+        EnvMode::Production,
+        Given::default(),
+        Path::new("/d"),
+    )
+    .unwrap();
     assert_eq!(warning, None);
     assert_eq!(env.git_url.as_str(), "git@host:r.git");
     assert_eq!(env.ssh_key_path.as_deref(), Some(Path::new("/k/id")));
@@ -46,7 +60,12 @@ fn reads_a_full_file() {
     assert_eq!(env.mcp_tool_port, None);
     assert_eq!(
         env.companion_command,
-        Some(vec!["my-tool".into(), "--port".into(), "{port}".into(), "a b".into()])
+        Some(vec![
+            "my-tool".into(),
+            "--port".into(),
+            "{port}".into(),
+            "a b".into()
+        ])
     );
     assert_eq!(env.unknown_keys, vec!["EXTRA".to_string()]);
     assert!(!format!("{env:?}").contains("hunter2"));
@@ -56,13 +75,22 @@ fn reads_a_full_file() {
 fn production_without_a_file_lists_every_key_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(".env");
-    let err = load(&path, EnvMode::Production, Given::default(), Path::new("/d")).unwrap_err();
+    let err = load(
+        &path,
+        EnvMode::Production,
+        Given::default(),
+        Path::new("/d"),
+    )
+    .unwrap_err();
     match &err {
         Error::MissingKeys {
             keys, file_missing, ..
         } => {
             assert!(file_missing);
-            assert_eq!(keys, &[GIT_URL, SSH_KEY_PATH, SERVER_PASSWORD, BEARER_TOKEN]);
+            assert_eq!(
+                keys,
+                &[GIT_URL, SSH_KEY_PATH, SERVER_PASSWORD, BEARER_TOKEN]
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -88,7 +116,11 @@ fn production_without_a_file_lists_every_key_and_writes_nothing() {
 fn an_incomplete_file_lists_exactly_the_missing_keys() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(".env");
-    write(&path, "GIT_URL=ssh://h/r\nOPENCODE_SERVER_PASSWORD=\n", 0o600);
+    write(
+        &path,
+        "GIT_URL=ssh://h/r\nOPENCODE_SERVER_PASSWORD=\n",
+        0o600,
+    );
     for mode in [EnvMode::Production, EnvMode::Development] {
         match load(&path, mode, Given::default(), Path::new("/d")).unwrap_err() {
             Error::MissingKeys {
@@ -132,7 +164,13 @@ fn development_generates_a_private_file_once() {
 fn development_needs_a_url() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(".env");
-    let err = load(&path, EnvMode::Development, Given::default(), Path::new("/d")).unwrap_err();
+    let err = load(
+        &path,
+        EnvMode::Development,
+        Given::default(),
+        Path::new("/d"),
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::NoGitUrl { .. }), "{err:?}");
     assert!(!path.exists());
 }
@@ -142,9 +180,14 @@ fn refuses_unsafe_files() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(".env");
     write(&path, FULL, 0o644);
-    let err = load(&path, EnvMode::Production, Given::default(), Path::new("/d"))
-        .unwrap_err()
-        .to_string();
+    let err = load(
+        &path,
+        EnvMode::Production,
+        Given::default(),
+        Path::new("/d"),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("0644") && err.contains("chmod 600"), "{err}");
     let real = dir.path().join("real");
     write(&real, FULL, 0o600);
@@ -158,9 +201,14 @@ fn refuses_unsafe_files() {
     }
     std::fs::remove_file(&path).unwrap();
     std::fs::create_dir(&path).unwrap();
-    let err = load(&path, EnvMode::Production, Given::default(), Path::new("/d"))
-        .unwrap_err()
-        .to_string();
+    let err = load(
+        &path,
+        EnvMode::Production,
+        Given::default(),
+        Path::new("/d"),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("not a regular file"), "{err}");
 }
 
@@ -196,14 +244,27 @@ fn bad_settings_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(".env");
     write(&path, &format!("{FULL}MCP_TOOL_PORT=70000\n"), 0o600);
-    let err = load(&path, EnvMode::Production, Given::default(), Path::new("/d"))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("MCP_TOOL_PORT") && err.contains("70000"), "{err}");
+    let err = load(
+        &path,
+        EnvMode::Production,
+        Given::default(),
+        Path::new("/d"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("MCP_TOOL_PORT") && err.contains("70000"),
+        "{err}"
+    );
     write(&path, "A=1\nOPENCODE_SERVER_PASSWORD='hunter2\n", 0o600);
-    let err = load(&path, EnvMode::Production, Given::default(), Path::new("/d"))
-        .unwrap_err()
-        .to_string();
+    let err = load(
+        &path,
+        EnvMode::Production,
+        Given::default(),
+        Path::new("/d"),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("line 2") && !err.contains("hunter2"), "{err}");
 }
 

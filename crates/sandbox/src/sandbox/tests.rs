@@ -46,7 +46,11 @@ fn bad_inputs_touch_nothing() {
         git_url: Some("git@host:r.git".into()),
         ssh_key: Some(key),
     };
-    let err = b.sandboxes.up(&name("a"), &options).unwrap_err().to_string();
+    let err = b
+        .sandboxes
+        .up(&name("a"), &options)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("0644") && err.contains("chmod 600"), "{err}");
     assert!(!b.root.exists(), "nothing was created");
 }
@@ -89,7 +93,11 @@ fn development_unreachable_https_is_an_error_and_destroy_cleans_up() {
         git_url: Some("http://127.0.0.1:9/r.git".into()),
         ssh_key: None,
     };
-    let err = b.sandboxes.up(&name("d"), &options).unwrap_err().to_string();
+    let err = b
+        .sandboxes
+        .up(&name("d"), &options)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("git clone"), "{err}");
     let folder = b.sandboxes.folder(&name("d"));
     let env_text = std::fs::read_to_string(folder.join(".env")).unwrap();
@@ -101,9 +109,9 @@ fn development_unreachable_https_is_an_error_and_destroy_cleans_up() {
     assert_eq!(status.git_url.as_deref(), Some("http://127.0.0.1:9/r.git"));
     // No secret in the JSON.
     let json = serde_json::to_string(&status).unwrap();
-    for line in env_text.lines().filter(|l| l.starts_with("OPENCODE_SERVER_PASSWORD=")
-        || l.starts_with("MCP_TOOL_BEARER_TOKEN="))
-    {
+    for line in env_text.lines().filter(|l| {
+        l.starts_with("OPENCODE_SERVER_PASSWORD=") || l.starts_with("MCP_TOOL_BEARER_TOKEN=")
+    }) {
         let secret = line.split_once('=').unwrap().1;
         assert!(!json.contains(secret) && !err.contains(secret));
     }
@@ -123,7 +131,11 @@ fn generated_key_is_ours_and_destroyed_the_users_is_kept() {
         git_url: Some("ssh://git@127.0.0.1:9/r.git".into()),
         ssh_key: None,
     };
-    let err = b.sandboxes.up(&name("k"), &options).unwrap_err().to_string();
+    let err = b
+        .sandboxes
+        .up(&name("k"), &options)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("git ls-remote"), "{err}");
     let key = keys::generated_key_path(&b.root, &name("k"));
     assert!(key.exists());
