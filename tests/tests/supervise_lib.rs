@@ -213,3 +213,117 @@ fn a_running_servers_log_past_the_limit_is_rotated_without_stopping_it() {
         .arg(&bed.project)
         .output();
 }
+
+/// A start that takes its time runs beside the supervisor's poll: another
+/// server's crash is seen, and restarted, while it is still starting.
+#[test]
+fn a_slow_start_does_not_delay_what_is_seen_of_another_server() {
+    if e2e_skipped() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let bed = TestBed::new();
+    let (fast, _) = e2e::fresh_project(&bed, "fast");
+    let (slow, _) = e2e::fresh_project(&bed, "slow");
+    let pid_file = bed.home.join("slow.pid");
+    // The slow project's "opencode" writes its pid and sleeps (and fails at
+    // once when run again, by the start's retry); the others get the real
+    // one.
+    let script = bed.home.join("opencode-or-sleep");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncase \"$PWD\" in */slow-*) [ -e '{0}' ] && exit 1; echo $$ > '{0}'; exec sleep 120;; esac\nexec '{1}' \"$@\"\n",
+            pid_file.display(),
+            e2e::opencode_bin().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let manager = Manager::new(Config {
+        opencode_bin: Some(script),
+        state_root: Some(bed.state_dir.clone()),
+        env_set: bed.child_env(),
+        start_timeout: Duration::from_secs(90),
+        ..Config::default()
+    })
+    .unwrap();
+    let supervisor = Supervisor::start(manager, SuperviseConfig::default()).unwrap();
+    let rx = supervisor.subscribe(false);
+    let fast_pid = match supervisor.watch(&fast).unwrap() {
+        WatchOutcome::Watching { pid: Some(pid), .. } => pid,
+        other => panic!("{other:?}"),
+    };
+    expect(&rx, SupervisorState::Running, Duration::from_secs(5));
+    let slow_path = std::fs::canonicalize(&slow).unwrap();
+    let supervisor = std::sync::Arc::new(supervisor);
+    let slow_watch = {
+        let supervisor = std::sync::Arc::clone(&supervisor);
+        let slow = slow.clone();
+        std::thread::spawn(move || supervisor.watch(&slow))
+    };
+    // The slow start is under way once its "opencode" wrote its pid.
+    let slow_pid: i32 = poll_until(Duration::from_secs(30), "the slow start to begin", || {
+        std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    });
+    e2e::send_signal(-(fast_pid as i32), libc::SIGKILL);
+    let seen = Instant::now();
+    let mut fast_states = Vec::new();
+    while fast_states.last() != Some(&SupervisorState::Running) {
+        let t = expect_any(&rx, Duration::from_secs(60));
+        if t.project == slow_path {
+            assert_eq!(
+                t.state,
+                SupervisorState::Starting,
+                "the slow project moved on before the fast one was seen: {t:?}"
+            );
+            continue;
+        }
+        fast_states.push(t.state);
+    }
+    assert_eq!(
+        fast_states,
+        [
+            SupervisorState::Crashed,
+            SupervisorState::Backoff,
+            SupervisorState::Starting,
+            SupervisorState::Running
+        ],
+        "restarted in {:?}",
+        seen.elapsed()
+    );
+    assert!(
+        !slow_watch.is_finished(),
+        "the slow start is still going on"
+    );
+    // The slow "opencode" ends: that start fails, and `watch` returns.
+    e2e::send_signal(slow_pid, libc::SIGKILL);
+    let outcome = slow_watch.join().unwrap().unwrap();
+    assert!(
+        matches!(outcome, WatchOutcome::Watching { pid: None, .. }),
+        "{outcome:?}"
+    );
+    let failed = expect(&rx, SupervisorState::Crashed, Duration::from_secs(30));
+    assert!(
+        matches!(failed.reason, Reason::StartFailed { .. }),
+        "{failed:?}"
+    );
+    drop(rx);
+    std::sync::Arc::try_unwrap(supervisor)
+        .expect("the watch thread is done")
+        .stop();
+}
+
+/// The next transition, whatever its state.
+fn expect_any(rx: &Receiver<Notice>, timeout: Duration) -> Transition {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Notice::Transition(t)) => return t,
+            Ok(_) => {}
+            Err(e) => panic!("no transition within {timeout:?}: {e}"),
+        }
+    }
+}

@@ -117,6 +117,7 @@ pub fn list_table(all: &[ServerStatus]) -> String {
         "PORT".into(),
         "PID".into(),
         "UPTIME".into(),
+        "SUPERVISOR".into(),
         "PROJECT".into(),
     ]];
     for status in all {
@@ -128,10 +129,18 @@ pub fn list_table(all: &[ServerStatus]) -> String {
             status
                 .uptime_seconds
                 .map_or_else(dash, |s| duration_short(Duration::from_secs(s))),
+            status.supervisor.as_ref().map_or_else(dash, |s| {
+                let restarts = match s.restarts {
+                    1 => "1 restart".to_string(),
+                    n => format!("{n} restarts"),
+                };
+                format!("{} (pid {}, {restarts})", s.state, s.pid)
+            }),
             escape_path(&status.project),
         ]);
     }
-    let widths: Vec<usize> = (0..4)
+    let last = rows[0].len() - 1;
+    let widths: Vec<usize> = (0..last)
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
@@ -139,7 +148,7 @@ pub fn list_table(all: &[ServerStatus]) -> String {
         for (i, width) in widths.iter().enumerate() {
             out.push_str(&format!("{:<width$}  ", row[i]));
         }
-        out.push_str(&row[4]);
+        out.push_str(&row[last]);
         out.push('\n');
     }
     out
@@ -409,6 +418,39 @@ pub(crate) mod tests {
         let table = list_table(&[status(ServerState::Dead)]);
         let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
         assert_eq!(row[..3], ["dead", "28412", "1234"], "{table}");
+    }
+
+    #[test]
+    fn a_supervised_project_is_marked_in_the_list() {
+        let mut watched = status(ServerState::Running);
+        watched.supervisor = Some(manager::SupervisorInfo {
+            pid: 777,
+            state: manager::SupervisorState::Backoff,
+            restarts: 2,
+            last_transition: None,
+            server_pid: None,
+            uptime_seconds: None,
+            resident_memory_bytes: None,
+            events_received: 0,
+            reconnects: 0,
+            last_event_age_ms: None,
+            last_exit: None,
+            log_tail: Vec::new(),
+            updated_at: String::new(),
+        });
+        let table = list_table(&[watched, status(ServerState::Stopped)]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].contains("SUPERVISOR"), "{table}");
+        assert!(
+            lines[1].contains("backoff (pid 777, 2 restarts)"),
+            "{table}"
+        );
+        assert!(
+            lines[1].ends_with("/work/p") && lines[2].ends_with("/work/p"),
+            "{table}"
+        );
+        let unwatched: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(unwatched[..5], ["stopped", "-", "-", "-", "-"], "{table}");
     }
 
     #[test]

@@ -139,7 +139,10 @@ fn usage(message: String) -> CliError {
 pub fn run(cli: &Cli, args: &SuperviseArgs) -> Result<i32, CliError> {
     let config = args.options.config().map_err(usage)?;
     let signals = manager::catch_interrupts()?;
-    let supervisor = Supervisor::start(manager_for(cli)?, config)?;
+    // A start in progress when SIGINT or SIGTERM arrives is cut short (its
+    // server stopped), so that the supervisor stops watching at once.
+    let manager = manager_for(cli)?.with_interrupts(std::sync::Arc::clone(&signals));
+    let supervisor = Supervisor::start(manager, config)?;
     let notices = supervisor.subscribe(args.options.verbose);
     let json = cli.json;
     let printer = std::thread::Builder::new()

@@ -16,7 +16,9 @@ use procutil::watch::{Change, Token, Watch, WatchEvent};
 
 use super::files::{self, SupervisorInfo};
 use super::types::{Notice, Reason, RestartPolicy, SuperviseConfig, SupervisorState, Transition};
-use super::{Command, Shared, WatchOutcome};
+use super::{Command, Shared, StartResult, WatchOutcome};
+
+mod starts;
 use crate::record::{Desired, RecordStatus, read_record};
 use crate::report::ServerInfo;
 use crate::{Error, Manager, ProjectPaths, USERNAME};
@@ -66,6 +68,10 @@ struct Project {
     reconnects: u64,
     metrics_due: Instant,
     log_tail: Vec<String>,
+    /// The thread of a start in progress.
+    starting: Option<std::thread::JoinHandle<()>>,
+    /// `watch` calls waiting for that start to end.
+    replies: Vec<std::sync::mpsc::Sender<Result<WatchOutcome, Error>>>,
 }
 
 /// A project folder watched for its record to say `desired: up` (`--all`).
@@ -77,7 +83,7 @@ struct Candidate {
 }
 
 pub(crate) struct Engine {
-    manager: Manager,
+    manager: Arc<Manager>,
     config: SuperviseConfig,
     shared: Arc<Shared>,
     watch: Watch,
@@ -98,7 +104,7 @@ impl Engine {
             reason: e.to_string(),
         })?;
         Ok(Engine {
-            manager,
+            manager: Arc::new(manager),
             config,
             shared,
             watch,
@@ -119,6 +125,7 @@ impl Engine {
             match self.watch.wait(deadline) {
                 Ok(WatchEvent::Readable { token }) if token == self.waker => {
                     self.shared.waker.drain();
+                    self.starts_ended();
                     self.commands();
                     self.drain_streams();
                 }
@@ -182,6 +189,16 @@ impl Engine {
             match command {
                 Command::Watch { project, reply } => {
                     let outcome = self.watch_project(&project, true);
+                    // The caller hears once the project's start has ended.
+                    if let Ok(WatchOutcome::Watching { project, .. }) = &outcome
+                        && let Some(p) = self
+                            .projects
+                            .iter_mut()
+                            .find(|p| &p.path == project && p.starting.is_some())
+                    {
+                        p.replies.push(reply);
+                        continue;
+                    }
                     let _ = reply.send(outcome);
                 }
                 Command::WatchAll { reply } => {
@@ -235,6 +252,8 @@ impl Engine {
             reconnects: 0,
             metrics_due: Instant::now() + self.config.metrics_interval,
             log_tail: Vec::new(),
+            starting: None,
+            replies: Vec::new(),
         });
         let index = self.projects.len() - 1;
         self.start(index, bring_up);
@@ -331,7 +350,8 @@ impl Engine {
     /// started (`ocm up`, `ocm restart`) is taken over; that also clears
     /// `failed`.
     fn record_changed(&mut self, index: usize) {
-        if self.projects[index].server.is_some() {
+        // A start in progress writes the record itself; its end decides.
+        if self.projects[index].server.is_some() || self.projects[index].starting.is_some() {
             return;
         }
         let Ok(Some(record)) = read_record(&self.projects[index].paths.record) else {
@@ -352,59 +372,6 @@ impl Engine {
                 started_at: record.started_at.clone(),
             };
             self.attach(index, info, Reason::ReplacedByUser);
-        }
-    }
-
-    /// Starts (or adopts) the project's server and attaches to it.
-    fn start(&mut self, index: usize, bring_up: bool) {
-        let now = Instant::now();
-        // Any start after this supervisor's first one is a restart.
-        let restart = !self.projects[index].starts.is_empty()
-            || self.projects[index].last_pid.is_some()
-            || self.projects[index].restarts > 0;
-        {
-            let p = &mut self.projects[index];
-            p.next_start = None;
-            if restart {
-                p.restarts += 1;
-            }
-            p.starts.push_back(now);
-        }
-        self.transition(
-            index,
-            SupervisorState::Starting,
-            Reason::Start { restart },
-            None,
-        );
-        let path = self.projects[index].path.clone();
-        let result = if bring_up {
-            self.manager.ensure(&path).map(Some)
-        } else {
-            self.manager.supervised_start(&path)
-        };
-        match result {
-            Ok(Some(info)) => {
-                let reason = if info.reused {
-                    Reason::Adopted
-                } else {
-                    Reason::Started
-                };
-                self.attach(index, ServerInfoLite::from(&info), reason);
-            }
-            Ok(None) => {
-                self.transition(index, SupervisorState::Stopped, Reason::StoppedByUser, None);
-            }
-            Err(e) => {
-                let message = e.to_string();
-                self.projects[index].last_exit = Some(format!("start failed: {message}"));
-                self.transition(
-                    index,
-                    SupervisorState::Crashed,
-                    Reason::StartFailed { message },
-                    None,
-                );
-                self.schedule_restart(index, false);
-            }
         }
     }
 
@@ -682,38 +649,6 @@ impl Engine {
         }
     }
 
-    /// Backoff before the next start, or `failed` past the start limit.
-    fn schedule_restart(&mut self, index: usize, reset: bool) {
-        let config = &self.config;
-        let now = Instant::now();
-        let p = &mut self.projects[index];
-        while p
-            .starts
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > config.start_window)
-        {
-            p.starts.pop_front();
-        }
-        if config.start_limit > 0 && p.starts.len() >= config.start_limit as usize {
-            let reason = Reason::StartLimit {
-                starts: p.starts.len() as u32,
-                within_secs: config.start_window.as_secs(),
-            };
-            p.log_tail = crate::logs::last_lines(&p.paths.log, 0, LOG_TAIL_LINES);
-            p.next_start = None;
-            self.transition(index, SupervisorState::Failed, reason, None);
-            return;
-        }
-        if reset {
-            p.delay = config.delay_floor;
-        }
-        let delay = p.delay;
-        p.delay = (delay * 2).min(config.delay_cap);
-        p.next_start = Some(now + delay);
-        let ms = delay.as_millis() as u64;
-        self.transition(index, SupervisorState::Backoff, Reason::Delay { ms }, None);
-    }
-
     fn timers(&mut self) {
         let now = Instant::now();
         for index in 0..self.projects.len() {
@@ -896,6 +831,31 @@ impl Engine {
     /// The end of supervision: streams closed, servers stopped only with
     /// `stop_on_exit`, metrics removed, locks released.
     fn shutdown(&mut self) {
+        // A start in progress ends first (cut short by the manager's
+        // interrupts, when it has them); its server is then stopped or kept
+        // like any other.
+        for index in 0..self.projects.len() {
+            if let Some(thread) = self.projects[index].starting.take() {
+                let _ = thread.join();
+            }
+        }
+        let ended: Vec<StartResult> = std::mem::take(
+            &mut *self
+                .shared
+                .started
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for (path, result) in ended {
+            if let (Some(index), Ok(Some(info))) =
+                (self.projects.iter().position(|p| p.path == path), result)
+            {
+                self.projects[index].last_pid = Some(info.pid);
+                if self.config.stop_on_exit {
+                    let _ = self.manager.stop(&path);
+                }
+            }
+        }
         for index in 0..self.projects.len() {
             if let Some(server) = self.projects[index].server.as_mut() {
                 server.stream = None;

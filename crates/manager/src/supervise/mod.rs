@@ -5,8 +5,10 @@
 //! the project's state folder.
 //!
 //! Threads: one supervisor thread (one poll(2) over every pidfd, the state
-//! folders' inotify watches and a waker the stream readers ring) plus one
-//! reader thread per watched server's stream.
+//! folders' inotify watches and a waker the stream readers ring) plus, per
+//! watched server, one reader thread for its stream, or, while the server
+//! is being started, one thread running that start (so that a slow start
+//! never delays what the supervisor sees of the other servers).
 
 mod engine;
 mod files;
@@ -58,10 +60,16 @@ pub(crate) enum Command {
     },
 }
 
+/// A start that ended on its thread: the project folder and what the
+/// manager said.
+pub(crate) type StartResult = (PathBuf, Result<Option<crate::ServerInfo>, Error>);
+
 /// What the handle and the supervisor thread share.
 pub(crate) struct Shared {
     pub(crate) waker: Waker,
     pub(crate) commands: Mutex<Vec<Command>>,
+    /// Starts that ended, for the supervisor thread to take.
+    pub(crate) started: Mutex<Vec<StartResult>>,
     pub(crate) stop: std::sync::atomic::AtomicBool,
     pub(crate) subscribers: Mutex<Vec<(Sender<Notice>, bool)>>,
 }
@@ -94,9 +102,11 @@ impl Shared {
 /// # Ok::<(), manager::Error>(())
 /// ```
 ///
-/// Dropping it stops the supervisor thread (within a second) and joins it;
-/// the servers keep running unless [`SuperviseConfig::stop_on_exit`] says
-/// otherwise.
+/// Dropping it stops the supervisor thread and joins it: within a second,
+/// unless a start is in progress, which it lets end first (give the
+/// manager [`Manager::with_interrupts`] to cut such a start short on
+/// SIGINT or SIGTERM). The servers keep running unless
+/// [`SuperviseConfig::stop_on_exit`] says otherwise.
 pub struct Supervisor {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
@@ -118,6 +128,7 @@ impl Supervisor {
         let shared = Arc::new(Shared {
             waker,
             commands: Mutex::new(Vec::new()),
+            started: Mutex::new(Vec::new()),
             stop: std::sync::atomic::AtomicBool::new(false),
             subscribers: Mutex::new(Vec::new()),
         });
@@ -149,8 +160,9 @@ impl Supervisor {
 
     /// Brings the project's server up (adopting a running one, setting
     /// `desired: up`) and watches it. Blocks while the server starts (up to
-    /// the manager's start-up timeout, twice). A start that fails is not an
-    /// error here: the project is watched and retried per the policy.
+    /// the manager's start-up timeout, twice); the other watched servers
+    /// are followed meanwhile. A start that fails is not an error here: the
+    /// project is watched and retried per the policy.
     pub fn watch(&self, project: &Path) -> Result<WatchOutcome, Error> {
         let (reply, rx) = mpsc::channel();
         self.send(Command::Watch {
