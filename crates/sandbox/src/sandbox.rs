@@ -26,6 +26,9 @@ pub const COMPANION_PORTS: std::ops::RangeInclusive<u16> = 5100..=5199;
 
 /// The file in a sandbox folder that records how the last `up` ended.
 const UP_RECORD: &str = "up.json";
+/// The lock that makes `up`, `down`, `restart` and `destroy` of one sandbox
+/// take turns.
+const LOCK: &str = "sandbox.lock";
 
 /// How [`Sandboxes`] works.
 #[derive(Debug, Clone)]
@@ -138,6 +141,7 @@ impl Sandboxes {
             keys::user_key(key, self.config.git_timeout)?;
         }
         let folder = self.make_folder(name)?;
+        let _lock = self.lock(&folder)?;
         let result = self.up_in(name, &folder, url.as_ref(), options.ssh_key.as_deref());
         let record = match &result {
             Ok(Up::Ready(_)) => (Outcome::Success, None),
@@ -227,7 +231,8 @@ impl Sandboxes {
 
     /// Stops the companion and the server (the clone and `.env` stay).
     pub fn down(&self, name: &SandboxName) -> Result<Down, Error> {
-        self.existing_folder(name)?;
+        let folder = self.existing_folder(name)?;
+        let _lock = self.lock(&folder)?;
         let repo = self.repo(name);
         let manager = match self.read_env(name) {
             Ok(env) => self.manager(&env)?,
@@ -245,7 +250,8 @@ impl Sandboxes {
     /// Restarts the server and the companion (no git access: see `up` for
     /// a fetch).
     pub fn restart(&self, name: &SandboxName) -> Result<SandboxStatus, Error> {
-        self.existing_folder(name)?;
+        let folder = self.existing_folder(name)?;
+        let _lock = self.lock(&folder)?;
         let env = self.read_env(name)?;
         let repo = self.repo(name);
         if !repo.join(".git").exists() {
@@ -272,6 +278,7 @@ impl Sandboxes {
     /// and the generated key. A user's own key is never touched.
     pub fn destroy(&self, name: &SandboxName) -> Result<Destroyed, Error> {
         let folder = self.existing_folder(name)?;
+        let _lock = self.lock(&folder)?;
         let repo = self.repo(name);
         let env = self.read_env(name).ok();
         let manager = match &env {
@@ -342,10 +349,18 @@ impl Sandboxes {
         check_folder(&folder)?;
         let ignore = folder.join(".gitignore");
         if !ignore.exists() {
-            std::fs::write(&ignore, ".env\nknown_hosts\nup.json\n")
+            std::fs::write(&ignore, ".env\nknown_hosts\nup.json\nsandbox.lock\n")
                 .map_err(|e| Error::io("cannot write", &ignore, e))?;
         }
         Ok(folder)
+    }
+
+    /// The sandbox's lock, waited for at most the manager's lock timeout.
+    fn lock(&self, folder: &Path) -> Result<manager::StateLock, Error> {
+        Ok(manager::lock_state_file(
+            &folder.join(LOCK),
+            self.config.manager.lock_timeout,
+        )?)
     }
 
     fn existing_folder(&self, name: &SandboxName) -> Result<PathBuf, Error> {

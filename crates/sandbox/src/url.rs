@@ -41,7 +41,7 @@ impl GitUrl {
     /// scheme).
     pub fn parse(url: &str) -> Result<GitUrl, Error> {
         let bad = |problem: String| Error::BadUrl {
-            url: url.to_string(),
+            url: redact_userinfo(url),
             problem,
         };
         if url.is_empty() {
@@ -85,6 +85,11 @@ impl GitUrl {
                 }
             } else {
                 let authority = rest.split('/').next().unwrap_or("");
+                if let Some((userinfo, _)) = authority.rsplit_once('@')
+                    && userinfo.contains(':')
+                {
+                    return Err(bad("it carries a password or token; give no credentials in the URL (use an SSH key, or a git credential helper)".into()));
+                }
                 let host = authority.rsplit('@').next().unwrap_or("");
                 if host.is_empty() {
                     return Err(bad("it names no host".into()));
@@ -130,6 +135,23 @@ impl GitUrl {
     /// Whether git reaches it over SSH (so a key is needed).
     pub fn is_ssh(&self) -> bool {
         matches!(self.transport, Transport::Ssh | Transport::Scp)
+    }
+}
+
+/// `url` with the user information of its authority replaced when it holds
+/// a password (`user:secret@`), for messages.
+fn redact_userinfo(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            match authority.rsplit_once('@') {
+                Some((userinfo, host)) if userinfo.contains(':') => {
+                    format!("{scheme}://<redacted>@{host}{path}")
+                }
+                _ => url.to_string(),
+            }
+        }
+        None => url.to_string(),
     }
 }
 
@@ -198,11 +220,15 @@ mod tests {
             ("./repo", "not a URL"),
             ("file://relative", "absolute"),
             ("https:///path", "no host"),
+            ("https://me:s3cret@h/r", "credentials"),
+            ("https://me:s3cret!@h/r", "'!'"),
         ];
         for (url, says) in cases {
             let err = GitUrl::parse(url).unwrap_err().to_string();
             assert!(err.contains(says), "{url:?}: {err}");
             assert!(!err.contains('\n'), "{url:?}: {err}");
+            assert!(!err.contains("s3cret"), "{err}");
         }
+        assert!(GitUrl::parse("https://me@h/r").is_ok());
     }
 }

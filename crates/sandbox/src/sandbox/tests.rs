@@ -161,3 +161,31 @@ fn generated_key_is_ours_and_destroyed_the_users_is_kept() {
     assert_eq!(destroyed.kept_user_key, Some(user.clone()));
     assert!(user.exists());
 }
+
+#[test]
+fn concurrent_ups_take_turns() {
+    // Without the sandbox's lock, the second `up` could find the `.env`
+    // half made or fail to create it (O_EXCL); with it, both read one file
+    // and fail the same way (nothing answers at the URL).
+    let b = bed(EnvMode::Development);
+    let options = UpOptions {
+        git_url: Some("http://127.0.0.1:9/r.git".into()),
+        ssh_key: None,
+    };
+    let errors: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    b.sandboxes
+                        .up(&name("c"), &options)
+                        .unwrap_err()
+                        .to_string()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for err in errors {
+        assert!(err.contains("git clone"), "{err}");
+    }
+}
