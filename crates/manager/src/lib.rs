@@ -26,6 +26,11 @@
 //! environment and lead their own session, so ocm recognises its own
 //! servers (and orphans of them) and never signals a process that is not
 //! one of them.
+//!
+//! Beside the server, a project may have one companion process on its own
+//! port ([`Manager::ensure_companion`], [`CompanionSpec`]): started,
+//! recorded, health-checked and stopped the same careful way, and left
+//! running by the server's stops, restarts and repairs.
 
 #![forbid(unsafe_code)]
 
@@ -64,8 +69,8 @@ pub use error::{Error, PortHolder};
 pub use interrupt::{INTERRUPTS, catch_interrupts};
 pub use logs::{open_log, tail as log_tail};
 pub use manager::Manager;
-pub use password::random_secret;
 pub use opencode::{OPENCODE_VERSION, find_opencode, opencode_cache_dir, opencode_in_prefix};
+pub use password::random_secret;
 pub use portmap::PortProblem;
 pub use procutil::{ExitStatus, Termination, Termination as StopKind, cmdline, signals, watch};
 pub use progress::{Progress, Repair, StartFailure};
