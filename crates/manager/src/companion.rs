@@ -18,6 +18,11 @@ use std::time::{Duration, Instant};
 use procutil::{ExitStatus, Termination};
 use statefile::ProjectPaths;
 
+use self::probe::{answers, choose_port, escaped, holder_is_of, is_our_companion, substitute};
+use self::record::{
+    CompanionRecord, SCHEMA_VERSION, log_path, read_record, record_path, remove_record,
+    write_record,
+};
 use crate::progress::Repair;
 use crate::scan::COMPANION_VAR;
 use crate::start::{mark_start, server_lines};
@@ -35,10 +40,6 @@ const LOG_TAIL_LINES: usize = 20;
 /// Between two looks at the port while a companion starts: a wait on its
 /// pidfd, so an exit ends it at once.
 const POLL_PAUSE: Duration = Duration::from_millis(50);
-
-use probe::{answers, choose_port, escaped, holder_is_of, is_our_companion, substitute};
-pub(crate) use record::read_record;
-use record::{CompanionRecord, SCHEMA_VERSION, log_path, record_path, remove_record, write_record};
 
 /// What to run beside a project's server.
 #[derive(Clone)]
