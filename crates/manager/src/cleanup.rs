@@ -11,7 +11,8 @@ use crate::report::{GcFailure, GcReport, ServerState, StopReport};
 use crate::{Error, Manager, scan};
 
 impl Manager {
-    /// Stops the project's server, then deletes its state folder and logs.
+    /// Stops the project's server and its companion, then deletes its state
+    /// folder and logs.
     pub fn destroy(&self, project: &Path) -> Result<StopReport, Error> {
         self.reap_children();
         let (project, hash, paths) = self.project(project)?;
@@ -20,6 +21,7 @@ impl Manager {
         }
         let lock = self.lock(&paths)?;
         let report = self.stop_locked(project, &hash, &paths, crate::record::Desired::Down)?;
+        self.stop_companion_locked(&hash, &paths)?;
         self.remove_project_dir(&paths)?;
         drop(lock);
         Ok(report)
@@ -73,6 +75,9 @@ impl Manager {
                 report
                     .leftovers_stopped
                     .extend(self.sweep_project(hash, None));
+                report
+                    .leftovers_stopped
+                    .extend(self.sweep_companions(hash, |_| false));
             }
         }
         Ok(report)
@@ -118,10 +123,12 @@ impl Manager {
         if unrecorded_server {
             return Ok(());
         }
-        // What its servers started and left running goes with it.
+        // What its servers started and left running goes with it, and so
+        // does its companion.
         report
             .leftovers_stopped
             .extend(self.sweep_project(hash, None));
+        self.stop_companion_locked(hash, paths)?;
         self.remove_project_dir(paths)?;
         drop(lock);
         report.removed.push(paths.dir.clone());

@@ -206,6 +206,65 @@ pub enum Error {
         /// The path (lossily displayed).
         path: PathBuf,
     },
+    /// A companion was asked for with a port policy it cannot use.
+    #[error(
+        "a companion's port must be fixed or a range (PortPolicy::Fixed or PortPolicy::Range), \
+         not {policy:?}"
+    )]
+    CompanionPortPolicy {
+        /// The refused policy.
+        policy: crate::PortPolicy,
+    },
+    /// A companion was asked for without a program to run.
+    #[error("a companion needs a command: the program to run is missing")]
+    CompanionCommandEmpty,
+    /// The companion exited before it answered HTTP on its port.
+    #[error(
+        "the companion of {} ({program}) exited ({status}) before answering on port {port}\n\
+         log: {}\n{}",
+        project.display(),
+        log.display(),
+        tail_text(log_tail)
+    )]
+    CompanionExited {
+        /// The project.
+        project: PathBuf,
+        /// The program that was run (its arguments are in `companion.json`).
+        program: String,
+        /// The port it was to answer on.
+        port: u16,
+        /// How it exited.
+        status: ExitStatus,
+        /// Its log.
+        log: PathBuf,
+        /// The log's last lines of this start (at most 20), control characters escaped.
+        log_tail: Vec<String>,
+    },
+    /// The companion did not answer HTTP on its port in time; it was stopped.
+    #[error(
+        "the companion of {} ({program}) did not answer on port {port} within {waited:?}{}\n\
+         log: {}\n{}",
+        project.display(),
+        ending_text(None, stopped.as_ref()),
+        log.display(),
+        tail_text(log_tail)
+    )]
+    CompanionNotReady {
+        /// The project.
+        project: PathBuf,
+        /// The program that was run.
+        program: String,
+        /// The port it was to answer on.
+        port: u16,
+        /// How long ocm waited.
+        waited: Duration,
+        /// How ocm stopped it.
+        stopped: Option<Termination>,
+        /// Its log.
+        log: PathBuf,
+        /// The log's last lines of this start (at most 20), control characters escaped.
+        log_tail: Vec<String>,
+    },
     /// The state folder or a record failed.
     #[error(transparent)]
     State(statefile::Error),
@@ -301,6 +360,14 @@ fn bind_text(hostname: &str, port: Option<u16>, problem: &PortProblem) -> String
              another address or port"
         ),
         other => format!("cannot bind {target}: {other}"),
+    }
+}
+
+fn tail_text(lines: &[String]) -> String {
+    if lines.is_empty() {
+        "(the log is empty)".to_string()
+    } else {
+        format!("last lines of the log:\n{}", lines.join("\n"))
     }
 }
 

@@ -26,12 +26,18 @@
 //! environment and lead their own session, so ocm recognises its own
 //! servers (and orphans of them) and never signals a process that is not
 //! one of them.
+//!
+//! Beside the server, a project may have one companion process on its own
+//! port ([`Manager::ensure_companion`], [`CompanionSpec`]): started,
+//! recorded, health-checked and stopped the same careful way, and left
+//! running by the server's stops, restarts and repairs.
 
 #![forbid(unsafe_code)]
 
 mod address;
 mod children;
 mod cleanup;
+mod companion;
 mod config;
 mod error;
 mod health;
@@ -55,6 +61,9 @@ mod supervise;
 mod sweep;
 
 pub use address::bind_literal;
+pub use companion::{
+    COMPANION_ANSWER_TIMEOUT, COMPANION_HOST, CompanionInfo, CompanionSpec, CompanionStatus,
+};
 pub use config::{Config, PasswordPolicy, PortPolicy, is_loopback};
 pub use error::{Error, PortHolder};
 pub use interrupt::{INTERRUPTS, catch_interrupts};
@@ -68,7 +77,7 @@ pub use progress::{Progress, Repair, StartFailure};
 pub use project::{Project, project};
 pub use record::{Desired, RecordStatus, SCHEMA_VERSION, ServerRecord, read_record};
 pub use report::{GcFailure, GcReport, ServerInfo, ServerState, ServerStatus, StopReport};
-pub use scan::{PROJECT_HASH_VAR, SERVER_NONCE_VAR, STATE_ROOT_VAR};
+pub use scan::{COMPANION_VAR, PROJECT_HASH_VAR, SERVER_NONCE_VAR, STATE_ROOT_VAR};
 pub use statefile::ProjectPaths;
 pub use statefiles::{StateLock, lock_state_file, read_state_file, write_state_file};
 pub use supervise::{

@@ -22,6 +22,11 @@ pub const STATE_ROOT_VAR: &str = "OCM_STATE_DIR";
 /// that start and recorded before the spawn, so a server whose starter died
 /// before recording its pid is still known as that start's server.
 pub const SERVER_NONCE_VAR: &str = "OCM_SERVER_NONCE";
+/// The variable a project's companion (see `companion.rs`) carries besides
+/// the project's markers, and everything it starts inherits: a random value
+/// made for that start and recorded in `companion.json`. It tells a
+/// companion from a server, and the recorded companion from an orphan.
+pub const COMPANION_VAR: &str = "OCM_COMPANION";
 
 /// A live process carrying the markers of a project under this state root.
 #[derive(Debug, Clone)]
@@ -37,6 +42,9 @@ pub(crate) struct Marked {
     pub parent_marked: bool,
     /// It leads its process group.
     pub leads_group: bool,
+    /// The companion start it descends from ([`COMPANION_VAR`]): a
+    /// companion or something it started, never a server or its tools.
+    pub companion: Option<String>,
     /// Its process group's leader is itself a marked process.
     pub group_leader_marked: bool,
 }
@@ -46,16 +54,17 @@ impl Marked {
         self.identity.pid
     }
 
-    /// A server ocm started (not something a server started).
+    /// A server ocm started (not something a server started, not a
+    /// companion).
     pub fn is_server(&self) -> bool {
-        self.server_shaped && !self.parent_marked
+        self.server_shaped && !self.parent_marked && self.companion.is_none()
     }
 }
 
 /// True when `pid` is a server ocm started for `project_hash` under
 /// `state_root`: a session leader (ocm starts servers with setsid) running
 /// `... serve --hostname H --port P` (as ocm starts it), whose environment
-/// carries both markers. Processes the server's tools start inherit the
+/// carries both markers and not [`COMPANION_VAR`]. Processes the server's tools start inherit the
 /// markers but are not session leaders running `serve`; a tool that calls
 /// setsid itself still is not an opencode server.
 pub fn is_our_server(pid: u32, project_hash: &str, state_root: &Path) -> bool {
@@ -69,6 +78,10 @@ pub fn is_our_server(pid: u32, project_hash: &str, state_root: &Path) -> bool {
             .ok()
             .flatten()
             .is_some_and(|r| Path::new(&r) == state_root)
+        && procutil::environ_var(pid, COMPANION_VAR)
+            .ok()
+            .flatten()
+            .is_none()
 }
 
 /// Every live process carrying the markers of a project under
@@ -79,7 +92,7 @@ pub(crate) fn marked(state_root: &Path) -> Vec<Marked> {
         return Vec::new();
     };
     let spared = self_and_ancestors();
-    let mut found: HashMap<u32, (ProcessIdentity, String, Option<String>)> = HashMap::new();
+    let mut found: HashMap<u32, Found> = HashMap::new();
     for pid in pids {
         if spared.contains(&pid) {
             continue;
@@ -96,27 +109,51 @@ pub(crate) fn marked(state_root: &Path) -> Vec<Marked> {
             continue;
         };
         let nonce = procutil::environ_var(pid, SERVER_NONCE_VAR).ok().flatten();
-        found.insert(pid, (identity, hash, nonce));
+        let companion = procutil::environ_var(pid, COMPANION_VAR).ok().flatten();
+        found.insert(
+            pid,
+            Found {
+                identity,
+                hash,
+                nonce,
+                companion,
+            },
+        );
     }
-    let hash_of = |pid: u32| found.get(&pid).map(|(_, h, _)| h.clone());
+    // Marked the same way: the same project, and both of a companion or
+    // both not (a server a companion started is not the companion's tool).
+    let kin = |pid: u32, of: &Found| {
+        found
+            .get(&pid)
+            .is_some_and(|f| f.hash == of.hash && f.companion.is_some() == of.companion.is_some())
+    };
     let mut all: Vec<Marked> = found
         .iter()
-        .map(|(&pid, (identity, hash, nonce))| {
+        .map(|(&pid, f)| {
             let parent = procutil::parent_pid(pid).unwrap_or(0);
             let group = procutil::process_group_id(pid).unwrap_or(0);
             Marked {
-                identity: identity.clone(),
-                hash: hash.clone(),
-                nonce: nonce.clone(),
+                identity: f.identity.clone(),
+                hash: f.hash.clone(),
+                nonce: f.nonce.clone(),
                 server_shaped: procutil::is_session_leader(pid) && runs_serve(pid),
-                parent_marked: hash_of(parent).as_ref() == Some(hash),
+                parent_marked: kin(parent, f),
                 leads_group: group == pid,
-                group_leader_marked: group != pid && hash_of(group).as_ref() == Some(hash),
+                group_leader_marked: group != pid && kin(group, f),
+                companion: f.companion.clone(),
             }
         })
         .collect();
     all.sort_by_key(Marked::pid);
     all
+}
+
+/// What [`marked`] read of one process.
+struct Found {
+    identity: ProcessIdentity,
+    hash: String,
+    nonce: Option<String>,
+    companion: Option<String>,
 }
 
 /// Every live server ocm started under `state_root`, with its project hash

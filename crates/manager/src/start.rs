@@ -16,6 +16,7 @@ use crate::record::{
     Desired, RecordStatus, SCHEMA_VERSION, ServerRecord, read_record, write_record,
 };
 use crate::report::{ServerInfo, info_from};
+use crate::scan::COMPANION_VAR;
 use crate::{
     Error, Manager, PROJECT_HASH_VAR, PasswordPolicy, SERVER_NONCE_VAR, STATE_ROOT_VAR, USERNAME,
     find_opencode, listen, logs, scan,
@@ -90,6 +91,7 @@ impl Manager {
     pub(crate) fn clear_for_start(&self, hash: &str, paths: &ProjectPaths) -> Result<(), Error> {
         let record = read_record(&paths.record).ok().flatten();
         self.stop_orphans(hash, record.as_ref())?;
+        self.stop_orphan_companions(hash, paths);
         let pids = self.sweep_project(hash, None);
         if !pids.is_empty() {
             self.repaired(Repair::LeftoversStopped { pids });
@@ -288,7 +290,10 @@ impl Manager {
         // The server must not inherit a password the policy does not give it.
         spec = spec
             .env_remove("OPENCODE_SERVER_PASSWORD")
-            .env_remove("OPENCODE_SERVER_USERNAME");
+            .env_remove("OPENCODE_SERVER_USERNAME")
+            // A server started from within a companion (`ocm mcp`) is a
+            // server, not part of the companion.
+            .env_remove(COMPANION_VAR);
         for name in &self.config.env_remove {
             spec = spec.env_remove(name);
         }
@@ -474,7 +479,7 @@ impl Manager {
 
 /// What the server said, at most [`LOG_TAIL_LINES`]: ocm's own start mark
 /// is not part of it.
-fn server_lines(mut lines: Vec<String>) -> Vec<String> {
+pub(crate) fn server_lines(mut lines: Vec<String>) -> Vec<String> {
     lines.retain(|line| !line.starts_with(START_MARK));
     let extra = lines.len().saturating_sub(LOG_TAIL_LINES);
     lines.split_off(extra)
@@ -485,7 +490,7 @@ const START_MARK: &str = "--- ocm start ";
 
 /// Appends `--- ocm start <time> pid N ---` to the log (never following a
 /// symlink); a log that cannot be written is not worth failing a start for.
-fn mark_start(log: &Path, started_at: &str, pid: u32) {
+pub(crate) fn mark_start(log: &Path, started_at: &str, pid: u32) {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()

@@ -34,6 +34,8 @@ impl Manager {
                 }
             }
             report.leftovers_stopped = self.sweep_project(&hash, None);
+            // No record, so every companion of the project is an orphan.
+            self.sweep_companions(&hash, |_| false);
             return Ok(report);
         }
         let _lock = self.lock(&paths)?;
@@ -86,6 +88,8 @@ impl Manager {
             }
         }
         report.orphans_stopped = self.stop_orphans(hash, record.as_ref())?;
+        // The recorded companion keeps running: stop is the server's.
+        self.stop_orphan_companions(hash, paths);
         report.leftovers_stopped = self.sweep_project(hash, None);
         self.reap_children();
         Ok(report)

@@ -18,14 +18,30 @@ impl Manager {
     /// (restricted to one start's processes when `nonce` is given): SIGTERM
     /// to each marked group leader's group and to each marked process whose
     /// group is not marked, SIGKILL to what is left after the grace period.
-    /// Never this process or its ancestors. Returns the pids it signalled.
+    /// Never this process or its ancestors, and never the project's
+    /// companion or what it started (see [`Manager::sweep_companions`]):
+    /// repairing or restarting the server leaves the companion running.
+    /// Returns the pids it signalled.
     pub(crate) fn sweep_project(&self, hash: &str, nonce: Option<&str>) -> Vec<u32> {
+        self.sweep(hash, |m| {
+            m.companion.is_none() && (nonce.is_none() || m.nonce.as_deref() == nonce)
+        })
+    }
+
+    /// Terminates the project's companion processes (those carrying
+    /// `OCM_COMPANION`), all of them, or only those of the starts `keep`
+    /// does not accept, the same way as [`Manager::sweep_project`].
+    pub(crate) fn sweep_companions(&self, hash: &str, keep: impl Fn(&str) -> bool) -> Vec<u32> {
+        self.sweep(hash, |m| m.companion.as_deref().is_some_and(|c| !keep(c)))
+    }
+
+    fn sweep(&self, hash: &str, wanted: impl Fn(&scan::Marked) -> bool) -> Vec<u32> {
         let mut signalled = Vec::new();
         for _ in 0..SWEEPS {
             let targets: Vec<scan::Marked> = scan::marked(self.state_root())
                 .into_iter()
                 .filter(|m| m.hash == hash)
-                .filter(|m| nonce.is_none() || m.nonce.as_deref() == nonce)
+                .filter(&wanted)
                 // A member of a marked leader's group goes with its group.
                 .filter(|m| m.leads_group || !m.group_leader_marked)
                 .collect();
