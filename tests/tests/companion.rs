@@ -80,7 +80,9 @@ fn alive(pid: u32) -> bool {
 /// The status line of a GET / to the port.
 fn status_line(port: u16) -> String {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     stream
         .write_all(b"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         .unwrap();
@@ -100,7 +102,11 @@ fn a_companion_starts_answers_is_reused_keeps_its_token_off_argv_and_stops_with_
     assert_eq!(info.url, format!("http://127.0.0.1:{}", info.port));
     assert!(info.command.contains(&format!("127.0.0.1:{}", info.port)));
     // It answers, and wants its token.
-    assert!(status_line(info.port).contains(" 401 "), "{}", status_line(info.port));
+    assert!(
+        status_line(info.port).contains(" 401 "),
+        "{}",
+        status_line(info.port)
+    );
     let status = manager.companion_status(&project).unwrap().unwrap();
     assert!(status.alive);
     assert!(status.answered_ms.is_some(), "{status:?}");
@@ -146,7 +152,11 @@ fn a_companion_that_exits_at_once_is_an_error_with_its_status_and_output() {
         .ensure_companion(&project, &sh_spec(&bed, "echo boom >&2; exit 3"))
         .unwrap_err();
     // Seen at once, not after the start timeout.
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
     match &err {
         Error::CompanionExited {
             status, log_tail, ..
@@ -227,7 +237,10 @@ fn the_servers_restart_and_stop_leave_the_companion_and_destroy_stops_it() {
         .unwrap();
     let restarted = manager.restart(&project).unwrap();
     assert_ne!(restarted.pid, server.pid);
-    assert!(alive(companion.pid), "the server's restart took the companion");
+    assert!(
+        alive(companion.pid),
+        "the server's restart took the companion"
+    );
     // A server that died is repaired by the next ensure: same.
     assert!(e2e::send_signal(restarted.pid as i32, libc::SIGKILL));
     e2e::poll_until(Duration::from_secs(10), "the server dies", || {
@@ -236,7 +249,10 @@ fn the_servers_restart_and_stop_leave_the_companion_and_destroy_stops_it() {
     });
     let repaired = manager.ensure(&project).unwrap();
     assert_ne!(repaired.pid, restarted.pid);
-    assert!(alive(companion.pid), "the server's repair took the companion");
+    assert!(
+        alive(companion.pid),
+        "the server's repair took the companion"
+    );
     manager.stop(&project).unwrap();
     assert!(alive(companion.pid), "the server's stop took the companion");
     let status = manager.companion_status(&project).unwrap().unwrap();
@@ -263,10 +279,68 @@ fn gc_stops_the_companion_of_a_project_it_removes_and_orphans_of_none() {
     std::fs::remove_dir_all(manager.paths(&other).unwrap().dir).unwrap();
     let report = manager.gc().unwrap();
     assert!(
-        report.removed.contains(&manager.paths(&project).unwrap().dir),
+        report
+            .removed
+            .contains(&manager.paths(&project).unwrap().dir),
         "{report:?}"
     );
     assert!(!alive(companion.pid), "gc left the companion");
     assert!(!alive(orphan.pid), "gc left the orphan companion");
     assert!(companions(&bed).is_empty(), "{:?}", companions(&bed));
+}
+
+/// One JSON-RPC call to an `ocm mcp --http` companion, with the token.
+fn call_tool(port: u16, tool: &str, project: &Path) -> serde_json::Value {
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": tool, "arguments": {"project": project}}})
+    .to_string();
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {TOKEN}\r\n\
+         MCP-Protocol-Version: 2025-11-25\r\nContent-Type: application/json\r\n\
+         Accept: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    assert!(head.starts_with("HTTP/1.1 200"), "{response}");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+#[test]
+fn a_server_the_companion_starts_is_the_projects_server_not_part_of_the_companion() {
+    if e2e_skipped() {
+        return;
+    }
+    let (bed, manager, project) = setup("through");
+    let companion = manager
+        .ensure_companion(&project, &mcp_spec(&bed, &project))
+        .unwrap();
+    let answer = call_tool(companion.port, "opencode_start", &project);
+    let started = &answer["result"]["structuredContent"];
+    assert_eq!(started["status"], "running", "{answer}");
+    let pid = started["pid"].as_u64().unwrap() as u32;
+    // Recognised as the project's server by this process's manager.
+    let status = manager.status(&project).unwrap();
+    assert_eq!(status.pid, Some(pid), "{status:?}");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&environ).contains(manager::COMPANION_VAR),
+        "the server carries the companion's marker"
+    );
+    // Its restart is the server's alone.
+    let restarted = manager.restart(&project).unwrap();
+    assert_ne!(restarted.pid, pid);
+    assert!(!alive(pid), "the old server still runs");
+    assert!(
+        alive(companion.pid),
+        "the server's restart took the companion"
+    );
+    manager.destroy(&project).unwrap();
+    assert!(!alive(companion.pid) && !alive(restarted.pid));
 }

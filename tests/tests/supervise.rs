@@ -370,3 +370,38 @@ impl Supervise {
             .unwrap_or_else(|e| panic!("no transition within {timeout:?}: {e}"))
     }
 }
+
+#[test]
+fn sigterm_during_a_start_stops_supervising_at_once_and_leaves_nothing() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let pid_file = bed.root().join("hanging.pid");
+    let script = bed.root().join("hang.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho $$ > '{}'\nexec sleep 120\n",
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    let mut perms = std::fs::metadata(&script).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&script, perms).unwrap();
+    let sup = Supervise::start(&bed, &[], &[("OPENCODE_BIN", script.to_str().unwrap())]);
+    sup.expect("starting", Duration::from_secs(30));
+    let hanging: u32 = poll_until(Duration::from_secs(30), "the start to spawn", || {
+        std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    });
+    assert!(alive(hanging));
+    // `terminate` checks that it ends within 2 s, with exit 0.
+    assert_eq!(sup.terminate(), 0);
+    assert!(
+        gone(hanging),
+        "the start's process {hanging} was left running"
+    );
+}

@@ -8,18 +8,21 @@
 //! it alone, while an orphan (a companion process of another start) goes
 //! with the project's other orphans.
 
+mod probe;
+mod record;
+
 use std::fmt;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use portmap::{BindHost, PortProblem};
-use procutil::{ExitStatus, ProcessIdentity, Termination};
-use serde::{Deserialize, Serialize};
+use procutil::{ExitStatus, Termination};
 use statefile::ProjectPaths;
 
-use crate::error::PortHolder;
+use self::probe::{answers, choose_port, escaped, holder_is_of, is_our_companion, substitute};
+use self::record::{
+    CompanionRecord, SCHEMA_VERSION, log_path, read_record, record_path, remove_record,
+    write_record,
+};
 use crate::progress::Repair;
 use crate::scan::COMPANION_VAR;
 use crate::start::{mark_start, server_lines};
@@ -32,8 +35,6 @@ use crate::{
 pub const COMPANION_HOST: &str = "127.0.0.1";
 /// How long a companion has to answer an HTTP request to count as healthy.
 pub const COMPANION_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
-/// The schema version of `companion.json` this build writes and reads.
-const SCHEMA_VERSION: u32 = 1;
 /// How many lines of the companion's log a start failure carries.
 const LOG_TAIL_LINES: usize = 20;
 /// Between two looks at the port while a companion starts: a wait on its
@@ -99,188 +100,6 @@ pub struct CompanionStatus {
     pub answered_ms: Option<u64>,
     /// When this was checked, RFC 3339 UTC.
     pub checked_at: String,
-}
-
-/// `companion.json` in the project's state folder. No environment values:
-/// secrets never reach the disk.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct CompanionRecord {
-    pub schema_version: u32,
-    /// 0 between the write before the spawn and the one after it.
-    pub pid: u32,
-    pub start_time: u64,
-    pub boot_id: String,
-    pub port: u16,
-    pub url: String,
-    pub command: Vec<String>,
-    pub started_at: String,
-    pub log: PathBuf,
-    /// The value of [`COMPANION_VAR`] in its environment.
-    pub nonce: String,
-    /// Fields this build does not know, kept as they were.
-    #[serde(flatten)]
-    pub extra: serde_json::Map<String, serde_json::Value>,
-}
-
-impl CompanionRecord {
-    fn identity(&self) -> ProcessIdentity {
-        ProcessIdentity {
-            pid: self.pid,
-            start_time: self.start_time,
-            boot_id: self.boot_id.clone(),
-        }
-    }
-
-    fn info(&self) -> CompanionInfo {
-        CompanionInfo {
-            pid: self.pid,
-            port: self.port,
-            url: self.url.clone(),
-            command: self.command.clone(),
-            started_at: self.started_at.clone(),
-            log: self.log.clone(),
-        }
-    }
-}
-
-/// `companion.json` of a project.
-pub(crate) fn record_path(paths: &ProjectPaths) -> PathBuf {
-    paths.dir.join("companion.json")
-}
-
-/// `companion.log` of a project.
-pub(crate) fn log_path(paths: &ProjectPaths) -> PathBuf {
-    paths.dir.join("companion.log")
-}
-
-/// Reads `companion.json`; `Ok(None)` when there is none.
-pub(crate) fn read_record(paths: &ProjectPaths) -> Result<Option<CompanionRecord>, statefile::Error> {
-    statefile::read_json_versioned(&record_path(paths), SCHEMA_VERSION)
-}
-
-fn write_record(paths: &ProjectPaths, record: &CompanionRecord) -> Result<(), Error> {
-    Ok(statefile::write_atomic(&record_path(paths), record)?)
-}
-
-fn remove_record(paths: &ProjectPaths) -> Result<(), Error> {
-    let path = record_path(paths);
-    match std::fs::remove_file(&path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(Error::Io {
-            action: "cannot remove",
-            path,
-            source,
-        }),
-    }
-}
-
-/// `command` with every `{port}` replaced by `port`.
-pub(crate) fn substitute(command: &[String], port: u16) -> Vec<String> {
-    let port = port.to_string();
-    command.iter().map(|a| a.replace("{port}", &port)).collect()
-}
-
-/// True when `pid` is the companion of start `nonce` of project `hash`
-/// under `state_root`: a session leader carrying all three markers.
-fn is_our_companion(pid: u32, hash: &str, state_root: &Path, nonce: &str) -> bool {
-    let var = |name| procutil::environ_var(pid, name).ok().flatten();
-    pid != 0
-        && procutil::is_session_leader(pid)
-        && var(PROJECT_HASH_VAR).is_some_and(|h| h == hash)
-        && var(STATE_ROOT_VAR).is_some_and(|r| Path::new(&r) == state_root)
-        && var(COMPANION_VAR).is_some_and(|n| n == nonce)
-}
-
-/// How long an HTTP request to `127.0.0.1:port` took to get a status line,
-/// when it got one within `timeout`. Any status counts (401 and 404 are
-/// answers).
-pub(crate) fn answers(port: u16, timeout: Duration) -> Option<Duration> {
-    let started = Instant::now();
-    let deadline = started + timeout;
-    let left = || deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero());
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&addr, left()?).ok()?;
-    stream.set_write_timeout(left()).ok()?;
-    let request = format!(
-        "GET / HTTP/1.1\r\nHost: {COMPANION_HOST}:{port}\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 64];
-    while got.len() < 12 {
-        stream.set_read_timeout(left()).ok()?;
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-    }
-    is_status_line(&got).then(|| started.elapsed())
-}
-
-/// `HTTP/1.1 404` and the like.
-fn is_status_line(bytes: &[u8]) -> bool {
-    bytes.len() >= 12
-        && bytes.starts_with(b"HTTP/")
-        && bytes[8] == b' '
-        && bytes[9..12].iter().all(u8::is_ascii_digit)
-}
-
-/// A log line fit to show: control characters escaped.
-fn escaped(line: &str) -> String {
-    line.chars()
-        .map(|c| {
-            if c.is_control() && c != '\t' {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
-
-/// The port for a new companion: the fixed one when free, else the first
-/// free one of the range.
-pub(crate) fn choose_port(policy: &PortPolicy) -> Result<u16, Error> {
-    let host = BindHost::resolve(COMPANION_HOST, portmap::DEFAULT_RESOLVE_TIMEOUT)
-        .map_err(|problem| cannot_bind(None, problem))?;
-    match policy {
-        PortPolicy::Fixed(port) => match host.probe(*port) {
-            Ok(()) => Ok(*port),
-            Err(PortProblem::InUse) => Err(Error::PortInUse {
-                hostname: COMPANION_HOST.into(),
-                port: *port,
-                holder: PortHolder::of_port(*port),
-            }),
-            Err(problem) => Err(cannot_bind(Some(*port), problem)),
-        },
-        PortPolicy::Range(range) => {
-            for port in range.clone() {
-                match host.probe(port) {
-                    Ok(()) => return Ok(port),
-                    Err(PortProblem::InUse) => {}
-                    Err(problem) => return Err(cannot_bind(Some(port), problem)),
-                }
-            }
-            Err(Error::NoFreePort {
-                hostname: COMPANION_HOST.into(),
-                first: *range.start(),
-                last: *range.end(),
-            })
-        }
-        other => Err(Error::CompanionPortPolicy {
-            policy: other.clone(),
-        }),
-    }
-}
-
-fn cannot_bind(port: Option<u16>, problem: PortProblem) -> Error {
-    Error::CannotBind {
-        hostname: COMPANION_HOST.into(),
-        port,
-        problem,
-    }
 }
 
 /// Why a spawned companion did not become ready.
@@ -513,10 +332,11 @@ impl Manager {
                 signal: libc::SIGINT,
             });
         }
-        let log_tail: Vec<String> = server_lines(logs::last_lines(&log, log_offset, LOG_TAIL_LINES + 1))
-            .iter()
-            .map(|l| escaped(l))
-            .collect();
+        let log_tail: Vec<String> =
+            server_lines(logs::last_lines(&log, log_offset, LOG_TAIL_LINES + 1))
+                .iter()
+                .map(|l| escaped(l))
+                .collect();
         let program = record.command[0].clone();
         Err(match status {
             Some(status) => Error::CompanionExited {
@@ -573,18 +393,5 @@ impl Manager {
     }
 }
 
-/// True unless /proc tells that the port's holder is not of companion start
-/// `nonce` (another program took the port first).
-fn holder_is_of(port: u16, nonce: &str) -> bool {
-    match crate::scan::port_holder(port) {
-        Some(pid) => procutil::environ_var(pid, COMPANION_VAR)
-            .ok()
-            .flatten()
-            .is_some_and(|n| n == nonce),
-        None => true,
-    }
-}
-
 #[cfg(test)]
-#[path = "companion_tests.rs"]
 mod tests;

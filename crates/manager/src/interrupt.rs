@@ -34,11 +34,11 @@ impl Manager {
 
     /// `Err(Error::Interrupted)` once an interrupt arrived.
     pub(crate) fn check_interrupt(&self) -> Result<(), Error> {
-        match &self.interrupts {
-            Some(signals) if signals.is_set() => Err(Error::Interrupted {
-                signal: signals.try_next().unwrap_or(libc::SIGINT),
-            }),
-            _ => Ok(()),
+        // Read without taking it from the pipe: the caller's own wait for
+        // the signal (`ocm supervise`'s main loop) must still see it.
+        match self.interrupts.as_ref().and_then(|s| s.arrived()) {
+            Some(signal) => Err(Error::Interrupted { signal }),
+            None => Ok(()),
         }
     }
 

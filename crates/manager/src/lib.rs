@@ -26,6 +26,11 @@
 //! environment and lead their own session, so ocm recognises its own
 //! servers (and orphans of them) and never signals a process that is not
 //! one of them.
+//!
+//! Beside the server, a project may have one companion process on its own
+//! port ([`Manager::ensure_companion`], [`CompanionSpec`]): started,
+//! recorded, health-checked and stopped the same careful way, and left
+//! running by the server's stops, restarts and repairs.
 
 #![forbid(unsafe_code)]
 

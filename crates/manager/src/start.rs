@@ -16,11 +16,11 @@ use crate::record::{
     Desired, RecordStatus, SCHEMA_VERSION, ServerRecord, read_record, write_record,
 };
 use crate::report::{ServerInfo, info_from};
+use crate::scan::COMPANION_VAR;
 use crate::{
     Error, Manager, PROJECT_HASH_VAR, PasswordPolicy, SERVER_NONCE_VAR, STATE_ROOT_VAR, USERNAME,
     find_opencode, listen, logs, scan,
 };
-use crate::scan::COMPANION_VAR;
 
 /// How many lines of the server log a start failure carries.
 const LOG_TAIL_LINES: usize = 20;

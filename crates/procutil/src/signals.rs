@@ -115,9 +115,17 @@ impl SignalFlag {
     /// True once any of the signals has arrived. One atomic load per
     /// signal, no system call.
     pub fn is_set(&self) -> bool {
+        self.arrived().is_some()
+    }
+
+    /// The lowest-numbered of the signals that has arrived, if any; like
+    /// [`is_set`](Self::is_set), it leaves the pipe alone, so a thread
+    /// waiting on it still wakes.
+    pub fn arrived(&self) -> Option<i32> {
         self.baseline
             .iter()
-            .any(|&(slot, count)| COUNTS[slot].load(Ordering::SeqCst) != count)
+            .find(|&&(slot, count)| COUNTS[slot].load(Ordering::SeqCst) != count)
+            .and_then(|&(slot, _)| i32::try_from(slot).ok())
     }
 }
 
@@ -228,6 +236,13 @@ impl Signals {
     /// [`try_next`](Self::try_next).
     pub fn is_set(&self) -> bool {
         self.flag.is_set()
+    }
+
+    /// Which signal [`is_set`](Self::is_set) saw (see
+    /// [`SignalFlag::arrived`]): read without taking it from the pipe, so
+    /// that another thread waiting with [`wait`](Self::wait) still gets it.
+    pub fn arrived(&self) -> Option<i32> {
+        self.flag.arrived()
     }
 
     /// A cheap, cloneable handle on [`is_set`](Self::is_set).

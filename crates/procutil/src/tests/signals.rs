@@ -40,9 +40,13 @@ fn a_raised_signal_is_read_flagged_and_the_old_handler_comes_back() {
     assert_eq!(signals.wait(started + Duration::from_millis(20)), None);
     assert!(started.elapsed() >= Duration::from_millis(20));
 
+    assert_eq!(signals.arrived(), None);
     raise(signal);
     raise(signal);
     assert!(flag.is_set() && signals.is_set());
+    // Asking which one arrived leaves both bytes in the pipe.
+    assert_eq!(signals.arrived(), Some(signal));
+    assert_eq!(flag.arrived(), Some(signal));
     assert_eq!(signals.wait(Instant::now() + WAIT), Some(signal));
     assert_eq!(signals.try_next(), Some(signal));
     assert_eq!(signals.try_next(), None);

@@ -1,8 +1,10 @@
 //! Unit tests of `companion.rs`: port selection, the record, redaction,
 //! the HTTP answer check, and which sweeps reach a companion.
 
+use std::io::{Read, Write};
 use std::net::TcpListener;
 
+use super::probe::is_status_line;
 use super::*;
 use crate::Config;
 
@@ -109,10 +111,11 @@ fn a_corrupt_record_is_moved_aside_by_stop() {
     std::fs::write(record_path(&paths), b"{broken").unwrap();
     assert_eq!(manager.stop_companion(&project).unwrap(), None);
     assert!(!record_path(&paths).exists());
-    let aside = std::fs::read_dir(&paths.dir)
-        .unwrap()
-        .flatten()
-        .any(|e| e.file_name().to_string_lossy().starts_with("companion.json.corrupt"));
+    let aside = std::fs::read_dir(&paths.dir).unwrap().flatten().any(|e| {
+        e.file_name()
+            .to_string_lossy()
+            .starts_with("companion.json.corrupt")
+    });
     assert!(aside, "the corrupt record was not kept");
 }
 
