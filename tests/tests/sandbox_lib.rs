@@ -1,7 +1,8 @@
 //! The sandbox library end to end with a `file://` repository: `up` clones
 //! and starts the server and the default companion (`ocm mcp --http`), both
 //! healthy; a second `up` fetches and reuses them; `down` stops both;
-//! `destroy` leaves no process, no folder and no key; no secret reaches
+//! `restart` replaces both; `destroy` leaves no process, no sandbox or
+//! state folder; no secret reaches
 //! argv, a log, a record or the JSON.
 
 use std::path::{Path, PathBuf};
@@ -168,17 +169,28 @@ fn up_status_down_destroy_with_a_file_url() {
     let stopped = sandboxes.status(&name).unwrap();
     assert_eq!(stopped.status, Outcome::Error);
 
-    // Up again, then destroy: nothing left.
+    // Up again, restart (both new), then destroy: nothing left.
     let Up::Ready(up) = sandboxes.up(&name, &UpOptions::default()).unwrap() else {
         panic!("no key needed");
     };
+    let restarted = sandboxes.restart(&name).unwrap();
+    assert_eq!(restarted.status, Outcome::Success, "{restarted:?}");
     let (server_pid, companion_pid) = (
-        up.server.as_ref().unwrap().pid.unwrap(),
-        up.companion.as_ref().unwrap().pid,
+        restarted.server.as_ref().unwrap().pid.unwrap(),
+        restarted.companion.as_ref().unwrap().pid,
     );
+    assert_ne!(Some(server_pid), up.server.as_ref().unwrap().pid);
+    assert_ne!(companion_pid, up.companion.as_ref().unwrap().pid);
+    assert!(!alive(up.companion.as_ref().unwrap().pid));
+    let state_dir = e2e::manager_in(&bed, |_| {})
+        .paths(&status.repo)
+        .unwrap()
+        .dir;
+    assert!(state_dir.exists());
     let destroyed = sandboxes.destroy(&name).unwrap();
     assert_eq!(destroyed.folder, folder);
     assert!(!folder.exists());
+    assert!(!state_dir.exists(), "{}", state_dir.display());
     assert!(!alive(server_pid) && !alive(companion_pid));
     assert!(sandboxes.list().unwrap().is_empty());
 }

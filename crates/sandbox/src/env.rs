@@ -191,6 +191,7 @@ pub fn load(
                 return Err(Error::MissingKeys {
                     path: path.to_path_buf(),
                     file_missing: true,
+                    key_hint: url_is_ssh.then(|| default_key.to_path_buf()),
                     keys,
                 });
             }
@@ -202,7 +203,7 @@ pub fn load(
                 .map(Path::to_path_buf)
                 .or_else(|| url.is_ssh().then(|| default_key.to_path_buf()));
             let text = generate(path, url, key.as_deref())?;
-            let env = parse_env(path, &text, given)?;
+            let env = parse_env(path, &text, given).map_err(|e| hint(e, default_key))?;
             return Ok((
                 env,
                 Some(Warning::GeneratedEnv {
@@ -211,7 +212,29 @@ pub fn load(
             ));
         }
     };
-    Ok((parse_env(path, &text, given)?, None))
+    Ok((
+        parse_env(path, &text, given).map_err(|e| hint(e, default_key))?,
+        None,
+    ))
+}
+
+/// `err` with the generated key's path as a hint when it says
+/// `SSH_KEY_PATH` is missing.
+fn hint(err: Error, default_key: &Path) -> Error {
+    match err {
+        Error::MissingKeys {
+            path,
+            file_missing,
+            keys,
+            key_hint: None,
+        } if keys.contains(&SSH_KEY_PATH) => Error::MissingKeys {
+            path,
+            file_missing,
+            keys,
+            key_hint: Some(default_key.to_path_buf()),
+        },
+        other => other,
+    }
 }
 
 /// The settings in `text` (the content of `path`).
@@ -234,6 +257,7 @@ pub fn parse_env(path: &Path, text: &str, given: Given<'_>) -> Result<SandboxEnv
             path: path.to_path_buf(),
             file_missing: false,
             keys: missing,
+            key_hint: None,
         });
     }
     let setting = |key: &'static str, problem: String| Error::BadSetting {

@@ -56,7 +56,7 @@ pub enum Error {
 
     /// Required keys are missing (or there is no `.env` at all) in
     /// production mode; nothing was written.
-    #[error("{}{}: missing {}; write them there (mode 0600){}", .path.display(), if *.file_missing { " does not exist" } else { "" }, .keys.join(", "), if *.file_missing { ", or run with OCM_ENV=development to have one generated" } else { "" })]
+    #[error("{}{}: missing {}; write them there (mode 0600){}{}", .path.display(), if *.file_missing { " does not exist" } else { "" }, .keys.join(", "), hint_text(.key_hint.as_deref()), if *.file_missing { ", or run with OCM_ENV=development to have one generated" } else { "" })]
     MissingKeys {
         /// The `.env` file.
         path: PathBuf,
@@ -64,6 +64,9 @@ pub enum Error {
         file_missing: bool,
         /// The missing keys, in the order of the list of required keys.
         keys: Vec<&'static str>,
+        /// When `SSH_KEY_PATH` is missing: the path where ocm generates a
+        /// deploy key when `SSH_KEY_PATH` names it.
+        key_hint: Option<PathBuf>,
     },
 
     /// There is no `.env` and no git URL to generate one from.
@@ -166,6 +169,16 @@ pub enum Error {
     /// The manager failed (the server or the companion).
     #[error(transparent)]
     Manager(#[from] manager::Error),
+}
+
+fn hint_text(path: Option<&std::path::Path>) -> String {
+    match path {
+        Some(path) => format!(
+            " (SSH_KEY_PATH={} has ocm generate a deploy key there)",
+            path.display()
+        ),
+        None => String::new(),
+    }
 }
 
 fn stderr_block(stderr: &str) -> String {

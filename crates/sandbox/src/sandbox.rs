@@ -185,6 +185,7 @@ impl Sandboxes {
                     path: env.path.clone(),
                     file_missing: false,
                     keys: vec![env::SSH_KEY_PATH],
+                    key_hint: Some(default_key),
                 });
             };
             return Ok(Up::WaitingForKey {

@@ -97,6 +97,7 @@ fn production_without_a_file_lists_every_key_and_writes_nothing() {
     let text = err.to_string();
     assert!(text.contains(&path.display().to_string()), "{text}");
     assert!(text.contains("OCM_ENV=development"), "{text}");
+    assert!(text.contains("SSH_KEY_PATH=/d has ocm generate"), "{text}");
     assert!(!path.exists());
     // An https URL needs no key.
     let url = GitUrl::parse("https://h/r").unwrap();
@@ -124,10 +125,14 @@ fn an_incomplete_file_lists_exactly_the_missing_keys() {
     for mode in [EnvMode::Production, EnvMode::Development] {
         match load(&path, mode, Given::default(), Path::new("/d")).unwrap_err() {
             Error::MissingKeys {
-                keys, file_missing, ..
+                keys,
+                file_missing,
+                key_hint,
+                ..
             } => {
                 assert!(!file_missing);
                 assert_eq!(keys, &[SSH_KEY_PATH, SERVER_PASSWORD, BEARER_TOKEN]);
+                assert_eq!(key_hint.as_deref(), Some(Path::new("/d")));
             }
             other => panic!("{other:?}"),
         }
