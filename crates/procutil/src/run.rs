@@ -22,7 +22,9 @@ use crate::sys::{self, BACKOFF_START, backoff_sleep, deadline_after};
 /// program is reaped and the result is [`Error::TimedOut`]. When it exits in
 /// time, members of its group still running (children it left behind that
 /// hold its output open) get SIGKILL too, so that reading its output ends.
-/// The two reader threads are always joined before this returns.
+/// The two reader threads are always joined before this returns; a
+/// descendant that left the group (`setsid`) while keeping the output open
+/// would hold that join until it closes it.
 ///
 /// ```
 /// use std::process::Command;
@@ -56,27 +58,30 @@ pub fn output_within(
     // Our own unreaped child: its pid cannot go to another process yet.
     let pidfd = Pidfd::open(pid).ok().flatten();
     let exited = match &pidfd {
-        Some(pidfd) => pidfd.wait_exited(deadline)?,
+        Some(pidfd) => pidfd.wait_exited(deadline),
         None => {
             let mut step = BACKOFF_START;
             loop {
                 match child.try_wait() {
-                    Ok(Some(_)) => break true,
-                    Ok(None) if Instant::now() >= deadline => break false,
+                    Ok(Some(_)) => break Ok(true),
+                    Ok(None) if Instant::now() >= deadline => break Ok(false),
                     Ok(None) => backoff_sleep(&mut step, deadline),
-                    Err(source) => return Err(Error::Wait { pid, source }),
+                    Err(source) => break Err(Error::Wait { pid, source }),
                 }
             }
         }
     };
     // Before the leader is reaped, its pid still names its group: the group
-    // gets SIGKILL (all of it on overrun; what is left of it otherwise).
+    // gets SIGKILL (all of it on overrun or a failed wait; what is left of
+    // it otherwise).
     // ESRCH (nobody left) is the usual case after a clean exit.
     let _ = sys::kill_group(pid, libc::SIGKILL);
     let status = child.wait().map_err(|source| Error::Wait { pid, source })?;
     let stdout = stdout.map(join).unwrap_or_default();
     let stderr = stderr.map(join).unwrap_or_default();
-    if !exited {
+    // A failed wait still ended the group, reaped the program and joined
+    // the readers above: nothing is left behind.
+    if !exited? {
         return Err(Error::TimedOut {
             program,
             after: start.elapsed(),
