@@ -333,6 +333,12 @@ fn a_server_the_companion_starts_is_the_projects_server_not_part_of_the_companio
         !String::from_utf8_lossy(&environ).contains(manager::COMPANION_VAR),
         "the server carries the companion's marker"
     );
+    // The bearer token is the companion's: the agent's shell commands in
+    // the server cannot read it.
+    assert!(
+        !String::from_utf8_lossy(&environ).contains(TOKEN),
+        "the server inherited the companion's bearer token"
+    );
     // Its restart is the server's alone.
     let restarted = manager.restart(&project).unwrap();
     assert_ne!(restarted.pid, pid);

@@ -65,6 +65,9 @@ fn context(cli: &Cli, options: &McpOptions) -> Result<Context, CliError> {
         cli: cli.clone(),
         allow,
         turns: Default::default(),
+        // The token is for the clients of `ocm mcp`, not for the agent's
+        // shell commands in the servers it starts.
+        hide_env: options.token_env.iter().cloned().collect(),
     })
 }
 

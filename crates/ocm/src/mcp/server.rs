@@ -476,6 +476,7 @@ mod tests {
                 cli,
                 allow: Vec::new(),
                 turns: Default::default(),
+                hide_env: Vec::new(),
             },
             2,
         )

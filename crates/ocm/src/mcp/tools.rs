@@ -33,6 +33,9 @@ pub struct Context {
     pub allow: Vec<PathBuf>,
     /// The turns this process started, and its engines.
     pub turns: std::sync::Arc<super::turn_tools::Live>,
+    /// Variables of this process the servers it starts must not inherit
+    /// (the bearer token's, `--token-env`).
+    pub hide_env: Vec<String>,
 }
 
 /// One tool.
@@ -591,6 +594,7 @@ const LOCK_WAIT_LIMIT: Duration = Duration::from_secs(10);
 pub(super) fn config(ctx: &Context) -> Config {
     let mut config = Config::from_env();
     config.state_root = ctx.cli.state_dir.clone();
+    config.env_remove.extend(ctx.hide_env.iter().cloned());
     config.start_timeout = config.start_timeout.min(START_ATTEMPT_LIMIT);
     config.lock_timeout = config.lock_timeout.min(LOCK_WAIT_LIMIT);
     config
@@ -658,6 +662,7 @@ mod tests {
             cli: crate::cli::parse(["ls"]).unwrap(),
             allow,
             turns: Default::default(),
+            hide_env: Vec::new(),
         }
     }
 
