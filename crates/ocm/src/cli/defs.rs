@@ -129,6 +129,8 @@ pub(crate) struct Parsed {
     /// `ocm events --all`.
     pub all: bool,
     pub mcp: McpOptions,
+    /// `ocm sandbox`'s options.
+    pub sandbox: super::sandbox_defs::SandboxOptions,
 }
 
 impl Parsed {
@@ -582,6 +584,9 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
                being the value of the environment variable NAME (never on the command line)",
         group: &MCP,
     },
+    super::sandbox_defs::GIT,
+    super::sandbox_defs::SSH_KEY,
+    super::sandbox_defs::YES,
     super::supervise_defs::RESTART,
     super::supervise_defs::MAX_RESTARTS,
     super::supervise_defs::WITHIN,
@@ -971,4 +976,10 @@ pub(crate) const COMMANDS: &[CommandDef] = &[
             Ok(Command::Mcp(p.mcp))
         },
     },
+    super::sandbox_defs::UP,
+    super::sandbox_defs::STATUS,
+    super::sandbox_defs::DOWN,
+    super::sandbox_defs::RESTART,
+    super::sandbox_defs::DESTROY,
+    super::sandbox_defs::LS,
 ];
