@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 pub use mock_llm::{MockLlm, Reply, Script};
 
+pub mod git_server;
 pub mod mcp_clients;
 
 /// The pinned release and where `cargo xtask opencode` puts it: the same
