@@ -407,10 +407,11 @@ impl GitSshServer {
         found
     }
 
-    /// Kills every connection sshd forked (children before parents, each
-    /// pinned by a pidfd and checked to still have its parent), then the
-    /// group of the shell and sshd (SIGKILL, reaped), then joins the log
-    /// readers.
+    /// Kills sshd and every connection it forked, children before parents,
+    /// each pinned by a pidfd and checked to still have its parent, and
+    /// waits (bounded) for its parent to reap it, so that nothing is left
+    /// as an orphan; then the shell's group (SIGKILL, reaped); then joins
+    /// the log readers.
     fn stop(&mut self) {
         let processes = self.processes();
         for &pid in processes.iter().skip(1).rev() {
@@ -421,8 +422,8 @@ impl GitSshServer {
             // pid whose parent is still one of ours is still the process
             // found above.
             let ours = procutil::parent_pid(pid).is_ok_and(|parent| processes.contains(&parent));
-            if ours {
-                let _ = pidfd.send_signal(libc::SIGKILL);
+            if ours && pidfd.send_signal(libc::SIGKILL).is_ok() {
+                wait_reaped(pid);
             }
         }
         if let Some(mut child) = self.child.take() {
@@ -434,6 +435,20 @@ impl GitSshServer {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+    }
+}
+
+/// How long a killed process's parent may take to reap it.
+const REAP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Waits up to [`REAP_TIMEOUT`] until `pid` is gone from /proc (its parent
+/// reaped it). A pid reused meanwhile only makes this wait the full time.
+fn wait_reaped(pid: u32) {
+    let deadline = Instant::now() + REAP_TIMEOUT;
+    let mut pause = Duration::from_millis(1);
+    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 

@@ -11,6 +11,8 @@
 //! call bounded by a deadline (killing it if it overruns) and return its
 //! [`Run`]; [`fresh_project`] makes a project folder whose port is free.
 //! For the library, [`manager_in`] configures a manager for a bed.
+//! [`git_server::GitSshServer`] is a real sshd on loopback serving bare
+//! git repositories, for tests that clone a project over SSH.
 //!
 //! ```no_run
 //! let bed = e2e::TestBed::new();
