@@ -262,3 +262,26 @@ fn ssh_args(key: &Path, known_hosts: &Path, server: &GitSshServer) -> Vec<String
         format!("{}@127.0.0.1", server.user),
     ]
 }
+
+#[test]
+fn the_beds_drop_kills_the_server_too() {
+    let bed = TestBed::new();
+    let server = GitSshServer::start(&bed);
+    let processes = server.processes();
+    assert!(processes.len() >= 2, "the shell and sshd: {processes:?}");
+    let folder = server
+        .repos_dir()
+        .parent()
+        .expect("the server's folder")
+        .to_path_buf();
+    // As if the test panicked in a way that skipped the server's drop.
+    std::mem::forget(server);
+    drop(bed);
+    let left: Vec<u32> = processes
+        .iter()
+        .copied()
+        .filter(|&pid| !e2e::is_zombie(pid))
+        .collect();
+    assert_eq!(left, Vec::<u32>::new(), "the bed's drop killed sshd");
+    std::fs::remove_dir_all(&folder).expect("remove the server's folder");
+}
