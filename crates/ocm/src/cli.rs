@@ -20,6 +20,7 @@ use manager::PortPolicy;
 mod defs;
 mod groups;
 mod help;
+mod mcp_defs;
 mod sandbox_defs;
 mod supervise_defs;
 #[cfg(test)]
@@ -244,7 +245,9 @@ pub enum SandboxAction {
     Down,
     Restart,
     /// `destroy [--yes]`: without `yes`, only says what would be deleted.
-    Destroy { yes: bool },
+    Destroy {
+        yes: bool,
+    },
 }
 
 /// `ocm session ls|new|show|rm`.

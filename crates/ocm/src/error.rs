@@ -217,7 +217,9 @@ impl CliError {
             CliError::StartFailed { .. } => EXIT_START_FAILED,
             CliError::InStateDir { error, .. } => error.exit_code(),
             CliError::NoLog { .. } | CliError::Io { .. } => EXIT_ERROR,
-            CliError::Sandbox { bad_input: true, .. } => EXIT_USAGE,
+            CliError::Sandbox {
+                bad_input: true, ..
+            } => EXIT_USAGE,
             CliError::Sandbox { .. } => EXIT_ERROR,
         }
     }

@@ -7,16 +7,14 @@
 use std::path::Path;
 
 use sandbox::{
-    Destroyed, Down, KeyOwner, Outcome, SandboxConfig, SandboxName, SandboxStatus,
-    SandboxSummary, Sandboxes, Up, UpOptions,
+    Destroyed, Down, KeyOwner, Outcome, SandboxConfig, SandboxName, SandboxStatus, SandboxSummary,
+    Sandboxes, Up, UpOptions,
 };
 use serde::Serialize;
 
 use crate::cli::{Cli, Name, SandboxAction, SandboxCommand, UsageError};
 use crate::commands::{print, print_json};
-use crate::error::{
-    CliError, EXIT_NOT_RUNNING, EXIT_OK, EXIT_START_FAILED, EXIT_WAITING_FOR_KEY,
-};
+use crate::error::{CliError, EXIT_NOT_RUNNING, EXIT_OK, EXIT_START_FAILED, EXIT_WAITING_FOR_KEY};
 use crate::escape::{escape, escape_path};
 
 /// Runs `ocm sandbox ...`; `Ok` carries the exit status.
@@ -25,8 +23,7 @@ pub fn run(cli: &Cli, command: &SandboxCommand) -> Result<i32, CliError> {
     let (name, action) = match command {
         SandboxCommand::Ls => {
             let all = sandboxes.list().map_err(|e| from_sandbox(e, None, false))?;
-            return emit(cli, &all, || list_table(&all, sandboxes.data_root()))
-                .map(|()| EXIT_OK);
+            return emit(cli, &all, || list_table(&all, sandboxes.data_root())).map(|()| EXIT_OK);
         }
         SandboxCommand::One { name, action } => (name, action),
     };
@@ -167,7 +164,11 @@ fn would_destroy(sandboxes: &Sandboxes, name: &SandboxName) -> CliError {
 }
 
 /// Prints one serializable value as the JSON document, or `human()`.
-fn emit<T: Serialize>(cli: &Cli, value: &T, human: impl FnOnce() -> String) -> Result<(), CliError> {
+fn emit<T: Serialize>(
+    cli: &Cli,
+    value: &T,
+    human: impl FnOnce() -> String,
+) -> Result<(), CliError> {
     if cli.json {
         print_json(&serde_json::to_value(value).unwrap_or(serde_json::Value::Null));
         Ok(())
@@ -366,4 +367,139 @@ fn destroyed_text(destroyed: &Destroyed) -> String {
         text.push_str(&format!("kept your key {}\n", escape_path(key)));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json_keys::SANDBOX_KEYS;
+    use sandbox::{CompanionView, ServerView};
+
+    fn keys(value: &impl Serialize) -> Vec<String> {
+        let value = serde_json::to_value(value).unwrap();
+        let mut keys: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    fn listed(row: &str) -> Vec<String> {
+        let (_, keys) = SANDBOX_KEYS.iter().find(|(name, _)| *name == row).unwrap();
+        let mut keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn json_keys_are_the_ones_the_readme_lists() {
+        let name: SandboxName = "app".parse().unwrap();
+        let server = ServerView {
+            url: Some("http://127.0.0.1:4100".into()),
+            port: Some(4100),
+            pid: Some(1),
+            healthy: true,
+            state: "running".into(),
+        };
+        let companion = CompanionView {
+            url: "http://127.0.0.1:5100".into(),
+            port: 5100,
+            pid: 2,
+            alive: true,
+            answered: true,
+            answered_ms: Some(1),
+            log: "/s/companion.log".into(),
+        };
+        assert_eq!(keys(&server), listed("sandbox server"));
+        assert_eq!(keys(&companion), listed("sandbox companion"));
+        let status = SandboxStatus {
+            name: name.clone(),
+            status: Outcome::Success,
+            folder: "/d/app".into(),
+            repo: "/d/app/repo".into(),
+            git_url: None,
+            key_path: None,
+            key_owner: None,
+            public_key: None,
+            server: Some(server),
+            companion: Some(companion),
+            last_health_check: None,
+            warnings: vec!["w\u{1b}[31m".into()],
+            error: None,
+        };
+        assert_eq!(keys(&status), listed("sandbox status"));
+        let entry = SandboxSummary {
+            name: name.clone(),
+            folder: "/d/app".into(),
+            status: Outcome::Error,
+            cloned: false,
+        };
+        assert_eq!(keys(&entry), listed("sandbox ls entries"));
+        let down = Down {
+            name: name.clone(),
+            server_pid: None,
+            companion_stopped: false,
+        };
+        assert_eq!(keys(&down), listed("sandbox down"));
+        let destroyed = Destroyed {
+            name,
+            folder: "/d/app".into(),
+            removed_key: None,
+            kept_user_key: None,
+        };
+        assert_eq!(keys(&destroyed), listed("sandbox destroy"));
+        // Human text escapes what ocm did not write.
+        let block = status_block(&SandboxStatus {
+            folder: "/d/a\nb".into(),
+            ..status
+        });
+        assert!(
+            block.contains("/d/a\\nb") && !block.contains("a\nb"),
+            "{block}"
+        );
+    }
+
+    #[test]
+    fn what_the_user_typed_is_bad_input_and_the_rest_an_error() {
+        let key = Path::new("/k/id");
+        let bad_key = from_sandbox(
+            sandbox::Error::Key {
+                path: key.into(),
+                problem: "readable by others".into(),
+            },
+            Some(key),
+            true,
+        );
+        assert_eq!(bad_key.exit_code(), crate::error::EXIT_USAGE);
+        assert!(bad_key.hint().unwrap().contains("chmod 600"));
+        let env_key = from_sandbox(
+            sandbox::Error::Key {
+                path: key.into(),
+                problem: "readable by others".into(),
+            },
+            None,
+            true,
+        );
+        assert_eq!(env_key.exit_code(), crate::error::EXIT_ERROR);
+        let missing = from_sandbox(
+            sandbox::Error::MissingKeys {
+                path: "/d/app/.env".into(),
+                file_missing: true,
+                keys: vec!["GIT_URL", "SSH_KEY_PATH"],
+                key_hint: None,
+            },
+            None,
+            true,
+        );
+        assert_eq!(missing.exit_code(), crate::error::EXIT_ERROR);
+        let json = missing.report().json();
+        assert_eq!(json["path"], "/d/app/.env");
+        assert_eq!(json["missingKeys"][1], "SSH_KEY_PATH");
+        let start = from_sandbox(
+            sandbox::Error::Manager(manager::Error::OpencodeNotFound {
+                detail: "nowhere".into(),
+            }),
+            None,
+            true,
+        );
+        assert_eq!(start.exit_code(), EXIT_START_FAILED);
+    }
 }

@@ -79,12 +79,18 @@ pub(crate) fn group_word(word: &str) -> Option<&'static str> {
 pub fn group_help(word: &str) -> String {
     let rows: Vec<(String, &str)> = COMMANDS
         .iter()
-        .filter(|def| def.word.split_once(' ').is_some_and(|(head, _)| head == word))
+        .filter(|def| {
+            def.word
+                .split_once(' ')
+                .is_some_and(|(head, _)| head == word)
+        })
         .map(|def| (format!("  {}", usage_line(def)), def.summary))
         .collect();
-    let mut text = format!("Usage: ocm {word} <COMMAND> ...
+    let mut text = format!(
+        "Usage: ocm {word} <COMMAND> ...
 
-");
+"
+    );
     if word == "sandbox" {
         push_wrapped(&mut text, SANDBOX_ABOUT);
         text.push('\n');

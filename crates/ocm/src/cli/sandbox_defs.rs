@@ -113,8 +113,8 @@ pub(crate) const UP: CommandDef = CommandDef {
     help: "Brings the sandbox NAME up from where it stopped: its folder and .env \
            ($XDG_DATA_HOME/ocm/sandboxes/NAME), a deploy key (generated unless --ssh-key), \
            access to the repository, the clone (a fetch later), the OpenCode server \
-           (password from .env) and the companion (`ocm mcp --http` with the token from \
-           .env), both health-checked.\n\n\
+           (password from .env) and the companion (`ocm mcp` over HTTP, with the token \
+           from .env), both health-checked.\n\n\
            When the git server does not accept the key yet, prints the public key on \
            stdout, says on stderr where to add it, and exits 6; run the same command again \
            once it is added. Without .env: an error naming the keys to write (production, \
@@ -124,7 +124,7 @@ pub(crate) const UP: CommandDef = CommandDef {
            $XDG_DATA_HOME/ocm/keys/NAME-deploy when it names that path), \
            OPENCODE_SERVER_PASSWORD, MCP_TOOL_BEARER_TOKEN; optional OPENCODE_PORT \
            (default: the first free in 4100-4199), MCP_TOOL_PORT (5100-5199), OPENCODE_BIN, \
-           COMPANION_COMMAND (instead of `ocm mcp --http`; {port} is its port).",
+           COMPANION_COMMAND (instead of `ocm mcp` over HTTP; {port} is its port).",
     dir: false,
     operands: &["NAME"],
     rest: None,
@@ -192,7 +192,7 @@ pub(crate) const DESTROY: CommandDef = CommandDef {
     summary: "Stop a sandbox and delete its folder and generated key (--yes)",
     help: "Stops the sandbox's server and companion, deletes its state folder, the sandbox \
            folder (the clone and .env) and the deploy key ocm generated for it. A key of \
-           your own (--ssh-key) is never deleted. Needs --yes: without it, says what would \
+           your own (given to sandbox up) is never deleted. Needs --yes: without it, says what would \
            be deleted and exits 2.",
     dir: false,
     operands: &["NAME"],
