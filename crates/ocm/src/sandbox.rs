@@ -252,11 +252,13 @@ fn status_block(status: &SandboxStatus) -> String {
         rows.push(("key", format!("{}{owner}", escape_path(path))));
     }
     if let Some(server) = &status.server {
-        let url = server.url.as_deref().map_or("-".to_string(), escape);
-        let pid = server.pid.map_or("-".to_string(), |p| p.to_string());
+        let state = escape(&server.state);
         rows.push((
             "server",
-            format!("{url} (pid {pid}, {})", escape(&server.state)),
+            match (&server.url, server.pid) {
+                (Some(url), Some(pid)) => format!("{} (pid {pid}, {state})", escape(url)),
+                _ => state,
+            },
         ));
     }
     if let Some(companion) = &status.companion {
