@@ -416,10 +416,20 @@ fn a_generated_deploy_key_waits_until_the_git_server_accepts_it() {
     assert_eq!(status["key_path"], path_str(&key));
     assert_eq!(status["key_owner"], "ocm");
     assert_eq!(keys_of(&status), row(&SANDBOX_KEYS, "sandbox status"));
-    let again_json = sb
+    let human = sb
+        .run(None, &["status", "keyed"])
+        .code(EXIT_WAITING_FOR_KEY);
+    assert!(
+        human.stdout.trim_end() == public_key
+            && human.stderr.contains("is waiting for its deploy key"),
+        "{human:#?}"
+    );
+    let again = sb
         .run(None, &["up", "keyed", "--json"])
-        .code(EXIT_WAITING_FOR_KEY)
-        .json();
+        .code(EXIT_WAITING_FOR_KEY);
+    // One JSON document, nothing on stderr.
+    assert!(again.stderr.is_empty(), "{again:#?}");
+    let again_json = again.json();
     assert_eq!(again_json["status"], "waiting_for_key", "{again_json:#}");
     assert_eq!(
         again_json["public_key"].as_str().unwrap().trim(),

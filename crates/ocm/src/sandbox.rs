@@ -233,7 +233,8 @@ fn waiting_text(status: &SandboxStatus) -> String {
     text
 }
 
-/// A sandbox for people: `name value` lines.
+/// A sandbox for people: `name value` lines (one waiting for its key is
+/// shown by its public key instead, see [`show_status`]).
 fn status_block(status: &SandboxStatus) -> String {
     let mut rows: Vec<(&str, String)> = vec![
         ("sandbox", status.name.to_string()),
@@ -282,18 +283,9 @@ fn status_block(status: &SandboxStatus) -> String {
     if let Some(error) = &status.error {
         rows.push(("error", escape(error)));
     }
-    let mut out: String = rows
-        .iter()
+    rows.iter()
         .map(|(name, value)| format!("{name:<9} {value}\n"))
-        .collect();
-    if let (Outcome::WaitingForKey, Some(key)) = (status.status, &status.public_key) {
-        out.push_str(&format!(
-            "the deploy key to add (ocm sandbox up {} once added):\n{}\n",
-            status.name,
-            escape(key.trim_end())
-        ));
-    }
-    out
+        .collect()
 }
 
 fn outcome_word(outcome: Outcome) -> &'static str {
