@@ -435,6 +435,8 @@ pub(crate) mod tests {
             reconnects: 0,
             last_event_age_ms: None,
             last_exit: None,
+            companion_pid: None,
+            companion_restarts: 0,
             log_tail: Vec::new(),
             updated_at: String::new(),
         });
