@@ -276,6 +276,16 @@ pub fn status_rows(status: &manager::ServerStatus) -> Vec<(&'static str, String)
         metrics.push_str(&format!(", last event {:.1} s ago", age as f64 / 1000.0));
     }
     rows.push(("stream", metrics));
+    if info.companion_pid.is_some() || info.companion_restarts > 0 {
+        let pid = info
+            .companion_pid
+            .map_or("not running".to_string(), |pid| format!("pid {pid}"));
+        let n = info.companion_restarts;
+        rows.push((
+            "companion",
+            format!("{pid}, {n} restart{}", if n == 1 { "" } else { "s" }),
+        ));
+    }
     if let Some(exit) = &info.last_exit {
         let first = exit.lines().next().unwrap_or_default();
         rows.push(("last end", escape_controls(first)));
