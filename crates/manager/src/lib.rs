@@ -74,7 +74,7 @@ pub use password::random_secret;
 pub use portmap::PortProblem;
 pub use procutil::{
     Error as ProcessError, ExitStatus, Termination, Termination as StopKind, cmdline,
-    output_within, signals, watch,
+    output_within, output_within_unless, signals, watch,
 };
 pub use progress::{Progress, Repair, StartFailure};
 pub use project::{Project, project};

@@ -196,6 +196,16 @@ pub enum Error {
         after: Duration,
     },
 
+    /// A bounded run ([`output_within_unless`](crate::output_within_unless))
+    /// was interrupted by a signal: its process group was killed.
+    #[error("{} was interrupted (signal {signal}); it and everything it started were killed", .program.display())]
+    RunInterrupted {
+        /// The program that was run.
+        program: PathBuf,
+        /// The signal that arrived.
+        signal: i32,
+    },
+
     /// Members of the process group survived SIGKILL for longer than the
     /// bounded wait.
     #[error(

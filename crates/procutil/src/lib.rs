@@ -78,7 +78,7 @@ pub use procfs::{
     listening_socket_holder, parent_pid, process_group_id, process_group_members, resident_memory,
     session_id,
 };
-pub use run::output_within;
+pub use run::{output_within, output_within_unless};
 pub use signal::{Termination, signal_group, terminate, wait_gone};
 pub use spawn::{Output, SpawnSpec, spawn_detached};
 

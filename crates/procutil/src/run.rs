@@ -8,8 +8,11 @@ use std::time::{Duration, Instant};
 
 use std::os::unix::process::CommandExt;
 
+use std::os::fd::AsFd;
+
 use crate::Error;
 use crate::pidfd::Pidfd;
+use crate::signals::Signals;
 use crate::sys::{self, BACKOFF_START, backoff_sleep, deadline_after};
 
 /// Runs `command` to completion and returns its exit status, stdout and
@@ -38,6 +41,18 @@ pub fn output_within(
     command: &mut Command,
     timeout: Duration,
 ) -> Result<std::process::Output, Error> {
+    output_within_unless(command, timeout, None)
+}
+
+/// [`output_within`], also ended early when one of `interrupts`' signals
+/// arrives (Ctrl-C): the group gets SIGKILL, the program is reaped, and the
+/// result is [`Error::RunInterrupted`]. The program runs in a group of its
+/// own, so the terminal's Ctrl-C reaches only the caller, which decides.
+pub fn output_within_unless(
+    command: &mut Command,
+    timeout: Duration,
+    interrupts: Option<&Signals>,
+) -> Result<std::process::Output, Error> {
     let start = Instant::now();
     let deadline = deadline_after(start, timeout);
     let program = PathBuf::from(command.get_program());
@@ -57,14 +72,32 @@ pub fn output_within(
     let stderr = child.stderr.take().map(reader);
     // Our own unreaped child: its pid cannot go to another process yet.
     let pidfd = Pidfd::open(pid).ok().flatten();
+    let interrupted = || interrupts.and_then(Signals::arrived);
     let exited = match &pidfd {
-        Some(pidfd) => pidfd.wait_exited(deadline),
+        Some(pidfd) => loop {
+            let mut fds = vec![pidfd.as_fd()];
+            fds.extend(interrupts.map(AsFd::as_fd));
+            // Readable: the program exited or a signal arrived; which one
+            // is told by the flag, which reading the pipe does not change.
+            match sys::poll_readable(&fds, deadline) {
+                Ok(_) if interrupted().is_some() => break Ok(false),
+                Ok(false) => break Ok(false),
+                Ok(true) => match pidfd.wait_exited(Instant::now()) {
+                    Ok(true) => break Ok(true),
+                    Ok(false) => continue,
+                    Err(e) => break Err(e),
+                },
+                Err(source) => break Err(Error::Wait { pid, source }),
+            }
+        },
         None => {
             let mut step = BACKOFF_START;
             loop {
                 match child.try_wait() {
                     Ok(Some(_)) => break Ok(true),
-                    Ok(None) if Instant::now() >= deadline => break Ok(false),
+                    Ok(None) if Instant::now() >= deadline || interrupted().is_some() => {
+                        break Ok(false);
+                    }
                     Ok(None) => backoff_sleep(&mut step, deadline),
                     Err(source) => break Err(Error::Wait { pid, source }),
                 }
@@ -82,6 +115,9 @@ pub fn output_within(
     // A failed wait still ended the group, reaped the program and joined
     // the readers above: nothing is left behind.
     if !exited? {
+        if let Some(signal) = interrupted() {
+            return Err(Error::RunInterrupted { program, signal });
+        }
         return Err(Error::TimedOut {
             program,
             after: start.elapsed(),
@@ -123,6 +159,49 @@ mod tests {
         assert_eq!(output.stdout, b"out\n");
         assert_eq!(output.stderr, b"err\n");
         assert_eq!(output.status.code(), Some(3));
+    }
+
+    #[test]
+    fn a_signal_ends_the_run_and_its_group() {
+        let signals = Signals::install(&[libc::SIGUSR2]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("child.pid");
+        let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let raiser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            // SAFETY: raising a signal this process handles.
+            unsafe { libc::raise(libc::SIGUSR2) };
+        });
+        let started = Instant::now();
+        let err = output_within_unless(
+            Command::new("sh").args(["-c", &script]),
+            Duration::from_secs(20),
+            Some(&signals),
+        )
+        .unwrap_err();
+        raiser.join().unwrap();
+        assert!(
+            matches!(err, Error::RunInterrupted { signal, .. } if signal == libc::SIGUSR2),
+            "{err}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        let child: u32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let gone = Instant::now() + Duration::from_secs(5);
+        while crate::ProcessIdentity::of(child).is_ok_and(|id| id.is_alive()) {
+            assert!(
+                Instant::now() < gone,
+                "sleep {child} outlived the interrupted run"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     #[test]
