@@ -11,6 +11,8 @@
 //! call bounded by a deadline (killing it if it overruns) and return its
 //! [`Run`]; [`fresh_project`] makes a project folder whose port is free.
 //! For the library, [`manager_in`] configures a manager for a bed.
+//! [`git_server::GitSshServer`] is a real sshd on loopback serving bare
+//! git repositories, for tests that clone a project over SSH.
 //!
 //! ```no_run
 //! let bed = e2e::TestBed::new();
@@ -30,6 +32,7 @@ use std::time::{Duration, Instant};
 
 pub use mock_llm::{MockLlm, Reply, Script};
 
+pub mod git_server;
 pub mod mcp_clients;
 
 /// The pinned release and where `cargo xtask opencode` puts it: the same

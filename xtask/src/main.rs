@@ -4,6 +4,9 @@
 //!   it is already there) and print the binary's path.
 //! - `mcp-clients`: install the pinned MCP clients (Python SDKs, the MCP
 //!   Inspector) the end-to-end tests of `ocm mcp` drive.
+//! - `sshd`: install what the tests' loopback SSH git server needs
+//!   (openssh-server, openssh-client, git) with apt-get when missing, create
+//!   `/run/sshd` as root, and print sshd's path.
 //! - `ci`: everything CI checks: fmt, clippy, build, all tests (unit, doc and
 //!   end-to-end against the real opencode), rustdoc, and no stray processes.
 //! - `demo`: ocm's main job end to end on a scratch project.
@@ -23,6 +26,7 @@ mod bench_turns;
 mod chaos;
 mod demo;
 mod mcp_clients;
+mod sshd;
 #[cfg(test)]
 mod tidy;
 
@@ -31,6 +35,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   opencode   install opencode-ai@VERSION with npm into the cache (if missing) and print its path
   mcp-clients  install the pinned MCP clients for the tests (Python mcp SDKs, MCP Inspector)
+  sshd       install openssh-server, openssh-client and git with apt-get if missing,
+             create /run/sshd (as root), and print sshd's path
   ci         fmt check, clippy -D warnings, build, all tests (opencode included), rustdoc -D warnings
   demo       run ocm's main job end to end on a scratch project with the offline model
   bench      speed and memory figures: httpsse throughput, cold/warm `ocm up`, ocm memory,
@@ -44,6 +50,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("opencode") => install_opencode().map(|bin| println!("{}", bin.display())),
         Some("mcp-clients") => mcp_clients::install(),
+        Some("sshd") => sshd::install().map(|bin| println!("{}", bin.display())),
         Some("ci") => ci(),
         Some("demo") => demo::run(),
         Some("bench") if args.get(1).is_some_and(|a| a == "turns") => bench_turns::standalone(),
@@ -268,6 +275,9 @@ fn ci() -> Result<(), String> {
     eprintln!("==> opencode: {}", bin.display());
     eprintln!("\n==> mcp-clients");
     mcp_clients::install()?;
+    eprintln!("\n==> sshd");
+    let sshd = sshd::install()?;
+    eprintln!("==> sshd: {}", sshd.display());
     step(
         "test",
         cargo()
