@@ -7,8 +7,11 @@
 //! name. The sandbox's companion (`ocm mcp --http` on 5100-5199) refuses a
 //! request without its bearer token (401) and serves the official Python
 //! SDK client with it; a prompt through the companion reaches the
-//! sandbox's server (the mock's reply comes back). No MCP transcript and
-//! no file under the bed's state folder holds the password or the token.
+//! sandbox's server (the mock's reply comes back). Over SSH (the bed's
+//! sshd), `opencode_start` answers `waiting_for_key` with the generated
+//! deploy key until the git server accepts it, then comes up. No MCP
+//! transcript and no file under the bed's state folder holds the password
+//! or the token.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -17,6 +20,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+use e2e::git_server::GitSshServer;
 use e2e::mcp_clients::{self, PYTHON_SDK};
 use e2e::{TestBed, e2e_skipped, ocm_bin};
 use serde_json::{Value, json};
@@ -468,4 +472,71 @@ fn the_companion_serves_the_python_sdk_with_the_token_and_reaches_the_sandbox_se
     no_secret("the stdio transcript", &mcp.transcript(), &secrets);
     mcp.ok(4, "opencode_destroy", json!({"project_name": name, "confirm": true}));
     assert!(!folder.exists());
+}
+
+#[test]
+fn over_ssh_start_waits_for_the_deploy_key_then_comes_up() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let git = GitSshServer::start(&bed);
+    git.bare_repo("app");
+    let url = git.url("app");
+    let name = "ssh-app";
+    let mut mcp = Mcp::start(&bed, &[]);
+
+    // The key is not accepted yet: the public key and what to do, not an
+    // error, and nothing started.
+    let waiting = mcp.ok(
+        1,
+        "opencode_start",
+        json!({"project_name": name, "git_url": url}),
+    );
+    assert_eq!(waiting["status"], "waiting_for_key", "{waiting}");
+    let public_key = waiting["public_key"].as_str().expect("the public key");
+    assert!(public_key.starts_with("ssh-ed25519 "), "{waiting}");
+    let key_path = PathBuf::from(waiting["key_path"].as_str().unwrap());
+    assert_eq!(
+        key_path,
+        bed.root().join("data/ocm/keys").join(format!("{name}-deploy"))
+    );
+    assert!(key_path.exists());
+    let next = waiting["next_step"].as_str().unwrap();
+    assert!(next.contains("deploy key") && next.contains(name), "{next}");
+    assert!(bed.opencode_pids().is_empty());
+    let status = mcp.ok(2, "opencode_status", json!({"project_name": name}));
+    assert_eq!(status["status"], "waiting_for_key", "{status}");
+    assert_eq!(status["public_key"], public_key, "{status}");
+
+    // Once the git server has the key, the same call continues.
+    git.authorize(public_key);
+    let up = mcp.ok(3, "opencode_start", json!({"project_name": name}));
+    assert_eq!(up["status"], "success", "{up}");
+    assert_eq!(up["key_owner"], "ocm", "{up}");
+    assert_eq!(up["server"]["healthy"], true, "{up}");
+    assert_eq!(up["companion"]["answered"], true, "{up}");
+    let folder = folder(&bed, name);
+    assert_eq!(
+        std::fs::read_to_string(folder.join("repo/README.md")).unwrap(),
+        "# app\n"
+    );
+    let secrets = secrets(&folder);
+
+    // Restart replaces both; destroy removes the generated key too.
+    let restarted = mcp.ok(4, "opencode_restart", json!({"project_name": name}));
+    assert_eq!(restarted["status"], "success", "{restarted}");
+    assert_ne!(restarted["server"]["pid"], up["server"]["pid"]);
+    assert_ne!(restarted["companion"]["pid"], up["companion"]["pid"]);
+    assert!(no_secret_in_files(&bed, &folder, &secrets) > 0);
+    let destroyed = mcp.ok(
+        5,
+        "opencode_destroy",
+        json!({"project_name": name, "confirm": true}),
+    );
+    assert_eq!(destroyed["removed_key"], json!(key_path), "{destroyed}");
+    assert!(!key_path.exists() && !folder.exists());
+    assert!(bed.opencode_pids().is_empty());
+    no_secret("the stdio transcript", &mcp.transcript(), &secrets);
+    no_secret_in_files(&bed, &folder, &secrets);
 }
