@@ -215,7 +215,10 @@ fn no_secret(what: &str, text: &str, secrets: &(String, String)) {
         !text.contains(&secrets.0),
         "the password is in {what}:\n{text}"
     );
-    assert!(!text.contains(&secrets.1), "the token is in {what}:\n{text}");
+    assert!(
+        !text.contains(&secrets.1),
+        "the token is in {what}:\n{text}"
+    );
 }
 
 /// Neither secret in any file under the bed's state folder, nor in the
@@ -302,7 +305,10 @@ fn stdio_tools_bring_a_sandbox_up_prompt_it_stop_and_destroy_it() {
     assert!(text.contains("project_name"), "{text}");
     let text = mcp.fails(5, "opencode_status", json!({"project_name": name}));
     assert!(text.contains("no sandbox named"), "{text}");
-    assert!(!folder(&bed, name).exists(), "a refused call created the sandbox");
+    assert!(
+        !folder(&bed, name).exists(),
+        "a refused call created the sandbox"
+    );
 
     // Up: generated .env (a warning), clone, server and companion.
     let status = start(&mut mcp, 10, name, &url);
@@ -340,7 +346,10 @@ fn stdio_tools_bring_a_sandbox_up_prompt_it_stop_and_destroy_it() {
     // The server asks for the password, and a prompt by name reaches it
     // (the tools use the password of .env).
     let agent = e2e::http_agent(Duration::from_secs(5));
-    let health = format!("{}/global/health", status["server"]["url"].as_str().unwrap());
+    let health = format!(
+        "{}/global/health",
+        status["server"]["url"].as_str().unwrap()
+    );
     assert_eq!(code(agent.get(&health).call()), 401);
     let turn = mcp.ok(
         13,
@@ -350,7 +359,11 @@ fn stdio_tools_bring_a_sandbox_up_prompt_it_stop_and_destroy_it() {
     assert_eq!(turn["status"], "done", "{turn}");
     assert_eq!(turn["reply"], "echo: hi sandbox", "{turn}");
     let sessions = mcp.ok(14, "opencode_sessions", json!({"project_name": name}));
-    assert_eq!(sessions["sessions"].as_array().unwrap().len(), 1, "{sessions}");
+    assert_eq!(
+        sessions["sessions"].as_array().unwrap().len(),
+        1,
+        "{sessions}"
+    );
     // The same server by its folder.
     let by_folder = mcp.ok(15, "opencode_status", json!({"project": repo}));
     assert_eq!(by_folder["pid"], server_pid, "{by_folder}");
@@ -460,7 +473,11 @@ fn the_companion_serves_the_python_sdk_with_the_token_and_reaches_the_sandbox_se
     );
     // The turn is on the sandbox's server: its session list, by name.
     let sessions = mcp.ok(2, "opencode_sessions", json!({"project_name": name}));
-    assert_eq!(sessions["sessions"].as_array().unwrap().len(), 1, "{sessions}");
+    assert_eq!(
+        sessions["sessions"].as_array().unwrap().len(),
+        1,
+        "{sessions}"
+    );
     assert_eq!(bed.opencode_pids(), vec![server_pid as u32]);
 
     // Nothing secret in what the clients saw, nor on disk.
@@ -470,7 +487,11 @@ fn the_companion_serves_the_python_sdk_with_the_token_and_reaches_the_sandbox_se
     assert_eq!(down["companion_stopped"], true, "{down}");
     assert!(no_secret_in_files(&bed, &folder, &secrets) > 0);
     no_secret("the stdio transcript", &mcp.transcript(), &secrets);
-    mcp.ok(4, "opencode_destroy", json!({"project_name": name, "confirm": true}));
+    mcp.ok(
+        4,
+        "opencode_destroy",
+        json!({"project_name": name, "confirm": true}),
+    );
     assert!(!folder.exists());
 }
 
@@ -499,7 +520,9 @@ fn over_ssh_start_waits_for_the_deploy_key_then_comes_up() {
     let key_path = PathBuf::from(waiting["key_path"].as_str().unwrap());
     assert_eq!(
         key_path,
-        bed.root().join("data/ocm/keys").join(format!("{name}-deploy"))
+        bed.root()
+            .join("data/ocm/keys")
+            .join(format!("{name}-deploy"))
     );
     assert!(key_path.exists());
     let next = waiting["next_step"].as_str().unwrap();

@@ -497,7 +497,7 @@ impl ToolDef {
                     }
                 }
                 "git_url" | "user_ssh_key" if self.name == "opencode_start" => {
-                    if !value.as_str().is_some_and(|v| !v.trim().is_empty()) {
+                    if value.as_str().is_none_or(|v| v.trim().is_empty()) {
                         return Err(Failure::input(format!(
                             "`{key}` must be a non-empty string"
                         )));
