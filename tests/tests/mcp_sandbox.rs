@@ -305,6 +305,12 @@ fn stdio_tools_bring_a_sandbox_up_prompt_it_stop_and_destroy_it() {
     assert!(text.contains("project_name"), "{text}");
     let text = mcp.fails(5, "opencode_status", json!({"project_name": name}));
     assert!(text.contains("no sandbox named"), "{text}");
+    let text = mcp.fails(
+        6,
+        "opencode_prompt",
+        json!({"project_name": name, "text": "hi"}),
+    );
+    assert!(text.contains("has no clone"), "{text}");
     assert!(
         !folder(&bed, name).exists(),
         "a refused call created the sandbox"
@@ -441,6 +447,28 @@ fn the_companion_serves_the_python_sdk_with_the_token_and_reaches_the_sandbox_se
     assert_eq!(post(None), 401);
     assert_eq!(post(Some("Bearer not-the-token")), 401);
     assert_eq!(post(Some(&format!("Bearer {token}"))), 200);
+
+    // The companion does not stop its own sandbox (it would end mid-call).
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "opencode_stop", "arguments": {"project_name": name}}})
+    .to_string();
+    let response = agent
+        .post(&endpoint)
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream")
+        .header("MCP-Protocol-Version", "2025-06-18")
+        .header("Authorization", &format!("Bearer {token}"))
+        .send(call.as_str())
+        .expect("an answer")
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        response.contains("the companion of sandbox companion") && response.contains("isError"),
+        "{response}"
+    );
+    no_secret("the companion's answer", &response, &secrets);
+    assert!(alive(server_pid));
 
     // The official Python SDK over Streamable HTTP with the token: a
     // prompt on the sandbox's clone is answered by the sandbox's server.

@@ -129,6 +129,26 @@ pub(super) fn run(
     arguments: &Map<String, Value>,
 ) -> Result<Value, Failure> {
     let sandboxes = sandboxes(ctx)?;
+    if matches!(
+        tool,
+        "opencode_stop" | "opencode_restart" | "opencode_destroy"
+    ) && is_own_companion(
+        std::env::var_os(manager::COMPANION_VAR).is_some(),
+        std::env::var(manager::PROJECT_HASH_VAR).ok().as_deref(),
+        &sandboxes.repo(name),
+    ) {
+        return Err(Failure {
+            message: format!(
+                "this ocm mcp is the companion of sandbox {name}: {tool} would stop this very \
+                 process in the middle of the call"
+            ),
+            details: Vec::new(),
+            hint: Some(format!(
+                "run `ocm sandbox down|restart|destroy {name}` on the host, or the tool through \
+                 another ocm mcp"
+            )),
+        });
+    }
     let value = match tool {
         "opencode_start" => {
             let options = UpOptions {
@@ -173,6 +193,13 @@ pub(super) fn run(
         other => return Err(input(format!("{other} does not take `project_name`"))),
     };
     Ok(value)
+}
+
+/// Whether this process is the companion of the sandbox whose clone is
+/// `repo`: it carries the companion marker and that project's hash.
+fn is_own_companion(companion: bool, project_hash: Option<&str>, repo: &Path) -> bool {
+    companion
+        && project_hash.is_some_and(|hash| manager::project(repo).is_ok_and(|p| p.hash == hash))
 }
 
 fn to_value(value: &impl serde::Serialize) -> Value {
@@ -308,6 +335,17 @@ mod tests {
         assert!(e.message.contains("not allowed"), "{e:?}");
         let e = target(&c, &args(json!({"project_name": 3}))).unwrap_err();
         assert!(e.message.contains("must be a string"), "{e:?}");
+    }
+
+    #[test]
+    fn a_companion_is_told_from_its_sandbox() {
+        let repo = Path::new("/data/ocm/sandboxes/app/repo");
+        let hash = manager::project(repo).unwrap().hash;
+        assert!(is_own_companion(true, Some(&hash), repo));
+        assert!(!is_own_companion(false, Some(&hash), repo));
+        assert!(!is_own_companion(true, None, repo));
+        let other = Path::new("/data/ocm/sandboxes/other/repo");
+        assert!(!is_own_companion(true, Some(&hash), other));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use turns::{
     Engine, FailReason, Registry, SessionKey, Sessions, Turn, TurnEvent, TurnOptions, Usage,
 };
 
-use super::sandbox_tools::{config_for, target};
+use super::sandbox_tools::{Target, config_for, target};
 use super::tools::{Context, Failure};
 use crate::commands::start_error;
 
@@ -349,7 +349,26 @@ pub fn run(
     let began = Instant::now();
     check(name, arguments)?;
     // A sandbox's prompts go to the server of its clone.
-    let dir = target(ctx, arguments)?.dir().to_path_buf();
+    let target = target(ctx, arguments)?;
+    if let Target::Sandbox {
+        name: sandbox,
+        repo,
+    } = &target
+        && !repo.join(".git").exists()
+    {
+        return Err(Failure {
+            message: format!(
+                "sandbox {sandbox} has no clone ({} does not exist)",
+                repo.display()
+            ),
+            details: Vec::new(),
+            hint: Some(format!(
+                "opencode_start with project_name {sandbox} (and git_url the first time) \
+                 creates it"
+            )),
+        });
+    }
+    let dir = target.dir().to_path_buf();
     if crate::error::folder_problem(&dir).is_some() {
         return Err(Failure::from(crate::error::CliError::NoProject {
             project: dir,
