@@ -9,7 +9,8 @@
 //! SDK client with it; a prompt through the companion reaches the
 //! sandbox's server (the mock's reply comes back). Over SSH (the bed's
 //! sshd), `opencode_start` answers `waiting_for_key` with the generated
-//! deploy key until the git server accepts it, then comes up. No MCP
+//! deploy key until the git server accepts it, then comes up. In
+//! production mode a missing `.env` is an error naming the keys. No MCP
 //! transcript and no file under the bed's state folder holds the password
 //! or the token.
 
@@ -58,11 +59,16 @@ struct Mcp {
 
 impl Mcp {
     fn start(bed: &TestBed, extra: &[&str]) -> Mcp {
+        Mcp::start_in(bed, extra, "development")
+    }
+
+    /// `ocm mcp` with `OCM_ENV=mode`.
+    fn start_in(bed: &TestBed, extra: &[&str], mode: &str) -> Mcp {
         let mut child = bed
             .command(ocm_bin())
             .arg("mcp")
             .args(extra)
-            .env("OCM_ENV", "development")
+            .env("OCM_ENV", mode)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -590,4 +596,38 @@ fn over_ssh_start_waits_for_the_deploy_key_then_comes_up() {
     assert!(bed.opencode_pids().is_empty());
     no_secret("the stdio transcript", &mcp.transcript(), &secrets);
     no_secret_in_files(&bed, &folder, &secrets);
+}
+
+#[test]
+fn in_production_a_missing_env_is_an_error_naming_the_keys() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let url = bare_repo(&bed);
+    let name = "prod";
+    let mut mcp = Mcp::start_in(&bed, &[], "production");
+    let text = mcp.fails(
+        1,
+        "opencode_start",
+        json!({"project_name": name, "git_url": url}),
+    );
+    let env = folder(&bed, name).join(".env");
+    for needed in [
+        env.to_str().unwrap(),
+        "does not exist",
+        "OPENCODE_SERVER_PASSWORD",
+        "MCP_TOOL_BEARER_TOKEN",
+        "OCM_ENV=development",
+    ] {
+        assert!(text.contains(needed), "{needed} not in: {text}");
+    }
+    assert!(!env.exists(), "nothing is generated in production");
+    let text = mcp.fails(
+        2,
+        "opencode_start",
+        json!({"project_name": name, "git_url": url, "user_ssh_key": "id_ed25519"}),
+    );
+    assert!(text.contains("absolute path"), "{text}");
+    assert!(bed.opencode_pids().is_empty());
 }

@@ -151,6 +151,13 @@ pub(super) fn run(
     }
     let value = match tool {
         "opencode_start" => {
+            if let Some(key) = arguments.get("user_ssh_key").and_then(Value::as_str)
+                && !Path::new(key).is_absolute()
+            {
+                return Err(input(format!(
+                    "`user_ssh_key` must be an absolute path (the private key file), got `{key}`"
+                )));
+            }
             let options = UpOptions {
                 git_url: arguments
                     .get("git_url")

@@ -64,7 +64,11 @@ pub const TOOLS: &[ToolDef] = &[
                       its running server when it is healthy. Returns the server's URL, port, pid \
                       and status; give that URL to an OpenCode client. Safe to call again: a \
                       healthy server is reused (`reused: true`). Progress notifications report \
-                      the start-up steps. A start usually takes a few seconds and gives up after about 45.",
+                      the start-up steps. A start usually takes a few seconds and gives up after about 45. \
+                      With `project_name` (and `git_url` the first time) instead of `project`: \
+                      brings up that sandbox (clone, server and companion) and returns its \
+                      status, or `waiting_for_key` with a public key for the user to add as a \
+                      deploy key of the repository before calling again.",
         read_only: false,
         destructive: false,
         idempotent: true,
