@@ -327,3 +327,136 @@ fn expect_any(rx: &Receiver<Notice>, timeout: Duration) -> Transition {
         }
     }
 }
+
+/// The next note that contains `text`, within `timeout`.
+fn expect_note(rx: &Receiver<Notice>, text: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Notice::Note { message, .. }) if message.contains(text) => return message,
+            Ok(_) => {}
+            Err(e) => panic!("no note with {text:?} within {timeout:?}: {e}"),
+        }
+    }
+}
+
+fn pid_in(note: &str) -> u32 {
+    let after = note.split("(pid ").nth(1).expect("a pid in the note");
+    after[..after.find(')').unwrap()].parse().unwrap()
+}
+
+/// A project source with a companion: it is kept running beside the
+/// server, restarted when it dies, and left stopped when the project is
+/// down.
+#[test]
+fn a_watched_companion_is_restarted_when_it_dies_and_left_down_with_the_project() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let project = bed.project.clone();
+    let base = 20_000 + (std::process::id() % 400) as u16 * 10;
+    let spec = manager::CompanionSpec {
+        command: vec![
+            ocm_bin().display().to_string(),
+            "mcp".into(),
+            "--http".into(),
+            "127.0.0.1:{port}".into(),
+            "--token-env".into(),
+            "COMPANION_TOKEN".into(),
+            "--allow".into(),
+            project.display().to_string(),
+        ],
+        env: [
+            bed.child_env(),
+            vec![(
+                "COMPANION_TOKEN".to_string(),
+                "t0ken-of-the-test".to_string(),
+            )],
+        ]
+        .concat(),
+        port: manager::PortPolicy::Range(base..=base + 9),
+        start_timeout: Duration::from_secs(30),
+    };
+    let source: manager::ProjectSource = std::sync::Arc::new(move |_: &std::path::Path| {
+        Ok(Some(manager::ProjectSetup {
+            config: None,
+            companion: Some(spec.clone()),
+        }))
+    });
+    let supervisor =
+        Supervisor::start_with(manager_in(&bed), SuperviseConfig::default(), Some(source)).unwrap();
+    let rx = supervisor.subscribe(false);
+    supervisor.watch(&project).unwrap();
+    let first = pid_in(&expect_note(
+        &rx,
+        "companion running",
+        Duration::from_secs(30),
+    ));
+    let manager = manager_in(&bed);
+    assert_eq!(
+        manager
+            .companion_status(&project)
+            .unwrap()
+            .unwrap()
+            .info
+            .pid,
+        first
+    );
+    // Killed: seen, and a new one runs and answers.
+    e2e::send_signal(-(first as i32), libc::SIGKILL);
+    expect_note(
+        &rx,
+        &format!("companion (pid {first}) exited"),
+        Duration::from_secs(5),
+    );
+    let second = pid_in(&expect_note(
+        &rx,
+        "companion running",
+        Duration::from_secs(30),
+    ));
+    assert_ne!(second, first);
+    let status = manager.companion_status(&project).unwrap().unwrap();
+    assert!(status.alive && status.answered_ms.is_some(), "{status:?}");
+    let info = poll_until(
+        Duration::from_secs(5),
+        "the metrics to name the companion",
+        || {
+            manager
+                .status(&project)
+                .ok()?
+                .supervisor
+                .filter(|i| i.companion_pid == Some(second))
+        },
+    );
+    assert_eq!(info.companion_restarts, 1, "{info:?}");
+    // The server's crash and restart leave the companion alone.
+    let server = manager.status(&project).unwrap().pid.unwrap();
+    e2e::send_signal(-(server as i32), libc::SIGKILL);
+    expect(&rx, SupervisorState::Running, Duration::from_secs(60));
+    assert_eq!(
+        manager
+            .companion_status(&project)
+            .unwrap()
+            .unwrap()
+            .info
+            .pid,
+        second
+    );
+    // The user takes the project down: the companion stays down too.
+    manager.stop(&project).unwrap();
+    manager.stop_companion(&project).unwrap();
+    expect_note(
+        &rx,
+        "left stopped: the project is down",
+        Duration::from_secs(5),
+    );
+    assert!(
+        transitions_within(&rx, Duration::from_secs(2))
+            .iter()
+            .all(|t| t.state != SupervisorState::Starting),
+        "something was started again"
+    );
+    assert!(manager.companion_status(&project).unwrap().is_none());
+    supervisor.stop();
+}

@@ -617,6 +617,7 @@ const COMMON_TABLE: &str = "| key | what it holds |";
 const EXTRA_TABLE: &str = "| command | extra keys | what they hold |";
 const ERROR_TABLE: &str = "| error key | what it holds |";
 const ERROR_EXTRA_TABLE: &str = "| error | extra keys | what they hold |";
+const SANDBOX_TABLE: &str = "| sandbox JSON | keys | what they hold |";
 /// The header row of the README's command table.
 const COMMANDS_TABLE: &str = "| command | aliases | what it does |";
 
@@ -793,6 +794,13 @@ fn json_key_differences(readme: &str, json_keys: &str) -> Vec<String> {
         "ERROR_EXTRA_KEYS",
         ERROR_EXTRA_TABLE,
     );
+    compare_rows(
+        &mut differences,
+        readme,
+        json_keys,
+        "SANDBOX_KEYS",
+        SANDBOX_TABLE,
+    );
     differences
 }
 
@@ -813,7 +821,9 @@ fn the_json_key_check_sees_a_difference() {
               (\"gc entries\", &[\"recordPath\"])];\n\
               pub const ERROR_KEYS: [&str; 1] = [\"error\"];\n\
               pub const ERROR_EXTRA_KEYS: [(&str, &[&str]); 1] = [(\"a failed start\", \
-              &[\"logTail\"])];\n";
+              &[\"logTail\"])];\n\
+              pub const SANDBOX_KEYS: [(&str, &[&str]); 1] = [(\"sandbox down\", \
+              &[\"name\"])];\n";
     let readme = |url: &str, extra: &str| {
         format!(
             "text\n\n  {COMMON_TABLE}\n  | --- | --- |\n  | `project` | the folder |\n  \
@@ -821,7 +831,8 @@ fn the_json_key_check_sees_a_difference() {
              | `ocm port --json` | {extra} | the port |\n\
              | `ocm gc --json` entries | `recordPath` | the record |\n- next\n\n\
              {ERROR_TABLE}\n| --- | --- |\n| `error` | what |\n\n\
-             {ERROR_EXTRA_TABLE}\n| --- | --- | --- |\n| a failed start | `logTail` | lines |\n"
+             {ERROR_EXTRA_TABLE}\n| --- | --- | --- |\n| a failed start | `logTail` | lines |\n\n\
+             {SANDBOX_TABLE}\n| --- | --- | --- |\n| sandbox down | `name` | the name |\n"
         )
     };
     assert_eq!(
@@ -836,7 +847,7 @@ fn the_json_key_check_sees_a_difference() {
         json_key_differences(&readme("url", "`projectPort`, `more`"), rs).len(),
         1
     );
-    assert_eq!(json_key_differences("no tables", rs).len(), 4);
+    assert_eq!(json_key_differences("no tables", rs).len(), 5);
 }
 
 /// Every command of `defs.rs`' COMMANDS with its aliases: (word, aliases).
@@ -915,9 +926,11 @@ fn command_differences(readme: &str, defs: &str) -> Vec<String> {
 fn the_readme_lists_every_command_and_alias_and_how_to_install() {
     let readme = read(&workspace_root().join("README.md"));
     // `supervise_defs.rs` holds the rows of `ocm supervise` and `ocm unit`,
-    // which COMMANDS lists by name.
+    // `sandbox_defs.rs` those of `ocm sandbox ...`, which COMMANDS lists by
+    // name.
     let defs = read(&workspace_root().join(COMMAND_DEFS_RS))
-        + &read(&workspace_root().join("crates/ocm/src/cli/supervise_defs.rs"));
+        + &read(&workspace_root().join("crates/ocm/src/cli/supervise_defs.rs"))
+        + &read(&workspace_root().join("crates/ocm/src/cli/sandbox_defs.rs"));
     let mut differences = command_differences(&readme, &defs);
     if !readme.contains("cargo install --path crates/ocm") {
         differences.push("README.md: does not say `cargo install --path crates/ocm`".into());

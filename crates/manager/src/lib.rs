@@ -84,8 +84,8 @@ pub use scan::{COMPANION_VAR, PROJECT_HASH_VAR, SERVER_NONCE_VAR, STATE_ROOT_VAR
 pub use statefile::{ProjectPaths, rfc3339_now};
 pub use statefiles::{StateLock, lock_state_file, read_state_file, write_state_file};
 pub use supervise::{
-    Notice, Reason, RestartPolicy, SuperviseConfig, Supervisor, SupervisorInfo, SupervisorState,
-    Transition, WatchOutcome, supervise_lock_holder,
+    Notice, ProjectSetup, ProjectSource, Reason, RestartPolicy, SuperviseConfig, Supervisor,
+    SupervisorInfo, SupervisorState, Transition, WatchOutcome, supervise_lock_holder,
 };
 
 /// The user name opencode expects with a password.

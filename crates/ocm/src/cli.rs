@@ -20,12 +20,14 @@ use manager::PortPolicy;
 mod defs;
 mod groups;
 mod help;
+mod mcp_defs;
+mod sandbox_defs;
 mod supervise_defs;
 #[cfg(test)]
 mod tests;
 
 use defs::{COMMANDS, CommandDef, GLOBAL, Kind, OPTIONS, OptionDef, Parsed};
-pub use help::{command_help, overview};
+pub use help::{command_help, group_help, overview};
 
 /// The longest start-up timeout `--timeout` accepts.
 const MAX_TIMEOUT_SECS: f64 = 3600.0;
@@ -51,6 +53,9 @@ pub struct Cli {
 pub enum Action {
     /// Print help: the overview, or one command's.
     Help(Option<Name>),
+    /// Print the help of a command with subcommands (`ocm help sandbox`,
+    /// `ocm sandbox --help`): the word.
+    GroupHelp(&'static str),
     /// Print the version.
     Version,
     /// Run a command.
@@ -81,6 +86,12 @@ pub enum Name {
     SessionRm,
     Events,
     Mcp,
+    SandboxUp,
+    SandboxStatus,
+    SandboxDown,
+    SandboxRestart,
+    SandboxDestroy,
+    SandboxLs,
 }
 
 impl Name {
@@ -203,6 +214,40 @@ pub enum Command {
     },
     /// `ocm mcp`: serve the tools to agents.
     Mcp(McpOptions),
+    /// `ocm sandbox ...`.
+    Sandbox(SandboxCommand),
+}
+
+/// `ocm sandbox up|status|down|restart|destroy NAME` and `ocm sandbox ls`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SandboxCommand {
+    /// A command about one sandbox.
+    One {
+        /// Its name (checked: letters, digits, `-`, `_`, 1-64).
+        name: sandbox::SandboxName,
+        /// What to do with it.
+        action: SandboxAction,
+    },
+    /// `ocm sandbox ls`.
+    Ls,
+}
+
+/// What `ocm sandbox` does with one sandbox.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SandboxAction {
+    /// `up [--git URL] [--ssh-key PATH]` (the URL checked, the key path
+    /// absolute).
+    Up {
+        git: Option<String>,
+        ssh_key: Option<PathBuf>,
+    },
+    Status,
+    Down,
+    Restart,
+    /// `destroy [--yes]`: without `yes`, only says what would be deleted.
+    Destroy {
+        yes: bool,
+    },
 }
 
 /// `ocm session ls|new|show|rm`.
@@ -297,7 +342,13 @@ where
                 let found = defs::lookup(COMMANDS, &word, &mut next_word);
                 match found {
                     Ok(def) => break def,
-                    Err(_) if asked_help => return Ok(parsed.into_cli(Action::Help(None))),
+                    Err(_) if asked_help => {
+                        let action = match help::group_word(&word) {
+                            Some(word) => Action::GroupHelp(word),
+                            None => Action::Help(None),
+                        };
+                        return Ok(parsed.into_cli(action));
+                    }
                     Err(message) => return Err(UsageError::new(message, None)),
                 }
             }
@@ -328,6 +379,9 @@ fn parse_help_topic(parsed: Parsed, parser: &mut lexopt::Parser) -> Result<Cli, 
         None
     } else {
         let topic = words.join(" ");
+        if let Some(word) = help::group_word(&topic) {
+            return Ok(parsed.into_cli(Action::GroupHelp(word)));
+        }
         Some(Name::parse(&topic).ok_or_else(|| {
             UsageError::new(format!("no help for unknown command '{topic}'"), None)
         })?)

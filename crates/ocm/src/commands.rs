@@ -56,6 +56,7 @@ pub fn run(cli: &Cli) -> Result<i32, CliError> {
     let command = match &cli.action {
         Action::Help(None) => return print(&cli::overview()).map(|()| EXIT_OK),
         Action::Help(Some(name)) => return print(&cli::command_help(*name)).map(|()| EXIT_OK),
+        Action::GroupHelp(word) => return print(&cli::group_help(word)).map(|()| EXIT_OK),
         Action::Version => {
             return print(&format!(
                 "ocm {} (tested with opencode {})\n",
@@ -95,6 +96,10 @@ fn doing(command: &Command) -> String {
         Command::Session(_) => "working with the sessions".into(),
         Command::Events { dir, .. } => format!("following the events of {}", project(dir)),
         Command::Mcp(_) => "serving MCP".into(),
+        Command::Sandbox(cli::SandboxCommand::Ls) => "listing the sandboxes".into(),
+        Command::Sandbox(cli::SandboxCommand::One { name, .. }) => {
+            format!("working with the sandbox {name}")
+        }
         Command::Supervise(_) => "supervising".into(),
         Command::Unit(_) => "writing the unit".into(),
     }
@@ -124,6 +129,7 @@ fn run_command(cli: &Cli, command: &Command, reporter: &Reporter) -> Result<i32,
     let starting = || manager().map_err(CliError::starting);
     match command {
         Command::Mcp(options) => crate::mcp::run(cli, options),
+        Command::Sandbox(command) => crate::sandbox::run(cli, command),
         Command::Up { dir, start } => {
             let began = Instant::now();
             let manager = starting()?;
@@ -594,7 +600,7 @@ fn lines(lines: Vec<String>) -> String {
 }
 
 /// Writes to stdout. A closed pipe (`ocm ls | head -1`) is not an error.
-fn print(text: &str) -> Result<(), CliError> {
+pub(crate) fn print(text: &str) -> Result<(), CliError> {
     let mut stdout = std::io::stdout().lock();
     ignore_broken_pipe(
         stdout
@@ -603,7 +609,7 @@ fn print(text: &str) -> Result<(), CliError> {
     )
 }
 
-fn print_json(value: &serde_json::Value) {
+pub(crate) fn print_json(value: &serde_json::Value) {
     let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into());
     let _ = print(&(text + "\n"));
 }

@@ -20,6 +20,10 @@ pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_NOT_RUNNING: i32 = 3;
 /// Exit status: the server failed to start.
 pub const EXIT_START_FAILED: i32 = 4;
+/// Exit status: a sandbox waits for its deploy key to be added to the git
+/// server (`ocm sandbox up`, `ocm sandbox status`); the public key is on
+/// stdout.
+pub const EXIT_WAITING_FOR_KEY: i32 = 6;
 /// Exit status of `exec` when the command cannot be run.
 pub const EXIT_CANNOT_RUN: i32 = 126;
 /// Exit status of `exec` when the command is not found.
@@ -92,6 +96,16 @@ pub enum CliError {
         error: Box<manager::Error>,
         /// The opencode binary that was run, when known.
         binary: Option<PathBuf>,
+    },
+    /// A sandbox operation failed (not in the manager: those are
+    /// [`CliError::Manager`] and [`CliError::Start`]).
+    #[error("{error}")]
+    Sandbox {
+        /// What went wrong (never a secret: only "stored in .env").
+        error: Box<sandbox::Error>,
+        /// It is about what the user typed (the name, `--git`,
+        /// `--ssh-key`, `OCM_ENV`): exit 2.
+        bad_input: bool,
     },
     /// A file operation in the state folder failed: says which folder, what
     /// ocm was doing and (hint) how to choose another.
@@ -203,6 +217,10 @@ impl CliError {
             CliError::StartFailed { .. } => EXIT_START_FAILED,
             CliError::InStateDir { error, .. } => error.exit_code(),
             CliError::NoLog { .. } | CliError::Io { .. } => EXIT_ERROR,
+            CliError::Sandbox {
+                bad_input: true, ..
+            } => EXIT_USAGE,
+            CliError::Sandbox { .. } => EXIT_ERROR,
         }
     }
 
@@ -311,7 +329,28 @@ impl CliError {
             },
             CliError::Io { .. } => None,
             CliError::Exec { .. } => None,
+            CliError::Sandbox { error, bad_input } => sandbox_hint(error, *bad_input),
         }
+    }
+}
+
+/// What to do about a sandbox error the message does not already say.
+fn sandbox_hint(error: &sandbox::Error, bad_input: bool) -> Option<String> {
+    use sandbox::Error as S;
+    match error {
+        S::NotFound { .. } => Some("`ocm sandbox ls` lists the sandboxes".into()),
+        S::Key { .. } if bad_input => Some(
+            "give a private key only you can read (chmod 600 KEY), or leave out --ssh-key to \
+             have ocm generate a deploy key"
+                .into(),
+        ),
+        _ if bad_input => Some("see `ocm sandbox up --help`".into()),
+        S::MissingKeys { .. } | S::Dotenv { .. } | S::BadSetting { .. } => Some(
+            "the sandbox's .env holds its secrets; `ocm sandbox up --help` says which keys it \
+             takes"
+                .into(),
+        ),
+        _ => None,
     }
 }
 

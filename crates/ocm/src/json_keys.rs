@@ -81,8 +81,9 @@ pub const EXTRA_KEYS: [(&str, &[&str]); 11] = [
 pub const ERROR_KEYS: [&str; 3] = ["error", "hint", "exitCode"];
 
 /// What some kinds of error add: (the kind, its keys).
-pub const ERROR_EXTRA_KEYS: [(&str, &[&str]); 2] = [
+pub const ERROR_EXTRA_KEYS: [(&str, &[&str]); 3] = [
     ("about a path", &["path"]),
+    ("missing .env keys", &["path", "missingKeys"]),
     (
         "a failed start",
         &[
@@ -95,5 +96,56 @@ pub const ERROR_EXTRA_KEYS: [(&str, &[&str]); 2] = [
             "logPath",
             "logTail",
         ],
+    ),
+];
+
+/// The objects `ocm sandbox ... --json` prints: (the object, its keys).
+/// `up`, `status` and `restart` print a `sandbox status` (its `server`
+/// and `companion` are the next rows, or null); `ls` an array of
+/// `sandbox ls entries`; `down` and `destroy` their rows. These are the
+/// sandbox crate's types as serialized (snake_case).
+pub const SANDBOX_KEYS: [(&str, &[&str]); 6] = [
+    (
+        "sandbox status",
+        &[
+            "name",
+            "status",
+            "folder",
+            "repo",
+            "git_url",
+            "key_path",
+            "key_owner",
+            "public_key",
+            "server",
+            "companion",
+            "last_health_check",
+            "warnings",
+            "error",
+        ],
+    ),
+    (
+        "sandbox server",
+        &["url", "port", "pid", "healthy", "state"],
+    ),
+    (
+        "sandbox companion",
+        &[
+            "url",
+            "port",
+            "pid",
+            "alive",
+            "answered",
+            "answered_ms",
+            "log",
+        ],
+    ),
+    (
+        "sandbox ls entries",
+        &["name", "folder", "status", "cloned"],
+    ),
+    ("sandbox down", &["name", "server_pid", "companion_stopped"]),
+    (
+        "sandbox destroy",
+        &["name", "folder", "removed_key", "kept_user_key"],
     ),
 ];

@@ -7,7 +7,8 @@
 //! [`escape`] makes foreign text safe to print, [`progress`] shows what
 //! happens on stderr, [`follow`] tails the server log, and [`error`] maps
 //! failures to exit statuses (0 success, 1 error, 2 bad usage, 3 not
-//! running, 4 failed to start) and shows them.
+//! running, 4 failed to start, 6 waiting for a deploy key) and shows
+//! them; [`sandbox`] is `ocm sandbox ...`.
 
 #![forbid(unsafe_code)]
 
@@ -26,6 +27,7 @@ mod mcp;
 mod progress;
 mod prompt;
 mod render;
+mod sandbox;
 mod sessions;
 mod state;
 mod supervise;

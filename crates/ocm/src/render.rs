@@ -435,9 +435,16 @@ pub(crate) mod tests {
             reconnects: 0,
             last_event_age_ms: None,
             last_exit: None,
+            companion_pid: Some(9),
+            companion_restarts: 1,
             log_tail: Vec::new(),
             updated_at: String::new(),
         });
+        let rows = crate::supervise::status_rows(&watched);
+        assert!(
+            rows.contains(&("companion", "pid 9, 1 restart".to_string())),
+            "{rows:?}"
+        );
         let table = list_table(&[watched, status(ServerState::Stopped)]);
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[0].contains("SUPERVISOR"), "{table}");

@@ -121,10 +121,27 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
-fn manager_for(cli: &Cli) -> Result<Manager, CliError> {
+fn config_for(cli: &Cli) -> Config {
     let mut config = Config::from_env();
     config.state_root = cli.state_dir.clone();
-    Ok(Manager::new(config)?)
+    config
+}
+
+fn manager_for(cli: &Cli) -> Result<Manager, CliError> {
+    Ok(Manager::new(config_for(cli))?)
+}
+
+/// Sandboxes' projects get their server's configuration (password, ports
+/// from `.env`) and their companion; other projects nothing. `None` when
+/// there is no data folder to find sandboxes in.
+fn sandbox_projects(cli: &Cli) -> Option<manager::ProjectSource> {
+    let ocm = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ocm"));
+    let mut config = sandbox::SandboxConfig::new(ocm);
+    config.manager = config_for(cli);
+    let sandboxes = sandbox::Sandboxes::new(config).ok()?;
+    Some(std::sync::Arc::new(move |project: &std::path::Path| {
+        sandboxes.project_setup(project).map_err(|e| e.to_string())
+    }))
 }
 
 fn usage(message: String) -> CliError {
@@ -142,7 +159,7 @@ pub fn run(cli: &Cli, args: &SuperviseArgs) -> Result<i32, CliError> {
     // A start in progress when SIGINT or SIGTERM arrives is cut short (its
     // server stopped), so that the supervisor stops watching at once.
     let manager = manager_for(cli)?.with_interrupts(std::sync::Arc::clone(&signals));
-    let supervisor = Supervisor::start(manager, config)?;
+    let supervisor = Supervisor::start_with(manager, config, sandbox_projects(cli))?;
     let notices = supervisor.subscribe(args.options.verbose);
     let json = cli.json;
     let printer = std::thread::Builder::new()
@@ -259,6 +276,16 @@ pub fn status_rows(status: &manager::ServerStatus) -> Vec<(&'static str, String)
         metrics.push_str(&format!(", last event {:.1} s ago", age as f64 / 1000.0));
     }
     rows.push(("stream", metrics));
+    if info.companion_pid.is_some() || info.companion_restarts > 0 {
+        let pid = info
+            .companion_pid
+            .map_or("not running".to_string(), |pid| format!("pid {pid}"));
+        let n = info.companion_restarts;
+        rows.push((
+            "companion",
+            format!("{pid}, {n} restart{}", if n == 1 { "" } else { "s" }),
+        ));
+    }
     if let Some(exit) = &info.last_exit {
         let first = exit.lines().next().unwrap_or_default();
         rows.push(("last end", escape_controls(first)));

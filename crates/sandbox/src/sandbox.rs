@@ -19,6 +19,8 @@ use crate::report::{
 };
 use crate::url::GitUrl;
 
+mod supervision;
+
 /// The server's ports when `OPENCODE_PORT` is not set.
 pub const SERVER_PORTS: std::ops::RangeInclusive<u16> = 4100..=4199;
 /// The companion's ports when `MCP_TOOL_PORT` is not set.
@@ -239,8 +241,10 @@ impl Sandboxes {
             Ok(env) => self.manager(&env)?,
             Err(_) => Manager::new(self.config.manager.clone())?,
         };
-        let companion = manager.stop_companion(&repo)?;
+        // The server first: its record then says `desired: down`, so a
+        // supervisor that sees the companion exit leaves it stopped.
         let server = manager.stop(&repo)?;
+        let companion = manager.stop_companion(&repo)?;
         Ok(Down {
             name: name.clone(),
             server_pid: server.stopped.and(server.pid),

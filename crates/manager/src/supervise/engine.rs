@@ -16,8 +16,9 @@ use procutil::watch::{Change, Token, Watch, WatchEvent};
 
 use super::files::{self, SupervisorInfo};
 use super::types::{Notice, Reason, RestartPolicy, SuperviseConfig, SupervisorState, Transition};
-use super::{Command, Shared, StartResult, WatchOutcome};
+use super::{Command, ProjectSource, Shared, StartResult, Started, WatchOutcome};
 
+mod companion;
 mod starts;
 use crate::record::{Desired, RecordStatus, read_record};
 use crate::report::ServerInfo;
@@ -52,6 +53,9 @@ struct Server {
 /// A project this supervisor watches (it holds its `supervise.lock`).
 struct Project {
     path: PathBuf,
+    /// The manager of its server: the engine's, or one of the project's
+    /// own configuration ([`ProjectSetup::config`](super::ProjectSetup)).
+    manager: Arc<Manager>,
     paths: ProjectPaths,
     _lock: File,
     dir: Option<Token>,
@@ -72,6 +76,8 @@ struct Project {
     starting: Option<std::thread::JoinHandle<()>>,
     /// `watch` calls waiting for that start to end.
     replies: Vec<std::sync::mpsc::Sender<Result<WatchOutcome, Error>>>,
+    /// Its companion, when the engine has a companion source.
+    companion: companion::Watched,
 }
 
 /// A project folder watched for its record to say `desired: up` (`--all`).
@@ -84,6 +90,7 @@ struct Candidate {
 
 pub(crate) struct Engine {
     manager: Arc<Manager>,
+    projects_source: Option<ProjectSource>,
     config: SuperviseConfig,
     shared: Arc<Shared>,
     watch: Watch,
@@ -98,6 +105,7 @@ impl Engine {
         manager: Manager,
         config: SuperviseConfig,
         shared: Arc<Shared>,
+        projects_source: Option<ProjectSource>,
     ) -> Result<Engine, Error> {
         let mut watch = Watch::new();
         let waker = watch.add_fd(&shared.waker).map_err(|e| Error::Supervise {
@@ -105,6 +113,7 @@ impl Engine {
         })?;
         Ok(Engine {
             manager: Arc::new(manager),
+            projects_source,
             config,
             shared,
             watch,
@@ -132,6 +141,8 @@ impl Engine {
                 Ok(WatchEvent::Exited { token }) => {
                     if let Some(index) = self.project_of_pidfd(token) {
                         self.server_exited(index);
+                    } else if let Some(index) = self.companion_of_pidfd(token) {
+                        self.companion_exited(index);
                     } else {
                         self.watch.remove(token);
                     }
@@ -162,6 +173,7 @@ impl Engine {
                 }
             };
             consider(p.next_start);
+            consider(p.companion.next_start);
             consider(Some(p.metrics_due));
             if let Some(s) = &p.server {
                 consider(s.reconnect_at);
@@ -223,6 +235,7 @@ impl Engine {
                 pid: p.server.as_ref().map(|s| s.pid),
             });
         }
+        let manager = self.project_manager(&path)?;
         let lock = files::try_take(&paths).map_err(|e| Error::Supervise {
             reason: format!("cannot take {}: {e}", files::lock_path(&paths).display()),
         })?;
@@ -236,6 +249,7 @@ impl Engine {
         self.candidates.retain(|c| Some(c.dir) != dir);
         self.projects.push(Project {
             path: path.clone(),
+            manager,
             paths,
             _lock: lock,
             dir,
@@ -254,6 +268,7 @@ impl Engine {
             log_tail: Vec::new(),
             starting: None,
             replies: Vec::new(),
+            companion: companion::Watched::new(self.config.delay_floor),
         });
         let index = self.projects.len() - 1;
         self.start(index, bring_up);
@@ -400,7 +415,7 @@ impl Engine {
             .ok()
             .flatten()
             .filter(|r| r.auth)
-            .and_then(|r| self.manager.password_of(&r, &p.paths).ok().flatten());
+            .and_then(|r| p.manager.password_of(&r, &p.paths).ok().flatten());
         let now = Instant::now();
         p.server = Some(Server {
             pid: info.pid,
@@ -423,6 +438,7 @@ impl Engine {
         p.next_start = None;
         self.open_stream(index);
         self.transition(index, SupervisorState::Running, reason, Some(info.pid));
+        self.companion_due(index);
     }
 
     fn open_stream(&mut self, index: usize) {
@@ -564,7 +580,9 @@ impl Engine {
         };
         self.watch.remove(server.pidfd);
         drop(server.stream);
-        self.manager.end_server(&server.identity, grace);
+        self.projects[index]
+            .manager
+            .end_server(&server.identity, grace);
     }
 
     /// The server's pidfd says it exited.
@@ -576,7 +594,7 @@ impl Engine {
         let ran_long = server.attached.elapsed() >= self.config.reset_after;
         let pid = server.pid;
         drop(server.stream);
-        let status = self.manager.take_exit_status(pid);
+        let status = self.projects[index].manager.take_exit_status(pid);
         self.ended(index, pid, status, ran_long);
     }
 
@@ -592,7 +610,7 @@ impl Engine {
     ) {
         let paths = self.projects[index].paths.clone();
         let record = {
-            let _lock = self.manager.lock(&paths).ok();
+            let _lock = self.projects[index].manager.lock(&paths).ok();
             read_record(&paths.record).ok().flatten()
         };
         let (code, signal, detail) = match status {
@@ -654,6 +672,13 @@ impl Engine {
         for index in 0..self.projects.len() {
             if self.projects[index].next_start.is_some_and(|t| t <= now) {
                 self.start(index, false);
+            }
+            if self.projects[index]
+                .companion
+                .next_start
+                .is_some_and(|t| t <= now)
+            {
+                self.companion_due(index);
             }
             let config = &self.config;
             let (failure, reconnect) = match &self.projects[index].server {
@@ -735,7 +760,8 @@ impl Engine {
             Reason::MemoryLimit { rss, limit },
             Some(pid),
         );
-        self.kill(index, self.manager.config.stop_grace);
+        let grace = self.projects[index].manager.config.stop_grace;
+        self.kill(index, grace);
         self.projects[index].last_exit = Some(format!("stopped: {rss} bytes over {limit}"));
         self.start(index, false);
     }
@@ -774,7 +800,7 @@ impl Engine {
         if p.server.is_none() {
             return;
         }
-        let config = self.manager.config();
+        let config = p.manager.config();
         match crate::logs::copy_truncate_if_needed(
             &p.paths.log,
             config.log_max_bytes,
@@ -809,6 +835,8 @@ impl Engine {
             reconnects: p.reconnects,
             last_event_age_ms: server.map(|s| s.last_frame.elapsed().as_millis() as u64),
             last_exit: p.last_exit.clone(),
+            companion_pid: p.companion.pid(),
+            companion_restarts: p.companion.restarts,
             log_tail: p.log_tail.clone(),
             updated_at: statefile::rfc3339_now(),
         };
@@ -838,6 +866,7 @@ impl Engine {
             if let Some(thread) = self.projects[index].starting.take() {
                 let _ = thread.join();
             }
+            self.companion_shutdown(index);
         }
         let ended: Vec<StartResult> = std::mem::take(
             &mut *self
@@ -847,12 +876,12 @@ impl Engine {
                 .unwrap_or_else(|p| p.into_inner()),
         );
         for (path, result) in ended {
-            if let (Some(index), Ok(Some(info))) =
+            if let (Some(index), Started::Server(Ok(Some(info)))) =
                 (self.projects.iter().position(|p| p.path == path), result)
             {
                 self.projects[index].last_pid = Some(info.pid);
                 if self.config.stop_on_exit {
-                    let _ = self.manager.stop(&path);
+                    let _ = self.projects[index].manager.stop(&path);
                 }
             }
         }
@@ -872,7 +901,7 @@ impl Engine {
                     self.watch.remove(server.pidfd);
                 }
                 let path = self.projects[index].path.clone();
-                let _ = self.manager.stop(&path);
+                let _ = self.projects[index].manager.stop(&path);
                 self.transition(index, SupervisorState::Stopped, Reason::SupervisorExit, pid);
             }
             files::remove_info(&self.projects[index].paths);

@@ -111,6 +111,13 @@ pub struct SupervisorInfo {
     pub last_event_age_ms: Option<u64>,
     /// How the last server ended.
     pub last_exit: Option<String>,
+    /// The companion's pid, while one runs beside the server (only with a
+    /// companion source: `ocm supervise` for sandboxes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub companion_pid: Option<u32>,
+    /// The companion's restarts by this supervisor.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub companion_restarts: u32,
     /// The last lines of the server log, when the project failed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log_tail: Vec<String>,
@@ -151,6 +158,10 @@ pub(crate) fn append_transition(paths: &ProjectPaths, transition: &Transition) {
 /// that nobody reads them as current.
 pub(crate) fn remove_info(paths: &ProjectPaths) {
     let _ = std::fs::remove_file(metrics_path(paths));
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]
@@ -225,6 +236,8 @@ mod tests {
             reconnects: 0,
             last_event_age_ms: Some(10),
             last_exit: None,
+            companion_pid: Some(8),
+            companion_restarts: 2,
             log_tail: Vec::new(),
             updated_at: statefile::rfc3339_now(),
         };

@@ -60,9 +60,37 @@ pub(crate) enum Command {
     },
 }
 
-/// A start that ended on its thread: the project folder and what the
-/// manager said.
-pub(crate) type StartResult = (PathBuf, Result<Option<crate::ServerInfo>, Error>);
+/// What a start thread came to.
+pub(crate) enum Started {
+    /// The server's start (or adoption; `None`: the user wants it down).
+    Server(Result<Option<crate::ServerInfo>, Error>),
+    /// The companion's (`None`: not started, the user wants the project
+    /// down).
+    Companion(Result<Option<crate::CompanionInfo>, Error>),
+}
+
+/// A start that ended on its thread: the project folder and what came of
+/// it.
+pub(crate) type StartResult = (PathBuf, Started);
+
+/// What a supervisor is told of one project beyond its own manager (see
+/// [`Supervisor::start_with`]).
+#[derive(Debug, Clone, Default)]
+pub struct ProjectSetup {
+    /// The configuration of this project's server (its password, port
+    /// policy, binary), when it is not the supervisor's manager's. Its
+    /// state root must be the same.
+    pub config: Option<crate::Config>,
+    /// What to keep running beside the server.
+    pub companion: Option<crate::CompanionSpec>,
+}
+
+/// Tells a supervisor what is special about a project: given the project
+/// folder, its [`ProjectSetup`] (`None`: nothing), or why it cannot be
+/// known (the project is then not watched, or its companion not started).
+/// Called on the supervisor's threads when the project is taken and each
+/// time its companion is to be started.
+pub type ProjectSource = Arc<dyn Fn(&Path) -> Result<Option<ProjectSetup>, String> + Send + Sync>;
 
 /// What the handle and the supervisor thread share.
 pub(crate) struct Shared {
@@ -121,6 +149,20 @@ impl std::fmt::Debug for Supervisor {
 impl Supervisor {
     /// Starts the supervisor thread; it watches nothing yet.
     pub fn start(manager: Manager, config: SuperviseConfig) -> Result<Supervisor, Error> {
+        Supervisor::start_with(manager, config, None)
+    }
+
+    /// [`start`](Self::start), with `projects` saying what is special
+    /// about a project: a configuration of its own (its server is started
+    /// with a manager of that configuration), and a companion, watched too:
+    /// started (or adopted) once its server runs, its exit seen through its
+    /// pidfd and followed by a restart after a delay that grows like the
+    /// server's, unless the user wants the project down.
+    pub fn start_with(
+        manager: Manager,
+        config: SuperviseConfig,
+        projects: Option<ProjectSource>,
+    ) -> Result<Supervisor, Error> {
         config.validate()?;
         let waker = Waker::new().map_err(|e| Error::Supervise {
             reason: e.to_string(),
@@ -132,7 +174,7 @@ impl Supervisor {
             stop: std::sync::atomic::AtomicBool::new(false),
             subscribers: Mutex::new(Vec::new()),
         });
-        let mut engine = engine::Engine::new(manager, config, Arc::clone(&shared))?;
+        let mut engine = engine::Engine::new(manager, config, Arc::clone(&shared), projects)?;
         let thread = std::thread::Builder::new()
             .name("ocm-supervisor".into())
             .spawn(move || engine.run())

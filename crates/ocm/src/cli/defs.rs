@@ -129,6 +129,8 @@ pub(crate) struct Parsed {
     /// `ocm events --all`.
     pub all: bool,
     pub mcp: McpOptions,
+    /// `ocm sandbox`'s options.
+    pub sandbox: super::sandbox_defs::SandboxOptions,
 }
 
 impl Parsed {
@@ -524,64 +526,12 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
         group: &PROMPT,
     },
     super::supervise_defs::ALL,
-    OptionDef {
-        long: "allow",
-        short: None,
-        aliases: &[],
-        kind: Kind::Value {
-            name: "DIR",
-            store: |p, value| {
-                if value.is_empty() {
-                    return Err("--allow must not be empty".into());
-                }
-                p.mcp.allow.push(PathBuf::from(value));
-                Ok(())
-            },
-        },
-        help: "Only manage projects inside DIR (repeatable; default: any existing folder)",
-        group: &MCP,
-    },
-    OptionDef {
-        long: "http",
-        short: None,
-        aliases: &[],
-        kind: Kind::Value {
-            name: "ADDR:PORT",
-            store: |p, value| {
-                let text = value.to_string_lossy().trim().to_string();
-                if text.parse::<std::net::SocketAddr>().is_err() {
-                    return Err(format!(
-                        "--http: '{text}' is not an address and port (127.0.0.1:8765, \
-                         [::1]:8765)"
-                    ));
-                }
-                p.mcp.http = Some(text);
-                Ok(())
-            },
-        },
-        help: "Serve MCP's Streamable HTTP transport on ADDR:PORT instead of stdio \
-               (loopback unless --token-env is given)",
-        group: &MCP,
-    },
-    OptionDef {
-        long: "token-env",
-        short: None,
-        aliases: &[],
-        kind: Kind::Value {
-            name: "NAME",
-            store: |p, value| {
-                let name = value.to_string_lossy().to_string();
-                if name.is_empty() || name.contains('=') {
-                    return Err(format!("--token-env: '{name}' is not a variable name"));
-                }
-                p.mcp.token_env = Some(name);
-                Ok(())
-            },
-        },
-        help: "With --http: every request must carry `Authorization: Bearer TOKEN`, TOKEN \
-               being the value of the environment variable NAME (never on the command line)",
-        group: &MCP,
-    },
+    super::mcp_defs::ALLOW,
+    super::mcp_defs::HTTP,
+    super::mcp_defs::TOKEN_ENV,
+    super::sandbox_defs::GIT,
+    super::sandbox_defs::SSH_KEY,
+    super::sandbox_defs::YES,
     super::supervise_defs::RESTART,
     super::supervise_defs::MAX_RESTARTS,
     super::supervise_defs::WITHIN,
@@ -971,4 +921,10 @@ pub(crate) const COMMANDS: &[CommandDef] = &[
             Ok(Command::Mcp(p.mcp))
         },
     },
+    super::sandbox_defs::UP,
+    super::sandbox_defs::STATUS,
+    super::sandbox_defs::DOWN,
+    super::sandbox_defs::RESTART,
+    super::sandbox_defs::DESTROY,
+    super::sandbox_defs::LS,
 ];

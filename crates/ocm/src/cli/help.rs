@@ -45,6 +45,10 @@ Environment:
   OPENCODE_BIN              The opencode binary (default: PATH, then the
                             `cargo xtask opencode` cache)
   OCM_STATE_DIR             The state folder
+  XDG_DATA_HOME             Where sandboxes and their keys go (ocm/sandboxes,
+                            ocm/keys; default ~/.local/share)
+  OCM_ENV                   production (default) or development: whether a
+                            sandbox's missing .env is generated
   OPENCODE_SERVER_PASSWORD  Protect the server with this password (HTTP Basic,
                             user \"opencode\")
 
@@ -56,8 +60,59 @@ Exit status:
   4  the server failed to start (up, restart, exec): opencode missing, the
      port taken, the spawn or the start-up failed, the state not writable
   5  the turn failed (prompt): model or tool error, watchdog, server crash
+  6  waiting for the deploy key (sandbox up, sandbox status): add the public
+     key printed on stdout to the git server, then run the same command again
   exec exits with CMD's status (128+N when a signal N ended it)
 ";
+
+/// The first word of commands with subcommands (`session`, `sandbox`)
+/// when `word` is one, as the table spells it.
+pub(crate) fn group_word(word: &str) -> Option<&'static str> {
+    COMMANDS
+        .iter()
+        .filter_map(|def| def.word.split_once(' ').map(|(head, _)| head))
+        .find(|head| *head == word)
+}
+
+/// The help of a command with subcommands: each one's usage and summary,
+/// and for `sandbox` what a sandbox is.
+pub fn group_help(word: &str) -> String {
+    let rows: Vec<(String, &str)> = COMMANDS
+        .iter()
+        .filter(|def| {
+            def.word
+                .split_once(' ')
+                .is_some_and(|(head, _)| head == word)
+        })
+        .map(|def| (format!("  {}", usage_line(def)), def.summary))
+        .collect();
+    let mut text = format!(
+        "Usage: ocm {word} <COMMAND> ...
+
+"
+    );
+    if word == "sandbox" {
+        push_wrapped(&mut text, SANDBOX_ABOUT);
+        text.push('\n');
+    }
+    text.push_str("Commands:\n");
+    for (usage, summary) in &rows {
+        text.push_str(usage);
+        text.push('\n');
+        push_wrapped(&mut text, &format!("    {summary}"));
+    }
+    text.push_str(&format!("\nSee `ocm {word} COMMAND --help` for each.\n"));
+    text
+}
+
+/// What `ocm help sandbox` says before the commands.
+const SANDBOX_ABOUT: &str = "A sandbox is a named project made from a git URL: a folder \
+    $XDG_DATA_HOME/ocm/sandboxes/NAME with its secrets in .env (0600), the clone in repo/, \
+    its OpenCode server and a companion (`ocm mcp --http` on a port in 5100-5199, with a \
+    bearer token), managed together. .env keys: GIT_URL, SSH_KEY_PATH, \
+    OPENCODE_SERVER_PASSWORD, MCP_TOOL_BEARER_TOKEN; optional OPENCODE_PORT, MCP_TOOL_PORT, \
+    OPENCODE_BIN, COMPANION_COMMAND. Without .env, production (the default) stops with the \
+    missing keys; OCM_ENV=development generates it with random secrets.\n";
 
 /// The help of one command.
 pub fn command_help(name: Name) -> String {

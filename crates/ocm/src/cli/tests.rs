@@ -286,6 +286,14 @@ fn name_of(command: &Command) -> Name {
         },
         Command::Events { .. } => Name::Events,
         Command::Mcp(_) => Name::Mcp,
+        Command::Sandbox(SandboxCommand::Ls) => Name::SandboxLs,
+        Command::Sandbox(SandboxCommand::One { action, .. }) => match action {
+            SandboxAction::Up { .. } => Name::SandboxUp,
+            SandboxAction::Status => Name::SandboxStatus,
+            SandboxAction::Down => Name::SandboxDown,
+            SandboxAction::Restart => Name::SandboxRestart,
+            SandboxAction::Destroy { .. } => Name::SandboxDestroy,
+        },
     }
 }
 
@@ -305,6 +313,8 @@ fn sample_value(value_name: &str) -> &'static str {
         "MODE" => "allow",
         "ADDR:PORT" => "127.0.0.1:8765",
         "NAME" => "OCM_MCP_TOKEN",
+        "URL" => "file:///srv/app.git",
+        "PATH" => "/k/id",
         other => panic!("no sample value for {other}: add one to sample_value"),
     }
 }
@@ -368,6 +378,12 @@ fn every_command_has_a_usage_a_summary_and_a_help() {
         assert!(!def.help.trim().is_empty(), "{name} has no help");
         assert!(
             overview.contains(&squeeze(&format!("{} {}", def.word, def.summary)))
+                || overview.contains(&squeeze(&format!(
+                    "{} {} {}",
+                    def.word,
+                    def.operands.join(" "),
+                    def.summary
+                )))
                 || overview.contains(&format!(" {} [", def.word))
                     && overview.contains(&squeeze(def.summary)),
             "{name} is not in the overview:\n{overview}"
@@ -525,4 +541,105 @@ fn a_subcommand_is_two_words() {
     assert!(unknown.contains("unknown subcommand 'frob'"), "{unknown}");
     let unknown = find(&["frob"]).unwrap_err();
     assert!(unknown.contains("(commands: session, ls)"), "{unknown}");
+}
+
+#[test]
+fn sandbox_commands_parse_and_refuse_bad_input_before_anything_runs() {
+    let name = |n: &str| sandbox::SandboxName::parse(n).unwrap();
+    assert_eq!(
+        command(&["sandbox", "up", "app", "--git", "file:///srv/app.git"]),
+        Command::Sandbox(SandboxCommand::One {
+            name: name("app"),
+            action: SandboxAction::Up {
+                git: Some("file:///srv/app.git".into()),
+                ssh_key: None,
+            },
+        })
+    );
+    assert_eq!(
+        command(&["sandbox", "up", "app", "--ssh-key", "/k/id"]),
+        Command::Sandbox(SandboxCommand::One {
+            name: name("app"),
+            action: SandboxAction::Up {
+                git: None,
+                ssh_key: Some("/k/id".into()),
+            },
+        })
+    );
+    // A relative key path is made absolute: it goes into .env.
+    let Command::Sandbox(SandboxCommand::One {
+        action: SandboxAction::Up {
+            ssh_key: Some(key), ..
+        },
+        ..
+    }) = command(&["sandbox", "up", "app", "--ssh-key", "k"])
+    else {
+        panic!("an up with a key");
+    };
+    assert!(key.is_absolute() && key.ends_with("k"), "{key:?}");
+    let global = run(&["--json", "sandbox", "status", "app", "-q"]).unwrap();
+    assert!(global.json && global.quiet);
+    assert_eq!(
+        command(&["sandbox", "destroy", "app"]),
+        Command::Sandbox(SandboxCommand::One {
+            name: name("app"),
+            action: SandboxAction::Destroy { yes: false },
+        })
+    );
+    assert_eq!(
+        command(&["sandbox", "destroy", "app", "--yes"]),
+        Command::Sandbox(SandboxCommand::One {
+            name: name("app"),
+            action: SandboxAction::Destroy { yes: true },
+        })
+    );
+    assert_eq!(
+        command(&["sandbox", "list"]),
+        Command::Sandbox(SandboxCommand::Ls)
+    );
+    for bad in ["../x", "a/b", "", &"n".repeat(65), "a.b"] {
+        let error = usage_error(&["sandbox", "up", bad]);
+        assert!(error.message.contains("is not allowed"), "{bad}: {error}");
+        assert_eq!(error.command, Some(Name::SandboxUp));
+    }
+    assert!(run(&["sandbox", "up", &"n".repeat(64)]).is_ok());
+    let metachar = usage_error(&["sandbox", "up", "a", "--git", "file:///tmp/x;touch /tmp/p"]);
+    assert!(metachar.message.contains("refused"), "{metachar}");
+    let missing = usage_error(&["sandbox", "status"]);
+    assert!(missing.message.contains("NAME missing"), "{missing}");
+    let wrong = usage_error(&["sandbox", "status", "a", "--git", "file:///x"]);
+    assert!(
+        wrong.message.contains("only sandbox up takes it"),
+        "{wrong}"
+    );
+    let wrong = usage_error(&["sandbox", "up", "a", "--yes"]);
+    assert!(wrong.message.contains("sandbox destroy"), "{wrong}");
+    assert!(
+        usage_error(&["sandbox", "ls", "extra"])
+            .message
+            .contains("extra")
+    );
+}
+
+#[test]
+fn sandbox_help_comes_from_the_table() {
+    for args in [&["help", "sandbox"][..], &["sandbox", "--help"]] {
+        assert_eq!(run(args).unwrap().action, Action::GroupHelp("sandbox"));
+    }
+    let text = group_help("sandbox");
+    for def in COMMANDS.iter().filter(|d| d.word.starts_with("sandbox ")) {
+        assert!(text.contains(&help::usage_line(def)), "{text}");
+        assert!(text.contains(def.summary.split(' ').next().unwrap()));
+    }
+    assert_eq!(
+        run(&["sandbox", "up", "--help"]).unwrap().action,
+        Action::Help(Some(Name::SandboxUp))
+    );
+    let up = command_help(Name::SandboxUp);
+    assert!(
+        up.contains("--git URL") && up.contains("--ssh-key PATH"),
+        "{up}"
+    );
+    assert!(command_help(Name::SandboxDestroy).contains("[--yes]"));
+    assert!(overview().contains("6  waiting for the deploy key"));
 }

@@ -84,6 +84,11 @@ impl CliError {
         if let Some(path) = self.path() {
             fields.insert("path".into(), path_json(path));
         }
+        if let CliError::Sandbox { error, .. } = self
+            && let sandbox::Error::MissingKeys { keys, .. } = error.as_ref()
+        {
+            fields.insert("missingKeys".into(), json!(keys));
+        }
         ErrorReport {
             message: self.message(),
             details: Vec::new(),
@@ -115,6 +120,7 @@ impl CliError {
             CliError::NoProject { project } => Some(project),
             CliError::NoLog { log, .. } => Some(log),
             CliError::InStateDir { path, .. } => Some(path),
+            CliError::Sandbox { error, .. } => sandbox_path(error),
             CliError::Manager(e) | CliError::Start(e) => match e.as_ref() {
                 M::ProjectNotFound { path }
                 | M::RecordFromNewerOcm { path, .. }
@@ -126,6 +132,24 @@ impl CliError {
             },
             _ => None,
         }
+    }
+}
+
+/// The file or folder a sandbox error is about, when there is one.
+fn sandbox_path(error: &sandbox::Error) -> Option<&Path> {
+    use sandbox::Error as S;
+    match error {
+        S::Dotenv { path, .. }
+        | S::UnsafeEnvFile { path, .. }
+        | S::MissingKeys { path, .. }
+        | S::NoGitUrl { path }
+        | S::BadSetting { path, .. }
+        | S::Conflict { path, .. }
+        | S::Key { path, .. }
+        | S::BadFolder { path, .. }
+        | S::Io { path, .. } => Some(path),
+        S::NotFound { folder, .. } => Some(folder),
+        _ => None,
     }
 }
 

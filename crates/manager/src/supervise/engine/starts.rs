@@ -1,15 +1,45 @@
 //! Starts: each on a thread of its own (the supervisor's poll goes on),
 //! what it came to, and the backoff and start limit before the next one.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Engine, LOG_TAIL_LINES, ServerInfoLite};
-use crate::Error;
 use crate::report::ServerInfo;
-use crate::supervise::{Reason, StartResult, SupervisorState, WatchOutcome};
+use crate::supervise::{Reason, StartResult, Started, SupervisorState, WatchOutcome};
+use crate::{Error, Manager};
 
 impl Engine {
+    /// The manager of a project's server: the engine's, unless the
+    /// project source gives the project a configuration of its own (with
+    /// the same state root, and the engine's interrupts).
+    pub(super) fn project_manager(&self, path: &Path) -> Result<Arc<Manager>, Error> {
+        let setup = match &self.projects_source {
+            Some(source) => source(path).map_err(|reason| Error::Supervise {
+                reason: format!("{}: {reason}", path.display()),
+            })?,
+            None => None,
+        };
+        let config = setup.and_then(|setup| setup.config);
+        let Some(config) = config else {
+            return Ok(Arc::clone(&self.manager));
+        };
+        let mut manager = Manager::new(config)?;
+        if manager.state_root() != self.manager.state_root() {
+            return Err(Error::Supervise {
+                reason: format!(
+                    "the configuration given for {} names the state root {}, not {}",
+                    path.display(),
+                    manager.state_root().display(),
+                    self.manager.state_root().display()
+                ),
+            });
+        }
+        manager.interrupts = self.manager.interrupts.clone();
+        Ok(Arc::new(manager))
+    }
+
     /// Starts (or adopts) the project's server and attaches to it.
     pub(super) fn start(&mut self, index: usize, bring_up: bool) {
         let now = Instant::now();
@@ -32,18 +62,18 @@ impl Engine {
             None,
         );
         let path = self.projects[index].path.clone();
-        let manager = Arc::clone(&self.manager);
+        let manager = Arc::clone(&self.projects[index].manager);
         let shared = Arc::clone(&self.shared);
         let thread = std::thread::Builder::new()
             .name("ocm-supervisor-start".into())
             .spawn({
                 let path = path.clone();
                 move || {
-                    let result = if bring_up {
+                    let result = Started::Server(if bring_up {
                         manager.ensure(&path).map(Some)
                     } else {
                         manager.supervised_start(&path)
-                    };
+                    });
                     shared
                         .started
                         .lock()
@@ -73,11 +103,17 @@ impl Engine {
                 .unwrap_or_else(|p| p.into_inner()),
         );
         for (path, result) in ended {
-            if let Some(index) = self.projects.iter().position(|p| p.path == path) {
-                if let Some(thread) = self.projects[index].starting.take() {
-                    let _ = thread.join();
+            let Some(index) = self.projects.iter().position(|p| p.path == path) else {
+                continue;
+            };
+            match result {
+                Started::Server(result) => {
+                    if let Some(thread) = self.projects[index].starting.take() {
+                        let _ = thread.join();
+                    }
+                    self.start_ended(index, result);
                 }
-                self.start_ended(index, result);
+                Started::Companion(result) => self.companion_started(index, result),
             }
         }
     }
