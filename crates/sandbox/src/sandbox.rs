@@ -423,18 +423,6 @@ impl Sandboxes {
         Ok(self.manager_config_of(&self.read_env(name)?))
     }
 
-    /// The sandbox whose clone (`<data_root>/sandboxes/NAME/repo`) is
-    /// `path`, if any: the same path, or the same real folder.
-    pub fn sandbox_of_repo(&self, path: &Path) -> Option<SandboxName> {
-        let name = path.parent()?.file_name()?.to_str()?;
-        let name = SandboxName::parse(name).ok()?;
-        let repo = self.repo(&name);
-        let same = repo == path
-            || std::fs::canonicalize(&repo)
-                .is_ok_and(|real| std::fs::canonicalize(path).is_ok_and(|p| p == real));
-        same.then_some(name)
-    }
-
     fn manager_config_of(&self, env: &SandboxEnv) -> manager::Config {
         let mut config = self.config.manager.clone();
         config.password = PasswordPolicy::Fixed(env.server_password.expose().to_string());

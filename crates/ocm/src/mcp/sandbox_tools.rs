@@ -115,7 +115,7 @@ pub(super) fn config_for(ctx: &Context, dir: &Path) -> Result<manager::Config, F
     let Ok(sandboxes) = sandboxes(ctx) else {
         return Ok(config(ctx));
     };
-    match sandboxes.sandbox_of_repo(dir) {
+    match sandboxes.name_of(dir) {
         Some(name) => sandboxes.manager_config(&name).map_err(Failure::from),
         None => Ok(config(ctx)),
     }
@@ -168,7 +168,10 @@ pub(super) fn run(
                     .and_then(Value::as_str)
                     .map(PathBuf::from),
             };
-            match sandboxes.up(name, &options).map_err(Failure::from)? {
+            match sandboxes
+                .up(name, &options)
+                .map_err(|e| sandbox_failure(e, true))?
+            {
                 Up::Ready(status) => to_value(&status),
                 Up::WaitingForKey {
                     public_key,
@@ -195,7 +198,11 @@ pub(super) fn run(
         }
         "opencode_status" => to_value(&sandboxes.status(name).map_err(Failure::from)?),
         "opencode_stop" => to_value(&sandboxes.down(name).map_err(Failure::from)?),
-        "opencode_restart" => to_value(&sandboxes.restart(name).map_err(Failure::from)?),
+        "opencode_restart" => to_value(
+            &sandboxes
+                .restart(name)
+                .map_err(|e| sandbox_failure(e, true))?,
+        ),
         "opencode_destroy" => to_value(&sandboxes.destroy(name).map_err(Failure::from)?),
         other => return Err(input(format!("{other} does not take `project_name`"))),
     };
@@ -215,22 +222,33 @@ fn to_value(value: &impl serde::Serialize) -> Value {
 
 impl From<sandbox::Error> for Failure {
     fn from(error: sandbox::Error) -> Failure {
-        let hint = match &error {
-            sandbox::Error::NoGitUrl { .. } => Some(
-                "the first opencode_start of a sandbox needs `git_url` (the repository to \
-                 clone)"
-                    .to_string(),
-            ),
-            sandbox::Error::NotFound { .. } => Some(
-                "opencode_start with `project_name` and `git_url` creates the sandbox".to_string(),
-            ),
-            _ => None,
-        };
-        Failure {
-            message: error.to_string(),
-            details: Vec::new(),
-            hint,
+        sandbox_failure(error, false)
+    }
+}
+
+/// A sandbox error as a tool failure: the manager's errors as the CLI
+/// reports them (a failed start with its log lines), the others with a
+/// hint in the tools' terms. `starting`: on the way to a running server.
+fn sandbox_failure(error: sandbox::Error, starting: bool) -> Failure {
+    if let sandbox::Error::Manager(e) = error {
+        let error = crate::error::CliError::from(e);
+        return Failure::from(if starting { error.starting() } else { error });
+    }
+    let hint = match &error {
+        sandbox::Error::NoGitUrl { .. } => Some(
+            "the first opencode_start of a sandbox needs `git_url` (the repository to \
+             clone)"
+                .to_string(),
+        ),
+        sandbox::Error::NotFound { .. } => {
+            Some("opencode_start with `project_name` and `git_url` creates the sandbox".to_string())
         }
+        _ => None,
+    };
+    Failure {
+        message: error.to_string(),
+        details: Vec::new(),
+        hint,
     }
 }
 
