@@ -3,12 +3,13 @@
 Run with the Python of a venv holding the SDK (`cargo xtask mcp-clients`):
 
     python py_client.py --ocm BIN --project DIR [--mode auto|legacy]
-                        [--url http://127.0.0.1:PORT/mcp --token-env NAME]
+                        [--url http://127.0.0.1:PORT/mcp --token-env NAME] [--keep]
 
 Lists the tools, then calls opencode_start (with a progress callback),
 opencode_status, opencode_prompt and opencode_stop on DIR, and prints one JSON object on
 stdout: the SDK version, the negotiated protocol version, the tool names,
 each call's result and the progress seen. The end-to-end test checks it.
+With --keep, opencode_stop is not called (the server keeps running).
 """
 
 import argparse
@@ -38,7 +39,7 @@ def summary(result):
     }
 
 
-async def exercise(call, list_tools, project):
+async def exercise(call, list_tools, project, keep=False):
     tools = await list_tools()
     names = [tool.name for tool in tools.tools]
     progress = []
@@ -51,15 +52,17 @@ async def exercise(call, list_tools, project):
     prompt = await call(
         "opencode_prompt", {"project": project, "text": "hello from python"}, None
     )
-    stop = await call("opencode_stop", {"project": project}, None)
-    return {
+    out = {
         "tools": names,
         "start": summary(start),
         "status": summary(status),
         "prompt": summary(prompt),
-        "stop": summary(stop),
         "progress": progress,
     }
+    if not keep:
+        stop = await call("opencode_stop", {"project": project}, None)
+        out["stop"] = summary(stop)
+    return out
 
 
 async def run_v2(args):
@@ -80,7 +83,7 @@ async def run_v2(args):
         async def call(name, arguments, on_progress):
             return await client.call_tool(name, arguments, progress_callback=on_progress)
 
-        out = await exercise(call, client.list_tools, args.project)
+        out = await exercise(call, client.list_tools, args.project, args.keep)
         out["protocolVersion"] = client.protocol_version
         return out
 
@@ -105,7 +108,7 @@ async def run_v1(args):
             async def call(name, arguments, on_progress):
                 return await session.call_tool(name, arguments, progress_callback=on_progress)
 
-            out = await exercise(call, session.list_tools, args.project)
+            out = await exercise(call, session.list_tools, args.project, args.keep)
             out["protocolVersion"] = init.protocolVersion
             return out
 
@@ -117,6 +120,7 @@ def main():
     parser.add_argument("--mode", default="auto")
     parser.add_argument("--url")
     parser.add_argument("--token-env")
+    parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     runner = run_v2 if MAJOR >= 2 else run_v1
     out = asyncio.run(runner(args))

@@ -409,6 +409,21 @@ impl Sandboxes {
     /// The sandbox's manager: the base configuration with `.env`'s
     /// password, port and binary.
     fn manager(&self, env: &SandboxEnv) -> Result<Manager, Error> {
+        Ok(Manager::new(self.manager_config_of(env))?)
+    }
+
+    /// The manager configuration `up`, `status`, `restart`... use for
+    /// sandbox `name`: the base configuration with the password, port and
+    /// binary of its `.env` (read, never generated). For other callers
+    /// that work on the sandbox's server (`repo/`), e.g. to send it
+    /// prompts. The password is in it ([`PasswordPolicy::Fixed`], redacted
+    /// by its `Debug`): keep it out of output.
+    pub fn manager_config(&self, name: &SandboxName) -> Result<manager::Config, Error> {
+        self.existing_folder(name)?;
+        Ok(self.manager_config_of(&self.read_env(name)?))
+    }
+
+    fn manager_config_of(&self, env: &SandboxEnv) -> manager::Config {
         let mut config = self.config.manager.clone();
         config.password = PasswordPolicy::Fixed(env.server_password.expose().to_string());
         config.port_policy = match env.opencode_port {
@@ -418,7 +433,7 @@ impl Sandboxes {
         if let Some(bin) = &env.opencode_bin {
             config.opencode_bin = Some(bin.clone());
         }
-        Ok(Manager::new(config)?)
+        config
     }
 
     /// The companion: `COMPANION_COMMAND`, else `ocm mcp --http ...`; the

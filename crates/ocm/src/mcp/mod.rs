@@ -22,6 +22,7 @@ use crate::error::{CliError, EXIT_OK};
 
 mod http;
 mod protocol;
+mod sandbox_tools;
 mod server;
 mod tools;
 mod turn_tools;

@@ -34,7 +34,11 @@ const INSTRUCTIONS: &str = "ocm runs one OpenCode server (`opencode serve`) per 
     Use opencode_start with the project's absolute path to get a running server's URL (it reuses \
     a healthy one), opencode_status to look without starting anything, opencode_list to see every \
     project, opencode_stop / opencode_restart to manage one, and opencode_destroy (confirm: true) \
-    to delete what ocm keeps for a project. Servers keep running after this MCP server exits.";
+    to delete what ocm keeps for a project. Instead of a folder, `project_name` names a sandbox: \
+    opencode_start with project_name and git_url clones the repository and starts its server and \
+    companion (or answers waiting_for_key with a public key for the user to add as a deploy \
+    key); the other tools then act on it by project_name. Servers keep running after this MCP \
+    server exits.";
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex

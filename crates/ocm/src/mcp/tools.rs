@@ -17,6 +17,7 @@ use manager::{Config, Manager, ServerState};
 use serde_json::{Map, Value, json};
 
 use super::protocol::Era;
+use super::sandbox_tools::{self, Target};
 use crate::cli::Cli;
 use crate::error::CliError;
 use crate::render::json as render_json;
@@ -63,7 +64,11 @@ pub const TOOLS: &[ToolDef] = &[
                       its running server when it is healthy. Returns the server's URL, port, pid \
                       and status; give that URL to an OpenCode client. Safe to call again: a \
                       healthy server is reused (`reused: true`). Progress notifications report \
-                      the start-up steps. A start usually takes a few seconds and gives up after about 45.",
+                      the start-up steps. A start usually takes a few seconds and gives up after about 45. \
+                      With `project_name` (and `git_url` the first time) instead of `project`: \
+                      brings up that sandbox (clone, server and companion) and returns its \
+                      status, or `waiting_for_key` with a public key for the user to add as a \
+                      deploy key of the repository before calling again.",
         read_only: false,
         destructive: false,
         idempotent: true,
@@ -256,7 +261,7 @@ impl ToolDef {
     /// Its entry in `tools/list` for a client speaking `era`.
     pub fn definition(&self, ctx: &Context, era: &Era) -> Value {
         let mut properties = Map::new();
-        let mut required = Vec::new();
+        let mut required: Vec<&str> = Vec::new();
         if self.project {
             let folders = if ctx.allow.is_empty() {
                 "Any existing folder is allowed.".to_string()
@@ -270,11 +275,25 @@ impl ToolDef {
                     "type": "string",
                     "description": format!(
                         "The project folder, an absolute path (one OpenCode server per \
-                         folder). {folders}"
+                         folder). {folders} Give `project` or `project_name`, not both."
                     ),
                 }),
             );
-            required.push("project");
+            properties.insert(
+                "project_name".into(),
+                json!({
+                    "type": "string",
+                    "description": format!("{} {folders}", sandbox_tools::PROJECT_NAME),
+                }),
+            );
+        }
+        if self.name == "opencode_start" {
+            for (key, kind, description) in sandbox_tools::start_inputs() {
+                properties.insert(
+                    (*key).into(),
+                    json!({"type": kind, "description": description}),
+                );
+            }
         }
         for (key, kind, description, needed) in super::turn_tools::inputs(self.name) {
             properties.insert(
@@ -282,7 +301,7 @@ impl ToolDef {
                 json!({"type": kind, "description": description}),
             );
             if *needed {
-                required.push(key);
+                required.push(*key);
             }
         }
         if self.confirm {
@@ -319,7 +338,13 @@ impl ToolDef {
                     "opencode_prompt" | "opencode_turn" => super::turn_tools::turn_schema(),
                     other => super::turn_tools::other_schema(other),
                 },
-                Some(extra) => project_schema(extra),
+                Some(extra) => json!({
+                    "type": "object",
+                    "anyOf": [project_schema(extra), match self.name {
+                        "opencode_stop" | "opencode_destroy" => sandbox_tools::other_schema(self.name),
+                        _ => sandbox_tools::status_schema(),
+                    }],
+                }),
                 None => json!({
                     "type": "object",
                     "properties": {"projects": {"type": "array", "items": project_schema(&[])}},
@@ -353,11 +378,24 @@ impl ToolDef {
                 .collect();
             return Ok(json!({ "projects": projects }));
         }
-        let dir = project_argument(ctx, arguments)?;
+        let dir = match sandbox_tools::target(ctx, arguments)? {
+            Target::Folder(dir) => dir,
+            Target::Sandbox { name, .. } => {
+                return sandbox_tools::run(self.name, ctx, &name, arguments);
+            }
+        };
+        if let Some(key) = ["git_url", "user_ssh_key"]
+            .into_iter()
+            .find(|key| arguments.contains_key(*key))
+        {
+            return Err(Failure::input(format!(
+                "`{key}` is for a sandbox: give it with `project_name`, not `project`"
+            )));
+        }
         match self.name {
             "opencode_start" | "opencode_restart" => {
                 let began = Instant::now();
-                let manager = Manager::new(config(ctx))
+                let manager = Manager::new(sandbox_tools::config_for(ctx, &dir)?)
                     .map_err(|e| Failure::from(CliError::from(e).starting()))?
                     .with_progress(move |p: &manager::Progress| {
                         if let Some(step) = step_text(p) {
@@ -455,6 +493,20 @@ impl ToolDef {
                         return Err(Failure::input("`project` must be a string (a folder path)"));
                     }
                 }
+                "project_name" if self.project => {
+                    if !value.is_string() {
+                        return Err(Failure::input(
+                            "`project_name` must be a string (a sandbox's name)",
+                        ));
+                    }
+                }
+                "git_url" | "user_ssh_key" if self.name == "opencode_start" => {
+                    if value.as_str().is_none_or(|v| v.trim().is_empty()) {
+                        return Err(Failure::input(format!(
+                            "`{key}` must be a non-empty string"
+                        )));
+                    }
+                }
                 "confirm" if self.confirm => {
                     if value != &Value::Bool(true) {
                         return Err(Failure::input(
@@ -471,9 +523,13 @@ impl ToolDef {
                 }
             }
         }
-        if self.project && !arguments.contains_key("project") {
+        if self.project
+            && !arguments.contains_key("project")
+            && !arguments.contains_key("project_name")
+        {
             return Err(Failure::input(format!(
-                "`project` is required: the project folder, an absolute path ({} takes {})",
+                "`project` (the project folder, an absolute path) or `project_name` (a \
+                 sandbox's name) is required ({} takes {})",
                 self.name,
                 self.argument_names()
             )));
@@ -488,8 +544,11 @@ impl ToolDef {
 
     fn argument_names(&self) -> String {
         match (self.project, self.confirm) {
-            (true, true) => "`project` and `confirm`".into(),
-            (true, false) => "`project`".into(),
+            (true, true) => "`project` or `project_name`, and `confirm`".into(),
+            (true, false) if self.name == "opencode_start" => {
+                "`project`, or `project_name` with `git_url` and `user_ssh_key`".into()
+            }
+            (true, false) => "`project` or `project_name`".into(),
             _ => "no arguments".into(),
         }
     }
@@ -504,7 +563,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn input(message: impl Into<String>) -> Failure {
+    pub(super) fn input(message: impl Into<String>) -> Failure {
         Failure {
             message: message.into(),
             details: Vec::new(),

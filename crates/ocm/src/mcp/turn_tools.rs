@@ -19,7 +19,8 @@ use turns::{
     Engine, FailReason, Registry, SessionKey, Sessions, Turn, TurnEvent, TurnOptions, Usage,
 };
 
-use super::tools::{Context, Failure, config, project_argument};
+use super::sandbox_tools::{Target, config_for, target};
+use super::tools::{Context, Failure};
 use crate::commands::start_error;
 
 /// The longest a call waits for a turn (clients often give up at 60 s).
@@ -249,13 +250,21 @@ pub fn inputs(name: &str) -> &'static [(&'static str, &'static str, &'static str
 /// Checks the arguments beyond `project` against [`inputs`].
 fn check(name: &str, arguments: &Map<String, Value>) -> Result<(), Failure> {
     let inputs = inputs(name);
-    let names: Vec<String> = std::iter::once("`project`".to_string())
+    let names: Vec<String> = ["`project`".to_string(), "`project_name`".to_string()]
+        .into_iter()
         .chain(inputs.iter().map(|i| format!("`{}`", i.0)))
         .collect();
     for (key, value) in arguments {
-        if key == "project" {
+        if key == "project" || key == "project_name" {
             if !value.is_string() {
-                return Err(input("`project` must be a string (a folder path)"));
+                return Err(input(format!(
+                    "`{key}` must be a string ({})",
+                    if key == "project" {
+                        "a folder path"
+                    } else {
+                        "a sandbox's name"
+                    }
+                )));
             }
             continue;
         }
@@ -278,8 +287,10 @@ fn check(name: &str, arguments: &Map<String, Value>) -> Result<(), Failure> {
             return Err(input(format!("`{key}` is required for {name}")));
         }
     }
-    if !arguments.contains_key("project") {
-        return Err(input(format!("`project` is required for {name}")));
+    if !arguments.contains_key("project") && !arguments.contains_key("project_name") {
+        return Err(input(format!(
+            "`project` (a folder) or `project_name` (a sandbox) is required for {name}"
+        )));
     }
     if name == "opencode_abort"
         && !arguments.contains_key("session")
@@ -337,7 +348,27 @@ pub fn run(
 ) -> Result<Value, Failure> {
     let began = Instant::now();
     check(name, arguments)?;
-    let dir = project_argument(ctx, arguments)?;
+    // A sandbox's prompts go to the server of its clone.
+    let target = target(ctx, arguments)?;
+    if let Target::Sandbox {
+        name: sandbox,
+        repo,
+    } = &target
+        && !repo.join(".git").exists()
+    {
+        return Err(Failure {
+            message: format!(
+                "sandbox {sandbox} has no clone ({} does not exist)",
+                repo.display()
+            ),
+            details: Vec::new(),
+            hint: Some(format!(
+                "opencode_start with project_name {sandbox} (and git_url the first time) \
+                 creates it"
+            )),
+        });
+    }
+    let dir = target.dir().to_path_buf();
     if crate::error::folder_problem(&dir).is_some() {
         return Err(Failure::from(crate::error::CliError::NoProject {
             project: dir,
@@ -589,7 +620,7 @@ impl Live {
             return Ok(found.clone());
         }
         let manager = Arc::new(
-            Manager::new(config(ctx))
+            Manager::new(config_for(ctx, dir)?)
                 .map_err(|e| Failure::from(crate::error::CliError::from(e).starting()))?,
         );
         let engine = Engine::managed(Arc::clone(&manager), dir, TurnOptions::default())

@@ -189,3 +189,29 @@ fn concurrent_ups_take_turns() {
         assert!(err.contains("git clone"), "{err}");
     }
 }
+
+#[test]
+fn manager_config_has_the_env_password() {
+    let b = bed(EnvMode::Development);
+    let n = name("cfg");
+    let err = b.sandboxes.manager_config(&n).unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+    let options = UpOptions {
+        git_url: Some("http://127.0.0.1:9/r.git".into()),
+        ssh_key: None,
+    };
+    assert!(b.sandboxes.up(&n, &options).is_err(), "port 9 has no git");
+    let env_text = std::fs::read_to_string(b.sandboxes.folder(&n).join(".env")).unwrap();
+    let password = env_text
+        .lines()
+        .find_map(|l| l.strip_prefix("OPENCODE_SERVER_PASSWORD="))
+        .unwrap();
+    let config = b.sandboxes.manager_config(&n).unwrap();
+    assert!(
+        matches!(&config.password, PasswordPolicy::Fixed(p) if p == password),
+        "{:?}",
+        config.password
+    );
+    assert!(matches!(config.port_policy, PortPolicy::Range(_)));
+    assert!(!format!("{config:?}").contains(password));
+}
