@@ -273,7 +273,7 @@ fn start(mcp: &mut Mcp, id: i64, name: &str, url: &str) -> Value {
     );
     assert_eq!(status["status"], "success", "{status}");
     assert_eq!(status["name"], name);
-    assert_eq!(status["git_url"], url);
+    assert_eq!(status["gitUrl"], url);
     let server = &status["server"];
     assert_eq!(server["healthy"], true, "{status}");
     assert!((4100..=4199).contains(&server["port"].as_u64().unwrap()));
@@ -348,7 +348,7 @@ fn stdio_tools_bring_a_sandbox_up_prompt_it_stop_and_destroy_it() {
     assert_eq!(now["status"], "success", "{now}");
     assert_eq!(now["server"]["pid"], server_pid);
     assert_eq!(now["companion"]["pid"], companion_pid);
-    assert!(now["last_health_check"].is_string());
+    assert!(now["lastHealthCheck"].is_string());
 
     // A second start reuses both.
     let again = mcp.ok(12, "opencode_start", json!({"project_name": name}));
@@ -388,8 +388,8 @@ fn stdio_tools_bring_a_sandbox_up_prompt_it_stop_and_destroy_it() {
 
     // Stop: both.
     let down = mcp.ok(20, "opencode_stop", json!({"project_name": name}));
-    assert_eq!(down["server_pid"], server_pid, "{down}");
-    assert_eq!(down["companion_stopped"], true, "{down}");
+    assert_eq!(down["serverPid"], server_pid, "{down}");
+    assert_eq!(down["companionStopped"], true, "{down}");
     assert!(!alive(server_pid) && !alive(companion_pid));
     let stopped = mcp.ok(21, "opencode_status", json!({"project_name": name}));
     assert_eq!(stopped["status"], "error", "{stopped}");
@@ -518,7 +518,7 @@ fn the_companion_serves_the_python_sdk_with_the_token_and_reaches_the_sandbox_se
     no_secret("the Python client's output", &stdout, &secrets);
     no_secret("the Python client's stderr", &stderr, &secrets);
     let down = mcp.ok(3, "opencode_stop", json!({"project_name": name}));
-    assert_eq!(down["companion_stopped"], true, "{down}");
+    assert_eq!(down["companionStopped"], true, "{down}");
     assert!(no_secret_in_files(&bed, &folder, &secrets) > 0);
     no_secret("the stdio transcript", &mcp.transcript(), &secrets);
     mcp.ok(
@@ -549,9 +549,9 @@ fn over_ssh_start_waits_for_the_deploy_key_then_comes_up() {
         json!({"project_name": name, "git_url": url}),
     );
     assert_eq!(waiting["status"], "waiting_for_key", "{waiting}");
-    let public_key = waiting["public_key"].as_str().expect("the public key");
+    let public_key = waiting["publicKey"].as_str().expect("the public key");
     assert!(public_key.starts_with("ssh-ed25519 "), "{waiting}");
-    let key_path = PathBuf::from(waiting["key_path"].as_str().unwrap());
+    let key_path = PathBuf::from(waiting["keyPath"].as_str().unwrap());
     assert_eq!(
         key_path,
         bed.root()
@@ -559,18 +559,18 @@ fn over_ssh_start_waits_for_the_deploy_key_then_comes_up() {
             .join(format!("{name}-deploy"))
     );
     assert!(key_path.exists());
-    let next = waiting["next_step"].as_str().unwrap();
+    let next = waiting["nextStep"].as_str().unwrap();
     assert!(next.contains("deploy key") && next.contains(name), "{next}");
     assert!(bed.opencode_pids().is_empty());
     let status = mcp.ok(2, "opencode_status", json!({"project_name": name}));
     assert_eq!(status["status"], "waiting_for_key", "{status}");
-    assert_eq!(status["public_key"], public_key, "{status}");
+    assert_eq!(status["publicKey"], public_key, "{status}");
 
     // Once the git server has the key, the same call continues.
     git.authorize(public_key);
     let up = mcp.ok(3, "opencode_start", json!({"project_name": name}));
     assert_eq!(up["status"], "success", "{up}");
-    assert_eq!(up["key_owner"], "ocm", "{up}");
+    assert_eq!(up["keyOwner"], "ocm", "{up}");
     assert_eq!(up["server"]["healthy"], true, "{up}");
     assert_eq!(up["companion"]["answered"], true, "{up}");
     let folder = folder(&bed, name);
@@ -591,7 +591,7 @@ fn over_ssh_start_waits_for_the_deploy_key_then_comes_up() {
         "opencode_destroy",
         json!({"project_name": name, "confirm": true}),
     );
-    assert_eq!(destroyed["removed_key"], json!(key_path), "{destroyed}");
+    assert_eq!(destroyed["removedKey"], json!(key_path), "{destroyed}");
     assert!(!key_path.exists() && !folder.exists());
     assert!(bed.opencode_pids().is_empty());
     no_secret("the stdio transcript", &mcp.transcript(), &secrets);

@@ -199,7 +199,7 @@ fn assert_running(status: &serde_json::Value) -> (u32, u32) {
     assert_eq!(companion["alive"], true, "{status:#}");
     assert_eq!(companion["answered"], true, "{status:#}");
     assert!((5100..=5199).contains(&companion["port"].as_u64().unwrap()));
-    assert!(status["last_health_check"].is_string());
+    assert!(status["lastHealthCheck"].is_string());
     let server_pid = server["pid"].as_u64().unwrap() as u32;
     let companion_pid = companion["pid"].as_u64().unwrap() as u32;
     assert!(alive(server_pid) && alive(companion_pid), "{status:#}");
@@ -292,9 +292,9 @@ fn a_file_url_sandbox_from_production_refusal_to_destroy() {
 
     let status = sb.run(None, &["status", "app", "--json"]).ok().json();
     let (server, companion) = assert_running(&status);
-    assert_eq!(status["git_url"], url.as_str());
+    assert_eq!(status["gitUrl"], url.as_str());
     assert_eq!(status["folder"], path_str(&folder));
-    assert!(status["public_key"].is_null());
+    assert!(status["publicKey"].is_null());
     assert_not_on_argv(&[server, companion], &secrets);
     let human = sb.run(None, &["status", "app"]).ok();
     for needle in [
@@ -321,8 +321,8 @@ fn a_file_url_sandbox_from_production_refusal_to_destroy() {
     // Down: both stop; status says so (exit 3).
     let down = sb.run(None, &["down", "app", "--json"]).ok().json();
     assert_eq!(keys_of(&down), row(&SANDBOX_KEYS, "sandbox down"));
-    assert_eq!(down["server_pid"], server);
-    assert_eq!(down["companion_stopped"], true);
+    assert_eq!(down["serverPid"], server);
+    assert_eq!(down["companionStopped"], true);
     poll_until(Duration::from_secs(10), "both to be gone", || {
         (!alive(server) && !alive(companion)).then_some(())
     });
@@ -350,7 +350,7 @@ fn a_file_url_sandbox_from_production_refusal_to_destroy() {
         .json();
     assert_eq!(keys_of(&destroyed), row(&SANDBOX_KEYS, "sandbox destroy"));
     assert_eq!(destroyed["folder"], path_str(&folder));
-    assert!(destroyed["kept_user_key"].is_null());
+    assert!(destroyed["keptUserKey"].is_null());
     poll_until(Duration::from_secs(10), "no process of the bed", || {
         marked(&bed).is_empty().then_some(())
     });
@@ -412,9 +412,9 @@ fn a_generated_deploy_key_waits_until_the_git_server_accepts_it() {
         .code(EXIT_WAITING_FOR_KEY)
         .json();
     assert_eq!(status["status"], "waiting_for_key", "{status:#}");
-    assert_eq!(status["public_key"].as_str().unwrap().trim(), public_key);
-    assert_eq!(status["key_path"], path_str(&key));
-    assert_eq!(status["key_owner"], "ocm");
+    assert_eq!(status["publicKey"].as_str().unwrap().trim(), public_key);
+    assert_eq!(status["keyPath"], path_str(&key));
+    assert_eq!(status["keyOwner"], "ocm");
     assert_eq!(keys_of(&status), row(&SANDBOX_KEYS, "sandbox status"));
     let human = sb
         .run(None, &["status", "keyed"])
@@ -431,10 +431,7 @@ fn a_generated_deploy_key_waits_until_the_git_server_accepts_it() {
     assert!(again.stderr.is_empty(), "{again:#?}");
     let again_json = again.json();
     assert_eq!(again_json["status"], "waiting_for_key", "{again_json:#}");
-    assert_eq!(
-        again_json["public_key"].as_str().unwrap().trim(),
-        public_key
-    );
+    assert_eq!(again_json["publicKey"].as_str().unwrap().trim(), public_key);
 
     // The user adds the key; the same command again goes on.
     server.authorize(&public_key);
@@ -448,7 +445,7 @@ fn a_generated_deploy_key_waits_until_the_git_server_accepts_it() {
     );
     let status = sb.run(None, &["status", "keyed", "--json"]).ok().json();
     let (server_pid, companion_pid) = assert_running(&status);
-    assert_eq!(status["key_owner"], "ocm");
+    assert_eq!(status["keyOwner"], "ocm");
 
     let env_text = std::fs::read_to_string(sb.folder("keyed").join(".env")).unwrap();
     let password = env_value(&env_text, "OPENCODE_SERVER_PASSWORD");
@@ -461,7 +458,7 @@ fn a_generated_deploy_key_waits_until_the_git_server_accepts_it() {
         .run(None, &["destroy", "keyed", "--yes", "--json"])
         .ok()
         .json();
-    assert_eq!(destroyed["removed_key"], path_str(&key), "{destroyed:#}");
+    assert_eq!(destroyed["removedKey"], path_str(&key), "{destroyed:#}");
     assert!(!key.exists() && !key.with_extension("pub").exists());
     assert!(!sb.folder("keyed").exists());
     poll_until(
@@ -523,8 +520,8 @@ fn the_users_own_key_and_env_in_production_are_never_deleted() {
         .ok()
         .json();
     let (server_pid, companion_pid) = assert_running(&up);
-    assert_eq!(up["key_owner"], "user");
-    assert_eq!(up["key_path"], path_str(&own));
+    assert_eq!(up["keyOwner"], "user");
+    assert_eq!(up["keyPath"], path_str(&own));
     assert!(up["warnings"].as_array().unwrap().is_empty(), "{up:#}");
     assert_not_on_argv(&[server_pid, companion_pid], &[password, token]);
     sb.assert_no_secrets(&[password, token]);

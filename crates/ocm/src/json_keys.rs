@@ -103,7 +103,7 @@ pub const ERROR_EXTRA_KEYS: [(&str, &[&str]); 3] = [
 /// `up`, `status` and `restart` print a `sandbox status` (its `server`
 /// and `companion` are the next rows, or null); `ls` an array of
 /// `sandbox ls entries`; `down` and `destroy` their rows. These are the
-/// sandbox crate's types as serialized (snake_case).
+/// sandbox crate's types as serialized (camelCase).
 pub const SANDBOX_KEYS: [(&str, &[&str]); 6] = [
     (
         "sandbox status",
@@ -112,13 +112,13 @@ pub const SANDBOX_KEYS: [(&str, &[&str]); 6] = [
             "status",
             "folder",
             "repo",
-            "git_url",
-            "key_path",
-            "key_owner",
-            "public_key",
+            "gitUrl",
+            "keyPath",
+            "keyOwner",
+            "publicKey",
             "server",
             "companion",
-            "last_health_check",
+            "lastHealthCheck",
             "warnings",
             "error",
         ],
@@ -135,7 +135,7 @@ pub const SANDBOX_KEYS: [(&str, &[&str]); 6] = [
             "pid",
             "alive",
             "answered",
-            "answered_ms",
+            "answeredMs",
             "log",
         ],
     ),
@@ -143,9 +143,9 @@ pub const SANDBOX_KEYS: [(&str, &[&str]); 6] = [
         "sandbox ls entries",
         &["name", "folder", "status", "cloned"],
     ),
-    ("sandbox down", &["name", "server_pid", "companion_stopped"]),
+    ("sandbox down", &["name", "serverPid", "companionStopped"]),
     (
         "sandbox destroy",
-        &["name", "folder", "removed_key", "kept_user_key"],
+        &["name", "folder", "removedKey", "keptUserKey"],
     ),
 ];

@@ -22,6 +22,7 @@ pub enum Outcome {
 
 /// The OpenCode server of a sandbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ServerView {
     /// `http://127.0.0.1:PORT`.
     pub url: Option<String>,
@@ -37,6 +38,7 @@ pub struct ServerView {
 
 /// The companion of a sandbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CompanionView {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
@@ -56,6 +58,7 @@ pub struct CompanionView {
 
 /// A sandbox, as `status` and `up` report it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SandboxStatus {
     /// The name.
     pub name: SandboxName,
@@ -109,6 +112,7 @@ pub enum Up {
 
 /// One line of `list`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SandboxSummary {
     /// The name.
     pub name: SandboxName,
@@ -123,6 +127,7 @@ pub struct SandboxSummary {
 
 /// What `down` stopped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Down {
     /// The name.
     pub name: SandboxName,
@@ -134,6 +139,7 @@ pub struct Down {
 
 /// What `destroy` removed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Destroyed {
     /// The name.
     pub name: SandboxName,

@@ -184,11 +184,11 @@ pub(super) fn run(
                     "status": "waiting_for_key",
                     "folder": folder,
                     "repo": sandboxes.repo(name),
-                    "git_url": git_url,
-                    "key_path": key_path,
-                    "public_key": public_key,
+                    "gitUrl": git_url,
+                    "keyPath": key_path,
+                    "publicKey": public_key,
                     "warnings": warnings,
-                    "next_step": format!(
+                    "nextStep": format!(
                         "the git server refused the deploy key: add public_key as a deploy key \
                          (read access) of {git_url}, then call opencode_start again with \
                          project_name {name}; it continues where it stopped"
@@ -263,19 +263,19 @@ pub(super) fn status_schema() -> Value {
             "status": {"type": "string", "description": "success, waiting_for_key or error"},
             "folder": {"type": "string"},
             "repo": {"type": "string"},
-            "git_url": nullable("string"),
-            "key_path": nullable("string"),
-            "key_owner": nullable("string"),
-            "public_key": {"type": ["string", "null"],
+            "gitUrl": nullable("string"),
+            "keyPath": nullable("string"),
+            "keyOwner": nullable("string"),
+            "publicKey": {"type": ["string", "null"],
                            "description": "the deploy key to add, when waiting_for_key"},
             "server": {"type": ["object", "null"],
                        "description": "the OpenCode server: url, port, pid, healthy, state"},
             "companion": {"type": ["object", "null"],
                           "description": "the companion: url, port, pid, alive, answered, log"},
-            "last_health_check": nullable("string"),
+            "lastHealthCheck": nullable("string"),
             "warnings": {"type": "array", "items": {"type": "string"}},
             "error": nullable("string"),
-            "next_step": {"type": "string"},
+            "nextStep": {"type": "string"},
         },
         "required": ["name", "status", "folder"],
     })
@@ -291,8 +291,8 @@ pub(super) fn other_schema(tool: &str) -> Value {
             "properties": {
                 "name": {"type": "string"},
                 "folder": {"type": "string", "description": "the sandbox folder, removed"},
-                "removed_key": nullable("string"),
-                "kept_user_key": nullable("string"),
+                "removedKey": nullable("string"),
+                "keptUserKey": nullable("string"),
             },
             "required": ["name", "folder"],
         }),
@@ -300,10 +300,10 @@ pub(super) fn other_schema(tool: &str) -> Value {
             "type": "object",
             "properties": {
                 "name": {"type": "string"},
-                "server_pid": nullable("integer"),
-                "companion_stopped": {"type": "boolean"},
+                "serverPid": nullable("integer"),
+                "companionStopped": {"type": "boolean"},
             },
-            "required": ["name", "companion_stopped"],
+            "required": ["name", "companionStopped"],
         }),
     }
 }
