@@ -13,6 +13,7 @@
 //!   leaves the key untouched;
 //! - bad names, a URL with shell metacharacters, a key others can read:
 //!   refused (exit 2) with nothing created;
+//! - Ctrl-C while git hangs: git and ssh stopped, exit 130, nothing left;
 //! - in every test, no file ocm wrote (but `.env`) and no output holds
 //!   the password or the token.
 
@@ -651,4 +652,66 @@ fn bad_names_urls_and_keys_are_refused_with_nothing_created() {
         unknown.stderr.contains("no sandbox named nobody"),
         "{unknown:#?}"
     );
+}
+
+/// Ctrl-C while `git ls-remote` hangs (a host that accepts the connection
+/// and never answers): ocm stops git and ssh with their group and exits
+/// 130 at once; nothing of the run is left.
+#[test]
+fn ctrl_c_during_a_hanging_git_stops_it_and_leaves_nothing() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let sandboxes = Sandboxes::new(&bed);
+    // Accepts, then says nothing: ssh waits for the server's banner.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let (accepted_tx, accepted) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let connection = silent.accept().map(|(stream, _)| stream);
+        let _ = accepted_tx.send(());
+        // Held open until the client goes.
+        if let Ok(mut stream) = connection {
+            let _ = std::io::Read::read_to_end(&mut stream, &mut Vec::new());
+        }
+    });
+    let url = format!("ssh://git@127.0.0.1:{port}/repo.git");
+    let data = path_str(&sandboxes.data).to_string();
+    let mut child = bed
+        .command(e2e::ocm_bin())
+        .args([
+            "--state-dir",
+            path_str(&bed.state_dir),
+            "sandbox",
+            "up",
+            "hangs",
+            "--git",
+        ])
+        .arg(&url)
+        .env("XDG_DATA_HOME", &data)
+        .env("OCM_ENV", "development")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    accepted
+        .recv_timeout(Duration::from_secs(60))
+        .expect("ssh connects to the silent host");
+    let interrupted = std::time::Instant::now();
+    e2e::send_signal(child.id() as i32, libc::SIGINT);
+    let status = poll_until(Duration::from_secs(10), "ocm to end after Ctrl-C", || {
+        child.try_wait().unwrap()
+    });
+    let took = interrupted.elapsed();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    // git and ssh (started with the bed's marker) are gone.
+    let left = marked(&bed);
+    assert!(left.is_empty(), "left running: {left:?}");
+    holder.join().unwrap();
 }

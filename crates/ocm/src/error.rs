@@ -220,7 +220,10 @@ impl CliError {
             CliError::Sandbox {
                 bad_input: true, ..
             } => EXIT_USAGE,
-            CliError::Sandbox { .. } => EXIT_ERROR,
+            CliError::Sandbox { error, .. } => match error.as_ref() {
+                sandbox::Error::Interrupted { signal, .. } => 128 + signal,
+                _ => EXIT_ERROR,
+            },
         }
     }
 

@@ -106,6 +106,9 @@ fn sandboxes(cli: &Cli) -> Result<Sandboxes, CliError> {
     })?;
     let mut config = SandboxConfig::from_env(ocm_bin).map_err(|e| from_sandbox(e, None, false))?;
     config.manager = crate::commands::config(cli, None)?;
+    // Ctrl-C (SIGTERM, a hang-up) stops a clone or a start in progress with
+    // everything it started, and ocm exits 128 + the signal.
+    config.interrupts = Some(manager::catch_interrupts()?);
     Sandboxes::new(config).map_err(|e| from_sandbox(e, None, false))
 }
 

@@ -122,6 +122,18 @@ pub enum Error {
         stderr: String,
     },
 
+    /// Ctrl-C (or another interrupt) arrived while a program ran: it and
+    /// everything it started were stopped.
+    #[error(
+        "interrupted (signal {signal}) during {action}; it and everything it started were stopped"
+    )]
+    Interrupted {
+        /// What was being done.
+        action: String,
+        /// The signal.
+        signal: i32,
+    },
+
     /// A program did not finish in time and was killed.
     #[error(
         "{action} did not finish within {timeout:?} and was killed; check that the host answers, or raise the timeout"

@@ -4,10 +4,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use crate::error::Error;
-use crate::keys::{check, run, stderr_tail};
+use crate::keys::{Limits, check, run, stderr_tail};
 use crate::url::GitUrl;
 
 /// How git reaches a repository: the URL, the key for SSH and the
@@ -20,8 +19,8 @@ pub struct Remote<'a> {
     pub key: Option<&'a Path>,
     /// The sandbox's own known hosts file.
     pub known_hosts: &'a Path,
-    /// The limit of every git run.
-    pub timeout: Duration,
+    /// The limit of every git run, and the signals that end it early.
+    pub limits: &'a Limits,
 }
 
 /// Whether the repository can be read.
@@ -77,7 +76,7 @@ impl Remote<'_> {
     }
 
     fn run(&self, command: &mut Command, action: &str) -> Result<std::process::Output, Error> {
-        run(command, action, self.timeout)
+        run(command, action, self.limits)
     }
 }
 
@@ -185,7 +184,7 @@ fn remove_dir_if_there(path: &Path) -> Result<(), Error> {
 mod tests {
     use super::*;
 
-    const T: Duration = Duration::from_secs(60);
+    const T: std::time::Duration = std::time::Duration::from_secs(60);
 
     fn sh(dir: &Path, script: &str) {
         let status = Command::new("sh")
@@ -227,7 +226,7 @@ mod tests {
             url: &url,
             key: None,
             known_hosts: &known_hosts,
-            timeout: T,
+            limits: &Limits::new(T),
         };
         assert_eq!(ls_remote(&remote).unwrap(), Access::Reachable);
         let repo = dir.path().join("sandbox/repo");
@@ -274,7 +273,7 @@ mod tests {
             url: &url,
             key: None,
             known_hosts: &known_hosts,
-            timeout: T,
+            limits: &Limits::new(T),
         };
         let err = ls_remote(&remote).unwrap_err().to_string();
         assert!(

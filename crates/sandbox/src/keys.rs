@@ -4,7 +4,10 @@
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
+
+use manager::signals::Signals;
 
 use crate::error::Error;
 use crate::name::SandboxName;
@@ -54,7 +57,7 @@ pub fn owner_of(path: &Path, data_root: &Path, name: &SandboxName) -> KeyOwner {
 /// regular file (a symlink to one is followed, as ssh does) and nobody but
 /// its owner can read or write it. Its `.pub` is read when present, else
 /// derived with `ssh-keygen -y`.
-pub fn user_key(path: &Path, timeout: Duration) -> Result<DeployKey, Error> {
+pub fn user_key(path: &Path, limits: &Limits) -> Result<DeployKey, Error> {
     let bad = |problem: String| Error::Key {
         path: path.to_path_buf(),
         problem,
@@ -78,7 +81,7 @@ pub fn user_key(path: &Path, timeout: Duration) -> Result<DeployKey, Error> {
     }
     Ok(DeployKey {
         path: path.to_path_buf(),
-        public_key: public_key(path, timeout)?,
+        public_key: public_key(path, limits)?,
         owner: KeyOwner::User,
     })
 }
@@ -88,7 +91,7 @@ pub fn user_key(path: &Path, timeout: Duration) -> Result<DeployKey, Error> {
 pub fn ensure_generated(
     data_root: &Path,
     name: &SandboxName,
-    timeout: Duration,
+    limits: &Limits,
 ) -> Result<DeployKey, Error> {
     let dir = keys_dir(data_root);
     std::fs::DirBuilder::new()
@@ -109,7 +112,7 @@ pub fn ensure_generated(
                 .arg(&path)
                 .arg("-q"),
             "ssh-keygen (making the deploy key)",
-            timeout,
+            limits,
         )?;
         check(&output, "ssh-keygen (making the deploy key)")?;
         for (file, mode) in [(&path, 0o600), (&pub_path, 0o644)] {
@@ -117,7 +120,7 @@ pub fn ensure_generated(
                 .map_err(|e| Error::io("cannot chmod", file, e))?;
         }
     }
-    let mut key = user_key(&path, timeout)?;
+    let mut key = user_key(&path, limits)?;
     key.owner = KeyOwner::Ocm;
     Ok(key)
 }
@@ -144,7 +147,7 @@ fn pub_path(path: &Path) -> PathBuf {
 }
 
 /// The public key of the private key at `path`.
-fn public_key(path: &Path, timeout: Duration) -> Result<String, Error> {
+fn public_key(path: &Path, limits: &Limits) -> Result<String, Error> {
     let pub_path = pub_path(path);
     if let Ok(text) = std::fs::read_to_string(&pub_path)
         && let Some(line) = text.lines().map(str::trim).find(|l| !l.is_empty())
@@ -155,7 +158,7 @@ fn public_key(path: &Path, timeout: Duration) -> Result<String, Error> {
     let output = run(
         Command::new("ssh-keygen").arg("-y").arg("-f").arg(path),
         &action,
-        timeout,
+        limits,
     )?;
     check(&output, &action)?;
     let text = String::from_utf8_lossy(&output.stdout);
@@ -169,19 +172,46 @@ fn public_key(path: &Path, timeout: Duration) -> Result<String, Error> {
         })
 }
 
+/// How long `git` and `ssh-keygen` may run, and the signals (Ctrl-C) that
+/// end them early.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The limit of one run.
+    pub timeout: Duration,
+    /// Signals that end a run at once (its process group killed).
+    pub interrupts: Option<Arc<Signals>>,
+}
+
+impl Limits {
+    /// `timeout`, no interrupts.
+    pub fn new(timeout: Duration) -> Limits {
+        Limits {
+            timeout,
+            interrupts: None,
+        }
+    }
+}
+
 /// A bounded run with its errors mapped.
 pub(crate) fn run(
     command: &mut Command,
     action: &str,
-    timeout: Duration,
+    limits: &Limits,
 ) -> Result<std::process::Output, Error> {
     command.env("LC_ALL", "C");
-    manager::output_within(command, timeout).map_err(|e| match e {
-        manager::ProcessError::TimedOut { .. } => Error::TimedOut {
-            action: action.to_string(),
-            timeout,
-        },
-        other => Error::Manager(manager::Error::from(other)),
+    let timeout = limits.timeout;
+    manager::output_within_unless(command, timeout, limits.interrupts.as_deref()).map_err(|e| {
+        match e {
+            manager::ProcessError::TimedOut { .. } => Error::TimedOut {
+                action: action.to_string(),
+                timeout,
+            },
+            manager::ProcessError::RunInterrupted { signal, .. } => Error::Interrupted {
+                action: action.to_string(),
+                signal,
+            },
+            other => Error::Manager(manager::Error::from(other)),
+        }
     })
 }
 
@@ -219,7 +249,9 @@ pub(crate) fn stderr_tail(stderr: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    const T: Duration = Duration::from_secs(30);
+    fn t() -> Limits {
+        Limits::new(Duration::from_secs(30))
+    }
 
     fn name() -> SandboxName {
         SandboxName::parse("app").unwrap()
@@ -228,7 +260,7 @@ mod tests {
     #[test]
     fn generates_once_and_reuses() {
         let root = tempfile::tempdir().unwrap();
-        let key = ensure_generated(root.path(), &name(), T).unwrap();
+        let key = ensure_generated(root.path(), &name(), &t()).unwrap();
         assert_eq!(key.path, root.path().join("keys/app-deploy"));
         assert_eq!(key.owner, KeyOwner::Ocm);
         assert!(
@@ -245,7 +277,7 @@ mod tests {
         assert_eq!(mode(&key.path), 0o600);
         assert_eq!(mode(&pub_path(&key.path)), 0o644);
         assert_eq!(mode(&root.path().join("keys")), 0o700);
-        let again = ensure_generated(root.path(), &name(), T).unwrap();
+        let again = ensure_generated(root.path(), &name(), &t()).unwrap();
         assert_eq!(again, key);
         assert_eq!(owner_of(&key.path, root.path(), &name()), KeyOwner::Ocm);
         assert!(remove_generated(root.path(), &name()).unwrap());
@@ -256,12 +288,12 @@ mod tests {
     #[test]
     fn user_key_is_checked_and_its_public_half_derived() {
         let root = tempfile::tempdir().unwrap();
-        let made = ensure_generated(root.path(), &name(), T).unwrap();
+        let made = ensure_generated(root.path(), &name(), &t()).unwrap();
         let user = root.path().join("my key");
         std::fs::copy(&made.path, &user).unwrap();
         std::fs::set_permissions(&user, std::fs::Permissions::from_mode(0o600)).unwrap();
         // No .pub beside it: derived with ssh-keygen -y.
-        let key = user_key(&user, T).unwrap();
+        let key = user_key(&user, &t()).unwrap();
         assert_eq!(key.owner, KeyOwner::User);
         assert_eq!(
             key.public_key.split(' ').take(2).collect::<Vec<_>>(),
@@ -270,13 +302,13 @@ mod tests {
         assert_eq!(owner_of(&user, root.path(), &name()), KeyOwner::User);
 
         std::fs::set_permissions(&user, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = user_key(&user, T).unwrap_err().to_string();
+        let err = user_key(&user, &t()).unwrap_err().to_string();
         assert!(err.contains("0644") && err.contains("chmod 600"), "{err}");
-        let err = user_key(&root.path().join("none"), T)
+        let err = user_key(&root.path().join("none"), &t())
             .unwrap_err()
             .to_string();
         assert!(err.contains("does not exist"), "{err}");
-        let err = user_key(root.path(), T).unwrap_err().to_string();
+        let err = user_key(root.path(), &t()).unwrap_err().to_string();
         assert!(err.contains("not a regular file"), "{err}");
     }
 

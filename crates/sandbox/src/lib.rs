@@ -42,7 +42,7 @@ pub mod url;
 
 pub use env::{EnvMode, Secret, Warning};
 pub use error::Error;
-pub use keys::{DeployKey, KeyOwner};
+pub use keys::{DeployKey, KeyOwner, Limits};
 pub use name::{MAX_NAME_LEN, NAME_RULE, SandboxName};
 pub use report::{
     CompanionView, Destroyed, Down, Outcome, SandboxStatus, SandboxSummary, ServerView, Up,

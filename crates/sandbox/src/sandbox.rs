@@ -48,6 +48,10 @@ pub struct SandboxConfig {
     pub mode: EnvMode,
     /// The limit of every git and ssh-keygen run.
     pub git_timeout: Duration,
+    /// Signals (Ctrl-C) that cancel a git run or a start: the program is
+    /// stopped with its group, the start cleaned up, and the call returns
+    /// an interrupted error. `None`: they run to their end.
+    pub interrupts: Option<std::sync::Arc<manager::signals::Signals>>,
 }
 
 impl SandboxConfig {
@@ -60,6 +64,7 @@ impl SandboxConfig {
             ocm_bin: ocm_bin.into(),
             mode: EnvMode::Production,
             git_timeout: Duration::from_secs(120),
+            interrupts: None,
         }
     }
 
@@ -140,7 +145,7 @@ impl Sandboxes {
         // Inputs first: nothing is touched for a bad URL or key.
         let url = options.git_url.as_deref().map(GitUrl::parse).transpose()?;
         if let Some(key) = &options.ssh_key {
-            keys::user_key(key, self.config.git_timeout)?;
+            keys::user_key(key, &self.limits())?;
         }
         let folder = self.make_folder(name)?;
         let _lock = self.lock(&folder)?;
@@ -174,11 +179,12 @@ impl Sandboxes {
         let warnings: Vec<String> = warning.iter().map(ToString::to_string).collect();
         let key = self.key(name, &env)?;
         let known_hosts = folder.join("known_hosts");
+        let limits = self.limits();
         let remote = Remote {
             url: &env.git_url,
             key: key.as_ref().map(|k| k.path.as_path()),
             known_hosts: &known_hosts,
-            timeout: self.config.git_timeout,
+            limits: &limits,
         };
         if env.git_url.is_ssh() && git::ls_remote(&remote)? == Access::PermissionDenied {
             // An SSH URL always has a key (.env requires SSH_KEY_PATH).
@@ -392,16 +398,16 @@ impl Sandboxes {
         let Some(path) = &env.ssh_key_path else {
             return Ok(None);
         };
-        let timeout = self.config.git_timeout;
+        let limits = self.limits();
         Ok(Some(match keys::owner_of(path, &self.data_root, name) {
-            KeyOwner::Ocm => keys::ensure_generated(&self.data_root, name, timeout)?,
-            KeyOwner::User => keys::user_key(path, timeout)?,
+            KeyOwner::Ocm => keys::ensure_generated(&self.data_root, name, &limits)?,
+            KeyOwner::User => keys::user_key(path, &limits)?,
         }))
     }
 
     /// The key `.env` names, as it is (never generated).
     fn existing_key(&self, name: &SandboxName, path: &Path) -> Result<DeployKey, Error> {
-        let mut key = keys::user_key(path, self.config.git_timeout)?;
+        let mut key = keys::user_key(path, &self.limits())?;
         key.owner = keys::owner_of(path, &self.data_root, name);
         Ok(key)
     }
@@ -409,7 +415,19 @@ impl Sandboxes {
     /// The sandbox's manager: the base configuration with `.env`'s
     /// password, port and binary.
     fn manager(&self, env: &SandboxEnv) -> Result<Manager, Error> {
-        Ok(Manager::new(self.manager_config_of(env))?)
+        let manager = Manager::new(self.manager_config_of(env))?;
+        Ok(match &self.config.interrupts {
+            Some(signals) => manager.with_interrupts(std::sync::Arc::clone(signals)),
+            None => manager,
+        })
+    }
+
+    /// The bounds of a git or ssh-keygen run.
+    fn limits(&self) -> keys::Limits {
+        keys::Limits {
+            timeout: self.config.git_timeout,
+            interrupts: self.config.interrupts.clone(),
+        }
     }
 
     /// The manager configuration `up`, `status`, `restart`... use for

@@ -144,7 +144,12 @@ fn generated_key_is_ours_and_destroyed_the_users_is_kept() {
     assert!(!key.exists());
 
     // The user's key: used, never removed.
-    let made = keys::ensure_generated(&b.root, &name("other"), Duration::from_secs(30)).unwrap();
+    let made = keys::ensure_generated(
+        &b.root,
+        &name("other"),
+        &keys::Limits::new(Duration::from_secs(30)),
+    )
+    .unwrap();
     let user = b._dir.path().join("user-key");
     std::fs::copy(&made.path, &user).unwrap();
     std::fs::set_permissions(&user, std::fs::Permissions::from_mode(0o600)).unwrap();
