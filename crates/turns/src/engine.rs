@@ -281,6 +281,8 @@ impl Engine {
             turn.demux = demux;
             turn.client = client;
         }
+        // The prompt is on the server: the turn hears of its death from now.
+        turn.demux.watch(session);
         if let Delivery::Answered(done) = delivery {
             turn.queue.push_back(TurnEvent::Done(done));
         }
