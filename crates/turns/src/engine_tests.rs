@@ -205,7 +205,10 @@ fn a_retried_turn_fails_when_its_restarted_server_dies_before_the_stream_reached
     let err = retried
         .wait(Instant::now() + Duration::from_secs(10))
         .unwrap_err();
-    assert!(crashed(&err), "told the server crashed, not left waiting: {err}");
+    assert!(
+        crashed(&err),
+        "told the server crashed, not left waiting: {err}"
+    );
     assert!(
         began.elapsed() < Duration::from_secs(5),
         "{:?}",
