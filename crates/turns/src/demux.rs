@@ -2,8 +2,10 @@
 //! every directory on it: a thread reads it and routes each event to the
 //! active turn of its session.
 //!
-//! After a reconnect every turn is told to reconcile (events of the gap are
-//! lost: OpenCode sends no event IDs). When the stream breaks (or fails to
+//! When the stream goes down every turn is told (it reads its session's
+//! messages until the stream is back), and after a reconnect every turn is
+//! told to reconcile (events of the gap are lost: OpenCode sends no event
+//! IDs). When the stream breaks (or fails to
 //! connect) and the server's health fails too, every turn whose prompt is on
 //! the server and has not been told yet is told the server is gone: whether
 //! the stream ever reached that server or not (a server restarted and
@@ -33,6 +35,9 @@ const ABORT_GUARD: Duration = Duration::from_secs(5);
 pub(crate) enum Routed {
     /// An event of the turn's session, and when the demultiplexer got it.
     Event(Box<Event>, Instant),
+    /// The stream went down: until it is back, events are lost (the turn
+    /// reads its session's messages meanwhile).
+    Down,
     /// The stream reconnected: events may have been lost.
     Reconnected,
     /// The server is gone (stream broken, health failing).
@@ -263,6 +268,10 @@ fn run(mut stream: opencode_api::GlobalEventStream, shared: &Shared, client: &Cl
             StreamItem::Disconnected { kind, reason } => {
                 let watched = {
                     let mut routes = lock(shared);
+                    if routes.connected {
+                        // Wake the turns: they poll while the stream is down.
+                        broadcast(&mut routes, &Routed::Down);
+                    }
                     routes.connected = false;
                     any_watched(&routes)
                 };

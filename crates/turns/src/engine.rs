@@ -436,6 +436,8 @@ impl Turn {
                         Check::None => {}
                     }
                 }
+                // Polled from the next round on (`poll_at`).
+                Ok(Routed::Down) => {}
                 Ok(Routed::Reconnected) => {
                     self.last_activity = Instant::now();
                     self.tracker.gap = true;
