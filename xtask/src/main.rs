@@ -11,8 +11,8 @@
 //!   end-to-end against the real opencode), rustdoc, and no stray processes.
 //! - `demo`: ocm's main job end to end on a scratch project.
 //! - `bench`: the speed and memory figures (see `bench.rs`).
-//! - `chaos`: the supervision cases with full counts, and their figures
-//!   (see `chaos.rs`).
+//! - `chaos`: the supervision cases and the exactly-once prompt case with
+//!   full counts, and their figures (see `chaos.rs`).
 //!
 //! The tidy checks of the source tree (`tidy.rs`) are tests, run by
 //! `cargo test --workspace` and so by `ci`.
@@ -42,8 +42,9 @@ commands:
   bench      speed and memory figures: httpsse throughput, cold/warm `ocm up`, ocm memory,
              turns (event latency, prompt overhead); `bench turns` for that part only;
              supervision (kill to crashed/running, an idle supervisor's CPU, threads, memory)
-  chaos      the supervision cases with full counts (50 SIGKILLs, ...) and their figures
-             (`chaos figures`: the figures only)";
+  chaos      the supervision cases with full counts (50 SIGKILLs, ...), exactly-once prompts
+             (100 from 4 sessions, 10 SIGKILLs) and their figures (`chaos figures`: the
+             supervision figures only)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

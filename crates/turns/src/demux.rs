@@ -2,10 +2,15 @@
 //! every directory on it: a thread reads it and routes each event to the
 //! active turn of its session.
 //!
-//! After a reconnect every turn is told to reconcile (events of the gap are
-//! lost: OpenCode sends no event IDs). When the stream breaks and the
-//! server's health fails too, every turn is told the server is gone. After
-//! an abort, the stray terminal events it causes are swallowed.
+//! When the stream goes down every turn is told (it reads its session's
+//! messages until the stream is back), and after a reconnect every turn is
+//! told to reconcile (events of the gap are lost: OpenCode sends no event
+//! IDs). When the stream breaks (or fails to
+//! connect) and the server's health fails too, every turn whose prompt is on
+//! the server and has not been told yet is told the server is gone: whether
+//! the stream ever reached that server or not (a server restarted and
+//! killed again before the stream reconnected). After an abort, the stray
+//! terminal events it causes are swallowed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,15 +35,27 @@ const ABORT_GUARD: Duration = Duration::from_secs(5);
 pub(crate) enum Routed {
     /// An event of the turn's session, and when the demultiplexer got it.
     Event(Box<Event>, Instant),
+    /// The stream went down: until it is back, events are lost (the turn
+    /// reads its session's messages meanwhile).
+    Down,
     /// The stream reconnected: events may have been lost.
     Reconnected,
     /// The server is gone (stream broken, health failing).
     ServerLost(String),
 }
 
+/// Where one session's events go.
+#[derive(Debug)]
+struct Route {
+    tx: Sender<Routed>,
+    /// The turn's prompt is on the server and the turn has not been told
+    /// the server is gone: a failing server must be reported to it.
+    watched: bool,
+}
+
 #[derive(Debug, Default)]
 struct Routes {
-    turns: HashMap<SessionId, Sender<Routed>>,
+    turns: HashMap<SessionId, Route>,
     /// Sessions recently aborted: until when their terminal events are
     /// swallowed.
     guards: HashMap<SessionId, Instant>,
@@ -126,8 +143,18 @@ impl Demux {
     /// [`unregister`](Demux::unregister).
     pub(crate) fn register(&self, session: &SessionId) -> Receiver<Routed> {
         let (tx, rx) = channel();
-        lock(&self.shared).turns.insert(session.clone(), tx);
+        let route = Route { tx, watched: false };
+        lock(&self.shared).turns.insert(session.clone(), route);
         rx
+    }
+
+    /// The prompt of `session`'s turn is on the server (delivered): from
+    /// now on, the server failing is reported to the turn (once), even
+    /// when the stream is down or never reached this server.
+    pub(crate) fn watch(&self, session: &SessionId) {
+        if let Some(route) = lock(&self.shared).turns.get_mut(session) {
+            route.watched = true;
+        }
     }
 
     pub(crate) fn unregister(&self, session: &SessionId) {
@@ -176,8 +203,8 @@ fn route(routes: &mut Routes, event: Event, at: Instant) {
             return;
         }
     }
-    if let Some(tx) = routes.turns.get(&session) {
-        if tx.send(Routed::Event(Box::new(event), at)).is_err() {
+    if let Some(route) = routes.turns.get(&session) {
+        if route.tx.send(Routed::Event(Box::new(event), at)).is_err() {
             routes.turns.remove(&session);
         } else {
             routes.routed += 1;
@@ -188,11 +215,26 @@ fn route(routes: &mut Routes, event: Event, at: Instant) {
 fn broadcast(routes: &mut Routes, message: &Routed) {
     routes
         .turns
-        .retain(|_, tx| tx.send(message.clone()).is_ok());
+        .retain(|_, route| route.tx.send(message.clone()).is_ok());
+}
+
+/// Whether a turn waits to be told when the server fails.
+fn any_watched(routes: &Routes) -> bool {
+    routes.turns.values().any(|route| route.watched)
+}
+
+/// Tells every watched turn the server is gone, once.
+fn report_lost(routes: &mut Routes, reason: &str) {
+    let message = Routed::ServerLost(reason.to_string());
+    routes.turns.retain(|_, route| {
+        !route.watched || {
+            route.watched = false;
+            route.tx.send(message.clone()).is_ok()
+        }
+    });
 }
 
 fn run(mut stream: opencode_api::GlobalEventStream, shared: &Shared, client: &Client) {
-    let mut lost_reported = false;
     while !shared.stop.load(Ordering::SeqCst) {
         let item = match stream.next(Instant::now() + TICK) {
             Ok(Some(item)) => item,
@@ -219,22 +261,35 @@ fn run(mut stream: opencode_api::GlobalEventStream, shared: &Shared, client: &Cl
                 if again {
                     broadcast(&mut routes, &Routed::Reconnected);
                 }
-                lost_reported = false;
                 drop(routes);
                 shared.changed.notify_all();
             }
             StreamItem::Event(global) => route(&mut lock(shared), global.payload, Instant::now()),
             StreamItem::Disconnected { kind, reason } => {
-                lock(shared).connected = false;
+                let watched = {
+                    let mut routes = lock(shared);
+                    if routes.connected {
+                        // Wake the turns: they poll while the stream is down.
+                        broadcast(&mut routes, &Routed::Down);
+                    }
+                    routes.connected = false;
+                    any_watched(&routes)
+                };
                 let gone = matches!(
                     kind,
-                    DisconnectKind::Connect | DisconnectKind::Ended | DisconnectKind::Broken
-                ) || kind == DisconnectKind::Stalled;
+                    DisconnectKind::Connect
+                        | DisconnectKind::Ended
+                        | DisconnectKind::Broken
+                        | DisconnectKind::Stalled
+                );
                 // A broken stream alone is no proof (opencode closes streams
                 // mid-turn, #38458): the server is gone when health fails too.
-                if gone && !lost_reported && client.health().is_err() {
-                    lost_reported = true;
-                    broadcast(&mut lock(shared), &Routed::ServerLost(reason));
+                // Asked on every failure while a turn waits to be told, not
+                // once per connection of the stream: a turn retried onto a
+                // restarted server the stream never reached must hear of
+                // that server's death too.
+                if gone && watched && client.health().is_err() {
+                    report_lost(&mut lock(shared), &reason);
                 }
             }
         }
@@ -263,7 +318,7 @@ mod tests {
         let mut receivers = Vec::new();
         for s in &sessions {
             let (tx, rx) = channel();
-            routes.turns.insert(s.clone(), tx);
+            routes.turns.insert(s.clone(), Route { tx, watched: true });
             receivers.push((s.clone(), rx));
         }
         for e in events.iter().cloned() {
@@ -289,7 +344,7 @@ mod tests {
         let mut routes = Routes::default();
         let (tx, rx) = channel();
         let s = SessionId::from("ses_1");
-        routes.turns.insert(s.clone(), tx);
+        routes.turns.insert(s.clone(), Route { tx, watched: true });
         routes
             .guards
             .insert(s.clone(), Instant::now() + ABORT_GUARD);
@@ -307,10 +362,37 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_server_is_reported_once_to_each_delivered_turn_only() {
+        let mut routes = Routes::default();
+        let (delivered, told) = channel();
+        let (delivering, not_told) = channel();
+        let route = |tx, watched| Route { tx, watched };
+        routes
+            .turns
+            .insert(SessionId::from("ses_1"), route(delivered, true));
+        routes
+            .turns
+            .insert(SessionId::from("ses_2"), route(delivering, false));
+        assert!(any_watched(&routes));
+        report_lost(&mut routes, "gone");
+        report_lost(&mut routes, "gone again");
+        let got: Vec<_> = told.try_iter().collect();
+        assert!(
+            matches!(got.as_slice(), [Routed::ServerLost(why)] if why == "gone"),
+            "{got:?}"
+        );
+        assert_eq!(not_told.try_iter().count(), 0);
+        assert!(!any_watched(&routes), "told once");
+        assert_eq!(routes.turns.len(), 2);
+    }
+
+    #[test]
     fn a_dropped_receiver_is_forgotten() {
         let mut routes = Routes::default();
         let (tx, rx) = channel();
-        routes.turns.insert(SessionId::from("ses_1"), tx);
+        routes
+            .turns
+            .insert(SessionId::from("ses_1"), Route { tx, watched: true });
         drop(rx);
         let idle = r#"{"id":"e","type":"session.idle","properties":{"sessionID":"ses_1"}}"#;
         route(&mut routes, Event::parse(idle).unwrap(), Instant::now());

@@ -49,9 +49,10 @@ impl Default for TurnOptions {
             watchdog: Duration::from_secs(180),
             retry: RetryPolicy::default(),
             connect_within: Duration::from_secs(10),
-            // Heartbeats come every 10 s; a connection made while a
-            // restarted server binds its port can hang (FACTS.md): give up
-            // on it after 3 s.
+            // Heartbeats come every 10 s. A TCP connect is given up after
+            // 3 s; a connection made while a restarted server binds its
+            // port can hang after that (FACTS.md) until the stall window
+            // ends it: meanwhile turns read their messages every second.
             stream: StreamConfig::new()
                 .initial_delay(Duration::from_millis(100))
                 .max_delay(Duration::from_secs(1))
@@ -281,6 +282,8 @@ impl Engine {
             turn.demux = demux;
             turn.client = client;
         }
+        // The prompt is on the server: the turn hears of its death from now.
+        turn.demux.watch(session);
         if let Delivery::Answered(done) = delivery {
             turn.queue.push_back(TurnEvent::Done(done));
         }
@@ -434,6 +437,8 @@ impl Turn {
                         Check::None => {}
                     }
                 }
+                // Polled from the next round on (`poll_at`).
+                Ok(Routed::Down) => {}
                 Ok(Routed::Reconnected) => {
                     self.last_activity = Instant::now();
                     self.tracker.gap = true;

@@ -169,3 +169,49 @@ fn a_dead_server_fails_the_turn_within_a_second() {
         began.elapsed()
     );
 }
+
+fn crashed(err: &Error) -> bool {
+    matches!(
+        err,
+        Error::TurnFailed {
+            reason: FailReason::ServerCrashed(_),
+            ..
+        }
+    )
+}
+
+#[test]
+fn a_retried_turn_fails_when_its_restarted_server_dies_before_the_stream_reached_it() {
+    let first = FakeServer::start();
+    first.set_messages(&user_only());
+    let port = first.port();
+    let engine = engine(&first, Duration::from_secs(60));
+    let session = SessionId::from("ses_1");
+    let prompt = || PromptRequest::text("hi").message_id(MessageId::from(ID));
+    let turn = engine.prompt(&session, prompt()).unwrap();
+    drop(first);
+    let err = turn
+        .wait(Instant::now() + Duration::from_secs(10))
+        .unwrap_err();
+    assert!(crashed(&err), "{err}");
+    // The server is back on its port; the event stream has not reached it
+    // yet (it answers, but no `server.connected`). The prompt is retried
+    // by its ID and delivered there, then that server dies too.
+    let second = FakeServer::start_on(port, true);
+    second.set_messages(&user_only());
+    let retried = engine.prompt(&session, prompt()).unwrap();
+    let began = Instant::now();
+    drop(second);
+    let err = retried
+        .wait(Instant::now() + Duration::from_secs(10))
+        .unwrap_err();
+    assert!(
+        crashed(&err),
+        "told the server crashed, not left waiting: {err}"
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+}

@@ -18,6 +18,9 @@ struct State {
     frames: Mutex<Option<Receiver<String>>>,
     stop: AtomicBool,
     streams: Mutex<Vec<TcpStream>>,
+    /// The event stream answers but never says `server.connected` (a
+    /// server the stream has not reached yet).
+    silent: bool,
 }
 
 /// The fake server; dropping it stops it and joins its threads.
@@ -31,12 +34,20 @@ pub(crate) struct FakeServer {
 
 impl FakeServer {
     pub(crate) fn start() -> FakeServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        FakeServer::start_on(0, false)
+    }
+
+    /// A server on `port` (0: any), as a restarted server takes its
+    /// predecessor's port; `silent`: its event stream never says
+    /// `server.connected`.
+    pub(crate) fn start_on(port: u16, silent: bool) -> FakeServer {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let (tx, rx) = channel();
         let state = Arc::new(State {
             messages: Mutex::new("[]".into()),
             frames: Mutex::new(Some(rx)),
+            silent,
             ..State::default()
         });
         let accept_state = Arc::clone(&state);
@@ -77,6 +88,10 @@ impl FakeServer {
         for stream in self.state.streams.lock().unwrap().drain(..) {
             let _ = stream.shutdown(Shutdown::Both);
         }
+    }
+
+    pub(crate) fn port(&self) -> u16 {
+        self.port
     }
 
     pub(crate) fn set_messages(&self, json: &str) {
@@ -129,6 +144,16 @@ fn serve(mut stream: TcpStream, state: &State) {
     let mut words = request.split(' ');
     let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     match (method, path) {
+        ("GET", "/global/event") if state.silent => {
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n"
+            );
+            let _ = stream.flush();
+            while !state.stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         ("GET", "/global/event") => {
             let _ = write!(
                 stream,
