@@ -656,3 +656,77 @@ fn a_tool_calling_turn_shows_the_tool_events() {
         .count();
     assert_eq!(steps, 2, "one step for the call, one for the answer");
 }
+
+/// The question tool (`OPENCODE_ENABLE_QUESTION_TOOL`): the turn shows the
+/// question with its choices, the watchdog waits, and the answer given
+/// through the engine reaches the tool; the turn ends done.
+#[test]
+fn a_question_is_shown_with_its_choices_and_answered_through_the_engine() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(Script::new().default_reply(
+        Reply::text("thanks for answering").tool_call(
+            "question",
+            r#"{"questions":[{"question":"Which colour?","header":"Colour","options":[{"label":"red","description":"warm"},{"label":"blue","description":"cold"}]}]}"#,
+        ),
+    ));
+    let server = bed.start_opencode_with(e2e::ServeOptions {
+        env: vec![("OPENCODE_ENABLE_QUESTION_TOOL".into(), "1".into())],
+        ..Default::default()
+    });
+    let base = client(&server.url, &bed.project);
+    let engine = Engine::new(
+        base.clone(),
+        TurnOptions {
+            // Shorter than the wait for the answer below: paused meanwhile.
+            watchdog: Duration::from_secs(2),
+            ..TurnOptions::default()
+        },
+    );
+    let session = base
+        .create_session(&opencode_api::NewSession::titled("questions"))
+        .unwrap()
+        .id;
+    let mut turn = engine
+        .prompt(&session, PromptRequest::text("ask me"))
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    let request = loop {
+        match turn.next(deadline).unwrap() {
+            Some(TurnEvent::Question(request)) => break request,
+            Some(TurnEvent::Done(_) | TurnEvent::Failed { .. }) => panic!("ended unasked"),
+            Some(_) => {}
+            None => panic!("no question before the deadline"),
+        }
+    };
+    assert_eq!(request.questions.len(), 1, "{request:?}");
+    let question = &request.questions[0];
+    assert_eq!(question.question, "Which colour?");
+    let labels: Vec<&str> = question.options.iter().map(|o| o.label.as_str()).collect();
+    assert_eq!(labels, ["red", "blue"]);
+    // Past the watchdog's period: the turn still waits for the answer.
+    let quiet = Instant::now() + Duration::from_secs(3);
+    while let Some(event) = turn.next(quiet).unwrap() {
+        assert!(
+            !matches!(event, TurnEvent::Done(_) | TurnEvent::Failed { .. }),
+            "the turn ended while its question waited: {event:?}"
+        );
+    }
+    engine
+        .reply_question(&request.id, &[vec!["blue".to_string()]])
+        .unwrap();
+    let (_, events) = run_turn(&mut turn);
+    let answered = events.iter().find_map(|e| match e {
+        TurnEvent::ToolUpdate(t) if t.tool == "question" && t.output.is_some() => t.output.clone(),
+        _ => None,
+    });
+    assert!(
+        answered.as_deref().unwrap_or("").contains("blue"),
+        "{events:?}"
+    );
+    match events.last() {
+        Some(TurnEvent::Done(done)) => assert_eq!(done.text, "thanks for answering"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -185,8 +185,8 @@ fn prompt(
             Some(TurnEvent::Permission(request)) => {
                 out.event(&TurnEvent::Permission(request.clone()));
                 let reply = match args.permissions.as_deref() {
-                    Some("allow") => Some("once"),
-                    Some("deny") => Some("reject"),
+                    Some("allow") => Some(opencode_api::PermissionReply::Once),
+                    Some("deny") => Some(opencode_api::PermissionReply::Reject),
                     _ => None,
                 };
                 if let Some(reply) = reply {
@@ -298,7 +298,7 @@ impl Output {
                     self.note(&format!("[{} {}]", tool.tool, tool.status.as_str()));
                 }
             }
-            TurnEvent::Permission(request) | TurnEvent::Question(request) => {
+            TurnEvent::Permission(request) => {
                 if self.json {
                     self.line(json!({
                         "type": "permission", "id": request.id,
@@ -308,7 +308,26 @@ impl Output {
                     self.note(&format!(
                         "[waiting for permission {} ({})]",
                         request.id,
-                        request.permission.as_deref().unwrap_or("question")
+                        request.permission.as_deref().unwrap_or("?")
+                    ));
+                }
+            }
+            TurnEvent::Question(request) => {
+                if self.json {
+                    self.line(json!({
+                        "type": "question", "id": request.id,
+                        "questions": request.questions,
+                    }));
+                } else {
+                    let asked: Vec<&str> = request
+                        .questions
+                        .iter()
+                        .map(|q| q.question.as_str())
+                        .collect();
+                    self.note(&format!(
+                        "[waiting for an answer to {} ({})]",
+                        request.id,
+                        asked.join(" / ")
                     ));
                 }
             }

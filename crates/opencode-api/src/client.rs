@@ -9,7 +9,9 @@ use crate::events::Event;
 use crate::ids::{MessageId, SessionId};
 use crate::requests::{NewSession, PromptRequest};
 use crate::stream::{EventStream, GlobalEventStream, StreamConfig};
-use crate::types::{Health, MessageWithParts, PromptReply, Session, SessionStatus};
+use crate::types::{
+    Health, MessageWithParts, PermissionReply, PromptReply, Session, SessionStatus,
+};
 use serde::Serialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value;
@@ -440,6 +442,31 @@ impl Client {
     /// `true` even for an unknown session.
     pub fn abort(&self, session_id: &SessionId) -> Result<bool, Error> {
         self.request(Call::new("POST", session_path(session_id, "/abort")))
+    }
+
+    /// `POST /permission/{id}/reply`: answers a tool's permission request
+    /// ([`EventKind::PermissionAsked`](crate::EventKind::PermissionAsked)).
+    pub fn reply_permission(&self, request_id: &str, reply: PermissionReply) -> Result<(), Error> {
+        let body = serde_json::json!({ "reply": reply.as_str() });
+        let call = Call::new("POST", format!("/permission/{}/reply", segment(request_id)));
+        self.request::<IgnoredAny>(call.json(&body)).map(drop)
+    }
+
+    /// `POST /question/{id}/reply`: answers a question request
+    /// ([`EventKind::QuestionAsked`](crate::EventKind::QuestionAsked)), one
+    /// answer per question, each the labels chosen (or a text of one's own
+    /// where the question allows it).
+    pub fn reply_question(&self, request_id: &str, answers: &[Vec<String>]) -> Result<(), Error> {
+        let body = serde_json::json!({ "answers": answers });
+        let call = Call::new("POST", format!("/question/{}/reply", segment(request_id)));
+        self.request::<IgnoredAny>(call.json(&body)).map(drop)
+    }
+
+    /// `POST /question/{id}/reject`: declines a question request; the tool
+    /// that asked gets an error and the turn goes on.
+    pub fn reject_question(&self, request_id: &str) -> Result<(), Error> {
+        let call = Call::new("POST", format!("/question/{}/reject", segment(request_id)));
+        self.request::<IgnoredAny>(call).map(drop)
     }
 
     /// `GET /session/status`: the sessions of the client's directory that are

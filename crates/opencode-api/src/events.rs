@@ -227,6 +227,39 @@ pub struct PendingRequest {
     /// What is asked, e.g. `bash` for a permission.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub permission: Option<String>,
+    /// A question's questions (empty for a permission).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub questions: Vec<Question>,
+}
+
+/// One question of a `question.asked` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Question {
+    /// The whole question.
+    #[serde(default)]
+    pub question: String,
+    /// A very short label.
+    #[serde(default)]
+    pub header: String,
+    /// The choices.
+    #[serde(default)]
+    pub options: Vec<QuestionOption>,
+    /// Whether several choices may be picked.
+    #[serde(default)]
+    pub multiple: bool,
+    /// Whether an answer of one's own is allowed.
+    #[serde(default)]
+    pub custom: bool,
+}
+
+/// A choice of a [`Question`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuestionOption {
+    /// What is shown and sent back as the answer.
+    pub label: String,
+    /// What it means.
+    #[serde(default)]
+    pub description: String,
 }
 
 /// `session.next.text.delta`

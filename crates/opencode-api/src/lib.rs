@@ -93,8 +93,8 @@ pub use events::{
     Event, EventKind, GlobalEvent, InstanceDisposed, MessageRemoved, MessageUpdated, NextError,
     NextReasoningDelta, NextStepEnded, NextStepFailed, NextStepStarted, NextTextDelta,
     NextTextEnded, NextToolCalled, NextToolFailed, NextToolInputDelta, NextToolSuccess, PartDelta,
-    PartRemoved, PartUpdated, PendingRequest, SessionFailed, SessionInfo, SessionRef,
-    SessionStatusChanged,
+    PartRemoved, PartUpdated, PendingRequest, Question, QuestionOption, SessionFailed, SessionInfo,
+    SessionRef, SessionStatusChanged,
 };
 pub use ids::{
     MessageId, SessionId, ascending_id, id_value, new_message_id, new_message_id_after, new_part_id,
@@ -105,7 +105,8 @@ pub use stream::{
 };
 pub use types::{
     AssistantMessage, AssistantMessageTime, CacheTokens, FilePart, Health, Message, MessageError,
-    MessagePath, MessageWithParts, ModelRef, Part, PartTime, PromptReply, ReasoningPart, Session,
-    SessionModel, SessionStatus, SessionTime, StepFinishPart, StepStartPart, TextPart, Tokens,
-    ToolPart, ToolState, ToolStatus, ToolTime, UserMessage, UserMessageTime,
+    MessagePath, MessageWithParts, ModelRef, Part, PartTime, PermissionReply, PromptReply,
+    ReasoningPart, Session, SessionModel, SessionStatus, SessionTime, StepFinishPart,
+    StepStartPart, TextPart, Tokens, ToolPart, ToolState, ToolStatus, ToolTime, UserMessage,
+    UserMessageTime,
 };

@@ -1109,3 +1109,25 @@ mod tests {
         assert!(message.contains("abort call"), "{message}");
     }
 }
+
+/// An answer to a tool's permission request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PermissionReply {
+    /// Allow this one call.
+    Once,
+    /// Allow it, and calls like it, from now on.
+    Always,
+    /// Refuse: the tool gets an error and the turn goes on.
+    Reject,
+}
+
+impl PermissionReply {
+    /// What the server expects: `once`, `always`, `reject`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PermissionReply::Once => "once",
+            PermissionReply::Always => "always",
+            PermissionReply::Reject => "reject",
+        }
+    }
+}

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use manager::Manager;
 use opencode_api::{
-    Client, EventKind, MessageId, PromptRequest, SessionId, StreamConfig, new_message_id,
-    new_message_id_after,
+    Client, EventKind, MessageId, PermissionReply, PromptRequest, SessionId, StreamConfig,
+    new_message_id, new_message_id_after,
 };
 
 use crate::Error;
@@ -333,13 +333,23 @@ impl Engine {
         Ok(None)
     }
 
-    /// Answers a pending permission (`once`, `always` or `reject`).
-    pub fn reply_permission(&self, request_id: &str, reply: &str) -> Result<(), Error> {
-        let body = serde_json::json!({ "reply": reply });
-        let path = format!("/permission/{request_id}/reply");
-        self.client()?
-            .call_json::<serde_json::Value>("POST", &path, Some(&body))?;
-        Ok(())
+    /// Answers a pending permission ([`TurnEvent::Permission`]); the turn's
+    /// tool then runs (or gets an error, for [`PermissionReply::Reject`]).
+    pub fn reply_permission(&self, request_id: &str, reply: PermissionReply) -> Result<(), Error> {
+        Ok(self.client()?.reply_permission(request_id, reply)?)
+    }
+
+    /// Answers a pending question ([`TurnEvent::Question`]): one answer per
+    /// question of the request, each the labels chosen (or a text of one's
+    /// own where the question allows it).
+    pub fn reply_question(&self, request_id: &str, answers: &[Vec<String>]) -> Result<(), Error> {
+        Ok(self.client()?.reply_question(request_id, answers)?)
+    }
+
+    /// Declines a pending question: the tool that asked gets an error and
+    /// the turn goes on.
+    pub fn reject_question(&self, request_id: &str) -> Result<(), Error> {
+        Ok(self.client()?.reject_question(request_id)?)
     }
 }
 

@@ -74,7 +74,10 @@ pub enum TurnEvent {
     /// [`Engine::reply_permission`](crate::Engine::reply_permission)); the
     /// watchdog pauses.
     Permission(PendingRequest),
-    /// A tool waits for an answer to a question; the watchdog pauses.
+    /// A tool waits for an answer to a question (its `questions`; answer
+    /// with [`Engine::reply_question`](crate::Engine::reply_question) or
+    /// decline with [`Engine::reject_question`](crate::Engine::reject_question));
+    /// the watchdog pauses.
     Question(PendingRequest),
     /// One model step ended, with its usage.
     Usage(Usage),
@@ -261,12 +264,7 @@ impl Tracker {
             }
             _ => {}
         }
-        if !matches!(
-            event.kind,
-            EventKind::PermissionAsked(_) | EventKind::QuestionAsked(_)
-        ) && !matches!(&event.kind, EventKind::Unknown { kind, .. } if kind.starts_with("session.diff"))
-        {
-            // Anything else of the session means it moves again.
+        if moves_on(&event.kind) {
             self.waiting = false;
         }
         check
@@ -317,6 +315,24 @@ impl Tracker {
             entry.1 = text.len();
             out.push(text_event(kind, id, rest));
         }
+    }
+}
+
+/// Whether an event of the session means it moves on after a permission
+/// or question was asked (ending the watchdog's pause): the answer
+/// (`permission.replied`, `question.replied`, `question.rejected`), text,
+/// a tool that finished, the end of a step or of the turn. Not the ask
+/// itself, the session's `busy` status, a diff, or an update of a tool that
+/// has not finished (the asking tool's own `running`).
+fn moves_on(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::PermissionAsked(_) | EventKind::QuestionAsked(_) => false,
+        EventKind::SessionStatus(s) => s.status != SessionStatus::Busy,
+        EventKind::MessagePartUpdated(update) => {
+            !matches!(&update.part, Part::Tool(tool) if !tool.state.status.is_finished())
+        }
+        EventKind::Unknown { kind, .. } => !kind.starts_with("session.diff"),
+        _ => true,
     }
 }
 
@@ -503,7 +519,52 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn permission_pauses_until_the_session_moves() {
+    fn a_question_pauses_while_its_own_tool_runs_until_it_is_answered() {
+        let mut tracker = Tracker::new("ses_1".into(), "msg_1".into());
+        let mut out = Vec::new();
+        let event = |json: &str| Event::parse(json).unwrap();
+        tracker.on_event(
+            &event(
+                r#"{"id":"e","type":"question.asked","properties":{"id":"que_1","sessionID":"ses_1","questions":[{"question":"Which?","header":"Pick","options":[{"label":"red","description":"r"}]}]}}"#,
+            ),
+            &mut out,
+        );
+        assert!(tracker.waiting);
+        match &out[0] {
+            TurnEvent::Question(request) => {
+                assert_eq!(request.questions[0].options[0].label, "red")
+            }
+            other => panic!("{other:?}"),
+        }
+        // The question tool's own part goes to `running` after the ask, and
+        // the session says busy: still waiting.
+        tracker.on_event(
+            &event(
+                r#"{"id":"e","type":"message.part.updated","properties":{"sessionID":"ses_1","part":{"id":"prt_1","sessionID":"ses_1","messageID":"msg_2","type":"tool","callID":"c1","tool":"question","state":{"status":"running","input":{},"time":{"start":1}}}}}"#,
+            ),
+            &mut out,
+        );
+        tracker.on_event(
+            &event(
+                r#"{"id":"e","type":"session.status","properties":{"sessionID":"ses_1","status":{"type":"busy"}}}"#,
+            ),
+            &mut out,
+        );
+        assert!(
+            tracker.waiting,
+            "the pending tool's own update ended the pause"
+        );
+        tracker.on_event(
+            &event(
+                r#"{"id":"e","type":"question.replied","properties":{"sessionID":"ses_1","requestID":"que_1","answers":[["red"]]}}"#,
+            ),
+            &mut out,
+        );
+        assert!(!tracker.waiting);
+    }
+
+    #[test]
+    fn a_permission_pauses_until_it_is_answered() {
         let mut tracker = Tracker::new("ses_1".into(), "msg_1".into());
         let mut out = Vec::new();
         let asked = Event::parse(
@@ -518,6 +579,12 @@ pub(crate) mod tests {
         )
         .unwrap();
         tracker.on_event(&busy, &mut out);
+        assert!(tracker.waiting, "busy is no answer");
+        let replied = Event::parse(
+            r#"{"id":"e","type":"permission.replied","properties":{"sessionID":"ses_1","requestID":"per_1","reply":"once"}}"#,
+        )
+        .unwrap();
+        tracker.on_event(&replied, &mut out);
         assert!(!tracker.waiting);
     }
 
