@@ -319,33 +319,7 @@ impl GitSshServer {
     /// Creates the bare repository `name.git` with one commit on `main`
     /// adding `README.md`, and returns its path. Panics with git's error.
     pub fn bare_repo(&self, name: &str) -> PathBuf {
-        let bare = self.repos.join(format!("{name}.git"));
-        let work = self.dir.path().join(format!("work-{name}"));
-        std::fs::create_dir_all(&work).expect("create a work tree");
-        must(
-            git(self.dir.path())
-                .args(["init", "--quiet", "--bare", "--initial-branch=main"])
-                .arg(&bare),
-            "git init --bare",
-        );
-        must(
-            git(self.dir.path())
-                .args(["init", "--quiet", "--initial-branch=main"])
-                .arg(&work),
-            "git init",
-        );
-        std::fs::write(work.join("README.md"), format!("# {name}\n")).expect("write README.md");
-        must(git(&work).args(["add", "README.md"]), "git add");
-        must(
-            git(&work).args(["commit", "--quiet", "-m", "initial commit"]),
-            "git commit",
-        );
-        must(
-            git(&work).args(["push", "--quiet"]).arg(&bare).arg("main"),
-            "git push",
-        );
-        let _ = std::fs::remove_dir_all(&work);
-        bare
+        make_bare_repo(&self.repos, name)
     }
 
     /// The clone URL of `name.git`:
@@ -467,6 +441,47 @@ fn free_port() -> u16 {
 }
 
 /// `git` with no system or user configuration, an author, and `cwd`.
+/// Creates the bare repository `DIR/name.git` with one commit on `main`
+/// adding `README.md` (`# name`), and returns its path. Panics with git's
+/// error.
+pub fn make_bare_repo(dir: &Path, name: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("create the repositories' folder");
+    let bare = dir.join(format!("{name}.git"));
+    let work = dir.join(format!(".work-{name}"));
+    std::fs::create_dir_all(&work).expect("create a work tree");
+    must(
+        git(dir)
+            .args(["init", "--quiet", "--bare", "--initial-branch=main"])
+            .arg(&bare),
+        "git init --bare",
+    );
+    must(
+        git(dir)
+            .args(["init", "--quiet", "--initial-branch=main"])
+            .arg(&work),
+        "git init",
+    );
+    std::fs::write(work.join("README.md"), format!("# {name}\n")).expect("write README.md");
+    must(git(&work).args(["add", "README.md"]), "git add");
+    must(
+        git(&work).args(["commit", "--quiet", "-m", "initial commit"]),
+        "git commit",
+    );
+    must(
+        git(&work).args(["push", "--quiet"]).arg(&bare).arg("main"),
+        "git push",
+    );
+    let _ = std::fs::remove_dir_all(&work);
+    bare
+}
+
+/// A bare repository `origin.git` under the bed (one commit, `README.md`
+/// saying `# origin`), as a `file://` URL.
+pub fn file_repo(bed: &crate::TestBed) -> String {
+    let bare = make_bare_repo(&bed.root().join("git"), "origin");
+    format!("file://{}", bare.display())
+}
+
 fn git(cwd: &Path) -> Command {
     let mut command = Command::new(require("git"));
     command

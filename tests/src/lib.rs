@@ -774,6 +774,23 @@ pub fn fresh_project(bed: &TestBed, name: &str) -> (PathBuf, u16) {
     panic!("no project folder with a free port found in 200 tries");
 }
 
+/// Every file under `dir`, recursively (none when it cannot be read).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out
+}
+
 /// `path` as text; the bed's temp paths are UTF-8.
 pub fn path_str(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 temp path")

@@ -17,7 +17,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -28,25 +28,6 @@ use serde_json::{Value, json};
 
 /// A sandbox start clones, starts opencode and the companion.
 const ANSWER_DEADLINE: Duration = Duration::from_secs(120);
-
-/// A bare repository with one commit under the bed, and its file:// URL.
-fn bare_repo(bed: &TestBed) -> String {
-    let dir = bed.root().join("git");
-    std::fs::create_dir_all(&dir).unwrap();
-    let script = "git init -q -b main work && cd work && echo hello > README && git add README \
-                  && git commit -qm first && cd .. && git clone -q --bare work origin.git";
-    let status = Command::new("sh")
-        .args(["-c", script])
-        .current_dir(&dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@t")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@t")
-        .status()
-        .unwrap();
-    assert!(status.success(), "git could not make the bare repository");
-    format!("file://{}/origin.git", dir.display())
-}
 
 /// A running stdio `ocm mcp` (development mode), every line it was sent
 /// and every line it wrote kept in `transcript`.
@@ -203,18 +184,6 @@ fn secrets(folder: &Path) -> (String, String) {
     (password, token)
 }
 
-/// Every file under `dir`, recursively.
-fn files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            files(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
-}
-
 /// Neither secret in `text` (named `what`).
 fn no_secret(what: &str, text: &str, secrets: &(String, String)) {
     assert!(
@@ -232,8 +201,8 @@ fn no_secret(what: &str, text: &str, secrets: &(String, String)) {
 /// many files were read.
 fn no_secret_in_files(bed: &TestBed, folder: &Path, secrets: &(String, String)) -> usize {
     let mut all = Vec::new();
-    files(&bed.state_dir, &mut all);
-    files(folder, &mut all);
+    all.extend(e2e::files_under(&bed.state_dir));
+    all.extend(e2e::files_under(folder));
     let repo = folder.join("repo");
     let mut read = 0;
     for path in all
@@ -291,7 +260,7 @@ fn stdio_tools_bring_a_sandbox_up_prompt_it_stop_and_destroy_it() {
         return;
     }
     let bed = TestBed::new();
-    let url = bare_repo(&bed);
+    let url = e2e::git_server::file_repo(&bed);
     let name = "mcp-sandbox";
     let mut mcp = Mcp::start(&bed, &[]);
 
@@ -337,8 +306,8 @@ fn stdio_tools_bring_a_sandbox_up_prompt_it_stop_and_destroy_it() {
     let secrets = secrets(&folder);
     let repo = folder.join("repo");
     assert_eq!(
-        std::fs::read_to_string(repo.join("README")).unwrap(),
-        "hello\n"
+        std::fs::read_to_string(repo.join("README.md")).unwrap(),
+        "# origin\n"
     );
     let server_pid = status["server"]["pid"].as_u64().unwrap();
     let companion_pid = status["companion"]["pid"].as_u64().unwrap();
@@ -423,7 +392,7 @@ fn the_companion_serves_the_python_sdk_with_the_token_and_reaches_the_sandbox_se
     }
     let python = mcp_clients::python_with_sdk(PYTHON_SDK).unwrap_or_else(|m| panic!("{m}"));
     let bed = TestBed::new();
-    let url = bare_repo(&bed);
+    let url = e2e::git_server::file_repo(&bed);
     let name = "companion";
     let mut mcp = Mcp::start(&bed, &[]);
     let status = start(&mut mcp, 1, name, &url);
@@ -604,7 +573,7 @@ fn in_production_a_missing_env_is_an_error_naming_the_keys() {
         return;
     }
     let bed = TestBed::new();
-    let url = bare_repo(&bed);
+    let url = e2e::git_server::file_repo(&bed);
     let name = "prod";
     let mut mcp = Mcp::start_in(&bed, &[], "production");
     let text = mcp.fails(

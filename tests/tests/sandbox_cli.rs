@@ -19,7 +19,6 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use e2e::git_server::{GitSshServer, generate_key};
@@ -80,8 +79,8 @@ impl<'b> Sandboxes<'b> {
     /// folder (but `.env` itself), nor in anything ocm printed.
     fn assert_no_secrets(&self, secrets: &[&str]) {
         let mut paths = Vec::new();
-        files(&self.bed.state_dir, &mut paths);
-        files(&self.data, &mut paths);
+        paths.extend(e2e::files_under(&self.bed.state_dir));
+        paths.extend(e2e::files_under(&self.data));
         let paths: Vec<PathBuf> = paths
             .into_iter()
             .filter(|p| p.file_name().is_none_or(|n| n != ".env"))
@@ -102,37 +101,6 @@ impl<'b> Sandboxes<'b> {
             }
         }
     }
-}
-
-/// Every file under `dir`, recursively.
-fn files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            files(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
-}
-
-/// A bare repository with one commit under the bed, and its file:// URL.
-fn file_repo(bed: &TestBed) -> String {
-    let dir = bed.root().join("git");
-    std::fs::create_dir_all(&dir).unwrap();
-    let script = "git init -q -b main work && cd work && echo hello > README && git add README \
-                  && git commit -qm first && cd .. && git clone -q --bare work origin.git";
-    let status = Command::new("sh")
-        .args(["-c", script])
-        .current_dir(&dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@t")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@t")
-        .status()
-        .unwrap();
-    assert!(status.success());
-    format!("file://{}/origin.git", dir.display())
 }
 
 /// The value of `key` in a `.env` file's text (`KEY=value`, maybe quoted).
@@ -224,7 +192,7 @@ fn a_file_url_sandbox_from_production_refusal_to_destroy() {
         return;
     }
     let bed = TestBed::new();
-    let url = file_repo(&bed);
+    let url = e2e::git_server::file_repo(&bed);
     let mut sb = Sandboxes::new(&bed);
     let folder = sb.folder("app");
     let env_path = folder.join(".env");
@@ -287,8 +255,8 @@ fn a_file_url_sandbox_from_production_refusal_to_destroy() {
     let token = env_value(&env_text, "MCP_TOOL_BEARER_TOKEN");
     let secrets = [password.as_str(), token.as_str()];
     assert_eq!(
-        std::fs::read_to_string(folder.join("repo/README")).unwrap(),
-        "hello\n"
+        std::fs::read_to_string(folder.join("repo/README.md")).unwrap(),
+        "# origin\n"
     );
 
     let status = sb.run(None, &["status", "app", "--json"]).ok().json();
@@ -555,7 +523,7 @@ fn bad_names_urls_and_keys_are_refused_with_nothing_created() {
         return;
     }
     let bed = TestBed::new();
-    let url = file_repo(&bed);
+    let url = e2e::git_server::file_repo(&bed);
     let mut sb = Sandboxes::new(&bed);
     let long = "n".repeat(65);
     for name in ["../x", "a/b", "", long.as_str()] {
@@ -639,7 +607,7 @@ fn bad_names_urls_and_keys_are_refused_with_nothing_created() {
 
     // Nothing at all under the data folder: no sandbox, no key.
     let mut created = Vec::new();
-    files(&sb.data, &mut created);
+    created.extend(e2e::files_under(&sb.data));
     let dirs: Vec<_> = std::fs::read_dir(&sb.data).unwrap().flatten().collect();
     assert!(
         created.is_empty() && dirs.is_empty(),

@@ -5,31 +5,11 @@
 //! state folder; no secret reaches
 //! argv, a log, a record or the JSON.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use e2e::{TestBed, e2e_skipped, ocm_bin, opencode_bin};
 use sandbox::{EnvMode, Outcome, SandboxConfig, SandboxName, Sandboxes, Up, UpOptions};
-
-/// A bare repository with one commit under the bed, and its file:// URL.
-fn bare_repo(bed: &TestBed) -> String {
-    let dir = bed.root().join("git");
-    std::fs::create_dir_all(&dir).unwrap();
-    let script = "git init -q -b main work && cd work && echo hello > README && git add README \
-                  && git commit -qm first && cd .. && git clone -q --bare work origin.git";
-    let status = Command::new("sh")
-        .args(["-c", script])
-        .current_dir(&dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@t")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@t")
-        .status()
-        .unwrap();
-    assert!(status.success());
-    format!("file://{}/origin.git", dir.display())
-}
 
 fn sandboxes(bed: &TestBed) -> Sandboxes {
     let mut config = SandboxConfig::new(ocm_bin());
@@ -46,18 +26,6 @@ fn sandboxes(bed: &TestBed) -> Sandboxes {
 
 fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists() && !e2e::is_zombie(pid)
-}
-
-/// Every file under `dir`, recursively (logs, records, .env...).
-fn files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            files(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
 }
 
 /// The HTTP status of a response, whether the agent reports it as an error
@@ -84,7 +52,7 @@ fn up_status_down_destroy_with_a_file_url() {
         return;
     }
     let bed = TestBed::new();
-    let url = bare_repo(&bed);
+    let url = e2e::git_server::file_repo(&bed);
     let sandboxes = sandboxes(&bed);
     let name: SandboxName = "lib-e2e".parse().unwrap();
     let options = UpOptions {
@@ -109,8 +77,8 @@ fn up_status_down_destroy_with_a_file_url() {
     assert!((5100..=5199).contains(&companion.port));
     assert!(status.last_health_check.is_some());
     assert_eq!(
-        std::fs::read_to_string(status.repo.join("README")).unwrap(),
-        "hello\n"
+        std::fs::read_to_string(status.repo.join("README.md")).unwrap(),
+        "# origin\n"
     );
     let folder = sandboxes.folder(&name);
     let env_text = std::fs::read_to_string(folder.join(".env")).unwrap();
@@ -146,8 +114,8 @@ fn up_status_down_destroy_with_a_file_url() {
     }
     let json = serde_json::to_string(&again).unwrap();
     let mut all = Vec::new();
-    files(&bed.state_dir, &mut all);
-    files(&folder, &mut all);
+    all.extend(e2e::files_under(&bed.state_dir));
+    all.extend(e2e::files_under(&folder));
     for path in all
         .iter()
         .filter(|p| !p.starts_with(&status.repo) && !p.ends_with(".env"))

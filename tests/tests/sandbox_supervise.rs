@@ -4,31 +4,13 @@
 //! Real opencode, mock model, a `file://` repository.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use e2e::{TestBed, e2e_skipped, ocm_bin, opencode_bin};
 use sandbox::{EnvMode, SandboxConfig, SandboxName, Sandboxes, Up, UpOptions};
 use serde_json::Value;
-
-fn bare_repo(bed: &TestBed) -> String {
-    let dir = bed.root().join("git");
-    std::fs::create_dir_all(&dir).unwrap();
-    let script = "git init -q -b main work && cd work && echo hello > README && git add README \
-                  && git commit -qm first && cd .. && git clone -q --bare work origin.git";
-    let status = Command::new("sh")
-        .args(["-c", script])
-        .current_dir(&dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@t")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@t")
-        .status()
-        .unwrap();
-    assert!(status.success());
-    format!("file://{}/origin.git", dir.display())
-}
 
 /// The sandboxes where `ocm supervise` (given the bed's environment, whose
 /// `XDG_DATA_HOME` is `<bed>/data`) looks for them.
@@ -72,7 +54,7 @@ fn supervise_restarts_a_sandboxs_server_with_its_password_and_its_companion() {
     let sandboxes = sandboxes(&bed);
     let name: SandboxName = "watched".parse().unwrap();
     let options = UpOptions {
-        git_url: Some(bare_repo(&bed)),
+        git_url: Some(e2e::git_server::file_repo(&bed)),
         ssh_key: None,
     };
     let Up::Ready(up) = sandboxes.up(&name, &options).unwrap() else {
