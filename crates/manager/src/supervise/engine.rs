@@ -16,7 +16,7 @@ use procutil::watch::{Change, Token, Watch, WatchEvent};
 
 use super::files::{self, SupervisorInfo};
 use super::types::{Notice, Reason, RestartPolicy, SuperviseConfig, SupervisorState, Transition};
-use super::{Command, ProjectSource, Shared, StartResult, Started, WatchOutcome};
+use super::{Command, ProjectSource, Shared, Started, WatchOutcome};
 
 mod companion;
 mod starts;
@@ -868,13 +868,7 @@ impl Engine {
             }
             self.companion_shutdown(index);
         }
-        let ended: Vec<StartResult> = std::mem::take(
-            &mut *self
-                .shared
-                .started
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
+        let ended = self.shared.take_started();
         for (path, result) in ended {
             if let (Some(index), Started::Server(Ok(Some(info)))) =
                 (self.projects.iter().position(|p| p.path == path), result)

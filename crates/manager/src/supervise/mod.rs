@@ -103,6 +103,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The starts that ended on their threads since the last call.
+    pub(crate) fn take_started(&self) -> Vec<StartResult> {
+        std::mem::take(&mut *self.started.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// Sends a notice to every subscriber that wants it, forgetting those
     /// that are gone.
     pub(crate) fn publish(&self, notice: &Notice) {

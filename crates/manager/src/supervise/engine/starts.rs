@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::{Engine, LOG_TAIL_LINES, ServerInfoLite};
 use crate::report::ServerInfo;
-use crate::supervise::{Reason, StartResult, Started, SupervisorState, WatchOutcome};
+use crate::supervise::{Reason, Started, SupervisorState, WatchOutcome};
 use crate::{Error, Manager};
 
 impl Engine {
@@ -95,13 +95,7 @@ impl Engine {
 
     /// Takes the starts that ended on their threads.
     pub(super) fn starts_ended(&mut self) {
-        let ended: Vec<StartResult> = std::mem::take(
-            &mut *self
-                .shared
-                .started
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
+        let ended = self.shared.take_started();
         for (path, result) in ended {
             let Some(index) = self.projects.iter().position(|p| p.path == path) else {
                 continue;
