@@ -47,6 +47,7 @@ pub struct ReaderConfig {
     max_delay: Duration,
     stall_timeout: Duration,
     connect_timeout: Duration,
+    response_timeout: Option<Duration>,
     max_failures: Option<u32>,
     last_event_id: String,
     max_event_size: usize,
@@ -98,6 +99,7 @@ impl std::fmt::Debug for ReaderConfig {
             .field("max_delay", &self.max_delay)
             .field("stall_timeout", &self.stall_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
             .field("max_failures", &self.max_failures)
             .field("last_event_id", &self.last_event_id)
             .field("max_event_size", &self.max_event_size)
@@ -119,6 +121,7 @@ impl ReaderConfig {
             max_delay: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
+            response_timeout: None,
             max_failures: None,
             last_event_id: String::new(),
             max_event_size: DEFAULT_MAX_BYTES,
@@ -162,9 +165,19 @@ impl ReaderConfig {
 
     /// How long a connection may go without a single byte before it counts as
     /// dead (default 30 s; OpenCode sends a heartbeat every 10 s). It also bounds
-    /// the wait for the response headers.
+    /// the wait for the response headers, unless
+    /// [`ReaderConfig::response_timeout`] says otherwise.
     pub fn stall_timeout(mut self, d: Duration) -> Self {
         self.stall_timeout = d;
+        self
+    }
+
+    /// The limit on the wait for the response headers once the request is
+    /// sent (default: the stall timeout). A server known to answer at once
+    /// (OpenCode does) can be given a short one, so that a connection a
+    /// server accepted but never serves is given up quickly.
+    pub fn response_timeout(mut self, d: Duration) -> Self {
+        self.response_timeout = Some(d);
         self
     }
 
@@ -269,7 +282,9 @@ impl Reader {
             .proxy(None)
             .timeout_connect(Some(config.connect_timeout))
             .timeout_send_request(Some(config.connect_timeout))
-            .timeout_recv_response(Some(config.stall_timeout))
+            .timeout_recv_response(Some(
+                config.response_timeout.unwrap_or(config.stall_timeout),
+            ))
             .timeout_per_read(Some(config.stall_timeout))
             // Every attempt opens a fresh connection: one the server closed
             // just after ending a stream must not be picked up again.
@@ -542,7 +557,10 @@ impl Worker {
             Err(ureq::Error::Timeout(_)) => {
                 return Ended::Failed(format!(
                     "no response from {url} within the timeout (connect {:?}, response {:?})",
-                    self.config.connect_timeout, self.config.stall_timeout
+                    self.config.connect_timeout,
+                    self.config
+                        .response_timeout
+                        .unwrap_or(self.config.stall_timeout)
                 ));
             }
             Err(e) => return Ended::Failed(format!("cannot connect to {url}: {e}")),

@@ -81,7 +81,10 @@ impl StreamConfig {
         self
     }
 
-    /// The limit on establishing a connection (default: the client's).
+    /// The limit on establishing a connection (default: the client's), and
+    /// on the wait for the response once connected: OpenCode answers at
+    /// once, so a server that accepts but does not answer is given up (and
+    /// reconnected to) after this long, not after the stall window.
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.connect_timeout = Some(d);
         self
@@ -113,6 +116,7 @@ impl StreamConfig {
     }
 
     pub(crate) fn reader_config(&self, url: String, client_connect: Duration) -> ReaderConfig {
+        let connect = self.connect_timeout.unwrap_or(client_connect);
         let config = match &self.notify {
             Some(notify) => ReaderConfig::new(url).notify(notify.clone()),
             None => ReaderConfig::new(url),
@@ -121,7 +125,12 @@ impl StreamConfig {
             .initial_delay(self.initial_delay)
             .max_delay(self.max_delay)
             .stall_timeout(self.stall_timeout)
-            .connect_timeout(self.connect_timeout.unwrap_or(client_connect))
+            .connect_timeout(connect)
+            // OpenCode answers the stream's request at once: no answer
+            // within the connect timeout is a server that accepted the
+            // connection but does not serve it (one still binding its port
+            // after a restart, FACTS.md), not a slow one.
+            .response_timeout(connect)
             .max_failures(self.max_failures)
             .max_event_size(self.max_event_size)
     }

@@ -49,10 +49,11 @@ impl Default for TurnOptions {
             watchdog: Duration::from_secs(180),
             retry: RetryPolicy::default(),
             connect_within: Duration::from_secs(10),
-            // Heartbeats come every 10 s. A TCP connect is given up after
-            // 3 s; a connection made while a restarted server binds its
-            // port can hang after that (FACTS.md) until the stall window
-            // ends it: meanwhile turns read their messages every second.
+            // Heartbeats come every 10 s. A TCP connect, and the wait for
+            // the answer to the stream's request, are given up after 3 s: a
+            // connection made while a restarted server binds its port can
+            // hang (FACTS.md); meanwhile turns read their messages every
+            // second.
             stream: StreamConfig::new()
                 .initial_delay(Duration::from_millis(100))
                 .max_delay(Duration::from_secs(1))

@@ -204,9 +204,22 @@ fn failures_say_what_kind_they_are() {
     assert_eq!(kind, DisconnectKind::Stalled, "{reason}");
     assert!(started.elapsed() >= stall);
 
+    // A server that accepts and never answers is given up after the connect
+    // timeout, well before the stall window.
     let hung = FakeServer::start(Answer::Never);
-    let (kind, reason) = first_disconnect(&hung, quick().stall_timeout(stall));
+    let started = Instant::now();
+    let (kind, reason) = first_disconnect(
+        &hung,
+        quick()
+            .stall_timeout(Duration::from_secs(30))
+            .connect_timeout(stall),
+    );
     assert_eq!(kind, DisconnectKind::Timeout, "{reason}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
