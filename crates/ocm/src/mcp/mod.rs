@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use crate::cli::{Cli, McpOptions};
 use crate::error::{CliError, EXIT_OK};
 
+mod answer;
 mod http;
 mod protocol;
 mod sandbox_tools;

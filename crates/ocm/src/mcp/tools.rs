@@ -164,7 +164,10 @@ pub const TOOLS: &[ToolDef] = &[
                       `status: running` with `sessionId` and `messageId`: then call \
                       opencode_turn with that messageId to follow it. Retrying with the same \
                       `message_id` never sends the prompt twice. Progress notifications report \
-                      the turn's activity; cancelling the call aborts the turn.",
+                      the turn's activity; cancelling the call aborts the turn. When a tool asks \
+                      for a permission or asks a question, the turn waits and shows it in \
+                      `pending` (answer with opencode_answer); `permissions: allow` or `deny` \
+                      answers permissions at once.",
         read_only: false,
         destructive: false,
         idempotent: false,
@@ -177,8 +180,9 @@ pub const TOOLS: &[ToolDef] = &[
         title: "Follow an OpenCode turn",
         description: "The state of a prompt's turn by its message ID: status (running, done, \
                       failed, aborted), the reply text so far, usage, and the final reply once \
-                      done. Waits up to `wait_s` seconds (default 30, at most 50) for the turn \
-                      to end.",
+                      done, and `pending`: the permission or question it waits for (answer with \
+                      opencode_answer). Waits up to `wait_s` seconds (default 30, at most 50) \
+                      for the turn to end.",
         read_only: true,
         destructive: false,
         idempotent: true,
@@ -208,6 +212,22 @@ pub const TOOLS: &[ToolDef] = &[
         read_only: false,
         destructive: false,
         idempotent: true,
+        confirm: false,
+        project: true,
+        extra_output: Some(&[]),
+    },
+    ToolDef {
+        name: "opencode_answer",
+        title: "Answer what an OpenCode turn waits for",
+        description: "Answer the request a turn waits for (its `pending`, as opencode_prompt or \
+                      opencode_turn return it) by `request_id`, with exactly one of: `reply` \
+                      for a permission (once, always or reject), `answers` for a question (one \
+                      array of chosen labels per question, e.g. [[\"blue\"]]), or \
+                      `reject: true` to decline a question. Then follow the turn with \
+                      opencode_turn. A request answered already, or unknown, is an error.",
+        read_only: false,
+        destructive: false,
+        idempotent: false,
         confirm: false,
         project: true,
         extra_output: Some(&[]),
@@ -296,10 +316,9 @@ impl ToolDef {
             }
         }
         for (key, kind, description, needed) in super::turn_tools::inputs(self.name) {
-            properties.insert(
-                (*key).into(),
-                json!({"type": kind, "description": description}),
-            );
+            let mut schema = json!({"type": kind, "description": description});
+            super::answer::refine(key, &mut schema);
+            properties.insert((*key).into(), schema);
             if *needed {
                 required.push(*key);
             }

@@ -1,6 +1,7 @@
 //! The prompt tools of `ocm mcp` on the `turns` crate: `opencode_prompt`
 //! (exactly once, with a client-made message ID), `opencode_turn`,
-//! `opencode_abort` and `opencode_sessions`.
+//! `opencode_abort`, `opencode_sessions` and `opencode_answer` (the
+//! permission or question a turn waits for, in its `pending`).
 //!
 //! A turn started here is followed by its own thread until it ends, so a
 //! call that returns `running` can be picked up by `opencode_turn`; a
@@ -19,6 +20,7 @@ use turns::{
     Engine, FailReason, Registry, SessionKey, Sessions, Turn, TurnEvent, TurnOptions, Usage,
 };
 
+use super::answer::{self, Permissions, Waiting};
 use super::sandbox_tools::{Target, config_for, target};
 use super::tools::{Context, Failure};
 use crate::commands::start_error;
@@ -62,6 +64,8 @@ struct State {
     /// Events seen, and the last one's description (progress).
     events: u64,
     activity: String,
+    /// The requests the turn waits for, oldest first.
+    pending: Vec<Waiting>,
 }
 
 impl Followed {
@@ -75,6 +79,7 @@ impl Followed {
             &state.usage,
             state.reply.as_deref(),
             state.error.as_deref(),
+            state.pending.first(),
         )
     }
 
@@ -121,6 +126,7 @@ fn turn_json(
     usage: &Usage,
     reply: Option<&str>,
     error: Option<&str>,
+    pending: Option<&Waiting>,
 ) -> Value {
     json!({
         "status": status,
@@ -130,6 +136,7 @@ fn turn_json(
         "reply": reply,
         "usage": serde_json::to_value(usage).unwrap_or(Value::Null),
         "error": error,
+        "pending": pending.map_or(Value::Null, Waiting::json),
     })
 }
 
@@ -145,6 +152,11 @@ pub fn turn_schema() -> Value {
             "reply": {"type": ["string", "null"], "description": "the final reply, once done"},
             "usage": {"type": ["object", "null"]},
             "error": {"type": ["string", "null"]},
+            "pending": {
+                "type": ["object", "null"],
+                "description": "what the turn waits for: {kind: permission, id, permission} or \
+                                {kind: question, id, questions}; answer it with opencode_answer",
+            },
         },
         "required": ["status", "sessionId", "messageId"],
     })
@@ -160,6 +172,14 @@ pub fn other_schema(name: &str) -> Value {
                 "usage": {"type": "object", "description": "totals of the sessions ocm recorded"},
             },
             "required": ["sessions"],
+        }),
+        "opencode_answer" => json!({
+            "type": "object",
+            "properties": {
+                "answered": {"type": "boolean"},
+                "requestId": {"type": "string"},
+            },
+            "required": ["answered", "requestId"],
         }),
         _ => json!({
             "type": "object",
@@ -208,6 +228,13 @@ pub fn inputs(name: &str) -> &'static [(&'static str, &'static str, &'static str
                 "How long to wait for the reply, in seconds (default 30, at most 50).",
                 false,
             ),
+            (
+                "permissions",
+                "string",
+                "What to do when a tool asks for a permission: ask (default: the turn waits, \
+                 shown in `pending`, until opencode_answer), allow (each once) or deny.",
+                false,
+            ),
         ],
         "opencode_turn" => &[
             (
@@ -240,6 +267,34 @@ pub fn inputs(name: &str) -> &'static [(&'static str, &'static str, &'static str
                 "message_id",
                 "string",
                 "The prompt whose turn to abort.",
+                false,
+            ),
+        ],
+        "opencode_answer" => &[
+            (
+                "request_id",
+                "string",
+                "The request's ID, the `id` of the turn's `pending` (per_... or que_...).",
+                true,
+            ),
+            (
+                "reply",
+                "string",
+                "A permission's answer: once (allow this call), always (and calls like it), \
+                 reject.",
+                false,
+            ),
+            (
+                "answers",
+                "array",
+                "A question's answer: one array per question, of the labels chosen (or a \
+                 text of your own where the question allows it), e.g. [[\"blue\"]].",
+                false,
+            ),
+            (
+                "reject",
+                "boolean",
+                "true: decline the question (the tool gets an error, the turn goes on).",
                 false,
             ),
         ],
@@ -276,6 +331,8 @@ fn check(name: &str, arguments: &Map<String, Value>) -> Result<(), Failure> {
         };
         let ok = match *kind {
             "number" => value.as_f64().is_some_and(|n| n >= 0.0),
+            // Their shape: answer::check.
+            "array" | "boolean" => true,
             _ => value.as_str().is_some_and(|s| !s.trim().is_empty()),
         };
         if !ok {
@@ -298,7 +355,7 @@ fn check(name: &str, arguments: &Map<String, Value>) -> Result<(), Failure> {
     {
         return Err(input("give `session` or `message_id`: the turn to abort"));
     }
-    Ok(())
+    answer::check(name, arguments)
 }
 
 fn input(message: impl Into<String>) -> Failure {
@@ -409,7 +466,9 @@ pub fn run(
             // The wait counts from the call's start: a server start is in it.
             let deadline = began + wait_of(arguments);
             let turn = engine.prompt(&session, request).map_err(fail)?;
-            let followed = ctx.turns.follow(turn);
+            let followed = ctx
+                .turns
+                .follow(turn, engine.clone(), Permissions::of(arguments));
             followed.wait(deadline, cancelled, progress);
             if cancelled() && !followed.ended() {
                 // Nobody waits for this reply: stop the model.
@@ -432,6 +491,12 @@ pub fn run(
                 }
                 std::thread::sleep(Duration::from_millis(500));
             }
+        }
+        "opencode_answer" => {
+            let id = arg(arguments, "request_id").unwrap_or_default();
+            let answered = answer::give(&engine, id, &answer::answer_of(arguments), &fail)?;
+            ctx.turns.answered(id);
+            Ok(answered)
         }
         "opencode_abort" => {
             if let Some(id) = arg(arguments, "message_id")
@@ -589,6 +654,7 @@ fn stored_turn(
             &usage,
             reply,
             error.as_deref(),
+            None,
         )));
     }
     Ok(None)
@@ -633,8 +699,25 @@ impl Live {
         lock(&self.turns).get(id.as_str()).cloned()
     }
 
-    /// Follows `turn` on its own thread until it ends.
-    fn follow(&self, mut turn: Turn) -> Arc<Followed> {
+    /// Request `id` was answered: no turn waits for it any more.
+    fn answered(&self, id: &str) {
+        let turns: Vec<Arc<Followed>> = lock(&self.turns).values().cloned().collect();
+        for followed in turns {
+            let mut state = lock(&followed.state);
+            let before = state.pending.len();
+            state.pending.retain(|w| w.id() != id);
+            if state.pending.len() != before {
+                state.events += 1;
+                state.activity = format!("request {id} answered");
+                drop(state);
+                followed.changed.notify_all();
+            }
+        }
+    }
+
+    /// Follows `turn` on its own thread until it ends; its permission
+    /// requests are answered as `permissions` says.
+    fn follow(&self, mut turn: Turn, engine: Engine, permissions: Permissions) -> Arc<Followed> {
         let followed = Arc::new(Followed {
             session: turn.session_id().clone(),
             message: turn.message_id().clone(),
@@ -661,13 +744,50 @@ impl Live {
                     }
                 }
                 let event = turn.next(Instant::now() + SLICE);
+                // A permission answered by the policy is never pending.
+                let policy = match &event {
+                    Ok(Some(TurnEvent::Permission(request))) => permissions
+                        .reply()
+                        .map(|reply| (reply, engine.reply_permission(&request.id, reply))),
+                    _ => None,
+                };
                 let mut state = lock(&f.state);
                 match event {
                     Ok(None) => continue,
                     Ok(Some(event)) => {
                         state.events += 1;
                         state.activity = activity(&event);
+                        if moves_on(&event) {
+                            state.pending.clear();
+                        }
                         match event {
+                            TurnEvent::Permission(request) => match policy {
+                                Some((reply, Ok(()))) => {
+                                    state.activity = format!(
+                                        "permission `{}` answered {}",
+                                        request.permission.as_deref().unwrap_or("?"),
+                                        reply.as_str()
+                                    );
+                                }
+                                Some((_, Err(e))) => {
+                                    let waiting = Waiting::Permission(request);
+                                    state.activity = format!(
+                                        "{} (answering it failed: {e})",
+                                        waiting.describe()
+                                    );
+                                    state.pending.push(waiting);
+                                }
+                                None => {
+                                    let waiting = Waiting::Permission(request);
+                                    state.activity = waiting.describe();
+                                    state.pending.push(waiting);
+                                }
+                            },
+                            TurnEvent::Question(request) => {
+                                let waiting = Waiting::Question(request);
+                                state.activity = waiting.describe();
+                                state.pending.push(waiting);
+                            }
                             TurnEvent::Text { delta, .. } => state.text.push_str(&delta),
                             TurnEvent::Usage(u) => state.usage.add(&u),
                             TurnEvent::Done(done) => {
@@ -701,6 +821,20 @@ impl Live {
             }
         });
         followed
+    }
+}
+
+/// Whether `event` shows the turn went on past what it waited for.
+fn moves_on(event: &TurnEvent) -> bool {
+    use opencode_api::ToolStatus;
+    match event {
+        TurnEvent::ToolUpdate(t) => matches!(t.status, ToolStatus::Completed | ToolStatus::Error),
+        TurnEvent::Text { .. }
+        | TurnEvent::Reasoning { .. }
+        | TurnEvent::Usage(_)
+        | TurnEvent::Done(_)
+        | TurnEvent::Failed { .. } => true,
+        _ => false,
     }
 }
 
@@ -747,6 +881,20 @@ mod tests {
         let e = check("opencode_abort", &args(json!({"project": "/x"}))).unwrap_err();
         assert!(e.message.contains("session"), "{e:?}");
         assert!(check("opencode_sessions", &args(json!({"project": "/x"}))).is_ok());
+        let e = check("opencode_answer", &args(json!({"project": "/x", "reply": "once"})));
+        assert!(e.unwrap_err().message.contains("`request_id` is required"));
+        let e = check(
+            "opencode_answer",
+            &args(json!({"project": "/x", "request_id": "per_1"})),
+        );
+        assert!(e.unwrap_err().message.contains("exactly one of"));
+        let ok = args(json!({"project_name": "s", "request_id": "que_1", "answers": [["blue"]]}));
+        assert!(check("opencode_answer", &ok).is_ok());
+        let e = check(
+            "opencode_prompt",
+            &args(json!({"project": "/x", "text": "hi", "permissions": "always"})),
+        );
+        assert!(e.unwrap_err().message.contains("`permissions` must be one of"));
     }
 
     #[test]
