@@ -1,7 +1,9 @@
 //! `ocm mcp`'s prompt tools against the real opencode and the mock model:
 //! `opencode_prompt` returns the mock's reply; a cancelled prompt gets no
 //! answer and its turn is aborted on the server; `opencode_turn` follows
-//! a prompt that returned `running` to its end.
+//! a prompt that returned `running` to its end; a turn that waits for a
+//! permission or a question shows it in `pending` and `opencode_answer`
+//! answers it.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Stdio};
@@ -23,8 +25,14 @@ struct Mcp {
 
 impl Mcp {
     fn start(bed: &TestBed) -> Mcp {
+        Mcp::start_with(bed, &[])
+    }
+
+    /// [`Mcp::start`] with more environment (its servers inherit it).
+    fn start_with(bed: &TestBed, env: &[(&str, String)]) -> Mcp {
         let mut child = bed
             .command(ocm_bin())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .args(["mcp", "--allow", bed.root().to_str().unwrap()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -341,6 +349,184 @@ fn opencode_abort_stops_a_running_turn_by_message_id_or_session() {
         json!({"project": bed.project, "message_id": running["messageId"], "wait_s": 0}),
     );
     assert_eq!(turn["structuredContent"]["status"], "aborted", "{turn}");
+    drop(mcp);
+    stop(&bed);
+}
+
+/// The outputs of the session's `tool` parts.
+fn tool_outputs(bed: &TestBed, session: &str) -> Vec<(String, String)> {
+    client(bed)
+        .list_messages(&SessionId::from(session), None)
+        .expect("messages")
+        .into_iter()
+        .flat_map(|m| m.parts)
+        .filter_map(|p| match p {
+            opencode_api::Part::Tool(t) => Some((t.tool, t.state.output.unwrap_or_default())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_permission_waits_in_pending_until_opencode_answer_replies() {
+    if e2e_skipped() {
+        return;
+    }
+    // The output differs from the command: it is there only if bash ran.
+    let bed = TestBed::with_script(Script::new().default_reply(Reply::text("ran it").tool_call(
+        "bash",
+        r#"{"command":"printf 'mcp-%s' answered","description":"print a marker"}"#,
+    )));
+    let mut config: Value = serde_json::from_str(&bed.mock.opencode_config()).unwrap();
+    config["permission"] = json!({"bash": "ask"});
+    let mut mcp = Mcp::start_with(&bed, &[("OPENCODE_CONFIG_CONTENT", config.to_string())]);
+    let (_, started) = mcp.call(1, "opencode_start", json!({"project": bed.project}));
+    assert_eq!(started["isError"], false, "{started}");
+    // The call returns once the turn waits for the answer, well before
+    // its wait is over.
+    let began = Instant::now();
+    let (progress, first) = mcp.call(
+        2,
+        "opencode_prompt",
+        json!({"project": bed.project, "text": "use bash", "wait_s": 45}),
+    );
+    assert!(began.elapsed() < Duration::from_secs(35), "{first}");
+    let running = &first["structuredContent"];
+    assert_eq!(running["status"], "running", "{first}");
+    let pending = &running["pending"];
+    assert_eq!(pending["kind"], "permission", "{first}");
+    assert_eq!(pending["permission"], "bash", "{first}");
+    let request = pending["id"].as_str().expect("a request id").to_string();
+    let said = progress
+        .iter()
+        .any(|p| p["params"]["message"].as_str().unwrap_or("").contains("permission `bash`"));
+    assert!(said, "no progress says what is asked: {progress:?}");
+    // Bad combinations are tool errors.
+    let (_, both) = mcp.call(
+        3,
+        "opencode_answer",
+        json!({"project": bed.project, "request_id": request, "reply": "once", "reject": true}),
+    );
+    assert_eq!(both["isError"], true, "{both}");
+    let (_, answered) = mcp.call(
+        4,
+        "opencode_answer",
+        json!({"project": bed.project, "request_id": request, "reply": "once"}),
+    );
+    assert_eq!(answered["isError"], false, "{answered}");
+    assert_eq!(
+        answered["structuredContent"],
+        json!({"answered": true, "requestId": request})
+    );
+    let (_, again) = mcp.call(
+        5,
+        "opencode_answer",
+        json!({"project": bed.project, "request_id": request, "reply": "once"}),
+    );
+    assert_eq!(again["isError"], true, "{again}");
+    let text = again["content"][0]["text"].as_str().unwrap_or_default();
+    assert!(text.contains(&format!("no pending permission request {request}")), "{text}");
+    let (_, turn) = mcp.call(
+        6,
+        "opencode_turn",
+        json!({"project": bed.project, "message_id": running["messageId"], "wait_s": 45}),
+    );
+    let turn = &turn["structuredContent"];
+    assert_eq!(turn["status"], "done", "{turn}");
+    assert_eq!(turn["reply"], "ran it", "{turn}");
+    assert_eq!(turn["pending"], Value::Null, "{turn}");
+    let session = turn["sessionId"].as_str().unwrap().to_string();
+    let outputs = tool_outputs(&bed, &session);
+    assert!(
+        outputs.iter().any(|(tool, out)| tool == "bash" && out.contains("mcp-answered")),
+        "{outputs:?}"
+    );
+    // `permissions: allow` answers at once: nothing is pending.
+    let (_, allowed) = mcp.call(
+        7,
+        "opencode_prompt",
+        json!({"project": bed.project, "session": session, "text": "again",
+               "permissions": "allow", "wait_s": 45}),
+    );
+    let allowed = &allowed["structuredContent"];
+    assert_eq!(allowed["status"], "done", "{allowed}");
+    assert_eq!(allowed["pending"], Value::Null, "{allowed}");
+    let ran = tool_outputs(&bed, &session)
+        .iter()
+        .filter(|(tool, out)| tool == "bash" && out.contains("mcp-answered"))
+        .count();
+    assert_eq!(ran, 2, "bash ran for both prompts");
+    drop(mcp);
+    stop(&bed);
+}
+
+#[test]
+fn a_question_waits_in_pending_until_opencode_answer_answers_it() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(Script::new().default_reply(
+        Reply::text("thanks for answering").tool_call(
+            "question",
+            r#"{"questions":[{"question":"Which colour?","header":"Colour","options":[{"label":"red","description":"warm"},{"label":"blue","description":"cold"}]}]}"#,
+        ),
+    ));
+    let mut mcp = Mcp::start_with(&bed, &[("OPENCODE_ENABLE_QUESTION_TOOL", "1".into())]);
+    let (_, started) = mcp.call(1, "opencode_start", json!({"project": bed.project}));
+    assert_eq!(started["isError"], false, "{started}");
+    let (progress, first) = mcp.call(
+        2,
+        "opencode_prompt",
+        json!({"project": bed.project, "text": "ask me", "wait_s": 45}),
+    );
+    let running = &first["structuredContent"];
+    assert_eq!(running["status"], "running", "{first}");
+    let pending = &running["pending"];
+    assert_eq!(pending["kind"], "question", "{first}");
+    let question = &pending["questions"][0];
+    assert_eq!(question["question"], "Which colour?", "{first}");
+    let labels: Vec<&str> = question["options"]
+        .as_array()
+        .expect("options")
+        .iter()
+        .filter_map(|o| o["label"].as_str())
+        .collect();
+    assert_eq!(labels, ["red", "blue"], "{first}");
+    let said = progress.iter().any(|p| {
+        p["params"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Which colour? [red, blue]")
+    });
+    assert!(said, "no progress says what is asked: {progress:?}");
+    let request = pending["id"].as_str().expect("a request id").to_string();
+    // Answers of the wrong shape are a tool error.
+    let (_, wrong) = mcp.call(
+        3,
+        "opencode_answer",
+        json!({"project": bed.project, "request_id": request, "answers": "blue"}),
+    );
+    assert_eq!(wrong["isError"], true, "{wrong}");
+    let (_, answered) = mcp.call(
+        4,
+        "opencode_answer",
+        json!({"project": bed.project, "request_id": request, "answers": [["blue"]]}),
+    );
+    assert_eq!(answered["isError"], false, "{answered}");
+    let (_, turn) = mcp.call(
+        5,
+        "opencode_turn",
+        json!({"project": bed.project, "message_id": running["messageId"], "wait_s": 45}),
+    );
+    let turn = &turn["structuredContent"];
+    assert_eq!(turn["status"], "done", "{turn}");
+    assert_eq!(turn["reply"], "thanks for answering", "{turn}");
+    assert_eq!(turn["pending"], Value::Null, "{turn}");
+    let outputs = tool_outputs(&bed, turn["sessionId"].as_str().unwrap());
+    assert!(
+        outputs.iter().any(|(tool, out)| tool == "question" && out.contains("blue")),
+        "{outputs:?}"
+    );
     drop(mcp);
     stop(&bed);
 }

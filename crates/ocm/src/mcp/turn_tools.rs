@@ -87,20 +87,41 @@ impl Followed {
         lock(&self.state).status != "running"
     }
 
-    /// Waits until the turn ends, `deadline`, or `stop()`; reports activity.
-    fn wait(&self, deadline: Instant, stop: &dyn Fn() -> bool, progress: &dyn Fn(String)) {
+    /// Waits until the turn ends, `deadline`, or `stop()`; reports
+    /// activity. With `or_asks`, also until the turn waits for an answer
+    /// (`pending`): only the caller can move it on.
+    fn wait(
+        &self,
+        deadline: Instant,
+        or_asks: bool,
+        stop: &dyn Fn() -> bool,
+        progress: &dyn Fn(String),
+    ) {
         let mut seen = 0;
+        // The request last told: events coming together are told as the
+        // last one, and a request must not be lost among them.
+        let mut told: Option<String> = None;
         let mut state = lock(&self.state);
         loop {
-            if state.events > seen {
+            // Until no event is left unreported (one may come meanwhile).
+            while state.events > seen {
                 seen = state.events;
-                let activity = state.activity.clone();
+                let mut said = vec![state.activity.clone()];
+                if let Some(waiting) = state.pending.first()
+                    && told.as_deref() != Some(waiting.id())
+                {
+                    told = Some(waiting.id().to_string());
+                    if said[0] != waiting.describe() {
+                        said.push(waiting.describe());
+                    }
+                }
                 drop(state);
-                progress(activity);
+                said.into_iter().for_each(progress);
                 state = lock(&self.state);
             }
             let now = Instant::now();
-            if state.status != "running" || now >= deadline || stop() {
+            let asks = or_asks && !state.pending.is_empty();
+            if state.status != "running" || asks || now >= deadline || stop() {
                 return;
             }
             let slice = SLICE.min(deadline - now);
@@ -469,18 +490,23 @@ pub fn run(
             let followed = ctx
                 .turns
                 .follow(turn, engine.clone(), Permissions::of(arguments));
-            followed.wait(deadline, cancelled, progress);
+            followed.wait(deadline, true, cancelled, progress);
             if cancelled() && !followed.ended() {
                 // Nobody waits for this reply: stop the model.
                 followed.request_abort();
-                followed.wait(Instant::now() + Duration::from_secs(5), &|| false, &|_| {});
+                followed.wait(
+                    Instant::now() + Duration::from_secs(5),
+                    false,
+                    &|| false,
+                    &|_| {},
+                );
             }
             Ok(followed.json())
         }
         "opencode_turn" => {
             let id = MessageId::from(arg(arguments, "message_id").unwrap_or_default());
             if let Some(followed) = ctx.turns.get(&id) {
-                followed.wait(Instant::now() + wait_of(arguments), cancelled, progress);
+                followed.wait(Instant::now() + wait_of(arguments), true, cancelled, progress);
                 return Ok(followed.json());
             }
             let deadline = Instant::now() + wait_of(arguments);
@@ -504,7 +530,12 @@ pub fn run(
             {
                 let running = !followed.ended();
                 followed.request_abort();
-                followed.wait(Instant::now() + Duration::from_secs(10), &|| false, &|_| {});
+                followed.wait(
+                    Instant::now() + Duration::from_secs(10),
+                    false,
+                    &|| false,
+                    &|_| {},
+                );
                 let turn = followed.json();
                 return Ok(json!({
                     "sessionId": followed.session.to_string(),
