@@ -18,7 +18,7 @@ use serde_json::Value;
 /// them, plus the interpreter's start-up).
 const CLIENT_DEADLINE: Duration = Duration::from_secs(180);
 
-const TOOLS: [&str; 10] = [
+const TOOLS: [&str; 11] = [
     "opencode_start",
     "opencode_status",
     "opencode_stop",
@@ -29,6 +29,7 @@ const TOOLS: [&str; 10] = [
     "opencode_turn",
     "opencode_abort",
     "opencode_sessions",
+    "opencode_answer",
 ];
 
 fn script() -> PathBuf {

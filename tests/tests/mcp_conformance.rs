@@ -279,6 +279,7 @@ fn both_protocol_eras() {
             "opencode_restart",
             "opencode_destroy",
             "opencode_list",
+            "opencode_answer",
         ] {
             assert!(names.contains(&name), "{name} missing from {names:?}");
         }

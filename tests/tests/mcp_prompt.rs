@@ -397,9 +397,12 @@ fn a_permission_waits_in_pending_until_opencode_answer_replies() {
     assert_eq!(pending["kind"], "permission", "{first}");
     assert_eq!(pending["permission"], "bash", "{first}");
     let request = pending["id"].as_str().expect("a request id").to_string();
-    let said = progress
-        .iter()
-        .any(|p| p["params"]["message"].as_str().unwrap_or("").contains("permission `bash`"));
+    let said = progress.iter().any(|p| {
+        p["params"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("permission `bash`")
+    });
     assert!(said, "no progress says what is asked: {progress:?}");
     // Bad combinations are tool errors.
     let (_, both) = mcp.call(
@@ -425,7 +428,10 @@ fn a_permission_waits_in_pending_until_opencode_answer_replies() {
     );
     assert_eq!(again["isError"], true, "{again}");
     let text = again["content"][0]["text"].as_str().unwrap_or_default();
-    assert!(text.contains(&format!("no pending permission request {request}")), "{text}");
+    assert!(
+        text.contains(&format!("no pending permission request {request}")),
+        "{text}"
+    );
     let (_, turn) = mcp.call(
         6,
         "opencode_turn",
@@ -438,7 +444,9 @@ fn a_permission_waits_in_pending_until_opencode_answer_replies() {
     let session = turn["sessionId"].as_str().unwrap().to_string();
     let outputs = tool_outputs(&bed, &session);
     assert!(
-        outputs.iter().any(|(tool, out)| tool == "bash" && out.contains("mcp-answered")),
+        outputs
+            .iter()
+            .any(|(tool, out)| tool == "bash" && out.contains("mcp-answered")),
         "{outputs:?}"
     );
     // `permissions: allow` answers at once: nothing is pending.
@@ -524,7 +532,9 @@ fn a_question_waits_in_pending_until_opencode_answer_answers_it() {
     assert_eq!(turn["pending"], Value::Null, "{turn}");
     let outputs = tool_outputs(&bed, turn["sessionId"].as_str().unwrap());
     assert!(
-        outputs.iter().any(|(tool, out)| tool == "question" && out.contains("blue")),
+        outputs
+            .iter()
+            .any(|(tool, out)| tool == "question" && out.contains("blue")),
         "{outputs:?}"
     );
     drop(mcp);

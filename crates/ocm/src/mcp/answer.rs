@@ -55,7 +55,8 @@ impl Waiting {
                     .questions
                     .iter()
                     .map(|q| {
-                        let labels: Vec<&str> = q.options.iter().map(|o| o.label.as_str()).collect();
+                        let labels: Vec<&str> =
+                            q.options.iter().map(|o| o.label.as_str()).collect();
                         format!("{} [{}]", q.question, labels.join(", "))
                     })
                     .collect();
@@ -153,7 +154,10 @@ pub fn check(name: &str, arguments: &Map<String, Value>) -> Result<(), Failure> 
             ));
         }
     }
-    if arguments.get("reject").is_some_and(|r| r != &Value::Bool(true)) {
+    if arguments
+        .get("reject")
+        .is_some_and(|r| r != &Value::Bool(true))
+    {
         return Err(Failure::input(
             "`reject` must be true (it declines a question); leave it out otherwise",
         ));

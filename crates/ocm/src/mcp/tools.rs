@@ -165,9 +165,9 @@ pub const TOOLS: &[ToolDef] = &[
                       opencode_turn with that messageId to follow it. Retrying with the same \
                       `message_id` never sends the prompt twice. Progress notifications report \
                       the turn's activity; cancelling the call aborts the turn. When a tool asks \
-                      for a permission or asks a question, the turn waits and shows it in \
-                      `pending` (answer with opencode_answer); `permissions: allow` or `deny` \
-                      answers permissions at once.",
+                      for a permission or asks a question, the turn waits and the call returns \
+                      at once with it in `pending` (answer with opencode_answer); \
+                      `permissions: allow` or `deny` answers permissions without asking.",
         read_only: false,
         destructive: false,
         idempotent: false,

@@ -71,16 +71,7 @@ struct State {
 impl Followed {
     fn json(&self) -> Value {
         let state = lock(&self.state).clone();
-        turn_json(
-            state.status,
-            &self.session,
-            &self.message,
-            &state.text,
-            &state.usage,
-            state.reply.as_deref(),
-            state.error.as_deref(),
-            state.pending.first(),
-        )
+        turn_json(&self.session, &self.message, &state)
     }
 
     fn ended(&self) -> bool {
@@ -139,25 +130,17 @@ impl Followed {
     }
 }
 
-fn turn_json(
-    status: &str,
-    session: &SessionId,
-    message: &MessageId,
-    text: &str,
-    usage: &Usage,
-    reply: Option<&str>,
-    error: Option<&str>,
-    pending: Option<&Waiting>,
-) -> Value {
+/// A turn's JSON: `pending` is the oldest request it waits for.
+fn turn_json(session: &SessionId, message: &MessageId, state: &State) -> Value {
     json!({
-        "status": status,
+        "status": state.status,
         "sessionId": session.to_string(),
         "messageId": message.to_string(),
-        "text": text,
-        "reply": reply,
-        "usage": serde_json::to_value(usage).unwrap_or(Value::Null),
-        "error": error,
-        "pending": pending.map_or(Value::Null, Waiting::json),
+        "text": state.text,
+        "reply": state.reply,
+        "usage": serde_json::to_value(state.usage).unwrap_or(Value::Null),
+        "error": state.error,
+        "pending": state.pending.first().map_or(Value::Null, Waiting::json),
     })
 }
 
@@ -506,7 +489,12 @@ pub fn run(
         "opencode_turn" => {
             let id = MessageId::from(arg(arguments, "message_id").unwrap_or_default());
             if let Some(followed) = ctx.turns.get(&id) {
-                followed.wait(Instant::now() + wait_of(arguments), true, cancelled, progress);
+                followed.wait(
+                    Instant::now() + wait_of(arguments),
+                    true,
+                    cancelled,
+                    progress,
+                );
                 return Ok(followed.json());
             }
             let deadline = Instant::now() + wait_of(arguments);
@@ -676,17 +664,15 @@ fn stored_turn(
                 status = "running";
             }
         }
-        let reply = (status == "done").then_some(text.as_str());
-        return Ok(Some(turn_json(
+        let state = State {
             status,
-            &session,
-            id,
-            &text,
-            &usage,
-            reply,
-            error.as_deref(),
-            None,
-        )));
+            reply: (status == "done").then(|| text.clone()),
+            text,
+            usage,
+            error,
+            ..State::default()
+        };
+        return Ok(Some(turn_json(&session, id, &state)));
     }
     Ok(None)
 }
@@ -912,7 +898,10 @@ mod tests {
         let e = check("opencode_abort", &args(json!({"project": "/x"}))).unwrap_err();
         assert!(e.message.contains("session"), "{e:?}");
         assert!(check("opencode_sessions", &args(json!({"project": "/x"}))).is_ok());
-        let e = check("opencode_answer", &args(json!({"project": "/x", "reply": "once"})));
+        let e = check(
+            "opencode_answer",
+            &args(json!({"project": "/x", "reply": "once"})),
+        );
         assert!(e.unwrap_err().message.contains("`request_id` is required"));
         let e = check(
             "opencode_answer",
@@ -925,7 +914,11 @@ mod tests {
             "opencode_prompt",
             &args(json!({"project": "/x", "text": "hi", "permissions": "always"})),
         );
-        assert!(e.unwrap_err().message.contains("`permissions` must be one of"));
+        assert!(
+            e.unwrap_err()
+                .message
+                .contains("`permissions` must be one of")
+        );
     }
 
     #[test]
