@@ -25,8 +25,10 @@ use opencode_api::{
 
 use crate::Error;
 
-/// How often the thread looks at its stop flag while the stream is quiet.
-const TICK: Duration = Duration::from_millis(200);
+/// How long the thread sleeps at most while the stream is quiet: it is
+/// woken at once by an item on the stream or by the stop, so this only
+/// bounds the wait (a reader that ends without a last item).
+const IDLE_BOUND: Duration = Duration::from_secs(1);
 /// How long after an abort its stray terminal events are swallowed.
 const ABORT_GUARD: Duration = Duration::from_secs(5);
 
@@ -70,6 +72,30 @@ struct Shared {
     routes: Mutex<Routes>,
     changed: Condvar,
     stop: AtomicBool,
+    /// Set when the stream queued an item or the demultiplexer stops.
+    woken: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Shared {
+    /// Wakes the thread (an item is queued on the stream, or stop).
+    fn wake(&self) {
+        *self.woken.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.wake.notify_all();
+    }
+
+    /// Sleeps until woken, at most `bound`; takes the wake-up.
+    fn sleep(&self, bound: Duration) {
+        let mut woken = self.woken.lock().unwrap_or_else(|p| p.into_inner());
+        if !*woken {
+            woken = self
+                .wake
+                .wait_timeout(woken, bound)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        *woken = false;
+    }
 }
 
 fn lock(shared: &Shared) -> MutexGuard<'_, Routes> {
@@ -88,10 +114,14 @@ pub(crate) struct Demux {
 }
 
 impl Demux {
-    /// Opens the server's global stream and starts the thread.
+    /// Opens the server's global stream and starts the thread. The
+    /// stream's [`notify`](StreamConfig::notify) is the demultiplexer's
+    /// own (it wakes the thread for each item).
     pub(crate) fn start(client: &Client, config: &StreamConfig) -> Result<Demux, Error> {
-        let stream = client.global_event_stream_with(config)?;
         let shared = Arc::new(Shared::default());
+        let notified = Arc::clone(&shared);
+        let config = config.clone().notify(move || notified.wake());
+        let stream = client.global_event_stream_with(&config)?;
         let thread_shared = Arc::clone(&shared);
         let health = client.clone();
         let thread = std::thread::Builder::new()
@@ -172,6 +202,7 @@ impl Demux {
 impl Drop for Demux {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.wake();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -236,9 +267,15 @@ fn report_lost(routes: &mut Routes, reason: &str) {
 
 fn run(mut stream: opencode_api::GlobalEventStream, shared: &Shared, client: &Client) {
     while !shared.stop.load(Ordering::SeqCst) {
-        let item = match stream.next(Instant::now() + TICK) {
+        // What is queued, without waiting; then sleep until the stream's
+        // notify or the stop wakes the thread (no fixed tick: a stop is
+        // seen at once, so dropping the demultiplexer is quick).
+        let item = match stream.next(Instant::now()) {
             Ok(Some(item)) => item,
-            Ok(None) => continue,
+            Ok(None) => {
+                shared.sleep(IDLE_BOUND);
+                continue;
+            }
             Err(_) => {
                 // The stream gave up or was stopped: tell the turns once.
                 let mut routes = lock(shared);
@@ -384,6 +421,53 @@ mod tests {
         assert_eq!(not_told.try_iter().count(), 0);
         assert!(!any_watched(&routes), "told once");
         assert_eq!(routes.turns.len(), 2);
+    }
+
+    #[test]
+    fn a_quiet_demultiplexer_stops_at_once_when_dropped() {
+        // The thread sleeps until the stream or the stop wakes it: a drop
+        // does not wait for a tick (a 200 ms tick made five drops take
+        // about half a second).
+        let server = crate::fake_server::FakeServer::start();
+        let client = Client::builder(&server.url)
+            .directory("/p")
+            .build()
+            .unwrap();
+        let config = StreamConfig::new();
+        let mut dropping = Duration::ZERO;
+        for _ in 0..5 {
+            let demux = Demux::start(&client, &config).unwrap();
+            demux.wait_connected(Duration::from_secs(10)).unwrap();
+            // Quiet: the thread sleeps now.
+            std::thread::sleep(Duration::from_millis(20));
+            let began = Instant::now();
+            drop(demux);
+            dropping += began.elapsed();
+        }
+        assert!(
+            dropping < Duration::from_millis(150),
+            "five drops took {dropping:?}"
+        );
+    }
+
+    #[test]
+    fn events_reach_a_turn_while_the_thread_sleeps_between_them() {
+        // Woken by the stream's notify, not by a tick: each event is
+        // routed although the thread sleeps in between.
+        let server = crate::fake_server::FakeServer::start();
+        let client = Client::builder(&server.url)
+            .directory("/p")
+            .build()
+            .unwrap();
+        let demux = Demux::start(&client, &StreamConfig::new()).unwrap();
+        demux.wait_connected(Duration::from_secs(10)).unwrap();
+        let rx = demux.register(&SessionId::from("ses_1"));
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(30));
+            server.event(r#"{"id":"e","type":"session.idle","properties":{"sessionID":"ses_1"}}"#);
+            let got = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            assert!(matches!(got, Routed::Event(e, _) if matches!(e.kind, EventKind::SessionIdle(_))));
+        }
     }
 
     #[test]
