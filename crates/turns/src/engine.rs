@@ -228,14 +228,10 @@ impl Engine {
         let given = request.message_id.clone();
         let message_id = match &given {
             Some(id) => id.clone(),
-            None => {
-                // A server that died since the last call is ensured again.
-                let newest = self.with_client(|c| c.list_messages(session, Some(1)))?;
-                match newest.last() {
-                    Some(m) => new_message_id_after(m.info.id()),
-                    None => new_message_id(),
-                }
-            }
+            None => match self.newest_message(session)? {
+                Some(newest) => new_message_id_after(&newest),
+                None => new_message_id(),
+            },
         };
         let (client, demux) = self.inner.connection(false)?;
         {
@@ -289,6 +285,24 @@ impl Engine {
         }
         turn.last_activity = Instant::now();
         Ok(turn)
+    }
+
+    /// The newest message of `session` (a new prompt's ID must sort after
+    /// it): known from the event stream when a read was made in the same
+    /// connection (every message stored since was told), else read.
+    fn newest_message(&self, session: &SessionId) -> Result<Option<MessageId>, Error> {
+        let (_, demux) = self.inner.connection(false)?;
+        if let Some(newest) = demux.newest(session) {
+            return Ok(newest);
+        }
+        let epoch = demux.learning(session);
+        // A server that died since the last call is ensured again.
+        let read = self.with_client(|c| c.list_messages(session, Some(1)))?;
+        let newest = read.last().map(|m| m.info.id().clone());
+        if let Some(epoch) = epoch {
+            demux.learned(session, newest.as_ref(), epoch);
+        }
+        Ok(newest)
     }
 
     /// Takes a prompt back from `session` before it is sent elsewhere (a

@@ -215,3 +215,53 @@ fn a_retried_turn_fails_when_its_restarted_server_dies_before_the_stream_reached
         began.elapsed()
     );
 }
+
+#[test]
+fn a_second_prompt_takes_the_newest_message_from_the_stream_instead_of_reading_it() {
+    let server = FakeServer::start();
+    let engine = engine(&server, Duration::from_secs(60));
+    let session = SessionId::from("ses_1");
+    let limit_reads = || {
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.starts_with("GET /session/ses_1/message?limit"))
+            .count()
+    };
+    let mut first = engine.prompt(&session, PromptRequest::text("one")).unwrap();
+    assert_eq!(
+        limit_reads(),
+        1,
+        "the first prompt reads the newest message"
+    );
+    // Another client's message, stamped by a server clock far ahead, told
+    // by the stream; then a delta of the first turn, to know it was routed.
+    let ahead = "msg_fffffffff000AAAAAAAAAAAAAA";
+    server.event(&format!(
+        r#"{{"id":"e1","type":"message.updated","properties":{{"sessionID":"ses_1","info":{{"id":"{ahead}","role":"user","sessionID":"ses_1","time":{{"created":1}}}}}}}}"#
+    ));
+    let reply = "msg_fffffffff001AAAAAAAAAAAAAA";
+    server.event(&format!(
+        r#"{{"id":"e2","type":"message.updated","properties":{{"sessionID":"ses_1","info":{{"id":"{reply}","parentID":"{}","role":"assistant","sessionID":"ses_1","time":{{"created":2}}}}}}}}"#,
+        first.message_id()
+    ));
+    server.event(&format!(
+        r#"{{"id":"e3","type":"message.part.delta","properties":{{"sessionID":"ses_1","messageID":"{reply}","partID":"prt_1","field":"text","delta":"hi"}}}}"#
+    ));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match first.next(deadline).unwrap() {
+            Some(TurnEvent::Text { .. }) => break,
+            Some(_) => {}
+            None => panic!("the first turn's text never came"),
+        }
+    }
+    drop(first);
+    let second = engine.prompt(&session, PromptRequest::text("two")).unwrap();
+    assert_eq!(limit_reads(), 1, "no second read: {:?}", server.requests());
+    assert!(
+        second.message_id().as_str() > reply,
+        "{} sorts after {reply}",
+        second.message_id()
+    );
+}

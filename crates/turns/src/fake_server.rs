@@ -21,6 +21,8 @@ struct State {
     /// The event stream answers but never says `server.connected` (a
     /// server the stream has not reached yet).
     silent: bool,
+    /// Every request line (`GET /path`), in order.
+    requests: Mutex<Vec<String>>,
 }
 
 /// The fake server; dropping it stops it and joins its threads.
@@ -94,6 +96,11 @@ impl FakeServer {
         self.port
     }
 
+    /// The request lines received so far (`GET /session/ses_1/message?limit=1`).
+    pub(crate) fn requests(&self) -> Vec<String> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
     pub(crate) fn set_messages(&self, json: &str) {
         *self.state.messages.lock().unwrap() = json.to_string();
     }
@@ -143,6 +150,11 @@ fn serve(mut stream: TcpStream, state: &State) {
     let request = head.lines().next().unwrap_or("").to_string();
     let mut words = request.split(' ');
     let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    state
+        .requests
+        .lock()
+        .unwrap()
+        .push(format!("{method} {path}"));
     match (method, path) {
         ("GET", "/global/event") if state.silent => {
             let _ = write!(
