@@ -124,11 +124,9 @@ impl Inner {
     fn record(&self, session: &SessionId, usage: &Usage, state: Option<SessionState>) {
         if let Some(registry) = self.registry.get() {
             // The registry is bookkeeping: a failure to write it must not
-            // turn a done turn into a failed one.
-            let _ = registry.add_turn(session, usage);
-            if let Some(state) = state {
-                let _ = registry.set_status(session, state);
-            }
+            // turn a done turn into a failed one. One write for the usage
+            // and the state (each write is two fsyncs).
+            let _ = registry.end_turn(session, usage, state);
         }
     }
 }
@@ -290,7 +288,7 @@ impl Engine {
     /// The newest message of `session` (a new prompt's ID must sort after
     /// it): known from the event stream when a read was made in the same
     /// connection (every message stored since was told), else read.
-    fn newest_message(&self, session: &SessionId) -> Result<Option<MessageId>, Error> {
+    pub(crate) fn newest_message(&self, session: &SessionId) -> Result<Option<MessageId>, Error> {
         let (_, demux) = self.inner.connection(false)?;
         if let Some(newest) = demux.newest(session) {
             return Ok(newest);

@@ -265,3 +265,44 @@ fn a_second_prompt_takes_the_newest_message_from_the_stream_instead_of_reading_i
         second.message_id()
     );
 }
+
+#[test]
+fn ensuring_a_recorded_session_then_prompting_it_asks_the_server_once() {
+    // The check that the server still has the session reads its newest
+    // message, which the prompt's ID needs: no second request for it.
+    let server = FakeServer::start();
+    let engine = engine(&server, Duration::from_secs(60));
+    let dir = tempfile::tempdir().unwrap();
+    let registry = crate::Registry::at(dir.path());
+    let key = crate::SessionKey::Title("t".into());
+    registry
+        .record(crate::SessionEntry {
+            key: "t".into(),
+            session_id: SessionId::from("ses_1"),
+            title: "t".into(),
+            status: crate::SessionState::Active,
+            model: None,
+            usage: crate::Usage::default(),
+            turns: 0,
+            created: 1,
+            last_active: 0,
+        })
+        .unwrap();
+    let sessions = crate::Sessions::new(engine.clone(), registry);
+    let entry = sessions.ensure(&key, None).unwrap();
+    assert_eq!(entry.session_id, "ses_1");
+    let turn = engine
+        .prompt(&entry.session_id, PromptRequest::text("hi"))
+        .unwrap();
+    let asked: Vec<String> = server
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.starts_with("GET /session/ses_1?")
+                || r == "GET /session/ses_1"
+                || r.starts_with("GET /session/ses_1/message?")
+        })
+        .collect();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    drop(turn);
+}
