@@ -257,8 +257,10 @@ impl Engine {
             last_poll: Instant::now(),
             latencies: Vec::new(),
             backlog: VecDeque::new(),
+            sent_at: None,
         };
         let request = request.message_id(message_id.clone());
+        let delivering = Instant::now();
         let delivery = deliver(
             &*self.inner,
             &self.inner.options.retry,
@@ -276,6 +278,9 @@ impl Engine {
             turn.demux = demux;
             turn.client = client;
         }
+        // No send (the prompt's turn was running already, or answered):
+        // what came during the delivery may be about it.
+        turn.sent_at.get_or_insert(delivering);
         // The prompt is on the server: the turn hears of its death from now.
         turn.demux.watch(session);
         if let Delivery::Answered(done) = delivery {
@@ -387,6 +392,10 @@ pub struct Turn {
     latencies: Vec<Duration>,
     /// Items taken off the channel while the delivery waited, in order.
     backlog: VecDeque<Routed>,
+    /// When the prompt was first sent: a terminal event of the session
+    /// routed before is the tail of an earlier turn (its `session.idle`
+    /// comes after its last message), not about this prompt.
+    sent_at: Option<Instant>,
 }
 
 impl Turn {
@@ -455,6 +464,8 @@ impl Turn {
                             Some(done) => self.queue.push_back(TurnEvent::Done(Box::new(done))),
                             None => self.reconcile(false),
                         },
+                        // An earlier turn's tail: nothing to read.
+                        Check::Reconcile if self.sent_at.is_none_or(|sent| at < sent) => {}
                         Check::Reconcile => self.reconcile(false),
                         Check::None => {}
                     }
@@ -488,6 +499,8 @@ impl Turn {
     /// `message.updated`), at most until `until`; what arrives meanwhile
     /// is kept for [`next`](Turn::next).
     fn await_stored(&mut self, until: Instant) -> bool {
+        // Called right before each send (see `StoredSignal`).
+        self.sent_at.get_or_insert_with(Instant::now);
         let seen = |item: &Routed, id: &MessageId| {
             matches!(item, Routed::Event(e, _)
                 if matches!(&e.kind, EventKind::MessageUpdated(u) if u.info.id() == id))

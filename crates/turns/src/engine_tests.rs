@@ -306,3 +306,65 @@ fn ensuring_a_recorded_session_then_prompting_it_asks_the_server_once() {
     assert_eq!(asked.len(), 1, "{asked:?}");
     drop(turn);
 }
+
+#[test]
+fn an_idle_event_that_came_before_the_prompt_was_sent_is_no_reason_to_read() {
+    // The `session.idle` that ends an earlier turn comes after its last
+    // message, so it reaches a prompt made at once after that turn; it
+    // says nothing of the new prompt and must not make it read the
+    // session's messages (a whole long session, twice).
+    let server = FakeServer::start();
+    let engine = engine(&server, Duration::from_secs(60));
+    let session = SessionId::from("ses_1");
+    // A retry by ID looks the prompt up first (not stored: "[]"); the idle
+    // arrives while that read is answered, before the send.
+    server.event_on_next_list(
+        r#"{"id":"e0","type":"session.idle","properties":{"sessionID":"ses_1"}}"#,
+    );
+    let mut turn = engine
+        .prompt(
+            &session,
+            PromptRequest::text("hi").message_id(MessageId::from(ID)),
+        )
+        .unwrap();
+    let full_reads = || {
+        server
+            .requests()
+            .iter()
+            .filter(|r| *r == "GET /session/ses_1/message")
+            .count()
+    };
+    assert_eq!(full_reads(), 1, "the look-up: {:?}", server.requests());
+    // The turn takes what came so far (the idle among it): nothing ends.
+    assert!(
+        turn.next(Instant::now() + Duration::from_millis(300))
+            .unwrap()
+            .is_none()
+    );
+    // The prompt's own end: its idle after the reply is stored.
+    server.set_messages(&completed());
+    server.event(r#"{"id":"e1","type":"session.idle","properties":{"sessionID":"ses_1"}}"#);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match turn.next(deadline).unwrap() {
+            Some(TurnEvent::Done(done)) => {
+                assert_eq!(done.text, "ok");
+                break;
+            }
+            Some(TurnEvent::Failed { reason, .. }) => panic!("failed: {reason}"),
+            Some(_) => {}
+            None => panic!("no end"),
+        }
+    }
+    let reconcile_reads = server
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("GET /session/ses_1/message?limit"))
+        .count();
+    assert_eq!(
+        (reconcile_reads, full_reads()),
+        (1, 2),
+        "one reconcile, for the prompt's own idle: {:?}",
+        server.requests()
+    );
+}
