@@ -404,8 +404,9 @@ impl Turn {
         &self.session_id
     }
 
-    /// For each event routed to this turn (the first 10 000): the time from
-    /// the demultiplexer receiving it off the stream to this turn taking it.
+    /// For each event routed to this turn after its prompt was sent (the
+    /// first 10 000): the time from the demultiplexer receiving it off the
+    /// stream to this turn taking it.
     pub fn event_latencies(&self) -> &[Duration] {
         &self.latencies
     }
@@ -452,7 +453,10 @@ impl Turn {
             match routed {
                 Ok(Routed::Event(event, at)) => {
                     self.last_activity = Instant::now();
-                    if self.latencies.len() < MAX_LATENCIES {
+                    // An earlier turn's tail (routed before the send) is
+                    // not this turn's.
+                    let ours = self.sent_at.is_some_and(|sent| at >= sent);
+                    if ours && self.latencies.len() < MAX_LATENCIES {
                         self.latencies
                             .push(self.last_activity.saturating_duration_since(at));
                     }
