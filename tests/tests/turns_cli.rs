@@ -1,7 +1,8 @@
 //! End-to-end tests of `ocm prompt` against the real opencode server with
 //! the mock model: the reply is streamed to stdout, `--json` ends with
 //! `done` and the usage, a failed turn exits 5 with its message ID, and
-//! `--message-id` retries it without a duplicate.
+//! `--message-id` retries it without a duplicate; a server that cannot be
+//! started exits 4.
 
 use std::process::Output;
 use std::time::Duration;
@@ -260,4 +261,35 @@ fn permissions_allow_answers_a_tool_permission_and_the_turn_ends_done() {
     assert!(tool_done, "{lines:?}");
     assert_eq!(lines.last().unwrap()["type"], "done");
     assert_eq!(lines.last().unwrap()["text"], "ran it");
+}
+
+#[test]
+fn ocm_prompt_exits_4_when_the_server_cannot_be_started() {
+    if e2e_skipped() {
+        return;
+    }
+    // The server is ensured once, by the engine: a start that fails is
+    // still exit 4 and names the binary.
+    let bed = TestBed::with_script(Script::reply("never"));
+    let broken = bed.root().join("broken-opencode");
+    std::fs::write(&broken, "#!/nonexistent/interpreter\n").expect("write the script");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755))
+            .expect("make it executable");
+    }
+    let project = bed.project.display().to_string();
+    let out = bed
+        .command(e2e::ocm_bin())
+        .args(["prompt", &project, "say hi"])
+        .env("OPENCODE_BIN", &broken)
+        .output()
+        .expect("run ocm");
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&broken.display().to_string()),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
 }

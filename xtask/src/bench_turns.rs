@@ -24,6 +24,23 @@ fn percentile(samples: &mut [Duration], p: usize) -> Duration {
         .unwrap_or_default()
 }
 
+/// Waits until no session of the server is busy (at most 5 s): OpenCode
+/// goes on with a turn for some milliseconds after the blocking POST
+/// returned and after the turn's last message (status, idle events), so
+/// each measured prompt starts on a quiet server, not in the tail of the
+/// one before.
+fn quiet(client: &Client) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let status = client.session_status().map_err(|e| e.to_string())?;
+        if !status.values().any(|s| s.is_active()) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
 /// `cargo xtask bench turns`: builds ocm (release) and runs this part.
 pub fn standalone() -> Result<(), String> {
     crate::step(
@@ -75,12 +92,14 @@ pub fn run(ocm: &std::path::Path) -> Result<(), String> {
             .prompt(&session, &PromptRequest::text(format!("bare {i}")))
             .map_err(|e| e.to_string())?;
         bare.push(began.elapsed());
+        quiet(&client)?;
         let began = Instant::now();
         engine
             .prompt(&session, PromptRequest::text(format!("turns {i}")))
             .and_then(|t| t.wait(deadline()))
             .map_err(|e| e.to_string())?;
         through_turns.push(began.elapsed());
+        quiet(&client)?;
     }
     drop(engine);
     drop(server);
@@ -126,7 +145,9 @@ pub fn run(ocm: &std::path::Path) -> Result<(), String> {
             .prompt(&bare_session, &PromptRequest::text(format!("bare {i}")))
             .map_err(|e| e.to_string())?;
         bare_managed.push(began.elapsed());
+        quiet(&managed)?;
         ocm_runs.push(run_ocm(&format!("ocm {i}"))?);
+        quiet(&managed)?;
     }
     let _ = bed.command(ocm).args(["down", &project]).output();
 

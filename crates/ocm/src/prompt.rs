@@ -98,9 +98,6 @@ pub fn run(cli: &Cli, args: &PromptArgs) -> Result<i32, CliError> {
     // Ctrl-C (SIGTERM, a hang-up) cancels a start, and aborts a turn.
     let signals = manager::catch_interrupts()?;
     let manager = Arc::new(Manager::new(config)?.with_interrupts(Arc::clone(&signals)));
-    manager
-        .ensure(&project)
-        .map_err(|e| CliError::Start(Box::new(e)))?;
     let mut out = Output::new(cli.json);
     let interrupted = || signals.try_next();
     match prompt(
@@ -128,6 +125,9 @@ fn prompt(
     interrupted: &dyn Fn() -> Option<i32>,
 ) -> Result<i32, turns::Error> {
     let engine = Engine::managed(Arc::clone(manager), project, TurnOptions::default())?;
+    // The server, ensured once (started when it is not running; the
+    // engine keeps its client) and its event stream connected.
+    engine.client()?;
     let sessions = Sessions::new(engine.clone(), Registry::open(manager, project)?);
     let key = if let Some(title) = &args.title {
         SessionKey::Title(title.clone())

@@ -50,6 +50,8 @@ pub(crate) trait ServerSource {
 
 /// Waits until the event stream tells the message is stored (its
 /// `message.updated`), at most until the instant given; true when it did.
+/// Called right before each send with an instant that has passed (to take
+/// off what the stream told before), then while verifying.
 pub(crate) type StoredSignal<'a> = &'a mut dyn FnMut(Instant) -> bool;
 
 /// Delivers `request` (which carries `message_id`) to `session` exactly

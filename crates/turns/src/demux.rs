@@ -20,13 +20,16 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use opencode_api::{
-    Client, DisconnectKind, Event, EventKind, SessionId, SessionStatus, StreamConfig, StreamItem,
+    Client, DisconnectKind, Event, EventKind, MessageId, SessionId, SessionStatus, StreamConfig,
+    StreamItem,
 };
 
 use crate::Error;
 
-/// How often the thread looks at its stop flag while the stream is quiet.
-const TICK: Duration = Duration::from_millis(200);
+/// How long the thread sleeps at most while the stream is quiet: it is
+/// woken at once by an item on the stream or by the stop, so this only
+/// bounds the wait (a reader that ends without a last item).
+const IDLE_BOUND: Duration = Duration::from_secs(1);
 /// How long after an abort its stray terminal events are swallowed.
 const ABORT_GUARD: Duration = Duration::from_secs(5);
 
@@ -53,9 +56,24 @@ struct Route {
     watched: bool,
 }
 
+/// What the stream told of a session's newest message since a read of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Newest {
+    /// The highest message ID seen (read or told), `None`: no message.
+    id: Option<MessageId>,
+    /// A read finished in the same connection: `id` is the session's
+    /// newest (until the stream goes down).
+    known: bool,
+}
+
 #[derive(Debug, Default)]
 struct Routes {
     turns: HashMap<SessionId, Route>,
+    /// Sessions whose newest message is followed (see [`Demux::newest`]).
+    newest: HashMap<SessionId, Newest>,
+    /// Counts the times the stream went down: a read made in one
+    /// connection says nothing of what the gap after it lost.
+    epoch: u64,
     /// Sessions recently aborted: until when their terminal events are
     /// swallowed.
     guards: HashMap<SessionId, Instant>,
@@ -70,6 +88,40 @@ struct Shared {
     routes: Mutex<Routes>,
     changed: Condvar,
     stop: AtomicBool,
+    /// Set when the stream queued an item or the demultiplexer stops.
+    woken: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Shared {
+    /// Wakes the thread (an item is queued on the stream, or stop).
+    fn wake(&self) {
+        *self.woken.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.wake.notify_all();
+    }
+
+    /// Sleeps until woken, at most `bound`; takes the wake-up.
+    fn sleep(&self, bound: Duration) {
+        let mut woken = self.woken.lock().unwrap_or_else(|p| p.into_inner());
+        if !*woken {
+            woken = self
+                .wake
+                .wait_timeout(woken, bound)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        *woken = false;
+    }
+}
+
+impl Routes {
+    /// The stream went down: what it told of newest messages is no proof
+    /// any more (messages of the gap are unseen).
+    fn went_down(&mut self) {
+        self.connected = false;
+        self.epoch += 1;
+        self.newest.clear();
+    }
 }
 
 fn lock(shared: &Shared) -> MutexGuard<'_, Routes> {
@@ -88,10 +140,14 @@ pub(crate) struct Demux {
 }
 
 impl Demux {
-    /// Opens the server's global stream and starts the thread.
+    /// Opens the server's global stream and starts the thread. The
+    /// stream's [`notify`](StreamConfig::notify) is the demultiplexer's
+    /// own (it wakes the thread for each item).
     pub(crate) fn start(client: &Client, config: &StreamConfig) -> Result<Demux, Error> {
-        let stream = client.global_event_stream_with(config)?;
         let shared = Arc::new(Shared::default());
+        let notified = Arc::clone(&shared);
+        let config = config.clone().notify(move || notified.wake());
+        let stream = client.global_event_stream_with(&config)?;
         let thread_shared = Arc::clone(&shared);
         let health = client.clone();
         let thread = std::thread::Builder::new()
@@ -157,6 +213,43 @@ impl Demux {
         }
     }
 
+    /// The newest message of `session`, when it is known without a read:
+    /// a read of it was made (see [`learning`](Demux::learning)) and the
+    /// stream has stayed up since, telling every message stored after it.
+    /// `Some(None)`: the session has no message.
+    pub(crate) fn newest(&self, session: &SessionId) -> Option<Option<MessageId>> {
+        let routes = lock(&self.shared);
+        let newest = routes.newest.get(session)?;
+        (routes.connected && newest.known).then(|| newest.id.clone())
+    }
+
+    /// Before a read of `session`'s newest message: from now on the stream
+    /// tells of its messages. Gives the connection's epoch for
+    /// [`learned`](Demux::learned), `None` while the stream is down.
+    pub(crate) fn learning(&self, session: &SessionId) -> Option<u64> {
+        let mut routes = lock(&self.shared);
+        if !routes.connected {
+            return None;
+        }
+        routes.newest.entry(session.clone()).or_default();
+        Some(routes.epoch)
+    }
+
+    /// The read begun at `epoch` found `newest`: known from now on, unless
+    /// the stream went down since.
+    pub(crate) fn learned(&self, session: &SessionId, newest: Option<&MessageId>, epoch: u64) {
+        let mut routes = lock(&self.shared);
+        if !routes.connected || routes.epoch != epoch {
+            return;
+        }
+        if let Some(entry) = routes.newest.get_mut(session) {
+            if newest > entry.id.as_ref() {
+                entry.id = newest.cloned();
+            }
+            entry.known = true;
+        }
+    }
+
     pub(crate) fn unregister(&self, session: &SessionId) {
         lock(&self.shared).turns.remove(session);
     }
@@ -172,6 +265,7 @@ impl Demux {
 impl Drop for Demux {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.wake();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -194,6 +288,12 @@ fn route(routes: &mut Routes, event: Event, at: Instant) {
     let Some(session) = event.session_id().cloned() else {
         return;
     };
+    if let EventKind::MessageUpdated(update) = &event.kind
+        && let Some(newest) = routes.newest.get_mut(&session)
+        && Some(update.info.id()) > newest.id.as_ref()
+    {
+        newest.id = Some(update.info.id().clone());
+    }
     if let Some(until) = routes.guards.get(&session).copied() {
         let busy =
             matches!(&event.kind, EventKind::SessionStatus(s) if s.status == SessionStatus::Busy);
@@ -236,13 +336,19 @@ fn report_lost(routes: &mut Routes, reason: &str) {
 
 fn run(mut stream: opencode_api::GlobalEventStream, shared: &Shared, client: &Client) {
     while !shared.stop.load(Ordering::SeqCst) {
-        let item = match stream.next(Instant::now() + TICK) {
+        // What is queued, without waiting; then sleep until the stream's
+        // notify or the stop wakes the thread (no fixed tick: a stop is
+        // seen at once, so dropping the demultiplexer is quick).
+        let item = match stream.next(Instant::now()) {
             Ok(Some(item)) => item,
-            Ok(None) => continue,
+            Ok(None) => {
+                shared.sleep(IDLE_BOUND);
+                continue;
+            }
             Err(_) => {
                 // The stream gave up or was stopped: tell the turns once.
                 let mut routes = lock(shared);
-                routes.connected = false;
+                routes.went_down();
                 broadcast(
                     &mut routes,
                     &Routed::ServerLost("event stream ended".into()),
@@ -256,6 +362,9 @@ fn run(mut stream: opencode_api::GlobalEventStream, shared: &Shared, client: &Cl
             StreamItem::Connected => {
                 let mut routes = lock(shared);
                 let again = routes.ever_connected;
+                if again {
+                    routes.went_down();
+                }
                 routes.connected = true;
                 routes.ever_connected = true;
                 if again {
@@ -272,7 +381,7 @@ fn run(mut stream: opencode_api::GlobalEventStream, shared: &Shared, client: &Cl
                         // Wake the turns: they poll while the stream is down.
                         broadcast(&mut routes, &Routed::Down);
                     }
-                    routes.connected = false;
+                    routes.went_down();
                     any_watched(&routes)
                 };
                 let gone = matches!(
@@ -384,6 +493,93 @@ mod tests {
         assert_eq!(not_told.try_iter().count(), 0);
         assert!(!any_watched(&routes), "told once");
         assert_eq!(routes.turns.len(), 2);
+    }
+
+    #[test]
+    fn a_quiet_demultiplexer_stops_at_once_when_dropped() {
+        // The thread sleeps until the stream or the stop wakes it: a drop
+        // does not wait for a tick (a 200 ms tick made five drops take
+        // about half a second).
+        let server = crate::fake_server::FakeServer::start();
+        let client = Client::builder(&server.url)
+            .directory("/p")
+            .build()
+            .unwrap();
+        let config = StreamConfig::new();
+        let mut dropping = Duration::ZERO;
+        for _ in 0..5 {
+            let demux = Demux::start(&client, &config).unwrap();
+            demux.wait_connected(Duration::from_secs(10)).unwrap();
+            // Quiet: the thread sleeps now.
+            std::thread::sleep(Duration::from_millis(20));
+            let began = Instant::now();
+            drop(demux);
+            dropping += began.elapsed();
+        }
+        assert!(
+            dropping < Duration::from_millis(150),
+            "five drops took {dropping:?}"
+        );
+    }
+
+    #[test]
+    fn events_reach_a_turn_while_the_thread_sleeps_between_them() {
+        // Woken by the stream's notify, not by a tick: each event is
+        // routed although the thread sleeps in between.
+        let server = crate::fake_server::FakeServer::start();
+        let client = Client::builder(&server.url)
+            .directory("/p")
+            .build()
+            .unwrap();
+        let demux = Demux::start(&client, &StreamConfig::new()).unwrap();
+        demux.wait_connected(Duration::from_secs(10)).unwrap();
+        let rx = demux.register(&SessionId::from("ses_1"));
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(30));
+            server.event(r#"{"id":"e","type":"session.idle","properties":{"sessionID":"ses_1"}}"#);
+            let got = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            assert!(
+                matches!(got, Routed::Event(e, _) if matches!(e.kind, EventKind::SessionIdle(_)))
+            );
+        }
+    }
+
+    #[test]
+    fn a_newest_message_is_known_only_while_the_stream_stays_up_after_a_read() {
+        let server = crate::fake_server::FakeServer::start();
+        let client = Client::builder(&server.url)
+            .directory("/p")
+            .build()
+            .unwrap();
+        let demux = Demux::start(&client, &StreamConfig::new()).unwrap();
+        demux.wait_connected(Duration::from_secs(10)).unwrap();
+        let s = SessionId::from("ses_1");
+        assert_eq!(demux.newest(&s), None, "never read");
+        let epoch = demux.learning(&s).unwrap();
+        assert_eq!(demux.newest(&s), None, "the read is not done");
+        let read = MessageId::from("msg_000000000001AAAAAAAAAAAAAA");
+        demux.learned(&s, Some(&read), epoch);
+        assert_eq!(demux.newest(&s), Some(Some(read.clone())));
+        // A message stored after the read, told by the stream.
+        let rx = demux.register(&s);
+        let later = "msg_000000000009AAAAAAAAAAAAAA";
+        server.event(&format!(
+            r#"{{"id":"e","type":"message.updated","properties":{{"sessionID":"ses_1","info":{{"id":"{later}","role":"user","sessionID":"ses_1","time":{{"created":1}}}}}}}}"#
+        ));
+        rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(demux.newest(&s), Some(Some(MessageId::from(later))));
+        // The stream goes down: what a gap may have lost is unknown.
+        server.cut();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while demux.newest(&s).is_some() {
+            assert!(Instant::now() < deadline, "still known after the cut");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        demux.wait_connected(Duration::from_secs(10)).unwrap();
+        assert_eq!(demux.newest(&s), None, "a reconnect does not bring it back");
+        // A read begun before the cut does not count after it.
+        demux.learned(&s, Some(&read), epoch);
+        assert_eq!(demux.newest(&s), None);
     }
 
     #[test]

@@ -125,11 +125,9 @@ impl Inner {
     fn record(&self, session: &SessionId, usage: &Usage, state: Option<SessionState>) {
         if let Some(registry) = self.registry.get() {
             // The registry is bookkeeping: a failure to write it must not
-            // turn a done turn into a failed one.
-            let _ = registry.add_turn(session, usage);
-            if let Some(state) = state {
-                let _ = registry.set_status(session, state);
-            }
+            // turn a done turn into a failed one. One write for the usage
+            // and the state (each write is two fsyncs).
+            let _ = registry.end_turn(session, usage, state);
         }
     }
 }
@@ -229,14 +227,10 @@ impl Engine {
         let given = request.message_id.clone();
         let message_id = match &given {
             Some(id) => id.clone(),
-            None => {
-                // A server that died since the last call is ensured again.
-                let newest = self.with_client(|c| c.list_messages(session, Some(1)))?;
-                match newest.last() {
-                    Some(m) => new_message_id_after(m.info.id()),
-                    None => new_message_id(),
-                }
-            }
+            None => match self.newest_message(session)? {
+                Some(newest) => new_message_id_after(&newest),
+                None => new_message_id(),
+            },
         };
         let (client, demux) = self.inner.connection(false)?;
         {
@@ -264,8 +258,10 @@ impl Engine {
             last_poll: Instant::now(),
             latencies: Vec::new(),
             backlog: VecDeque::new(),
+            sent_at: None,
         };
         let request = request.message_id(message_id.clone());
+        let delivering = Instant::now();
         let delivery = deliver(
             &*self.inner,
             &self.inner.options.retry,
@@ -283,6 +279,9 @@ impl Engine {
             turn.demux = demux;
             turn.client = client;
         }
+        // No send (the prompt's turn was running already, or answered):
+        // what came during the delivery may be about it.
+        turn.sent_at.get_or_insert(delivering);
         // The prompt is on the server: the turn hears of its death from now.
         turn.demux.watch(session);
         if let Delivery::Answered(done) = delivery {
@@ -290,6 +289,24 @@ impl Engine {
         }
         turn.last_activity = Instant::now();
         Ok(turn)
+    }
+
+    /// The newest message of `session` (a new prompt's ID must sort after
+    /// it): known from the event stream when a read was made in the same
+    /// connection (every message stored since was told), else read.
+    pub(crate) fn newest_message(&self, session: &SessionId) -> Result<Option<MessageId>, Error> {
+        let (_, demux) = self.inner.connection(false)?;
+        if let Some(newest) = demux.newest(session) {
+            return Ok(newest);
+        }
+        let epoch = demux.learning(session);
+        // A server that died since the last call is ensured again.
+        let read = self.with_client(|c| c.list_messages(session, Some(1)))?;
+        let newest = read.last().map(|m| m.info.id().clone());
+        if let Some(epoch) = epoch {
+            demux.learned(session, newest.as_ref(), epoch);
+        }
+        Ok(newest)
     }
 
     /// Takes a prompt back from `session` before it is sent elsewhere (a
@@ -376,6 +393,10 @@ pub struct Turn {
     latencies: Vec<Duration>,
     /// Items taken off the channel while the delivery waited, in order.
     backlog: VecDeque<Routed>,
+    /// When the prompt was first sent: a terminal event of the session
+    /// routed before is the tail of an earlier turn (its `session.idle`
+    /// comes after its last message), not about this prompt.
+    sent_at: Option<Instant>,
 }
 
 impl Turn {
@@ -384,8 +405,9 @@ impl Turn {
         &self.session_id
     }
 
-    /// For each event routed to this turn (the first 10 000): the time from
-    /// the demultiplexer receiving it off the stream to this turn taking it.
+    /// For each event routed to this turn after its prompt was sent (the
+    /// first 10 000): the time from the demultiplexer receiving it off the
+    /// stream to this turn taking it.
     pub fn event_latencies(&self) -> &[Duration] {
         &self.latencies
     }
@@ -432,7 +454,10 @@ impl Turn {
             match routed {
                 Ok(Routed::Event(event, at)) => {
                     self.last_activity = Instant::now();
-                    if self.latencies.len() < MAX_LATENCIES {
+                    // An earlier turn's tail (routed before the send) is
+                    // not this turn's.
+                    let ours = self.sent_at.is_some_and(|sent| at >= sent);
+                    if ours && self.latencies.len() < MAX_LATENCIES {
                         self.latencies
                             .push(self.last_activity.saturating_duration_since(at));
                     }
@@ -444,6 +469,8 @@ impl Turn {
                             Some(done) => self.queue.push_back(TurnEvent::Done(Box::new(done))),
                             None => self.reconcile(false),
                         },
+                        // An earlier turn's tail: nothing to read.
+                        Check::Reconcile if self.sent_at.is_none_or(|sent| at < sent) => {}
                         Check::Reconcile => self.reconcile(false),
                         Check::None => {}
                     }
@@ -477,6 +504,8 @@ impl Turn {
     /// `message.updated`), at most until `until`; what arrives meanwhile
     /// is kept for [`next`](Turn::next).
     fn await_stored(&mut self, until: Instant) -> bool {
+        // Called right before each send (see `StoredSignal`).
+        self.sent_at.get_or_insert_with(Instant::now);
         let seen = |item: &Routed, id: &MessageId| {
             matches!(item, Routed::Event(e, _)
                 if matches!(&e.kind, EventKind::MessageUpdated(u) if u.info.id() == id))

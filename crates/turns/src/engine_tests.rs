@@ -215,3 +215,156 @@ fn a_retried_turn_fails_when_its_restarted_server_dies_before_the_stream_reached
         began.elapsed()
     );
 }
+
+#[test]
+fn a_second_prompt_takes_the_newest_message_from_the_stream_instead_of_reading_it() {
+    let server = FakeServer::start();
+    let engine = engine(&server, Duration::from_secs(60));
+    let session = SessionId::from("ses_1");
+    let limit_reads = || {
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.starts_with("GET /session/ses_1/message?limit"))
+            .count()
+    };
+    let mut first = engine.prompt(&session, PromptRequest::text("one")).unwrap();
+    assert_eq!(
+        limit_reads(),
+        1,
+        "the first prompt reads the newest message"
+    );
+    // Another client's message, stamped by a server clock far ahead, told
+    // by the stream; then a delta of the first turn, to know it was routed.
+    let ahead = "msg_fffffffff000AAAAAAAAAAAAAA";
+    server.event(&format!(
+        r#"{{"id":"e1","type":"message.updated","properties":{{"sessionID":"ses_1","info":{{"id":"{ahead}","role":"user","sessionID":"ses_1","time":{{"created":1}}}}}}}}"#
+    ));
+    let reply = "msg_fffffffff001AAAAAAAAAAAAAA";
+    server.event(&format!(
+        r#"{{"id":"e2","type":"message.updated","properties":{{"sessionID":"ses_1","info":{{"id":"{reply}","parentID":"{}","role":"assistant","sessionID":"ses_1","time":{{"created":2}}}}}}}}"#,
+        first.message_id()
+    ));
+    server.event(&format!(
+        r#"{{"id":"e3","type":"message.part.delta","properties":{{"sessionID":"ses_1","messageID":"{reply}","partID":"prt_1","field":"text","delta":"hi"}}}}"#
+    ));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match first.next(deadline).unwrap() {
+            Some(TurnEvent::Text { .. }) => break,
+            Some(_) => {}
+            None => panic!("the first turn's text never came"),
+        }
+    }
+    drop(first);
+    let second = engine.prompt(&session, PromptRequest::text("two")).unwrap();
+    assert_eq!(limit_reads(), 1, "no second read: {:?}", server.requests());
+    assert!(
+        second.message_id().as_str() > reply,
+        "{} sorts after {reply}",
+        second.message_id()
+    );
+}
+
+#[test]
+fn ensuring_a_recorded_session_then_prompting_it_asks_the_server_once() {
+    // The check that the server still has the session reads its newest
+    // message, which the prompt's ID needs: no second request for it.
+    let server = FakeServer::start();
+    let engine = engine(&server, Duration::from_secs(60));
+    let dir = tempfile::tempdir().unwrap();
+    let registry = crate::Registry::at(dir.path());
+    let key = crate::SessionKey::Title("t".into());
+    registry
+        .record(crate::SessionEntry {
+            key: "t".into(),
+            session_id: SessionId::from("ses_1"),
+            title: "t".into(),
+            status: crate::SessionState::Active,
+            model: None,
+            usage: crate::Usage::default(),
+            turns: 0,
+            created: 1,
+            last_active: 0,
+        })
+        .unwrap();
+    let sessions = crate::Sessions::new(engine.clone(), registry);
+    let entry = sessions.ensure(&key, None).unwrap();
+    assert_eq!(entry.session_id, "ses_1");
+    let turn = engine
+        .prompt(&entry.session_id, PromptRequest::text("hi"))
+        .unwrap();
+    let asked: Vec<String> = server
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.starts_with("GET /session/ses_1?")
+                || r == "GET /session/ses_1"
+                || r.starts_with("GET /session/ses_1/message?")
+        })
+        .collect();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    drop(turn);
+}
+
+#[test]
+fn an_idle_event_that_came_before_the_prompt_was_sent_is_no_reason_to_read() {
+    // The `session.idle` that ends an earlier turn comes after its last
+    // message, so it reaches a prompt made at once after that turn; it
+    // says nothing of the new prompt and must not make it read the
+    // session's messages (a whole long session, twice).
+    let server = FakeServer::start();
+    let engine = engine(&server, Duration::from_secs(60));
+    let session = SessionId::from("ses_1");
+    // A retry by ID looks the prompt up first (not stored: "[]"); the idle
+    // arrives while that read is answered, before the send.
+    server.event_on_next_list(
+        r#"{"id":"e0","type":"session.idle","properties":{"sessionID":"ses_1"}}"#,
+    );
+    let mut turn = engine
+        .prompt(
+            &session,
+            PromptRequest::text("hi").message_id(MessageId::from(ID)),
+        )
+        .unwrap();
+    let full_reads = || {
+        server
+            .requests()
+            .iter()
+            .filter(|r| *r == "GET /session/ses_1/message")
+            .count()
+    };
+    assert_eq!(full_reads(), 1, "the look-up: {:?}", server.requests());
+    // The turn takes what came so far (the idle among it): nothing ends.
+    assert!(
+        turn.next(Instant::now() + Duration::from_millis(300))
+            .unwrap()
+            .is_none()
+    );
+    // The prompt's own end: its idle after the reply is stored.
+    server.set_messages(&completed());
+    server.event(r#"{"id":"e1","type":"session.idle","properties":{"sessionID":"ses_1"}}"#);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match turn.next(deadline).unwrap() {
+            Some(TurnEvent::Done(done)) => {
+                assert_eq!(done.text, "ok");
+                break;
+            }
+            Some(TurnEvent::Failed { reason, .. }) => panic!("failed: {reason}"),
+            Some(_) => {}
+            None => panic!("no end"),
+        }
+    }
+    let reconcile_reads = server
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("GET /session/ses_1/message?limit"))
+        .count();
+    assert_eq!(
+        (reconcile_reads, full_reads()),
+        (1, 2),
+        "one reconcile, for the prompt's own idle: {:?}",
+        server.requests()
+    );
+}

@@ -21,6 +21,13 @@ struct State {
     /// The event stream answers but never says `server.connected` (a
     /// server the stream has not reached yet).
     silent: bool,
+    /// Every request line (`GET /path`), in order.
+    requests: Mutex<Vec<String>>,
+    /// An event sent on the stream (once) while the next full message
+    /// list is served, before it is answered.
+    on_list: Mutex<Option<String>>,
+    /// The stream's frames, for the routes that send one.
+    sender: Mutex<Option<Sender<String>>>,
 }
 
 /// The fake server; dropping it stops it and joins its threads.
@@ -47,6 +54,7 @@ impl FakeServer {
         let state = Arc::new(State {
             messages: Mutex::new("[]".into()),
             frames: Mutex::new(Some(rx)),
+            sender: Mutex::new(Some(tx.clone())),
             silent,
             ..State::default()
         });
@@ -92,6 +100,18 @@ impl FakeServer {
 
     pub(crate) fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The request lines received so far (`GET /session/ses_1/message?limit=1`).
+    pub(crate) fn requests(&self) -> Vec<String> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    /// Sends `payload` on the stream while the next `GET
+    /// /session/ses_1/message` is served, 100 ms before its answer (an
+    /// event that reached the client before that answer).
+    pub(crate) fn event_on_next_list(&self, payload: &str) {
+        *self.state.on_list.lock().unwrap() = Some(format!("{{\"payload\":{payload}}}"));
     }
 
     pub(crate) fn set_messages(&self, json: &str) {
@@ -143,6 +163,11 @@ fn serve(mut stream: TcpStream, state: &State) {
     let request = head.lines().next().unwrap_or("").to_string();
     let mut words = request.split(' ');
     let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    state
+        .requests
+        .lock()
+        .unwrap()
+        .push(format!("{method} {path}"));
     match (method, path) {
         ("GET", "/global/event") if state.silent => {
             let _ = write!(
@@ -193,6 +218,16 @@ fn serve(mut stream: TcpStream, state: &State) {
             respond(&mut stream, "200 OK", "[]")
         }
         ("GET", "/session/ses_1/message") => {
+            let event = state.on_list.lock().unwrap().take();
+            if let Some(event) = event {
+                let _ = state
+                    .sender
+                    .lock()
+                    .unwrap()
+                    .as_ref()
+                    .map(|tx| tx.send(event));
+                std::thread::sleep(Duration::from_millis(100));
+            }
             let messages = state.messages.lock().unwrap().clone();
             respond(&mut stream, "200 OK", &messages);
         }

@@ -223,12 +223,27 @@ impl Registry {
 
     /// Adds one ended turn and its usage to a session's totals.
     pub fn add_turn(&self, session_id: &SessionId, usage: &Usage) -> Result<bool, Error> {
+        self.end_turn(session_id, usage, None)
+    }
+
+    /// Adds one ended turn and its usage to a session's totals and, when
+    /// given, sets its state: one write. False when the session is not
+    /// recorded.
+    pub fn end_turn(
+        &self,
+        session_id: &SessionId,
+        usage: &Usage,
+        status: Option<SessionState>,
+    ) -> Result<bool, Error> {
         self.update(|sessions| {
             let mut found = false;
             for e in sessions.iter_mut().filter(|e| &e.session_id == session_id) {
                 e.usage.add(usage);
                 e.turns += 1;
                 e.last_active = now_ms();
+                if let Some(status) = status {
+                    e.status = status;
+                }
                 found = true;
             }
             found
@@ -312,6 +327,35 @@ mod tests {
             .set_status(&SessionId::from("ses_2"), SessionState::Closed)
             .unwrap();
         assert!(registry.get("t").unwrap().is_none());
+    }
+
+    #[test]
+    fn an_ended_turn_records_its_usage_and_the_state_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::at(dir.path());
+        registry.record(entry("t", "ses_1")).unwrap();
+        let usage = Usage {
+            output: 7,
+            ..Usage::default()
+        };
+        let s = SessionId::from("ses_1");
+        assert!(
+            registry
+                .end_turn(&s, &usage, Some(SessionState::Crashed))
+                .unwrap()
+        );
+        let e = registry.by_session(&s).unwrap().unwrap();
+        assert_eq!(
+            (e.usage.output, e.turns, e.status),
+            (7, 1, SessionState::Crashed)
+        );
+        assert!(registry.end_turn(&s, &usage, None).unwrap());
+        let e = registry.by_session(&s).unwrap().unwrap();
+        assert_eq!(
+            (e.usage.output, e.turns, e.status),
+            (14, 2, SessionState::Crashed),
+            "no state given: kept"
+        );
     }
 
     #[test]

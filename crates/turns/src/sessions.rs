@@ -100,10 +100,10 @@ impl Sessions {
                 SessionState::Active | SessionState::Interrupted
             ) && (wanted.is_none() || wanted == entry.model);
             if usable {
-                match self
-                    .engine
-                    .with_client(|c| c.get_session(&entry.session_id))
-                {
+                // Whether the server still has it, by reading its newest
+                // message (404 when it is gone): the next prompt's ID needs
+                // that message, so one request serves both.
+                match self.engine.newest_message(&entry.session_id) {
                     Ok(_) => {
                         if entry.status != SessionState::Active {
                             self.registry
