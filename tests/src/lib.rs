@@ -173,10 +173,18 @@ impl TestBed {
     /// A bed whose mock answers from `script`.
     pub fn with_script(script: Script) -> TestBed {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let root = tempfile::Builder::new()
-            .prefix("ocm-e2e-")
-            .tempdir()
-            .expect("create a temp folder for the test bed");
+        // The project's port (and the next, where a taken port sends the
+        // server) is claimed like `fresh_project`'s, so that no two tests of
+        // this binary meet on a port.
+        let root = (0..200)
+            .map(|_| {
+                tempfile::Builder::new()
+                    .prefix("ocm-e2e-")
+                    .tempdir()
+                    .expect("create a temp folder for the test bed")
+            })
+            .find(|root| claim_project_port(&root.path().join("project")).is_some())
+            .expect("a test bed whose project port is free, in 200 tries");
         let base = root.path().to_path_buf();
         let test_id = format!(
             "{}-{}-{}",
@@ -753,25 +761,35 @@ where
 /// and not handed out to another test of this test binary, so parallel
 /// tests do not meet on a port. Returns the folder and its port.
 pub fn fresh_project(bed: &TestBed, name: &str) -> (PathBuf, u16) {
-    static CLAIMED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
     for attempt in 0..200 {
         let dir = bed.new_project(&format!("{name}-{attempt}"));
-        let port = portmap::port_for_project(&dir).expect("the project's port");
-        let next = if port == portmap::PROJECT_PORT_BASE + portmap::PROJECT_PORT_SPAN - 1 {
-            portmap::PROJECT_PORT_BASE
-        } else {
-            port + 1
-        };
-        let mut claimed = CLAIMED.lock().unwrap_or_else(|p| p.into_inner());
-        if claimed.contains(&port) || claimed.contains(&next) {
-            continue;
-        }
-        if portmap::is_port_free("127.0.0.1", port) && portmap::is_port_free("127.0.0.1", next) {
-            claimed.extend([port, next]);
+        if let Some(port) = claim_project_port(&dir) {
             return (dir, port);
         }
     }
     panic!("no project folder with a free port found in 200 tries");
+}
+
+/// Claims the deterministic port of the project folder `dir` and the next
+/// one for this test binary: `Some(port)` when neither was claimed before
+/// and both are free now.
+fn claim_project_port(dir: &Path) -> Option<u16> {
+    static CLAIMED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let port = portmap::port_for_project(dir).expect("the project's port");
+    let next = if port == portmap::PROJECT_PORT_BASE + portmap::PROJECT_PORT_SPAN - 1 {
+        portmap::PROJECT_PORT_BASE
+    } else {
+        port + 1
+    };
+    let mut claimed = CLAIMED.lock().unwrap_or_else(|p| p.into_inner());
+    if claimed.contains(&port) || claimed.contains(&next) {
+        return None;
+    }
+    if portmap::is_port_free("127.0.0.1", port) && portmap::is_port_free("127.0.0.1", next) {
+        claimed.extend([port, next]);
+        return Some(port);
+    }
+    None
 }
 
 /// Every file under `dir`, recursively (none when it cannot be read).
