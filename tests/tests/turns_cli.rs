@@ -72,6 +72,17 @@ fn ocm_prompt_prints_the_mock_text_and_json_ends_with_done_and_usage() {
     let out = ocm(&bed, &["session", "ls", &project, "--json"]);
     let listed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed.len(), 2, "{listed:?}");
+    // The table ends with the project's totals: both turns, their tokens.
+    let out = ocm(&bed, &["session", "ls", &project]);
+    let table = text(&out.stdout);
+    let total: Vec<&str> = table.lines().last().unwrap().split_whitespace().collect();
+    let output: u64 = listed
+        .iter()
+        .map(|s| s["usage"]["output"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(total[..2], ["total", "2"], "{table}");
+    assert_eq!(total[3], output.to_string(), "{table}");
+    assert_eq!(total[4], "cost", "{table}");
     let out = ocm(&bed, &["session", "rm", &project, "json one"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let out = ocm(&bed, &["session", "show", &project, "json one", "--json"]);

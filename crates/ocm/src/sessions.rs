@@ -80,6 +80,24 @@ fn human_row(view: &SessionView) -> String {
     )
 }
 
+/// The project's totals over the recorded sessions (turns, tokens in and
+/// out, cost), as the table's last row; `None` without any.
+fn total_row(views: &[SessionView]) -> Option<String> {
+    let entries: Vec<_> = views.iter().filter_map(|v| v.entry.as_ref()).collect();
+    if entries.is_empty() {
+        return None;
+    }
+    let mut usage = turns::Usage::default();
+    for entry in &entries {
+        usage.add(&entry.usage);
+    }
+    let turns: u64 = entries.iter().map(|e| e.turns).sum();
+    Some(format!(
+        "{:<32} {:<12} {:>5} {:>9} {:>9}  cost {:.4}",
+        "total", "", turns, usage.input, usage.output, usage.cost
+    ))
+}
+
 /// Finds a recorded session by id or title.
 fn find(sessions: &Sessions, wanted: &str) -> Result<Option<SessionView>, CliError> {
     let views = sessions.list().map_err(turns_error)?;
@@ -124,6 +142,9 @@ pub fn run(cli: &Cli, command: &SessionCommand) -> Result<i32, CliError> {
                 ));
                 for view in &views {
                     print_line(&human_row(view));
+                }
+                if let Some(total) = total_row(&views) {
+                    print_line(&total);
                 }
             }
             Ok(EXIT_OK)
