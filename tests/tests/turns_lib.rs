@@ -730,3 +730,58 @@ fn a_question_is_shown_with_its_choices_and_answered_through_the_engine() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A managed engine's first connection to a server that runs as recorded
+/// is proven by its event stream, without `ensure` (no health request); a
+/// recorded server that is hung (SIGSTOPped) is left to `ensure`, which
+/// replaces it, and the prompt is answered.
+#[test]
+fn a_recorded_server_is_used_through_its_stream_and_a_hung_one_is_repaired() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(Script::reply("answered"));
+    let reports = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let manager = {
+        let reports = Arc::clone(&reports);
+        Arc::new(manager_in(&bed).with_progress(move |p| {
+            reports.lock().unwrap().push(format!("{p:?}"));
+        }))
+    };
+    let first = manager.ensure(&bed.project).unwrap();
+    reports.lock().unwrap().clear();
+    let ask = |manager: &Arc<Manager>| {
+        let engine =
+            Engine::managed(Arc::clone(manager), &bed.project, TurnOptions::default()).unwrap();
+        let session = engine
+            .client()
+            .unwrap()
+            .create_session(&opencode_api::NewSession::titled("recorded"))
+            .unwrap()
+            .id;
+        engine
+            .prompt(&session, PromptRequest::text("hi"))
+            .unwrap()
+            .wait(Instant::now() + WAIT)
+            .unwrap()
+    };
+    assert_eq!(ask(&manager).text, "answered");
+    let said = reports.lock().unwrap().clone();
+    assert!(
+        said.iter().all(|r| !r.starts_with("Reused")),
+        "the running server was ensured (health-checked): {said:?}"
+    );
+    assert_eq!(manager.status(&bed.project).unwrap().pid, Some(first.pid));
+
+    // Hung: its stream never connects; ensure finds it unhealthy and
+    // starts another.
+    e2e::send_signal(first.pid as i32, libc::SIGSTOP);
+    assert_eq!(ask(&manager).text, "answered");
+    let now = manager.status(&bed.project).unwrap().pid;
+    assert!(now.is_some() && now != Some(first.pid), "{now:?}");
+    let said = reports.lock().unwrap().clone();
+    assert!(
+        said.iter().any(|r| r.contains("Unhealthy")),
+        "no repair of the hung server: {said:?}"
+    );
+}

@@ -6,11 +6,34 @@ use std::path::{Path, PathBuf};
 use statefile::ProjectPaths;
 
 use crate::health::Liveness;
-use crate::record::{RecordStatus, ServerRecord, read_record};
-use crate::report::{ServerState, ServerStatus, uptime_since};
+use crate::record::{Desired, RecordStatus, ServerRecord, read_record};
+use crate::report::{ServerInfo, ServerState, ServerStatus, info_from, uptime_since};
 use crate::{Error, Manager, scan};
 
 impl Manager {
+    /// The project's recorded server when its process is still the one
+    /// recorded, is ocm's, and the user wants it up, found without asking
+    /// it anything (no health request, no lock): for callers that prove it
+    /// serves by other means (an event stream's `server.connected`) and
+    /// call [`Manager::ensure`] when it does not. `Ok(None)`: no such
+    /// server (stopped, dead, not ours, down, or no readable record).
+    pub fn running_server(&self, project: &Path) -> Result<Option<ServerInfo>, Error> {
+        let (project, hash, paths) = self.project(project)?;
+        let Ok(Some(record)) = read_record(&paths.record) else {
+            return Ok(None);
+        };
+        if record.status != RecordStatus::Running
+            || record.pid == 0
+            || record.desired != Desired::Up
+            || !record.identity().is_alive()
+            || !scan::is_our_server(record.pid, &hash, self.state_root())
+        {
+            return Ok(None);
+        }
+        let password = self.password_of(&record, &paths)?;
+        Ok(Some(info_from(&project, &record, None, true, password)))
+    }
+
     /// The project's record with live checks: alive, healthy, version,
     /// uptime, resident memory. Takes no lock; never starts anything.
     /// A record that cannot be read (empty, corrupt, another schema) is

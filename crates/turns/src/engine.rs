@@ -88,6 +88,11 @@ struct Inner {
     active: Mutex<HashMap<SessionId, MessageId>>,
 }
 
+/// How long a recorded server's event stream may take to say
+/// `server.connected` before the server is ensured instead (a hung server
+/// is then found and repaired by `ensure`).
+const RECORDED_CONNECT: Duration = Duration::from_secs(2);
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -97,6 +102,15 @@ impl Inner {
     /// again (it may have restarted, on another port).
     fn connection(&self, fresh: bool) -> Result<(Client, Arc<Demux>), Error> {
         let mut current = lock(&self.current);
+        if current.client.is_none()
+            && !fresh
+            && let Server::Managed { manager, project } = &self.server
+            && let Some((client, demux)) = self.recorded_connection(manager, project)
+        {
+            current.client = Some(client.clone());
+            current.demux = Some(Arc::clone(&demux));
+            return Ok((client, demux));
+        }
         let client = match (&current.client, fresh, &self.server) {
             (Some(client), false, _) => client.clone(),
             (_, _, Server::Fixed(client)) => client.clone(),
@@ -113,6 +127,22 @@ impl Inner {
         };
         current.client = Some(client.clone());
         Ok((client, demux))
+    }
+
+    /// The first connection of a managed engine to a server that runs as
+    /// recorded: its event stream's `server.connected` proves it serves,
+    /// which spares `ensure`'s health request (and its lock). `None` (and
+    /// `ensure` does the rest) when no such server is recorded or its
+    /// stream does not connect within [`RECORDED_CONNECT`].
+    fn recorded_connection(
+        &self,
+        manager: &Manager,
+        project: &std::path::Path,
+    ) -> Option<(Client, Arc<Demux>)> {
+        let client = manager.running_server(project).ok()??.client().ok()?;
+        let demux = Arc::new(Demux::start(&client, &self.options.stream).ok()?);
+        demux.wait_connected(RECORDED_CONNECT).ok()?;
+        Some((client, demux))
     }
 
     fn release(&self, session: &SessionId, message: &MessageId) {
