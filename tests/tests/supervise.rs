@@ -404,4 +404,17 @@ fn sigterm_during_a_start_stops_supervising_at_once_and_leaves_nothing() {
         gone(hanging),
         "the start's process {hanging} was left running"
     );
+    // Ending supervision is not the user taking the server down: a later
+    // `ocm supervise --all` still brings it up.
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(
+            bed.state_dir
+                .join("servers")
+                .join(manager::project(&bed.project).unwrap().hash)
+                .join("server.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["desired"], "up", "{record}");
 }

@@ -21,6 +21,11 @@ pub struct Manager {
     pub(crate) children: Mutex<Vec<procutil::Child>>,
     /// Signals that cancel a start ([`Manager::with_interrupts`]).
     pub(crate) interrupts: Option<Arc<procutil::signals::Signals>>,
+    /// Whether a start an interrupt cancelled leaves the record saying
+    /// `desired: down` (the user's Ctrl-C of `ocm up`), or keeps what the
+    /// user wanted (a supervisor that stops: the user did not ask for the
+    /// server to go down).
+    pub(crate) interrupt_means_down: bool,
 }
 
 impl std::fmt::Debug for Manager {
@@ -54,6 +59,7 @@ impl Manager {
             progress: None,
             children: Mutex::new(Vec::new()),
             interrupts: None,
+            interrupt_means_down: true,
         })
     }
 

@@ -249,8 +249,11 @@ impl Manager {
             Err(NotReady::Failed(failure)) => failure,
             Err(NotReady::Interrupted) => {
                 // Stopped with its group and recorded as stopped, as the
-                // user asked: nothing half started is left to repair.
-                spawned.record.desired = Desired::Down;
+                // user asked: nothing half started is left to repair. A
+                // supervisor that stops keeps what the user wanted.
+                if self.interrupt_means_down {
+                    spawned.record.desired = Desired::Down;
+                }
                 self.fail_attempt(spawned, hash, paths, StartFailure::Exited { status: None });
                 return Err(AttemptError::fatal(self.check_interrupt().err().unwrap_or(
                     Error::Interrupted {

@@ -179,6 +179,10 @@ impl Supervisor {
             stop: std::sync::atomic::AtomicBool::new(false),
             subscribers: Mutex::new(Vec::new()),
         });
+        // Its interrupts end supervision, not what the user wants of a
+        // server whose start they cut short.
+        let mut manager = manager;
+        manager.interrupt_means_down = false;
         let mut engine = engine::Engine::new(manager, config, Arc::clone(&shared), projects)?;
         let thread = std::thread::Builder::new()
             .name("ocm-supervisor".into())

@@ -37,6 +37,7 @@ impl Engine {
             });
         }
         manager.interrupts = self.manager.interrupts.clone();
+        manager.interrupt_means_down = self.manager.interrupt_means_down;
         Ok(Arc::new(manager))
     }
 
