@@ -376,7 +376,7 @@ struct Prompted {
 /// prompt ends done, or failed with its message ID, and a retry by that ID
 /// makes it done; the server then holds each prompt exactly once with
 /// exactly one completed reply, and no other user message. Counts from
-/// `OCM_CHAOS_PROMPTS` and `OCM_CHAOS_KILLS` (CI: 16 and 3; `cargo xtask
+/// `OCM_CHAOS_PROMPTS` and `OCM_CHAOS_PROMPT_KILLS` (CI: 16 and 3; `cargo xtask
 /// chaos`: 100 and 10).
 #[test]
 fn prompts_are_delivered_exactly_once_while_the_server_is_killed_mid_turn() {
@@ -384,7 +384,7 @@ fn prompts_are_delivered_exactly_once_while_the_server_is_killed_mid_turn() {
         return;
     }
     let prompts = chaos_count("OCM_CHAOS_PROMPTS", 16);
-    let kills = chaos_count("OCM_CHAOS_KILLS", 3);
+    let kills = chaos_count("OCM_CHAOS_PROMPT_KILLS", 3);
     let (mut rng, seed) = Rng::seeded();
     eprintln!("chaos: {prompts} prompts from {SESSIONS} sessions, {kills} SIGKILLs, seed {seed}");
     let bed = TestBed::with_script(

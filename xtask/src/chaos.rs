@@ -58,7 +58,7 @@ pub fn run(figures_only: bool) -> Result<(), String> {
             .args(["--", "prompts_are_delivered_exactly_once", "--nocapture"])
             .env("OPENCODE_BIN", &bin)
             .env("OCM_CHAOS_PROMPTS", CHAOS_PROMPTS.to_string())
-            .env("OCM_CHAOS_KILLS", CHAOS_PROMPT_KILLS.to_string())
+            .env("OCM_CHAOS_PROMPT_KILLS", CHAOS_PROMPT_KILLS.to_string())
             .env_remove("OCM_SKIP_E2E"),
     )?;
     Ok(())
