@@ -34,6 +34,7 @@ pub use mock_llm::{MockLlm, Reply, Script};
 
 pub mod git_server;
 pub mod mcp_clients;
+pub mod mcp_stdio;
 
 /// The pinned release and where `cargo xtask opencode` puts it: the same
 /// answers the manager uses.

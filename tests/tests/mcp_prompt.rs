@@ -5,116 +5,28 @@
 //! permission or a question shows it in `pending` and `opencode_answer`
 //! answers it.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Stdio};
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use e2e::mcp_stdio::StdioMcp as Mcp;
 use e2e::{Reply, Script, TestBed, e2e_skipped, ocm_bin};
 use opencode_api::{Message, SessionId};
 use serde_json::{Value, json};
 
 const ANSWER_DEADLINE: Duration = Duration::from_secs(90);
 
-/// A running `ocm mcp` with its stdout read line by line.
-struct Mcp {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<Value>,
+/// A stdio `ocm mcp` allowed the bed's folders.
+fn start(bed: &TestBed) -> Mcp {
+    start_with(bed, &[])
 }
 
-impl Mcp {
-    fn start(bed: &TestBed) -> Mcp {
-        Mcp::start_with(bed, &[])
-    }
-
-    /// [`Mcp::start`] with more environment (its servers inherit it).
-    fn start_with(bed: &TestBed, env: &[(&str, String)]) -> Mcp {
-        let mut child = bed
-            .command(ocm_bin())
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .args(["mcp", "--allow", bed.root().to_str().unwrap()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn ocm mcp");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let value: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("not JSON on stdout ({e}): {line}"));
-                if tx.send(value).is_err() {
-                    break;
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        let mut mcp = Mcp {
-            child,
-            stdin,
-            lines,
-        };
-        mcp.send(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
-            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                       "clientInfo": {"name": "prompt-test", "version": "1"}}}));
-        let init = mcp.next(ANSWER_DEADLINE);
-        assert_eq!(init["id"], 0, "{init}");
-        mcp.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
-        mcp
-    }
-
-    fn send(&mut self, message: &Value) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{message}").expect("write to ocm mcp");
-        stdin.flush().expect("flush");
-    }
-
-    fn next(&self, within: Duration) -> Value {
-        self.lines
-            .recv_timeout(within)
-            .unwrap_or_else(|e| panic!("no message from ocm mcp within {within:?}: {e}"))
-    }
-
-    /// Sends a `tools/call`, returns its progress notifications and result.
-    fn call(&mut self, id: i64, tool: &str, arguments: Value) -> (Vec<Value>, Value) {
-        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-            "params": {"name": tool, "arguments": arguments,
-                       "_meta": {"progressToken": format!("p{id}")}}}));
-        let mut progress = Vec::new();
-        loop {
-            let message = self.next(ANSWER_DEADLINE);
-            if message["method"] == "notifications/progress" {
-                progress.push(message);
-                continue;
-            }
-            assert_eq!(message["id"], id, "{message}");
-            let result = message["result"].clone();
-            let text = result["content"][0]["text"].as_str().unwrap_or_default();
-            if result["isError"] == false {
-                let parsed: Value = serde_json::from_str(text).expect("the text block is JSON");
-                assert_eq!(parsed, result["structuredContent"]);
-            }
-            return (progress, result);
-        }
-    }
-}
-
-impl Drop for Mcp {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// [`start`] with more environment (its servers inherit it).
+fn start_with(bed: &TestBed, env: &[(&str, String)]) -> Mcp {
+    let mut command = bed.command(ocm_bin());
+    command
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .args(["mcp", "--allow", bed.root().to_str().unwrap()]);
+    Mcp::start(command, "prompt-test", ANSWER_DEADLINE)
 }
 
 fn client(bed: &TestBed) -> opencode_api::Client {
@@ -138,7 +50,7 @@ fn opencode_prompt_returns_the_mock_reply_and_the_sessions_show_usage() {
         return;
     }
     let bed = TestBed::new();
-    let mut mcp = Mcp::start(&bed);
+    let mut mcp = start(&bed);
     let (progress, result) = mcp.call(
         1,
         "opencode_prompt",
@@ -198,14 +110,14 @@ fn a_cancelled_prompt_gets_no_answer_and_its_turn_is_aborted() {
                 .chunk_delay(Duration::from_millis(400)),
         ),
     );
-    let mut mcp = Mcp::start(&bed);
+    let mut mcp = start(&bed);
     mcp.send(&json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
         "params": {"name": "opencode_prompt",
                    "arguments": {"project": bed.project, "text": "slow one"},
                    "_meta": {"progressToken": "slow"}}}));
     // Wait for the turn's text to flow.
     loop {
-        let message = mcp.next(ANSWER_DEADLINE);
+        let message = mcp.next();
         assert_eq!(message["method"], "notifications/progress", "{message}");
         if message["params"]["message"] == "writing the reply" {
             break;
@@ -219,7 +131,7 @@ fn a_cancelled_prompt_gets_no_answer_and_its_turn_is_aborted() {
     std::thread::sleep(Duration::from_secs(3));
     mcp.send(&json!({"jsonrpc": "2.0", "id": 8, "method": "ping"}));
     loop {
-        let message = mcp.next(ANSWER_DEADLINE);
+        let message = mcp.next();
         assert_ne!(
             message["id"], 7,
             "the cancelled call was answered: {message}"
@@ -264,7 +176,7 @@ fn opencode_turn_follows_a_running_prompt_to_its_end() {
     let bed = TestBed::with_script(Script::new().default_reply(
         Reply::text("one two three four five six").chunk_delay(Duration::from_millis(500)),
     ));
-    let mut mcp = Mcp::start(&bed);
+    let mut mcp = start(&bed);
     // Start the server first: a prompt's wait covers only the turn.
     let (_, started) = mcp.call(1, "opencode_start", json!({"project": bed.project}));
     assert_eq!(started["isError"], false, "{started}");
@@ -286,7 +198,7 @@ fn opencode_turn_follows_a_running_prompt_to_its_end() {
     assert_eq!(turn["reply"], "one two three four five six", "{turn}");
     // A fresh process reads the same turn from the server.
     drop(mcp);
-    let mut other = Mcp::start(&bed);
+    let mut other = start(&bed);
     let (_, stored) = other.call(
         1,
         "opencode_turn",
@@ -318,7 +230,7 @@ fn opencode_abort_stops_a_running_turn_by_message_id_or_session() {
                 .chunk_delay(Duration::from_millis(400)),
         ),
     );
-    let mut mcp = Mcp::start(&bed);
+    let mut mcp = start(&bed);
     let (_, started) = mcp.call(1, "opencode_start", json!({"project": bed.project}));
     assert_eq!(started["isError"], false, "{started}");
     let (_, first) = mcp.call(
@@ -379,7 +291,7 @@ fn a_permission_waits_in_pending_until_opencode_answer_replies() {
     )));
     let mut config: Value = serde_json::from_str(&bed.mock.opencode_config()).unwrap();
     config["permission"] = json!({"bash": "ask"});
-    let mut mcp = Mcp::start_with(&bed, &[("OPENCODE_CONFIG_CONTENT", config.to_string())]);
+    let mut mcp = start_with(&bed, &[("OPENCODE_CONFIG_CONTENT", config.to_string())]);
     let (_, started) = mcp.call(1, "opencode_start", json!({"project": bed.project}));
     assert_eq!(started["isError"], false, "{started}");
     // The call returns once the turn waits for the answer, well before
@@ -479,7 +391,7 @@ fn a_question_waits_in_pending_until_opencode_answer_answers_it() {
             r#"{"questions":[{"question":"Which colour?","header":"Colour","options":[{"label":"red","description":"warm"},{"label":"blue","description":"cold"}]}]}"#,
         ),
     ));
-    let mut mcp = Mcp::start_with(&bed, &[("OPENCODE_ENABLE_QUESTION_TOOL", "1".into())]);
+    let mut mcp = start_with(&bed, &[("OPENCODE_ENABLE_QUESTION_TOOL", "1".into())]);
     let (_, started) = mcp.call(1, "opencode_start", json!({"project": bed.project}));
     assert_eq!(started["isError"], false, "{started}");
     let (progress, first) = mcp.call(

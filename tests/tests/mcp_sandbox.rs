@@ -14,148 +14,30 @@
 //! transcript and no file under the bed's state folder holds the password
 //! or the token.
 
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use e2e::git_server::GitSshServer;
 use e2e::mcp_clients::{self, PYTHON_SDK};
+use e2e::mcp_stdio::StdioMcp as Mcp;
 use e2e::{TestBed, e2e_skipped, ocm_bin};
 use serde_json::{Value, json};
 
 /// A sandbox start clones, starts opencode and the companion.
 const ANSWER_DEADLINE: Duration = Duration::from_secs(120);
 
-/// A running stdio `ocm mcp` (development mode), every line it was sent
-/// and every line it wrote kept in `transcript`.
-struct Mcp {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<Value>,
-    transcript: Arc<Mutex<Vec<String>>>,
+/// A stdio `ocm mcp` in development mode (`OCM_ENV`), with `extra`
+/// arguments.
+fn stdio_mcp(bed: &TestBed, extra: &[&str]) -> Mcp {
+    start_in(bed, extra, "development")
 }
 
-impl Mcp {
-    fn start(bed: &TestBed, extra: &[&str]) -> Mcp {
-        Mcp::start_in(bed, extra, "development")
-    }
-
-    /// `ocm mcp` with `OCM_ENV=mode`.
-    fn start_in(bed: &TestBed, extra: &[&str], mode: &str) -> Mcp {
-        let mut child = bed
-            .command(ocm_bin())
-            .arg("mcp")
-            .args(extra)
-            .env("OCM_ENV", mode)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn ocm mcp");
-        let stdout = child.stdout.take().expect("stdout");
-        let transcript = Arc::new(Mutex::new(Vec::new()));
-        let (tx, lines) = mpsc::channel();
-        let seen = Arc::clone(&transcript);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                seen.lock().unwrap().push(line.clone());
-                let value: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("not JSON on stdout ({e}): {line}"));
-                if tx.send(value).is_err() {
-                    break;
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        let mut mcp = Mcp {
-            child,
-            stdin,
-            lines,
-            transcript,
-        };
-        mcp.send(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
-            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                       "clientInfo": {"name": "sandbox-test", "version": "1"}}}));
-        let init = mcp.next();
-        assert_eq!(init["id"], 0, "{init}");
-        mcp.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
-        mcp
-    }
-
-    fn send(&mut self, message: &Value) {
-        let line = message.to_string();
-        self.transcript.lock().unwrap().push(line.clone());
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}").expect("write to ocm mcp");
-        stdin.flush().expect("flush");
-    }
-
-    fn next(&self) -> Value {
-        self.lines
-            .recv_timeout(ANSWER_DEADLINE)
-            .unwrap_or_else(|e| panic!("no message from ocm mcp within {ANSWER_DEADLINE:?}: {e}"))
-    }
-
-    /// Calls `tool`; returns its result (`isError`, `structuredContent`,
-    /// the text block).
-    fn call(&mut self, id: i64, tool: &str, arguments: Value) -> Value {
-        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-            "params": {"name": tool, "arguments": arguments}}));
-        loop {
-            let message = self.next();
-            if message.get("id").is_none() {
-                continue; // a notification
-            }
-            assert_eq!(message["id"], id, "{message}");
-            let result = message["result"].clone();
-            if result["isError"] == false {
-                let text = result["content"][0]["text"].as_str().unwrap_or_default();
-                let parsed: Value = serde_json::from_str(text).expect("the text block is JSON");
-                assert_eq!(parsed, result["structuredContent"]);
-            }
-            return result;
-        }
-    }
-
-    /// A successful call's structured content.
-    fn ok(&mut self, id: i64, tool: &str, arguments: Value) -> Value {
-        let result = self.call(id, tool, arguments);
-        assert_eq!(result["isError"], false, "{tool}: {result}");
-        result["structuredContent"].clone()
-    }
-
-    /// A failed call's text.
-    fn fails(&mut self, id: i64, tool: &str, arguments: Value) -> String {
-        let result = self.call(id, tool, arguments);
-        assert_eq!(result["isError"], true, "{tool}: {result}");
-        result["content"][0]["text"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    }
-
-    fn transcript(&self) -> String {
-        self.transcript.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for Mcp {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `ocm mcp` with `OCM_ENV=mode`.
+fn start_in(bed: &TestBed, extra: &[&str], mode: &str) -> Mcp {
+    let mut command = bed.command(ocm_bin());
+    command.arg("mcp").args(extra).env("OCM_ENV", mode);
+    Mcp::start(command, "sandbox-test", ANSWER_DEADLINE)
 }
 
 /// The sandbox folder of `name` in the bed (`$XDG_DATA_HOME/ocm/...`).
@@ -262,7 +144,7 @@ fn stdio_tools_bring_a_sandbox_up_prompt_it_stop_and_destroy_it() {
     let bed = TestBed::new();
     let url = e2e::git_server::file_repo(&bed);
     let name = "mcp-sandbox";
-    let mut mcp = Mcp::start(&bed, &[]);
+    let mut mcp = stdio_mcp(&bed, &[]);
 
     // Arguments: exactly one of project and project_name; a bad name; a
     // git_url without a sandbox.
@@ -350,7 +232,7 @@ fn stdio_tools_bring_a_sandbox_up_prompt_it_stop_and_destroy_it() {
     assert_eq!(by_folder["pid"], server_pid, "{by_folder}");
 
     // --allow: a sandbox outside the allowed folders is refused.
-    let mut narrow = Mcp::start(&bed, &["--allow", bed.project.to_str().unwrap()]);
+    let mut narrow = stdio_mcp(&bed, &["--allow", bed.project.to_str().unwrap()]);
     let text = narrow.fails(1, "opencode_status", json!({"project_name": name}));
     assert!(text.contains("outside the allowed folders"), "{text}");
     no_secret("the --allow transcript", &narrow.transcript(), &secrets);
@@ -394,7 +276,7 @@ fn the_companion_serves_the_python_sdk_with_the_token_and_reaches_the_sandbox_se
     let bed = TestBed::new();
     let url = e2e::git_server::file_repo(&bed);
     let name = "companion";
-    let mut mcp = Mcp::start(&bed, &[]);
+    let mut mcp = stdio_mcp(&bed, &[]);
     let status = start(&mut mcp, 1, name, &url);
     let folder = folder(&bed, name);
     let secrets = secrets(&folder);
@@ -508,7 +390,7 @@ fn over_ssh_start_waits_for_the_deploy_key_then_comes_up() {
     git.bare_repo("app");
     let url = git.url("app");
     let name = "ssh-app";
-    let mut mcp = Mcp::start(&bed, &[]);
+    let mut mcp = stdio_mcp(&bed, &[]);
 
     // The key is not accepted yet: the public key and what to do, not an
     // error, and nothing started.
@@ -575,7 +457,7 @@ fn in_production_a_missing_env_is_an_error_naming_the_keys() {
     let bed = TestBed::new();
     let url = e2e::git_server::file_repo(&bed);
     let name = "prod";
-    let mut mcp = Mcp::start_in(&bed, &[], "production");
+    let mut mcp = start_in(&bed, &[], "production");
     let text = mcp.fails(
         1,
         "opencode_start",
