@@ -8,7 +8,7 @@ use std::path::Path;
 
 use sandbox::{
     Destroyed, Down, KeyOwner, Outcome, SandboxConfig, SandboxName, SandboxStatus, SandboxSummary,
-    Sandboxes, Up, UpOptions,
+    Sandboxes, UpOptions,
 };
 use serde::Serialize;
 
@@ -36,37 +36,7 @@ pub fn run(cli: &Cli, command: &SandboxCommand) -> Result<i32, CliError> {
             let up = sandboxes
                 .up(name, &options)
                 .map_err(|e| from_sandbox(e, ssh_key.as_deref(), true))?;
-            match up {
-                Up::Ready(status) => show_status(cli, &status, EXIT_START_FAILED),
-                Up::WaitingForKey {
-                    public_key,
-                    key_path,
-                    folder,
-                    git_url,
-                    warnings,
-                } => {
-                    let status = SandboxStatus {
-                        name: name.clone(),
-                        status: Outcome::WaitingForKey,
-                        repo: sandboxes.repo(name),
-                        folder,
-                        git_url: Some(git_url),
-                        key_owner: Some(sandbox::keys::owner_of(
-                            &key_path,
-                            sandboxes.data_root(),
-                            name,
-                        )),
-                        key_path: Some(key_path),
-                        public_key: Some(public_key),
-                        server: None,
-                        companion: None,
-                        last_health_check: None,
-                        warnings,
-                        error: None,
-                    };
-                    show_status(cli, &status, EXIT_START_FAILED)
-                }
-            }
+            show_status(cli, up.status(), EXIT_START_FAILED)
         }
         SandboxAction::Status => {
             let status = sandboxes

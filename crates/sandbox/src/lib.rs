@@ -20,8 +20,9 @@
 //! };
 //! match sandboxes.up(&name, &options)? {
 //!     Up::Ready(status) => println!("{}", serde_json::to_string_pretty(&status).unwrap()),
-//!     Up::WaitingForKey { public_key, .. } => {
-//!         println!("add this deploy key, then run up again:\n{public_key}")
+//!     Up::WaitingForKey(status) => {
+//!         let key = status.public_key.unwrap_or_default();
+//!         println!("add this deploy key, then run up again:\n{key}")
 //!     }
 //! }
 //! sandboxes.down(&name)?;

@@ -94,20 +94,20 @@ pub struct SandboxStatus {
 pub enum Up {
     /// Everything runs.
     Ready(SandboxStatus),
-    /// The git server refused the key: add `public_key` to it (a deploy key
-    /// of the repository) and run `up` again; nothing was started.
-    WaitingForKey {
-        /// The public key text.
-        public_key: String,
-        /// The private key's path.
-        key_path: PathBuf,
-        /// The sandbox folder.
-        folder: PathBuf,
-        /// The repository.
-        git_url: String,
-        /// Things to tell the user (a generated `.env`...).
-        warnings: Vec<String>,
-    },
+    /// The git server refused the key: add the status's `public_key` to it
+    /// (a deploy key of the repository) and run `up` again; nothing was
+    /// started. The status says `waiting_for_key`, with the key's path and
+    /// owner, the folder, the git URL and the warnings.
+    WaitingForKey(SandboxStatus),
+}
+
+impl Up {
+    /// The sandbox's status, whichever way `up` ended.
+    pub fn status(&self) -> &SandboxStatus {
+        match self {
+            Up::Ready(status) | Up::WaitingForKey(status) => status,
+        }
+    }
 }
 
 /// One line of `list`.

@@ -152,7 +152,7 @@ impl Sandboxes {
         let result = self.up_in(name, &folder, url.as_ref(), options.ssh_key.as_deref());
         let record = match &result {
             Ok(Up::Ready(_)) => (Outcome::Success, None),
-            Ok(Up::WaitingForKey { .. }) => (Outcome::WaitingForKey, None),
+            Ok(Up::WaitingForKey(_)) => (Outcome::WaitingForKey, None),
             Err(e) => (Outcome::Error, Some(e.to_string())),
         };
         // The outcome's own error matters more than failing to record it.
@@ -196,13 +196,14 @@ impl Sandboxes {
                     key_hint: Some(default_key),
                 });
             };
-            return Ok(Up::WaitingForKey {
-                public_key: key.public_key,
-                key_path: key.path,
-                folder: folder.to_path_buf(),
-                git_url: env.git_url.to_string(),
-                warnings,
-            });
+            let mut status = self.blank_status(name, folder);
+            status.status = Outcome::WaitingForKey;
+            status.git_url = Some(env.git_url.to_string());
+            status.key_owner = Some(key.owner);
+            status.key_path = Some(key.path);
+            status.public_key = Some(key.public_key);
+            status.warnings = warnings;
+            return Ok(Up::WaitingForKey(status));
         }
         let repo = self.repo(name);
         git::clone_or_fetch(&remote, &repo)?;

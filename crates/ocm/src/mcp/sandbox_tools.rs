@@ -173,27 +173,16 @@ pub(super) fn run(
                 .map_err(|e| sandbox_failure(e, true))?
             {
                 Up::Ready(status) => to_value(&status),
-                Up::WaitingForKey {
-                    public_key,
-                    key_path,
-                    folder,
-                    git_url,
-                    warnings,
-                } => json!({
-                    "name": name,
-                    "status": "waiting_for_key",
-                    "folder": folder,
-                    "repo": sandboxes.repo(name),
-                    "gitUrl": git_url,
-                    "keyPath": key_path,
-                    "publicKey": public_key,
-                    "warnings": warnings,
-                    "nextStep": format!(
-                        "the git server refused the deploy key: add public_key as a deploy key \
+                Up::WaitingForKey(status) => {
+                    let git_url = status.git_url.clone().unwrap_or_default();
+                    let mut value = to_value(&status);
+                    value["nextStep"] = json!(format!(
+                        "the git server refused the deploy key: add publicKey as a deploy key \
                          (read access) of {git_url}, then call opencode_start again with \
                          project_name {name}; it continues where it stopped"
-                    ),
-                }),
+                    ));
+                    value
+                }
             }
         }
         "opencode_status" => to_value(&sandboxes.status(name).map_err(Failure::from)?),
