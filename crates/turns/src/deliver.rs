@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use opencode_api::{Client, MessageId, PromptRequest, SessionId};
+use opencode_api::{Client, MessageId, MessageWithParts, PromptRequest, SessionId};
 
 use crate::Error;
 use crate::tracker::{Settled, TurnDone, settle};
@@ -38,8 +38,9 @@ impl Default for RetryPolicy {
 pub(crate) enum Delivery {
     /// The prompt is stored and its turn runs (or is about to).
     Sent,
-    /// The prompt had been answered already (a retry by ID).
-    Answered(Box<TurnDone>),
+    /// The prompt had been answered already (a retry by ID): the reply,
+    /// and the session's messages it was read from.
+    Answered(Box<TurnDone>, Vec<MessageWithParts>),
 }
 
 /// Where a delivery gets the server from: once at first, fresh (the server
@@ -113,7 +114,7 @@ fn try_once(
     if look_first {
         let messages = client.list_messages(session, None)?;
         match settle(session, message_id, &messages) {
-            Settled::Done(done) => return Ok(Some(Delivery::Answered(done))),
+            Settled::Done(done) => return Ok(Some(Delivery::Answered(done, messages))),
             Settled::NotStored => {}
             Settled::Unanswered { partial } => {
                 let busy = client

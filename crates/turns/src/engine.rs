@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use manager::Manager;
 use opencode_api::{
-    Client, EventKind, MessageId, PermissionReply, PromptRequest, SessionId, StreamConfig,
-    new_message_id, new_message_id_after,
+    Client, EventKind, MessageId, MessageWithParts, PermissionReply, PromptRequest, SessionId,
+    StreamConfig, new_message_id, new_message_id_after,
 };
 
 use crate::Error;
@@ -314,8 +314,8 @@ impl Engine {
         turn.sent_at.get_or_insert(delivering);
         // The prompt is on the server: the turn hears of its death from now.
         turn.demux.watch(session);
-        if let Delivery::Answered(done) = delivery {
-            turn.queue.push_back(TurnEvent::Done(done));
+        if let Delivery::Answered(done, messages) = delivery {
+            turn.settled(&messages, TurnEvent::Done(done));
         }
         turn.last_activity = Instant::now();
         Ok(turn)
@@ -595,7 +595,7 @@ impl Turn {
             let messages = self.client.list_messages(&self.session_id, None)?;
             match settle(&self.session_id, &self.message_id, &messages) {
                 Settled::Done(done) => {
-                    self.queue.push_back(TurnEvent::Done(done));
+                    self.settled(&messages, TurnEvent::Done(done));
                     return Ok(());
                 }
                 Settled::Failed(_) => break,
@@ -614,18 +614,16 @@ impl Turn {
         // session): read those first, the whole session only when the
         // prompt is not among them.
         let newest = self.tracker.assistants_seen() + 4;
-        let read = |limit: Option<usize>| {
-            self.client
-                .list_messages(&self.session_id, limit)
-                .map(|messages| settle(&self.session_id, &self.message_id, &messages))
-        };
-        let settled = match read(Some(newest)) {
-            Ok(Settled::NotStored) => read(None),
+        let read = |limit: Option<usize>| self.client.list_messages(&self.session_id, limit);
+        // A failed read settles nothing (as if not stored).
+        let messages = match read(Some(newest)) {
+            Ok(messages) if !messages.iter().any(|m| m.info.id() == &self.message_id) => read(None),
             other => other,
-        };
-        match settled {
-            Ok(Settled::Done(done)) => self.queue.push_back(TurnEvent::Done(done)),
-            Ok(Settled::Failed(reason)) => self.fail(reason),
+        }
+        .unwrap_or_default();
+        match settle(&self.session_id, &self.message_id, &messages) {
+            Settled::Done(done) => self.settled(&messages, TurnEvent::Done(done)),
+            Settled::Failed(reason) => self.settled(&messages, self.failed(reason)),
             _ if watchdog => {
                 self.demux.guard_abort(&self.session_id);
                 let _ = self.client.abort(&self.session_id);
@@ -635,11 +633,27 @@ impl Turn {
         }
     }
 
+    /// Ends the turn with `terminal`, settled from the session's
+    /// `messages`: first what they hold that the events did not hand out
+    /// (a cut stream, a retry that found the prompt answered), so the
+    /// text events always add up to the reply.
+    fn settled(&mut self, messages: &[MessageWithParts], terminal: TurnEvent) {
+        let mut out = Vec::new();
+        self.tracker.catch_up(messages, &mut out);
+        self.queue.extend(out);
+        self.queue.push_back(terminal);
+    }
+
     fn fail(&mut self, reason: FailReason) {
-        self.queue.push_back(TurnEvent::Failed {
+        let failed = self.failed(reason);
+        self.queue.push_back(failed);
+    }
+
+    fn failed(&self, reason: FailReason) -> TurnEvent {
+        TurnEvent::Failed {
             message_id: self.message_id.clone(),
             reason,
-        });
+        }
     }
 
     /// Stops following, frees the session for its next turn, and records

@@ -135,6 +135,73 @@ fn a_turn_whose_end_was_lost_with_a_cut_stream_ends_done_through_reconcile() {
     );
 }
 
+/// Every event of `turn` until its end.
+fn all_events(turn: &mut crate::Turn) -> Vec<TurnEvent> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut events = Vec::new();
+    while let Some(event) = turn.next(deadline).unwrap() {
+        events.push(event);
+    }
+    events
+}
+
+fn texts(events: &[TurnEvent]) -> String {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            TurnEvent::Text { delta, .. } => Some(delta.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_turn_settled_from_the_messages_hands_out_the_text_the_stream_did_not() {
+    let server = FakeServer::start();
+    server.set_messages(&user_only());
+    let engine = engine(&server, Duration::from_secs(60));
+    let session = SessionId::from("ses_1");
+    let mut turn = engine
+        .prompt(
+            &session,
+            PromptRequest::text("hi").message_id(MessageId::from(ID)),
+        )
+        .unwrap();
+    server.set_messages(&completed());
+    server.cut();
+    let events = all_events(&mut turn);
+    assert_eq!(texts(&events), "ok", "{events:?}");
+    assert!(
+        matches!(events.last(), Some(TurnEvent::Done(_))),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_retried_prompt_found_answered_hands_out_its_reply_text_before_done() {
+    let server = FakeServer::start();
+    server.set_messages(&completed());
+    let engine = engine(&server, Duration::from_secs(60));
+    let session = SessionId::from("ses_1");
+    let mut turn = engine
+        .prompt(
+            &session,
+            PromptRequest::text("hi").message_id(MessageId::from(ID)),
+        )
+        .unwrap();
+    let events = all_events(&mut turn);
+    assert_eq!(texts(&events), "ok", "{events:?}");
+    match events.last() {
+        Some(TurnEvent::Done(done)) => assert_eq!(done.text, "ok"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        !server.requests().iter().any(|r| r.contains("prompt_async")),
+        "an answered prompt is not sent again: {:?}",
+        server.requests()
+    );
+}
+
 #[test]
 fn a_dead_server_fails_the_turn_within_a_second() {
     let server = FakeServer::start();

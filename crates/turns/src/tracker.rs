@@ -197,6 +197,22 @@ impl Tracker {
         &mut self.texts[index].2
     }
 
+    /// Hands out what the session's `messages` hold of this turn's reply
+    /// that the events did not: the rest of each text, tool changes, step
+    /// usage, in the messages' order.
+    pub(crate) fn catch_up(&mut self, messages: &[MessageWithParts], out: &mut Vec<TurnEvent>) {
+        for message in messages {
+            let Some(a) = message.info.as_assistant() else {
+                continue;
+            };
+            if a.parent_id.as_ref() == Some(&self.message_id) {
+                for part in &message.parts {
+                    self.on_part(part, out);
+                }
+            }
+        }
+    }
+
     /// How many assistant messages of this turn were seen.
     pub(crate) fn assistants_seen(&self) -> usize {
         self.assistants.len()
