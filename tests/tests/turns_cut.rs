@@ -217,10 +217,9 @@ fn a_turn_whose_event_stream_is_cut_mid_turn_ends_done_through_reconcile() {
         panic!("the turn did not end done: {last:?}")
     };
     assert_eq!(done.text, REPLY, "the whole reply, read from the messages");
-    assert!(
-        streamed.len() < REPLY.len() && REPLY.starts_with(&streamed),
-        "events were lost in the gap: {streamed:?}"
-    );
+    // What the gap lost is handed out from the messages: the text events
+    // still add up to the reply, once.
+    assert_eq!(streamed, REPLY);
     // Ended while the stream was still refused: the messages told, not
     // the stream.
     assert!(cut.elapsed() < refuse, "{:?}", cut.elapsed());
