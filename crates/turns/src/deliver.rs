@@ -1,7 +1,7 @@
-//! Exactly-once delivery of a prompt: a client-made message ID, sent with
-//! `prompt_async`, verified with `GET .../message/{id}`; on a transport
-//! failure or a server restart the ID is looked up before anything is sent
-//! again (answered: done; stored but unanswered: deleted with its partial
+//! Exactly-once delivery of a prompt: a client-made message ID, sent by
+//! the turn ([`Sending`]), verified with the event stream or
+//! `GET .../message/{id}`; on a transport failure or a server restart the
+//! ID is looked up before anything is sent again (answered: done; stored but unanswered: deleted with its partial
 //! reply, then sent again with the same ID; not stored: sent again).
 
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ pub struct RetryPolicy {
     pub tries: u32,
     /// Pause between tries. Default 2 s.
     pub delay: Duration,
-    /// How long after `prompt_async` the message must be stored. Default 5 s.
+    /// How long after a send the message must be stored. Default 5 s.
     pub verify_within: Duration,
 }
 
@@ -49,15 +49,28 @@ pub(crate) trait ServerSource {
     fn client(&self, fresh: bool) -> Result<Client, Error>;
 }
 
-/// Waits until the event stream tells the message is stored (its
-/// `message.updated`), at most until the instant given; true when it did.
-/// Called right before each send with an instant that has passed (to take
-/// off what the stream told before), then while verifying.
-pub(crate) type StoredSignal<'a> = &'a mut dyn FnMut(Instant) -> bool;
+/// How a try hands the prompt to the server and learns it is stored.
+pub(crate) trait Sending {
+    /// Sends `request` to `session` through `client` and returns at once
+    /// (the answer comes to the turn when its turn ends). What the stream
+    /// told before this send (a copy deleted before it) does not count as
+    /// this send stored.
+    fn send(
+        &mut self,
+        client: &Client,
+        session: &SessionId,
+        request: &PromptRequest,
+    ) -> Result<(), Error>;
+
+    /// Waits until the message is stored (the stream told its
+    /// `message.updated`, or the send was answered), at most until
+    /// `until`: true when it is; the send's error when it failed first.
+    fn stored(&mut self, until: Instant) -> Result<bool, Error>;
+}
 
 /// Delivers `request` (which carries `message_id`) to `session` exactly
 /// once. `look_first`: the ID may have been sent before (a caller's retry).
-/// The message counts as stored when `stored` says so (the stream) or
+/// The message counts as stored when `sending` says so or
 /// `GET .../message/{id}` finds it.
 /// Blocks at most about `tries * (delay + verify_within + request timeouts)`.
 pub(crate) fn deliver(
@@ -67,7 +80,7 @@ pub(crate) fn deliver(
     message_id: &MessageId,
     request: &PromptRequest,
     look_first: bool,
-    stored: StoredSignal<'_>,
+    sending: &mut dyn Sending,
 ) -> Result<Delivery, Error> {
     let mut look_first = look_first;
     let mut last = String::from("no try made");
@@ -85,7 +98,7 @@ pub(crate) fn deliver(
             }
         };
         match try_once(
-            &client, policy, session, message_id, request, look_first, stored,
+            &client, policy, session, message_id, request, look_first, sending,
         ) {
             Ok(Some(delivery)) => return Ok(delivery),
             Ok(None) => last = format!("not stored within {:?}", policy.verify_within),
@@ -109,7 +122,7 @@ fn try_once(
     message_id: &MessageId,
     request: &PromptRequest,
     look_first: bool,
-    stored: StoredSignal<'_>,
+    sending: &mut dyn Sending,
 ) -> Result<Option<Delivery>, Error> {
     if look_first {
         let messages = client.list_messages(session, None)?;
@@ -138,11 +151,8 @@ fn try_once(
             }
         }
     }
-    // What the stream told before this send (a copy deleted above) must
-    // not count as this send stored: take it off first.
-    let _ = stored(Instant::now());
-    client.prompt_async(session, request)?;
-    let verified = verify(client, session, message_id, policy.verify_within, stored)?;
+    sending.send(client, session, request)?;
+    let verified = verify(client, session, message_id, policy.verify_within, sending)?;
     Ok(verified.then_some(Delivery::Sent))
 }
 
@@ -163,20 +173,20 @@ fn clear(
     Ok(())
 }
 
-/// Waits for the message to be stored, until `within` passes: told by the
-/// stream at once, else found by `GET` (after a first wait for the stream,
-/// then between further waits).
+/// Waits for the message to be stored, until `within` passes: told by
+/// `sending` at once, else found by `GET` (after a first wait for it, then
+/// between further waits).
 fn verify(
     client: &Client,
     session: &SessionId,
     message_id: &MessageId,
     within: Duration,
-    stored: StoredSignal<'_>,
+    sending: &mut dyn Sending,
 ) -> Result<bool, Error> {
     let deadline = Instant::now() + within;
     let mut pause = Duration::from_millis(100);
     loop {
-        if stored(deadline.min(Instant::now() + pause)) {
+        if sending.stored(deadline.min(Instant::now() + pause))? {
             return Ok(true);
         }
         match client.get_message(session, message_id) {

@@ -45,6 +45,9 @@ pub(crate) enum Routed {
     Reconnected,
     /// The server is gone (stream broken, health failing).
     ServerLost(String),
+    /// The server answered the turn's send with this number (not from the
+    /// stream: the turn's [`Waiter`](crate::waiter::Waiter) keeps it).
+    Answered(u64),
 }
 
 /// Where one session's events go.
@@ -202,6 +205,14 @@ impl Demux {
         let route = Route { tx, watched: false };
         lock(&self.shared).turns.insert(session.clone(), route);
         rx
+    }
+
+    /// Where `session`'s turn is sent its items, while it is registered.
+    pub(crate) fn sender(&self, session: &SessionId) -> Option<Sender<Routed>> {
+        lock(&self.shared)
+            .turns
+            .get(session)
+            .map(|route| route.tx.clone())
     }
 
     /// The prompt of `session`'s turn is on the server (delivered): from

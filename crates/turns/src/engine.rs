@@ -14,12 +14,13 @@ use opencode_api::{
 };
 
 use crate::Error;
-use crate::deliver::{Delivery, RetryPolicy, ServerSource, deliver};
+use crate::deliver::{Delivery, RetryPolicy, Sending, ServerSource, deliver};
 use crate::demux::{Demux, Routed};
 use crate::error::FailReason;
 use crate::registry::{Registry, SessionState};
 use crate::tracker::{Check, Settled, Tracker, TurnDone, TurnEvent, settle};
 use crate::usage::Usage;
+use crate::waiter::Waiter;
 
 /// How many event latencies a turn keeps.
 const MAX_LATENCIES: usize = 10_000;
@@ -289,6 +290,8 @@ impl Engine {
             latencies: Vec::new(),
             backlog: VecDeque::new(),
             sent_at: None,
+            waiter: None,
+            sends: 0,
         };
         let request = request.message_id(message_id.clone());
         let delivering = Instant::now();
@@ -299,16 +302,10 @@ impl Engine {
             &message_id,
             &request,
             given.is_some(),
-            &mut |until| turn.await_stored(until),
+            &mut turn,
         )?;
         // A retry may have met a restarted server on another port.
-        let (client, demux) = self.inner.connection(false)?;
-        if !Arc::ptr_eq(&demux, &turn.demux) {
-            turn.demux.unregister(session);
-            turn.rx = demux.register(session);
-            turn.demux = demux;
-            turn.client = client;
-        }
+        turn.follow()?;
         // No send (the prompt's turn was running already, or answered):
         // what came during the delivery may be about it.
         turn.sent_at.get_or_insert(delivering);
@@ -427,6 +424,10 @@ pub struct Turn {
     /// routed before is the tail of an earlier turn (its `session.idle`
     /// comes after its last message), not about this prompt.
     sent_at: Option<Instant>,
+    /// The blocking send of the prompt, waiting for the server's answer.
+    waiter: Option<Waiter>,
+    /// Sends made (the number of the newest).
+    sends: u64,
 }
 
 impl Turn {
@@ -494,15 +495,20 @@ impl Turn {
                     let mut out = Vec::new();
                     let check = self.tracker.on_event(&event, &mut out);
                     self.queue.extend(out);
-                    match check {
-                        Check::Final(id) => match self.tracker.done_from_events(&id) {
-                            Some(done) => self.queue.push_back(TurnEvent::Done(Box::new(done))),
-                            None => self.reconcile(false),
-                        },
-                        // An earlier turn's tail: nothing to read.
-                        Check::Reconcile if self.sent_at.is_none_or(|sent| at < sent) => {}
-                        Check::Reconcile => self.reconcile(false),
-                        Check::None => {}
+                    // An earlier turn's tail: nothing to read.
+                    if check != Check::Reconcile || ours {
+                        self.act_on(check);
+                    }
+                }
+                Ok(Routed::Answered(send)) => {
+                    let answer = self.waiter.as_ref().filter(|w| w.send == send);
+                    // A failed send: the stream, the server's health and
+                    // the watchdog tell how the turn goes.
+                    if let Some(Ok(reply)) = answer.and_then(Waiter::take) {
+                        let mut out = Vec::new();
+                        let check = self.tracker.on_answer(&reply, &mut out);
+                        self.queue.extend(out);
+                        self.act_on(check);
                     }
                 }
                 // Polled from the next round on (`poll_at`).
@@ -530,27 +536,30 @@ impl Turn {
         }
     }
 
-    /// Waits until the stream shows the prompt stored (its user message's
-    /// `message.updated`), at most until `until`; what arrives meanwhile
-    /// is kept for [`next`](Turn::next).
-    fn await_stored(&mut self, until: Instant) -> bool {
-        // Called right before each send (see `StoredSignal`).
-        self.sent_at.get_or_insert_with(Instant::now);
-        let seen = |item: &Routed, id: &MessageId| {
-            matches!(item, Routed::Event(e, _)
-                if matches!(&e.kind, EventKind::MessageUpdated(u) if u.info.id() == id))
-        };
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            let Ok(item) = self.rx.recv_timeout(left) else {
-                return false;
-            };
-            let found = seen(&item, &self.message_id);
-            self.backlog.push_back(item);
-            if found {
-                return true;
-            }
+    /// What a [`Check`] of the tracker asks for: the turn's end from its
+    /// events, or a read of the session's messages.
+    fn act_on(&mut self, check: Check) {
+        match check {
+            Check::Final(id) => match self.tracker.done_from_events(&id) {
+                Some(done) => self.queue.push_back(TurnEvent::Done(Box::new(done))),
+                None => self.reconcile(false),
+            },
+            Check::Reconcile => self.reconcile(false),
+            Check::None => {}
         }
+    }
+
+    /// Follows the server the engine uses now (a retry may have met a
+    /// restarted server on another port): its stream, its client.
+    fn follow(&mut self) -> Result<(), Error> {
+        let (client, demux) = self.inner.connection(false)?;
+        if !Arc::ptr_eq(&demux, &self.demux) {
+            self.demux.unregister(&self.session_id);
+            self.rx = demux.register(&self.session_id);
+            self.demux = demux;
+        }
+        self.client = client;
+        Ok(())
     }
 
     /// Follows the turn to its end: the reply, or [`Error::TurnFailed`]
@@ -660,6 +669,7 @@ impl Turn {
     /// the turn in the registry.
     fn finish(&mut self, terminal: &TurnEvent) {
         self.finished = true;
+        self.waiter = None;
         self.demux.unregister(&self.session_id);
         self.inner.release(&self.session_id, &self.message_id);
         let (usage, state) = match terminal {
@@ -683,6 +693,70 @@ impl Drop for Turn {
         if !self.finished {
             self.demux.unregister(&self.session_id);
             self.inner.release(&self.session_id, &self.message_id);
+        }
+    }
+}
+
+impl Sending for Turn {
+    fn send(
+        &mut self,
+        client: &Client,
+        session: &SessionId,
+        request: &PromptRequest,
+    ) -> Result<(), Error> {
+        // An earlier send (not stored in time) is given up.
+        self.waiter = None;
+        self.follow()?;
+        // What the stream told before this send is kept for `next`, and
+        // is not this send stored.
+        while let Ok(item) = self.rx.try_recv() {
+            self.backlog.push_back(item);
+        }
+        self.sent_at.get_or_insert_with(Instant::now);
+        self.sends += 1;
+        let started = self.demux.sender(session).and_then(|wake| {
+            Waiter::start(
+                client.clone(),
+                session.clone(),
+                request.clone(),
+                self.sends,
+                wake,
+            )
+            .ok()
+        });
+        match started {
+            Some(waiter) => self.waiter = Some(waiter),
+            // No thread for it: sent without an answer to wait for; the
+            // stream ends the turn.
+            None => client.prompt_async(session, request)?,
+        }
+        Ok(())
+    }
+
+    fn stored(&mut self, until: Instant) -> Result<bool, Error> {
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let Ok(item) = self.rx.recv_timeout(left) else {
+                return Ok(false);
+            };
+            let found = match &item {
+                Routed::Event(e, _) => {
+                    matches!(&e.kind, EventKind::MessageUpdated(u) if u.info.id() == &self.message_id)
+                }
+                // Answered: stored; failed: the send's error.
+                Routed::Answered(send) => match self.waiter.as_ref().filter(|w| w.send == *send) {
+                    Some(waiter) => match waiter.take_error() {
+                        Some(e) => return Err(e.into()),
+                        None => true,
+                    },
+                    None => false,
+                },
+                _ => false,
+            };
+            self.backlog.push_back(item);
+            if found {
+                return Ok(true);
+            }
         }
     }
 }

@@ -196,10 +196,82 @@ fn a_retried_prompt_found_answered_hands_out_its_reply_text_before_done() {
         other => panic!("{other:?}"),
     }
     assert!(
-        !server.requests().iter().any(|r| r.contains("prompt_async")),
+        !server.requests().iter().any(|r| r.starts_with("POST")),
         "an answered prompt is not sent again: {:?}",
         server.requests()
     );
+}
+
+const REPLY: &str = "msg_000000000002AAAAAAAAAAAAAA";
+
+/// The server's answer to the blocking send: the completed reply "ok".
+fn answer() -> String {
+    format!(
+        r#"{{"info":{{"id":"{REPLY}","parentID":"{ID}","role":"assistant","sessionID":"ses_1","finish":"stop","tokens":{{"input":1,"output":2}},"time":{{"created":2,"completed":3}}}},
+          "parts":[{{"id":"prt_1","type":"text","text":"ok","messageID":"{REPLY}","sessionID":"ses_1"}}]}}"#
+    )
+}
+
+/// Reads of the session's messages (not of one message) so far.
+fn list_reads(server: &FakeServer) -> usize {
+    server
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("GET /session/ses_1/message") && !r.contains("/message/"))
+        .count()
+}
+
+#[test]
+fn the_answer_to_the_send_ends_the_turn_before_the_stream_tells() {
+    let server = FakeServer::start();
+    server.set_messages(&user_only());
+    let engine = engine(&server, Duration::from_secs(60));
+    let session = SessionId::from("ses_1");
+    let mut turn = engine
+        .prompt(
+            &session,
+            PromptRequest::text("hi").message_id(MessageId::from(ID)),
+        )
+        .unwrap();
+    // The stream tells the reply was made, then nothing more.
+    server.event(&format!(
+        r#"{{"id":"e1","type":"message.updated","properties":{{"sessionID":"ses_1","info":{{"id":"{REPLY}","parentID":"{ID}","role":"assistant","sessionID":"ses_1","time":{{"created":2}}}}}}}}"#
+    ));
+    std::thread::sleep(Duration::from_millis(200));
+    let reads = list_reads(&server);
+    server.answer(&answer());
+    let events = all_events(&mut turn);
+    assert_eq!(texts(&events), "ok", "{events:?}");
+    match events.last() {
+        Some(TurnEvent::Done(done)) => {
+            assert_eq!(done.text, "ok");
+            assert_eq!(done.usage.output, 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(list_reads(&server), reads, "ended by the answer, no read");
+}
+
+#[test]
+fn an_answer_about_a_reply_the_stream_never_told_is_settled_from_the_messages() {
+    let server = FakeServer::start();
+    server.set_messages(&user_only());
+    let engine = engine(&server, Duration::from_secs(60));
+    let session = SessionId::from("ses_1");
+    let mut turn = engine
+        .prompt(
+            &session,
+            PromptRequest::text("hi").message_id(MessageId::from(ID)),
+        )
+        .unwrap();
+    // An earlier step of the turn could have been missed: read them all.
+    let reads = list_reads(&server);
+    server.set_messages(&completed());
+    server.answer(&answer());
+    let events = all_events(&mut turn);
+    assert_eq!(texts(&events), "ok", "{events:?}");
+    assert!(matches!(events.last(), Some(TurnEvent::Done(_))), "{events:?}");
+    assert!(list_reads(&server) > reads, "the messages were read");
 }
 
 #[test]

@@ -28,6 +28,9 @@ struct State {
     on_list: Mutex<Option<String>>,
     /// The stream's frames, for the routes that send one.
     sender: Mutex<Option<Sender<String>>>,
+    /// The answer of the next blocking `POST /session/ses_1/message`,
+    /// which waits for it (or for its client to go away).
+    answer: Mutex<Option<String>>,
 }
 
 /// The fake server; dropping it stops it and joins its threads.
@@ -112,6 +115,12 @@ impl FakeServer {
     /// event that reached the client before that answer).
     pub(crate) fn event_on_next_list(&self, payload: &str) {
         *self.state.on_list.lock().unwrap() = Some(format!("{{\"payload\":{payload}}}"));
+    }
+
+    /// Answers the blocking `POST /session/ses_1/message` in flight (or
+    /// the next one) with `json` (`{info, parts}`).
+    pub(crate) fn answer(&self, json: &str) {
+        *self.state.answer.lock().unwrap() = Some(json.to_string());
     }
 
     pub(crate) fn set_messages(&self, json: &str) {
@@ -206,6 +215,19 @@ fn serve(mut stream: TcpStream, state: &State) {
         }
         ("GET", "/session/status") => respond(&mut stream, "200 OK", "{}"),
         ("POST", p) if p.ends_with("/prompt_async") => respond(&mut stream, "204 No Content", ""),
+        ("POST", "/session/ses_1/message") => {
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(20)));
+            while !state.stop.load(Ordering::SeqCst) {
+                if let Some(answer) = state.answer.lock().unwrap().take() {
+                    respond(&mut stream, "200 OK", &answer);
+                    return;
+                }
+                // The client went away.
+                if matches!(stream.peek(&mut [0u8]), Ok(0)) {
+                    return;
+                }
+            }
+        }
         ("POST", p) if p.ends_with("/abort") => respond(&mut stream, "200 OK", "true"),
         ("GET", p) if p.starts_with("/session/ses_1/message/") => {
             let id = p.rsplit('/').next().unwrap_or("");

@@ -8,8 +8,10 @@
 //!   after a crash when the server still has them, recorded with their
 //!   usage in `sessions.json` in the project's state folder.
 //! - [`Engine::prompt`]: a prompt is delivered exactly once: a client-made
-//!   message ID, `prompt_async`, verified, and after a failure looked up
-//!   before anything is sent again (see [`RetryPolicy`]).
+//!   message ID, sent as a blocking `POST .../message` on a thread of its
+//!   own (its answer ends the turn as soon as the server has it), verified,
+//!   and after a failure looked up before anything is sent again (see
+//!   [`RetryPolicy`]).
 //! - [`Turn`]: the typed events of one turn ([`TurnEvent`]): text and
 //!   reasoning deltas (never twice), tool calls, permissions, per-step
 //!   usage, then `Done` or `Failed`. One `/global/event` connection per
@@ -66,6 +68,7 @@ mod registry;
 mod sessions;
 mod tracker;
 mod usage;
+mod waiter;
 
 #[cfg(test)]
 mod engine_tests;

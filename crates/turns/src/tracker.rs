@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use opencode_api::{
     AssistantMessage, Event, EventKind, Message, MessageError, MessageId, MessageWithParts, Part,
-    PendingRequest, SessionId, SessionStatus, ToolStatus,
+    PendingRequest, PromptReply, SessionId, SessionStatus, ToolStatus,
 };
 use serde_json::Value;
 
@@ -224,6 +224,35 @@ impl Tracker {
         self.assistants.contains(id) || id > &self.message_id
     }
 
+    /// The newest state of an assistant message of this turn.
+    fn note(&mut self, a: &AssistantMessage) {
+        self.assistants.insert(a.id.clone());
+        match self.infos.iter_mut().find(|i| i.id == a.id) {
+            Some(info) => *info = a.clone(),
+            None => self.infos.push(a.clone()),
+        }
+    }
+
+    /// The server's answer to the prompt's blocking send: the turn's last
+    /// assistant message, whole; pushes what it holds that the events did
+    /// not hand out. `Final` only when the stream had told of that message
+    /// already: the stream is in order, so every earlier message of the
+    /// turn (a tool step's, with its usage) was told too; else `Reconcile`
+    /// (read them all).
+    pub(crate) fn on_answer(&mut self, reply: &PromptReply, out: &mut Vec<TurnEvent>) -> Check {
+        let a = &reply.info;
+        let told = self.assistants.contains(&a.id);
+        self.note(a);
+        for part in &reply.parts {
+            self.on_part(part, out);
+        }
+        if told && a.error.is_none() && is_final(a) {
+            Check::Final(a.id.clone())
+        } else {
+            Check::Reconcile
+        }
+    }
+
     /// Handles one event of the session; pushes turn events to `out`.
     pub(crate) fn on_event(&mut self, event: &Event, out: &mut Vec<TurnEvent>) -> Check {
         if event.session_id() != Some(&self.session_id) {
@@ -235,11 +264,7 @@ impl Tracker {
                 if let Message::Assistant(a) = &update.info {
                     let parent_ours = a.parent_id.as_ref() == Some(&self.message_id);
                     if parent_ours || self.is_ours(&a.id) {
-                        self.assistants.insert(a.id.clone());
-                        match self.infos.iter_mut().find(|i| i.id == a.id) {
-                            Some(info) => *info = a.clone(),
-                            None => self.infos.push(a.clone()),
-                        }
+                        self.note(a);
                         if a.error.is_some() {
                             check = Check::Reconcile;
                         } else if is_final(a) {
