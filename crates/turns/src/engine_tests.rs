@@ -270,7 +270,10 @@ fn an_answer_about_a_reply_the_stream_never_told_is_settled_from_the_messages() 
     server.answer(&answer());
     let events = all_events(&mut turn);
     assert_eq!(texts(&events), "ok", "{events:?}");
-    assert!(matches!(events.last(), Some(TurnEvent::Done(_))), "{events:?}");
+    assert!(
+        matches!(events.last(), Some(TurnEvent::Done(_))),
+        "{events:?}"
+    );
     assert!(list_reads(&server) > reads, "the messages were read");
 }
 
