@@ -135,6 +135,17 @@ fn a_turn_whose_end_was_lost_with_a_cut_stream_ends_done_through_reconcile() {
     );
 }
 
+/// The prompt "hi" with message ID [`ID`] on session `ses_1`, through an
+/// engine with a 60 s watchdog.
+fn prompt_hi(server: &FakeServer) -> crate::Turn {
+    engine(server, Duration::from_secs(60))
+        .prompt(
+            &SessionId::from("ses_1"),
+            PromptRequest::text("hi").message_id(MessageId::from(ID)),
+        )
+        .unwrap()
+}
+
 /// Every event of `turn` until its end.
 fn all_events(turn: &mut crate::Turn) -> Vec<TurnEvent> {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -159,14 +170,7 @@ fn texts(events: &[TurnEvent]) -> String {
 fn a_turn_settled_from_the_messages_hands_out_the_text_the_stream_did_not() {
     let server = FakeServer::start();
     server.set_messages(&user_only());
-    let engine = engine(&server, Duration::from_secs(60));
-    let session = SessionId::from("ses_1");
-    let mut turn = engine
-        .prompt(
-            &session,
-            PromptRequest::text("hi").message_id(MessageId::from(ID)),
-        )
-        .unwrap();
+    let mut turn = prompt_hi(&server);
     server.set_messages(&completed());
     server.cut();
     let events = all_events(&mut turn);
@@ -181,14 +185,7 @@ fn a_turn_settled_from_the_messages_hands_out_the_text_the_stream_did_not() {
 fn a_retried_prompt_found_answered_hands_out_its_reply_text_before_done() {
     let server = FakeServer::start();
     server.set_messages(&completed());
-    let engine = engine(&server, Duration::from_secs(60));
-    let session = SessionId::from("ses_1");
-    let mut turn = engine
-        .prompt(
-            &session,
-            PromptRequest::text("hi").message_id(MessageId::from(ID)),
-        )
-        .unwrap();
+    let mut turn = prompt_hi(&server);
     let events = all_events(&mut turn);
     assert_eq!(texts(&events), "ok", "{events:?}");
     match events.last() {
@@ -225,14 +222,7 @@ fn list_reads(server: &FakeServer) -> usize {
 fn the_answer_to_the_send_ends_the_turn_before_the_stream_tells() {
     let server = FakeServer::start();
     server.set_messages(&user_only());
-    let engine = engine(&server, Duration::from_secs(60));
-    let session = SessionId::from("ses_1");
-    let mut turn = engine
-        .prompt(
-            &session,
-            PromptRequest::text("hi").message_id(MessageId::from(ID)),
-        )
-        .unwrap();
+    let mut turn = prompt_hi(&server);
     // The stream tells the reply was made, then nothing more.
     server.event(&format!(
         r#"{{"id":"e1","type":"message.updated","properties":{{"sessionID":"ses_1","info":{{"id":"{REPLY}","parentID":"{ID}","role":"assistant","sessionID":"ses_1","time":{{"created":2}}}}}}}}"#
@@ -256,14 +246,7 @@ fn the_answer_to_the_send_ends_the_turn_before_the_stream_tells() {
 fn an_answer_about_a_reply_the_stream_never_told_is_settled_from_the_messages() {
     let server = FakeServer::start();
     server.set_messages(&user_only());
-    let engine = engine(&server, Duration::from_secs(60));
-    let session = SessionId::from("ses_1");
-    let mut turn = engine
-        .prompt(
-            &session,
-            PromptRequest::text("hi").message_id(MessageId::from(ID)),
-        )
-        .unwrap();
+    let mut turn = prompt_hi(&server);
     // An earlier step of the turn could have been missed: read them all.
     let reads = list_reads(&server);
     server.set_messages(&completed());
