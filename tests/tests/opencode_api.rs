@@ -410,6 +410,48 @@ fn prompt_async_with_a_client_message_id_is_found_and_not_repeated() {
     assert_eq!(users.iter().filter(|u| **u == id).count(), 1);
 }
 
+/// The turns layer makes a prompt's ID from the clock without reading the
+/// session first; this is what makes that safe: OpenCode answers a prompt
+/// whose ID sorts before its session's messages (a server clock ahead) as
+/// its own turn, and the next one too.
+#[test]
+fn a_prompt_whose_id_sorts_before_the_sessions_messages_is_answered_as_its_own() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let server = bed.start_opencode();
+    let api = client(&server.url, &bed.project);
+    let session = api
+        .create_session(&NewSession::titled("order"))
+        .expect("create");
+    let first = api
+        .prompt(&session.id, &PromptRequest::text("first turn"))
+        .expect("first prompt");
+    // Before the session's first message: the first turn's user message.
+    let oldest = first
+        .info
+        .parent_id
+        .clone()
+        .expect("the first turn's prompt");
+    let value = opencode_api::id_value(oldest.as_str()).expect("an ascending ID");
+    let early = opencode_api::MessageId::from(format!("msg_{:012x}AAAAAAAAAAAAAA", value - 5));
+    assert!(early < oldest);
+    let second = api
+        .prompt(
+            &session.id,
+            &PromptRequest::text("second turn").message_id(&early),
+        )
+        .expect("second prompt");
+    assert_eq!(second.info.parent_id.as_ref(), Some(&early));
+    assert_eq!(second.text(), "echo: second turn");
+    let third = api
+        .prompt(&session.id, &PromptRequest::text("third turn"))
+        .expect("third prompt");
+    assert_eq!(third.text(), "echo: third turn");
+    assert_eq!(assistant_count(&api, &session.id), 3);
+}
+
 #[test]
 fn a_running_turn_shows_busy_and_is_cancelled_and_aborted() {
     if e2e_skipped() {

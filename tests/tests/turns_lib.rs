@@ -601,6 +601,32 @@ fn after_a_sigkill_and_restart_the_same_title_continues_the_same_session() {
         .list_messages(&again.session_id, None)
         .unwrap();
     assert_eq!(messages.len(), 4, "the earlier turn is still there");
+    // The way `ocm prompt` goes: the recorded session, with no read first.
+    let (entry, turn) = sessions
+        .prompt(&key, None, PromptRequest::text("and that"))
+        .unwrap();
+    assert_eq!(entry.session_id, first.session_id);
+    turn.wait(Instant::now() + WAIT).unwrap();
+    // The server lost it: the prompt goes to a fresh session.
+    let client = engine.client().unwrap();
+    assert!(client.delete_session(&first.session_id).unwrap());
+    let (fresh, turn) = sessions
+        .prompt(&key, None, PromptRequest::text("after the loss"))
+        .unwrap();
+    assert_ne!(fresh.session_id, first.session_id);
+    assert_eq!(turn.wait(Instant::now() + WAIT).unwrap().text, "noted");
+    assert_eq!(
+        client.list_messages(&fresh.session_id, None).unwrap().len(),
+        2
+    );
+    let old = Registry::open(&manager, &bed.project)
+        .unwrap()
+        .entries()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.session_id == first.session_id)
+        .unwrap();
+    assert_eq!(old.status, SessionState::Crashed);
 }
 
 #[test]

@@ -124,10 +124,10 @@ fn prompt(
     out: &mut Output,
     interrupted: &dyn Fn() -> Option<i32>,
 ) -> Result<i32, turns::Error> {
+    // The server is ensured (started when it is not running) by the first
+    // call that needs it; its event stream connects while the prompt is
+    // sent.
     let engine = Engine::managed(Arc::clone(manager), project, TurnOptions::default())?;
-    // The server, ensured once (started when it is not running; the
-    // engine keeps its client) and its event stream connected.
-    engine.client()?;
     let sessions = Sessions::new(engine.clone(), Registry::open(manager, project)?);
     let key = if let Some(title) = &args.title {
         SessionKey::Title(title.clone())
@@ -136,22 +136,6 @@ fn prompt(
     } else {
         SessionKey::Default
     };
-    let session: SessionId = match &args.session {
-        Some(id) => SessionId::from(id.as_str()),
-        None if args.new => sessions.create(&key, model)?.session_id,
-        None => sessions.ensure(&key, model)?.session_id,
-    };
-    // A retry by ID looks first where the prompt was sent: a replaced
-    // (crashed) session of the key may hold it, answered or not.
-    if let (Some(id), None) = (&args.message_id, &args.session) {
-        let id = MessageId::from(id.as_str());
-        if let Some(old) = sessions.locate(&key, &id)?
-            && old != session
-            && let Some(done) = engine.withdraw(&old, &id)?
-        {
-            return Ok(out.done(&done));
-        }
-    }
     let mut request = PromptRequest::text(text);
     if let Some(model) = model {
         request = request.model(model.clone());
@@ -159,10 +143,42 @@ fn prompt(
     if let (Some(agent), None) = (&args.agent, &args.team) {
         request = request.agent(agent.clone());
     }
-    if let Some(id) = &args.message_id {
-        request = request.message_id(MessageId::from(id.as_str()));
-    }
-    let mut turn = engine.prompt(&session, request)?;
+    let (session, mut turn) = match (&args.session, &args.message_id) {
+        (Some(id), _) => {
+            let session = SessionId::from(id.as_str());
+            if let Some(id) = &args.message_id {
+                request = request.message_id(MessageId::from(id.as_str()));
+            }
+            let turn = engine.prompt(&session, request)?;
+            (session, turn)
+        }
+        (None, None) if args.new => {
+            let session = sessions.create(&key, model)?.session_id;
+            let turn = engine.prompt(&session, request)?;
+            (session, turn)
+        }
+        (None, None) => {
+            let (entry, turn) = sessions.prompt(&key, model, request)?;
+            (entry.session_id, turn)
+        }
+        // A retry by ID looks first where the prompt was sent: a replaced
+        // (crashed) session of the key may hold it, answered or not.
+        (None, Some(id)) => {
+            let id = MessageId::from(id.as_str());
+            let session = match args.new {
+                true => sessions.create(&key, model)?.session_id,
+                false => sessions.ensure(&key, model)?.session_id,
+            };
+            if let Some(old) = sessions.locate(&key, &id)?
+                && old != session
+                && let Some(done) = engine.withdraw(&old, &id)?
+            {
+                return Ok(out.done(&done));
+            }
+            let turn = engine.prompt(&session, request.message_id(id))?;
+            (session, turn)
+        }
+    };
     let deadline = Instant::now() + args.timeout.unwrap_or(DEFAULT_TURN_TIMEOUT);
     loop {
         // Short waits, to see an interrupt between them.

@@ -203,8 +203,17 @@ impl Demux {
     pub(crate) fn register(&self, session: &SessionId) -> Receiver<Routed> {
         let (tx, rx) = channel();
         let route = Route { tx, watched: false };
-        lock(&self.shared).turns.insert(session.clone(), route);
+        let mut routes = lock(&self.shared);
+        routes.turns.insert(session.clone(), route);
+        // Its messages are followed from now on (see `seen`).
+        routes.newest.entry(session.clone()).or_default();
         rx
+    }
+
+    /// The highest message ID of `session` read or told in this
+    /// connection of the stream, once a turn or a read of it began.
+    pub(crate) fn seen(&self, session: &SessionId) -> Option<MessageId> {
+        lock(&self.shared).newest.get(session)?.id.clone()
     }
 
     /// Where `session`'s turn is sent its items, while it is registered.

@@ -251,19 +251,20 @@ impl Engine {
     /// Sends `request` to `session` exactly once and returns the running
     /// turn. The request's message ID is used when it has one (a retry:
     /// it is looked up first, and an answered prompt gives its stored
-    /// reply), else one is made that sorts after the session's messages.
+    /// reply), else one is made from the clock, after the session's
+    /// newest message when the event stream told it (nothing is read for
+    /// it: OpenCode 1.18 runs a prompt whose ID sorts before its
+    /// session's messages all the same, measured).
     /// Refused with [`Error::Busy`] while the session has a turn in flight.
     /// Blocks for the delivery (see [`RetryPolicy`]).
     pub fn prompt(&self, session: &SessionId, request: PromptRequest) -> Result<Turn, Error> {
         let given = request.message_id.clone();
-        let message_id = match &given {
-            Some(id) => id.clone(),
-            None => match self.newest_message(session)? {
-                Some(newest) => new_message_id_after(&newest),
-                None => new_message_id(),
-            },
-        };
         let (client, demux) = self.inner.connection(false)?;
+        let message_id = match (&given, demux.seen(session)) {
+            (Some(id), _) => id.clone(),
+            (None, Some(newest)) => new_message_id_after(&newest),
+            (None, None) => new_message_id(),
+        };
         {
             let mut active = lock(&self.inner.active);
             if let Some(running) = active.get(session) {

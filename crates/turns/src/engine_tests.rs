@@ -342,7 +342,7 @@ fn a_retried_turn_fails_when_its_restarted_server_dies_before_the_stream_reached
 }
 
 #[test]
-fn a_second_prompt_takes_the_newest_message_from_the_stream_instead_of_reading_it() {
+fn a_prompt_reads_nothing_for_its_id_and_sorts_after_what_the_stream_told() {
     let server = FakeServer::start();
     let engine = engine(&server, Duration::from_secs(60));
     let session = SessionId::from("ses_1");
@@ -354,11 +354,7 @@ fn a_second_prompt_takes_the_newest_message_from_the_stream_instead_of_reading_i
             .count()
     };
     let mut first = engine.prompt(&session, PromptRequest::text("one")).unwrap();
-    assert_eq!(
-        limit_reads(),
-        1,
-        "the first prompt reads the newest message"
-    );
+    assert_eq!(limit_reads(), 0, "{:?}", server.requests());
     // Another client's message, stamped by a server clock far ahead, told
     // by the stream; then a delta of the first turn, to know it was routed.
     let ahead = "msg_fffffffff000AAAAAAAAAAAAAA";
@@ -383,7 +379,7 @@ fn a_second_prompt_takes_the_newest_message_from_the_stream_instead_of_reading_i
     }
     drop(first);
     let second = engine.prompt(&session, PromptRequest::text("two")).unwrap();
-    assert_eq!(limit_reads(), 1, "no second read: {:?}", server.requests());
+    assert_eq!(limit_reads(), 0, "{:?}", server.requests());
     assert!(
         second.message_id().as_str() > reply,
         "{} sorts after {reply}",
@@ -492,4 +488,59 @@ fn an_idle_event_that_came_before_the_prompt_was_sent_is_no_reason_to_read() {
         "one reconcile, for the prompt's own idle: {:?}",
         server.requests()
     );
+}
+
+#[test]
+fn a_prompt_to_a_recorded_session_the_server_lost_goes_to_a_fresh_one() {
+    let server = FakeServer::start();
+    let engine = engine(&server, Duration::from_secs(60));
+    let dir = tempfile::tempdir().unwrap();
+    let registry = crate::Registry::at(dir.path());
+    let gone = SessionId::from("ses_gone");
+    registry
+        .record(crate::SessionEntry {
+            key: "t".into(),
+            session_id: gone.clone(),
+            title: "t".into(),
+            status: crate::SessionState::Active,
+            model: None,
+            usage: crate::Usage::default(),
+            turns: 0,
+            created: 1,
+            last_active: 0,
+        })
+        .unwrap();
+    let sessions = crate::Sessions::new(engine, registry.clone());
+    server.answer(&answer());
+    let (entry, turn) = sessions
+        .prompt(
+            &crate::SessionKey::Title("t".into()),
+            None,
+            PromptRequest::text("hi"),
+        )
+        .unwrap();
+    assert_eq!(entry.session_id, "ses_1");
+    let requests = server.requests();
+    let first = requests
+        .iter()
+        .position(|r| r.starts_with("POST /session/ses_gone/message"));
+    assert!(
+        first.is_some()
+            && !requests[..first.unwrap()]
+                .iter()
+                .any(|r| r.contains("ses_gone")),
+        "sent without asking first: {requests:?}"
+    );
+    assert!(
+        requests.contains(&"POST /session".to_string()),
+        "{requests:?}"
+    );
+    let old = registry
+        .entries()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.session_id == gone)
+        .unwrap();
+    assert_eq!(old.status, crate::SessionState::Crashed);
+    drop(turn);
 }

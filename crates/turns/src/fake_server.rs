@@ -214,6 +214,11 @@ fn serve(mut stream: TcpStream, state: &State) {
             respond(&mut stream, "200 OK", r#"{"healthy":true,"version":"x"}"#)
         }
         ("GET", "/session/status") => respond(&mut stream, "200 OK", "{}"),
+        ("POST", "/session") => respond(
+            &mut stream,
+            "200 OK",
+            r#"{"id":"ses_1","title":"t","directory":"/","time":{"created":1,"updated":1}}"#,
+        ),
         ("POST", p) if p.ends_with("/prompt_async") => respond(&mut stream, "204 No Content", ""),
         ("POST", "/session/ses_1/message") => {
             let _ = stream.set_read_timeout(Some(Duration::from_millis(20)));

@@ -2,10 +2,10 @@
 //! unless crashed, gone or of another model), list, delete, with the
 //! project's registry.
 
-use opencode_api::{Client, MessageId, ModelRef, NewSession, Session, SessionId};
+use opencode_api::{Client, MessageId, ModelRef, NewSession, PromptRequest, Session, SessionId};
 
 use crate::Error;
-use crate::engine::Engine;
+use crate::engine::{Engine, Turn};
 use crate::registry::{Registry, SessionEntry, SessionKey, SessionState, now_ms};
 use crate::usage::Usage;
 
@@ -27,6 +27,15 @@ pub struct Sessions {
 
 fn model_text(model: Option<&ModelRef>) -> Option<String> {
     model.map(|m| format!("{}/{}", m.provider_id, m.model_id))
+}
+
+/// Whether a recorded session may be resumed: active, or interrupted by a
+/// server crash, and made with the model wanted (when one is).
+fn usable(entry: &SessionEntry, wanted: Option<&String>) -> bool {
+    matches!(
+        entry.status,
+        SessionState::Active | SessionState::Interrupted
+    ) && (wanted.is_none() || wanted == entry.model.as_ref())
 }
 
 impl Sessions {
@@ -95,11 +104,7 @@ impl Sessions {
         let title = key.title();
         let wanted = model_text(model);
         if let Some(entry) = self.registry.get(&title)? {
-            let usable = matches!(
-                entry.status,
-                SessionState::Active | SessionState::Interrupted
-            ) && (wanted.is_none() || wanted == entry.model);
-            if usable {
+            if usable(&entry, wanted.as_ref()) {
                 // Whether the server still has it, by reading its newest
                 // message (404 when it is gone): the next prompt's ID needs
                 // that message, so one request serves both.
@@ -136,6 +141,43 @@ impl Sessions {
             return Ok(entry);
         }
         self.create(key, model)
+    }
+
+    /// Sends `request` to `key`'s session: the recorded one when it may be
+    /// resumed (as [`ensure`](Sessions::ensure) decides) without asking
+    /// the server first whether it still has it; when the server answers
+    /// the send with "not found", the prompt goes to a fresh session (the
+    /// old entry marked crashed). A key never recorded is ensured first.
+    /// Saves `ensure`'s request before the send.
+    pub fn prompt(
+        &self,
+        key: &SessionKey,
+        model: Option<&ModelRef>,
+        request: PromptRequest,
+    ) -> Result<(SessionEntry, Turn), Error> {
+        let entry = match self.registry.get(&key.title())? {
+            Some(entry) if usable(&entry, model_text(model).as_ref()) => {
+                match self.engine.prompt(&entry.session_id, request.clone()) {
+                    Ok(turn) => {
+                        if entry.status != SessionState::Active {
+                            self.registry
+                                .set_status(&entry.session_id, SessionState::Active)?;
+                        }
+                        let entry = SessionEntry {
+                            status: SessionState::Active,
+                            ..entry
+                        };
+                        return Ok((entry, turn));
+                    }
+                    // The server no longer has it.
+                    Err(Error::Api(e)) if e.is_not_found() => self.create(key, model)?,
+                    Err(e) => return Err(e),
+                }
+            }
+            _ => self.ensure(key, model)?,
+        };
+        let turn = self.engine.prompt(&entry.session_id, request)?;
+        Ok((entry, turn))
     }
 
     /// The registry merged with the server's sessions of the project.
