@@ -437,9 +437,11 @@ impl Turn {
         &self.session_id
     }
 
-    /// For each event routed to this turn after its prompt was sent (the
-    /// first 10 000): the time from the demultiplexer receiving it off the
-    /// stream to this turn taking it.
+    /// For each frame routed to this turn after its prompt was sent that
+    /// gave it events to hand out (the first 10 000): the time from the
+    /// demultiplexer receiving it off the stream to this turn taking it.
+    /// A frame that came while [`Engine::prompt`] still waited for the
+    /// delivery counts from its arrival.
     pub fn event_latencies(&self) -> &[Duration] {
         &self.latencies
     }
@@ -489,12 +491,13 @@ impl Turn {
                     // An earlier turn's tail (routed before the send) is
                     // not this turn's.
                     let ours = self.sent_at.is_some_and(|sent| at >= sent);
-                    if ours && self.latencies.len() < MAX_LATENCIES {
+                    let mut out = Vec::new();
+                    let check = self.tracker.on_event(&event, &mut out);
+                    // Only frames the subscriber gets something of.
+                    if ours && !out.is_empty() && self.latencies.len() < MAX_LATENCIES {
                         self.latencies
                             .push(self.last_activity.saturating_duration_since(at));
                     }
-                    let mut out = Vec::new();
-                    let check = self.tracker.on_event(&event, &mut out);
                     self.queue.extend(out);
                     // An earlier turn's tail: nothing to read.
                     if check != Check::Reconcile || ours {
