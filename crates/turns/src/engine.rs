@@ -319,7 +319,7 @@ impl Engine {
         Ok(turn)
     }
 
-    /// The newest message of `session` (a new prompt's ID must sort after
+    /// The newest message of `session` (a new prompt's ID sorts after
     /// it): known from the event stream when a read was made in the same
     /// connection (every message stored since was told), else read.
     pub(crate) fn newest_message(&self, session: &SessionId) -> Result<Option<MessageId>, Error> {

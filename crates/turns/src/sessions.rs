@@ -106,8 +106,9 @@ impl Sessions {
         if let Some(entry) = self.registry.get(&title)? {
             if usable(&entry, wanted.as_ref()) {
                 // Whether the server still has it, by reading its newest
-                // message (404 when it is gone): the next prompt's ID needs
-                // that message, so one request serves both.
+                // message (404 when it is gone); the read also tells the
+                // demultiplexer that message, which the next prompt's ID
+                // sorts after.
                 match self.engine.newest_message(&entry.session_id) {
                     Ok(_) => {
                         if entry.status != SessionState::Active {
