@@ -136,7 +136,8 @@ pub(crate) struct Tracker {
     /// Text parts of this turn, in the order first seen: (message, part,
     /// text so far).
     texts: Vec<(MessageId, String, String)>,
-    /// Events may have been lost (a reconnect): settle from the messages.
+    /// Events may have been lost (a reconnect): settle from the messages,
+    /// and hand text out only from whole parts.
     pub(crate) gap: bool,
 }
 
@@ -273,8 +274,12 @@ impl Tracker {
                     }
                 }
             }
+            // After a gap the deltas are not handed out: those lost in it
+            // cannot be placed back in the middle, so the rest of each part
+            // comes from its whole text (its update, the answer, a read),
+            // after what was handed out before the gap.
             EventKind::MessagePartDelta(delta)
-                if self.is_ours(&delta.message_id) && delta.field == "text" =>
+                if self.is_ours(&delta.message_id) && delta.field == "text" && !self.gap =>
             {
                 let entry = self
                     .parts
@@ -557,6 +562,39 @@ pub(crate) mod tests {
         // The gap cannot be placed back in the middle; the text is complete
         // in `Done` (from the messages), and no byte is handed out twice.
         assert_eq!(text.len(), "Hello from the fake model.".len());
+    }
+
+    /// Deltas lost in a gap (the stream reconnected) cannot be placed back
+    /// in the middle: after it, the text is handed out from the parts'
+    /// whole texts, so what is handed out is the reply, in order.
+    #[test]
+    fn after_a_gap_the_text_is_handed_out_in_order_from_the_whole_part() {
+        let mut tracker = Tracker::new("ses_1".into(), "msg_1".into());
+        let mut out = Vec::new();
+        let event = |json: &str| Event::parse(json).unwrap();
+        let delta = |text: &str| {
+            event(&format!(
+                r#"{{"id":"e","type":"message.part.delta","properties":{{"sessionID":"ses_1","messageID":"msg_2","partID":"prt_1","field":"text","delta":"{text}"}}}}"#
+            ))
+        };
+        tracker.on_event(&delta("Hel"), &mut out);
+        // The stream reconnected: "lo wor" was lost.
+        tracker.gap = true;
+        tracker.on_event(&delta("ld"), &mut out);
+        tracker.on_event(
+            &event(
+                r#"{"id":"e","type":"message.part.updated","properties":{"sessionID":"ses_1","part":{"id":"prt_1","sessionID":"ses_1","messageID":"msg_2","type":"text","text":"Hello world"}}}"#,
+            ),
+            &mut out,
+        );
+        let text: String = out
+            .iter()
+            .filter_map(|e| match e {
+                TurnEvent::Text { delta, .. } => Some(delta.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(text, "Hello world");
     }
 
     #[test]
