@@ -259,7 +259,7 @@ fn measure(ocm: &std::path::Path) -> Result<(), String> {
     let verdict = |d: f64| if d < 5.0 { "ok" } else { "ABOVE TARGET" };
     println!();
     println!(
-        "turns ({LATENCY_TURNS} turns, {count} events; {OVERHEAD_RUNS} alternating runs; \
+        "turns ({LATENCY_TURNS} turns, {count} frames with events; {OVERHEAD_RUNS} alternating runs; \
          overhead: median of paired differences [quartiles], of wall times and of the time \
          outside the server's span)"
     );
