@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use opencode_api::{Client, MessageId, PromptRequest, SessionId};
 
 use crate::fake_server::FakeServer;
+use crate::tracker::tests::texts;
 use crate::{Engine, Error, FailReason, TurnEvent, TurnOptions};
 
 const ID: &str = "msg_000000000001AAAAAAAAAAAAAA";
@@ -156,14 +157,21 @@ fn all_events(turn: &mut crate::Turn) -> Vec<TurnEvent> {
     events
 }
 
-fn texts(events: &[TurnEvent]) -> String {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            TurnEvent::Text { delta, .. } => Some(delta.as_str()),
-            _ => None,
+/// Records `session` in `registry` as the active session titled `t`.
+fn record_active(registry: &crate::Registry, session: SessionId) {
+    registry
+        .record(crate::SessionEntry {
+            key: "t".into(),
+            session_id: session,
+            title: "t".into(),
+            status: crate::SessionState::Active,
+            model: None,
+            usage: crate::Usage::default(),
+            turns: 0,
+            created: 1,
+            last_active: 0,
         })
-        .collect()
+        .unwrap();
 }
 
 #[test]
@@ -396,19 +404,7 @@ fn ensuring_a_recorded_session_then_prompting_it_asks_the_server_once() {
     let dir = tempfile::tempdir().unwrap();
     let registry = crate::Registry::at(dir.path());
     let key = crate::SessionKey::Title("t".into());
-    registry
-        .record(crate::SessionEntry {
-            key: "t".into(),
-            session_id: SessionId::from("ses_1"),
-            title: "t".into(),
-            status: crate::SessionState::Active,
-            model: None,
-            usage: crate::Usage::default(),
-            turns: 0,
-            created: 1,
-            last_active: 0,
-        })
-        .unwrap();
+    record_active(&registry, SessionId::from("ses_1"));
     let sessions = crate::Sessions::new(engine.clone(), registry);
     let entry = sessions.ensure(&key, None).unwrap();
     assert_eq!(entry.session_id, "ses_1");
@@ -497,19 +493,7 @@ fn a_prompt_to_a_recorded_session_the_server_lost_goes_to_a_fresh_one() {
     let dir = tempfile::tempdir().unwrap();
     let registry = crate::Registry::at(dir.path());
     let gone = SessionId::from("ses_gone");
-    registry
-        .record(crate::SessionEntry {
-            key: "t".into(),
-            session_id: gone.clone(),
-            title: "t".into(),
-            status: crate::SessionState::Active,
-            model: None,
-            usage: crate::Usage::default(),
-            turns: 0,
-            created: 1,
-            last_active: 0,
-        })
-        .unwrap();
+    record_active(&registry, gone.clone());
     let sessions = crate::Sessions::new(engine, registry.clone());
     server.answer(&answer());
     let (entry, turn) = sessions

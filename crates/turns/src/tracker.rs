@@ -473,6 +473,17 @@ pub(crate) mod tests {
         std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("cannot read the captured stream {path}: {e}"))
     }
+    /// The text the turn events hand out, in order.
+    pub(crate) fn texts(events: &[TurnEvent]) -> String {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                TurnEvent::Text { delta, .. } => Some(delta.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
     const SESSION: &str = "ses_e0290bec1ffezh7lDYGQZkkAfL";
     const MESSAGE: &str = "msg_1fd6f4c87001R00IywqJ6U962Z";
 
@@ -500,13 +511,7 @@ pub(crate) mod tests {
                 Check::None => {}
             }
         }
-        let text: String = out
-            .iter()
-            .filter_map(|e| match e {
-                TurnEvent::Text { delta, .. } => Some(delta.as_str()),
-                _ => None,
-            })
-            .collect();
+        let text = texts(&out);
         assert_eq!(text, "Hello from the fake model.");
         let deltas = out
             .iter()
@@ -552,13 +557,7 @@ pub(crate) mod tests {
         {
             tracker.on_event(&event, &mut out);
         }
-        let text: String = out
-            .iter()
-            .filter_map(|e| match e {
-                TurnEvent::Text { delta, .. } => Some(delta.as_str()),
-                _ => None,
-            })
-            .collect();
+        let text = texts(&out);
         // The gap cannot be placed back in the middle; the text is complete
         // in `Done` (from the messages), and no byte is handed out twice.
         assert_eq!(text.len(), "Hello from the fake model.".len());
@@ -587,13 +586,7 @@ pub(crate) mod tests {
             ),
             &mut out,
         );
-        let text: String = out
-            .iter()
-            .filter_map(|e| match e {
-                TurnEvent::Text { delta, .. } => Some(delta.as_str()),
-                _ => None,
-            })
-            .collect();
+        let text = texts(&out);
         assert_eq!(text, "Hello world");
     }
 
