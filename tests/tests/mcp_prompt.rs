@@ -1,6 +1,7 @@
 //! `ocm mcp`'s prompt tools against the real opencode and the mock model:
 //! `opencode_prompt` returns the mock's reply; a cancelled prompt gets no
-//! answer and its turn is aborted on the server; `opencode_turn` follows
+//! answer and its turn is aborted on the server; a retry by message ID
+//! after the title got a new session is not sent twice; `opencode_turn` follows
 //! a prompt that returned `running` to its end; a turn that waits for a
 //! permission or a question shows it in `pending` and `opencode_answer`
 //! answers it.
@@ -97,6 +98,102 @@ fn opencode_prompt_returns_the_mock_reply_and_the_sessions_show_usage() {
     assert_eq!(messages.len(), 2, "one prompt, one answer");
     drop(mcp);
     stop(&bed);
+}
+
+/// A retry by message ID with no session looks first where the prompt was
+/// sent, as `ocm prompt --message-id` does: the title's session was
+/// replaced since, and the retry must not send the prompt there again.
+#[test]
+fn a_retry_by_id_after_the_title_got_a_new_session_is_not_sent_twice() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::new();
+    let mut mcp = start(&bed);
+    let (_, first) = mcp.call(
+        1,
+        "opencode_prompt",
+        json!({"project": bed.project, "title": "t", "text": "only once"}),
+    );
+    let first = &first["structuredContent"];
+    assert_eq!(first["status"], "done", "{first}");
+    // The title gets a new session.
+    let manager = Arc::new(e2e::manager_in(&bed, |_| {}));
+    let engine = turns::Engine::managed(
+        Arc::clone(&manager),
+        &bed.project,
+        turns::TurnOptions::default(),
+    )
+    .unwrap();
+    let registry = turns::Registry::open(&manager, &bed.project).unwrap();
+    let sessions = turns::Sessions::new(engine, registry);
+    let replacement = sessions
+        .create(&turns::SessionKey::Title("t".into()), None)
+        .unwrap();
+    assert_ne!(first["sessionId"], replacement.session_id.as_str());
+    let (_, again) = mcp.call(
+        2,
+        "opencode_prompt",
+        json!({"project": bed.project, "title": "t", "text": "only once",
+               "message_id": first["messageId"]}),
+    );
+    let again = &again["structuredContent"];
+    assert_eq!(again["status"], "done", "{again}");
+    assert_eq!(again["reply"], "echo: only once", "{again}");
+    assert_eq!(copies(&bed, &first["messageId"]), (1, 1));
+
+    // Unanswered where it was sent: taken back from there, then sent to
+    // the title's new session.
+    bed.mock
+        .set_script(Script::new().default_reply(Reply::text("stuck").stall_after(1)));
+    let (_, stuck) = mcp.call(
+        3,
+        "opencode_prompt",
+        json!({"project": bed.project, "title": "t", "text": "stuck", "wait_s": 1}),
+    );
+    let stuck = &stuck["structuredContent"];
+    assert_eq!(stuck["status"], "running", "{stuck}");
+    assert_eq!(stuck["sessionId"], replacement.session_id.as_str());
+    let newest = sessions
+        .create(&turns::SessionKey::Title("t".into()), None)
+        .unwrap();
+    bed.mock.set_script(Script::reply("unstuck"));
+    let (_, retried) = mcp.call(
+        4,
+        "opencode_prompt",
+        json!({"project": bed.project, "title": "t", "text": "stuck",
+               "message_id": stuck["messageId"]}),
+    );
+    let retried = &retried["structuredContent"];
+    assert_eq!(retried["status"], "done", "{retried}");
+    assert_eq!(retried["reply"], "unstuck", "{retried}");
+    assert_eq!(retried["sessionId"], newest.session_id.as_str());
+    assert_eq!(copies(&bed, &stuck["messageId"]), (1, 1));
+    drop(mcp);
+    stop(&bed);
+}
+
+/// How often the project's sessions hold the prompt `id`, and its
+/// completed replies without an error.
+fn copies(bed: &TestBed, id: &Value) -> (usize, usize) {
+    let api = client(bed);
+    let (mut prompts, mut replies) = (0, 0);
+    for session in api.list_sessions().unwrap() {
+        for m in api.list_messages(&session.id, None).unwrap() {
+            match &m.info {
+                Message::User(u) if u.id.as_str() == id => prompts += 1,
+                Message::Assistant(a)
+                    if a.parent_id.as_ref().is_some_and(|p| p.as_str() == id)
+                        && a.is_completed()
+                        && a.error.is_none() =>
+                {
+                    replies += 1
+                }
+                _ => {}
+            }
+        }
+    }
+    (prompts, replies)
 }
 
 #[test]

@@ -143,40 +143,22 @@ fn prompt(
     if let (Some(agent), None) = (&args.agent, &args.team) {
         request = request.agent(agent.clone());
     }
-    let (session, mut turn) = match (&args.session, &args.message_id) {
-        (Some(id), _) => {
+    if let Some(id) = &args.message_id {
+        request = request.message_id(MessageId::from(id.as_str()));
+    }
+    let (session, mut turn) = match &args.session {
+        Some(id) => {
             let session = SessionId::from(id.as_str());
-            if let Some(id) = &args.message_id {
-                request = request.message_id(MessageId::from(id.as_str()));
-            }
             let turn = engine.prompt(&session, request)?;
             (session, turn)
         }
-        (None, None) if args.new => {
-            let session = sessions.create(&key, model)?.session_id;
-            let turn = engine.prompt(&session, request)?;
-            (session, turn)
-        }
-        (None, None) => {
-            let (entry, turn) = sessions.prompt(&key, model, request)?;
-            (entry.session_id, turn)
-        }
-        // A retry by ID looks first where the prompt was sent: a replaced
-        // (crashed) session of the key may hold it, answered or not.
-        (None, Some(id)) => {
-            let id = MessageId::from(id.as_str());
-            let session = match args.new {
-                true => sessions.create(&key, model)?.session_id,
-                false => sessions.ensure(&key, model)?.session_id,
+        None => {
+            let (entry, turn) = if args.new {
+                sessions.prompt_in(&key, sessions.create(&key, model)?, request)?
+            } else {
+                sessions.prompt(&key, model, request)?
             };
-            if let Some(old) = sessions.locate(&key, &id)?
-                && old != session
-                && let Some(done) = engine.withdraw(&old, &id)?
-            {
-                return Ok(out.done(&done));
-            }
-            let turn = engine.prompt(&session, request.message_id(id))?;
-            (session, turn)
+            (entry.session_id, turn)
         }
     };
     let deadline = Instant::now() + args.timeout.unwrap_or(DEFAULT_TURN_TIMEOUT);

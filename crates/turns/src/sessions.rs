@@ -110,16 +110,7 @@ impl Sessions {
                 // demultiplexer that message, which the next prompt's ID
                 // sorts after.
                 match self.engine.newest_message(&entry.session_id) {
-                    Ok(_) => {
-                        if entry.status != SessionState::Active {
-                            self.registry
-                                .set_status(&entry.session_id, SessionState::Active)?;
-                        }
-                        return Ok(SessionEntry {
-                            status: SessionState::Active,
-                            ..entry
-                        });
-                    }
+                    Ok(_) => return self.resumed(entry),
                     Err(Error::Api(e)) if e.is_not_found() => {}
                     Err(e) => return Err(e),
                 }
@@ -148,37 +139,70 @@ impl Sessions {
     /// resumed (as [`ensure`](Sessions::ensure) decides) without asking
     /// the server first whether it still has it; when the server answers
     /// the send with "not found", the prompt goes to a fresh session (the
-    /// old entry marked crashed). A key never recorded is ensured first.
-    /// Saves `ensure`'s request before the send.
+    /// old entry marked crashed). A key never recorded is ensured first,
+    /// and so is the session of a retry by message ID (see
+    /// [`prompt_in`](Sessions::prompt_in)).
     pub fn prompt(
         &self,
         key: &SessionKey,
         model: Option<&ModelRef>,
         request: PromptRequest,
     ) -> Result<(SessionEntry, Turn), Error> {
-        let entry = match self.registry.get(&key.title())? {
-            Some(entry) if usable(&entry, model_text(model).as_ref()) => {
-                match self.engine.prompt(&entry.session_id, request.clone()) {
-                    Ok(turn) => {
-                        if entry.status != SessionState::Active {
-                            self.registry
-                                .set_status(&entry.session_id, SessionState::Active)?;
-                        }
-                        let entry = SessionEntry {
-                            status: SessionState::Active,
-                            ..entry
-                        };
-                        return Ok((entry, turn));
-                    }
-                    // The server no longer has it.
-                    Err(Error::Api(e)) if e.is_not_found() => self.create(key, model)?,
-                    Err(e) => return Err(e),
-                }
+        let recorded = match self.registry.get(&key.title())? {
+            Some(entry)
+                if request.message_id.is_none() && usable(&entry, model_text(model).as_ref()) =>
+            {
+                entry
             }
-            _ => self.ensure(key, model)?,
+            _ => return self.prompt_in(key, self.ensure(key, model)?, request),
         };
+        match self.engine.prompt(&recorded.session_id, request.clone()) {
+            Ok(turn) => Ok((self.resumed(recorded)?, turn)),
+            // The server no longer has it.
+            Err(Error::Api(e)) if e.is_not_found() => {
+                let fresh = self.create(key, model)?;
+                let turn = self.engine.prompt(&fresh.session_id, request)?;
+                Ok((fresh, turn))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends `request` to `entry`, a session of `key`. A retry by message
+    /// ID (the request carries it) is never sent twice: when an older
+    /// session of `key` holds that ID (it was sent there before the key got
+    /// a new session), it is taken back from there first, and when it was
+    /// answered there, the turn is that stored reply and nothing is sent.
+    pub fn prompt_in(
+        &self,
+        key: &SessionKey,
+        entry: SessionEntry,
+        request: PromptRequest,
+    ) -> Result<(SessionEntry, Turn), Error> {
+        if let Some(id) = &request.message_id
+            && let Some(old) = self.locate(key, id)?
+            && old != entry.session_id
+            && self.engine.withdraw(&old, id)?.is_some()
+            && let Some(old) = self.registry.by_session(&old)?
+        {
+            // Answered there: the engine gives that reply, sending nothing.
+            let turn = self.engine.prompt(&old.session_id, request)?;
+            return Ok((old, turn));
+        }
         let turn = self.engine.prompt(&entry.session_id, request)?;
         Ok((entry, turn))
+    }
+
+    /// `entry`, resumed: marked active (again, after an interruption).
+    fn resumed(&self, entry: SessionEntry) -> Result<SessionEntry, Error> {
+        if entry.status != SessionState::Active {
+            self.registry
+                .set_status(&entry.session_id, SessionState::Active)?;
+        }
+        Ok(SessionEntry {
+            status: SessionState::Active,
+            ..entry
+        })
     }
 
     /// The registry merged with the server's sessions of the project.

@@ -451,30 +451,20 @@ pub fn run(
             if let Some(model) = &model {
                 request = request.model(model.clone());
             }
+            if let Some(id) = arg(arguments, "message_id") {
+                request = request.message_id(MessageId::from(id));
+            }
             // The wait counts from the call's start: a server start is in it.
             let deadline = began + wait_of(arguments);
-            let turn = match (arg(arguments, "session"), arg(arguments, "message_id")) {
-                (Some(id), message_id) => {
-                    if let Some(id) = message_id {
-                        request = request.message_id(MessageId::from(id));
-                    }
-                    engine.prompt(&SessionId::from(id), request)
-                }
-                (None, message_id) => {
+            let turn = match arg(arguments, "session") {
+                Some(id) => engine.prompt(&SessionId::from(id), request),
+                None => {
                     let key = arg(arguments, "title")
                         .map_or(SessionKey::Default, |t| SessionKey::Title(t.to_string()));
                     let registry = Registry::open(&manager, &dir).map_err(fail)?;
-                    let sessions = Sessions::new(engine.clone(), registry);
-                    match message_id {
-                        // A retry by ID: the session is checked first.
-                        Some(id) => sessions.ensure(&key, model.as_ref()).and_then(|entry| {
-                            engine
-                                .prompt(&entry.session_id, request.message_id(MessageId::from(id)))
-                        }),
-                        None => sessions
-                            .prompt(&key, model.as_ref(), request)
-                            .map(|(_, turn)| turn),
-                    }
+                    Sessions::new(engine.clone(), registry)
+                        .prompt(&key, model.as_ref(), request)
+                        .map(|(_, turn)| turn)
                 }
             }
             .map_err(fail)?;
