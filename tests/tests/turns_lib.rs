@@ -811,3 +811,56 @@ fn a_recorded_server_is_used_through_its_stream_and_a_hung_one_is_repaired() {
         "no repair of the hung server: {said:?}"
     );
 }
+
+/// The first call of an engine is a prompt, to the server recorded for the
+/// project, which hangs: its event stream never says `server.connected`,
+/// so the server is ensured (repaired) and the prompt sent there once.
+#[test]
+fn a_prompt_sent_to_a_hung_recorded_server_is_sent_once_after_the_repair() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(Script::reply("answered"));
+    let manager = Arc::new(manager_in(&bed));
+    let key = SessionKey::Title("hung".into());
+    let sessions = |manager: &Arc<Manager>| {
+        let engine =
+            Engine::managed(Arc::clone(manager), &bed.project, TurnOptions::default()).unwrap();
+        Sessions::new(engine, Registry::open(manager, &bed.project).unwrap())
+    };
+    let first = sessions(&manager);
+    let (entry, turn) = first
+        .prompt(&key, None, PromptRequest::text("before"))
+        .unwrap();
+    assert_eq!(turn.wait(Instant::now() + WAIT).unwrap().text, "answered");
+    drop(first);
+    let hung = manager.status(&bed.project).unwrap().pid.unwrap();
+    e2e::send_signal(hung as i32, libc::SIGSTOP);
+
+    let began = Instant::now();
+    let (again, turn) = sessions(&manager)
+        .prompt(&key, None, PromptRequest::text("after"))
+        .unwrap();
+    let id = turn.message_id().clone();
+    assert_eq!(turn.wait(Instant::now() + WAIT).unwrap().text, "answered");
+    let now = manager.status(&bed.project).unwrap();
+    assert!(now.pid.is_some() && now.pid != Some(hung), "{now:?}");
+    // The server kept the session (or lost it: then a fresh one has it).
+    let url = now.url.expect("the repaired server's URL");
+    let messages = client(&url, &bed.project)
+        .list_messages(&again.session_id, None)
+        .unwrap();
+    let copies = messages.iter().filter(|m| m.info.id() == &id).count();
+    let replies = messages
+        .iter()
+        .filter_map(|m| m.info.as_assistant())
+        .filter(|a| a.parent_id.as_ref() == Some(&id))
+        .count();
+    assert_eq!((copies, replies), (1, 1), "{messages:?}");
+    eprintln!(
+        "hung server repaired and the prompt answered in {:?} (session {} -> {})",
+        began.elapsed(),
+        entry.session_id,
+        again.session_id
+    );
+}

@@ -11,6 +11,13 @@
 //! the stream ever reached that server or not (a server restarted and
 //! killed again before the stream reconnected). After an abort, the stray
 //! terminal events it causes are swallowed.
+//!
+//! A connection's `server.connected` is no proof that the server tells it
+//! its events: OpenCode 1.18.33 sends that frame first and subscribes the
+//! stream when it is read on, which a busy server does late (measured: a
+//! prompt stored 9 ms after the frame arrived was not told). A later frame
+//! is the proof ([`Demux::subscribed`]); a turn sent before it learns from
+//! its own events whether they tell it from its start (see the tracker).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,6 +88,12 @@ struct Routes {
     /// swallowed.
     guards: HashMap<SessionId, Instant>,
     connected: bool,
+    /// A frame came after this connection's `server.connected`: the
+    /// server's subscription of the stream to its events is live. OpenCode
+    /// 1.18.33 sends `server.connected` first and subscribes after, when
+    /// the stream is read on (measured: a prompt stored 9 ms after that
+    /// frame arrived was not told), so only a later frame proves it.
+    subscribed: bool,
     ever_connected: bool,
     /// Events routed to turns, for tests and metrics.
     routed: u64,
@@ -122,6 +135,7 @@ impl Routes {
     /// any more (messages of the gap are unseen).
     fn went_down(&mut self) {
         self.connected = false;
+        self.subscribed = false;
         self.epoch += 1;
         self.newest.clear();
     }
@@ -196,6 +210,14 @@ impl Demux {
     /// Whether the stream is connected now (events flow).
     pub(crate) fn is_connected(&self) -> bool {
         lock(&self.shared).connected
+    }
+
+    /// Whether every event published from now on is told: the stream is
+    /// connected and a frame after its `server.connected` proved the
+    /// server's subscription live (see `Routes::subscribed`).
+    pub(crate) fn subscribed(&self) -> bool {
+        let routes = lock(&self.shared);
+        routes.connected && routes.subscribed
     }
 
     /// Routes the events of `session` to the returned receiver until
@@ -393,7 +415,11 @@ fn run(mut stream: opencode_api::GlobalEventStream, shared: &Shared, client: &Cl
                 drop(routes);
                 shared.changed.notify_all();
             }
-            StreamItem::Event(global) => route(&mut lock(shared), global.payload, Instant::now()),
+            StreamItem::Event(global) => {
+                let mut routes = lock(shared);
+                routes.subscribed = routes.connected;
+                route(&mut routes, global.payload, Instant::now());
+            }
             StreamItem::Disconnected { kind, reason } => {
                 let watched = {
                     let mut routes = lock(shared);
@@ -540,6 +566,41 @@ mod tests {
             dropping < Duration::from_millis(150),
             "five drops took {dropping:?}"
         );
+    }
+
+    #[test]
+    fn only_a_frame_after_server_connected_proves_the_subscription() {
+        let server = crate::fake_server::FakeServer::start();
+        let client = Client::builder(&server.url)
+            .directory("/p")
+            .build()
+            .unwrap();
+        let config = StreamConfig::new().initial_delay(Duration::from_millis(50));
+        let demux = Demux::start(&client, &config).unwrap();
+        let subscribed_within = |bound: Duration| {
+            let deadline = Instant::now() + bound;
+            while Instant::now() < deadline {
+                if demux.subscribed() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            false
+        };
+        demux.wait_connected(Duration::from_secs(10)).unwrap();
+        assert!(!subscribed_within(Duration::from_millis(100)));
+        server.event(r#"{"id":"h","type":"server.heartbeat","properties":{}}"#);
+        assert!(subscribed_within(Duration::from_secs(5)));
+        // A new connection proves nothing until a frame after its own
+        // `server.connected`.
+        server.cut();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while demux.subscribed() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!demux.subscribed());
+        demux.wait_connected(Duration::from_secs(10)).unwrap();
+        assert!(!subscribed_within(Duration::from_millis(100)));
     }
 
     #[test]

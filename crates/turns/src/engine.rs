@@ -717,6 +717,8 @@ impl Sending for Turn {
             self.backlog.push_back(item);
         }
         self.sent_at.get_or_insert_with(Instant::now);
+        // Subscribed before the send: every event of the turn is told.
+        self.tracker.started |= self.demux.subscribed();
         self.sends += 1;
         let started = self.demux.sender(session).and_then(|wake| {
             Waiter::start(

@@ -250,6 +250,34 @@ fn the_answer_to_the_send_ends_the_turn_before_the_stream_tells() {
     assert_eq!(list_reads(&server), reads, "ended by the answer, no read");
 }
 
+/// The stream's subscription came after the prompt was stored and after
+/// the reply's first delta ("o" of "ok"): the delta after it cannot be
+/// placed, so the part comes whole, and the end is read.
+#[test]
+fn a_turn_told_from_its_middle_hands_out_its_text_in_order_and_reads_its_end() {
+    let server = FakeServer::start_late();
+    server.set_messages(&user_only());
+    let mut turn = prompt_hi(&server);
+    let reads = list_reads(&server);
+    server.event(&format!(
+        r#"{{"id":"e1","type":"message.part.delta","properties":{{"sessionID":"ses_1","messageID":"{REPLY}","partID":"prt_1","field":"text","delta":"k"}}}}"#
+    ));
+    server.event(&format!(
+        r#"{{"id":"e2","type":"message.part.updated","properties":{{"sessionID":"ses_1","part":{{"id":"prt_1","sessionID":"ses_1","messageID":"{REPLY}","type":"text","text":"ok"}}}}}}"#
+    ));
+    server.set_messages(&completed());
+    server.event(&format!(
+        r#"{{"id":"e3","type":"message.updated","properties":{{"sessionID":"ses_1","info":{{"id":"{REPLY}","parentID":"{ID}","role":"assistant","sessionID":"ses_1","finish":"stop","tokens":{{"input":1,"output":2}},"time":{{"created":2,"completed":3}}}}}}}}"#
+    ));
+    let events = all_events(&mut turn);
+    assert_eq!(texts(&events), "ok", "{events:?}");
+    match events.last() {
+        Some(TurnEvent::Done(done)) => assert_eq!(done.text, "ok"),
+        other => panic!("{other:?}"),
+    }
+    assert!(list_reads(&server) > reads, "the end was read");
+}
+
 #[test]
 fn an_answer_about_a_reply_the_stream_never_told_is_settled_from_the_messages() {
     let server = FakeServer::start();

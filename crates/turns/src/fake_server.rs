@@ -28,6 +28,9 @@ struct State {
     on_list: Mutex<Option<String>>,
     /// The stream's frames, for the routes that send one.
     sender: Mutex<Option<Sender<String>>>,
+    /// A stored prompt is not told on the stream (its subscription came
+    /// late, as OpenCode's can: see `Demux::subscribed`).
+    late: bool,
     /// The answer of the next blocking `POST /session/ses_1/message`,
     /// which waits for it (or for its client to go away).
     answer: Mutex<Option<String>>,
@@ -47,10 +50,20 @@ impl FakeServer {
         FakeServer::start_on(0, false)
     }
 
+    /// A server whose event stream tells nothing of a stored prompt: the
+    /// stream was subscribed after it (see `Demux::subscribed`).
+    pub(crate) fn start_late() -> FakeServer {
+        FakeServer::start_with(0, false, true)
+    }
+
     /// A server on `port` (0: any), as a restarted server takes its
     /// predecessor's port; `silent`: its event stream never says
     /// `server.connected`.
     pub(crate) fn start_on(port: u16, silent: bool) -> FakeServer {
+        FakeServer::start_with(port, silent, false)
+    }
+
+    fn start_with(port: u16, silent: bool, late: bool) -> FakeServer {
         let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let (tx, rx) = channel();
@@ -59,6 +72,7 @@ impl FakeServer {
             frames: Mutex::new(Some(rx)),
             sender: Mutex::new(Some(tx.clone())),
             silent,
+            late,
             ..State::default()
         });
         let accept_state = Arc::clone(&state);
@@ -141,6 +155,32 @@ impl Drop for FakeServer {
     }
 }
 
+/// As OpenCode does when it stores a prompt: tells its message and its
+/// part on the stream (the part proves the stream told the turn from its
+/// start).
+fn stored(state: &State, body: &[u8]) {
+    if state.late {
+        return;
+    }
+    let id = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|b| b["messageID"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    let frames = [
+        format!(
+            r#"{{"id":"eu","type":"message.updated","properties":{{"sessionID":"ses_1","info":{{"id":"{id}","role":"user","sessionID":"ses_1","time":{{"created":1}}}}}}}}"#
+        ),
+        format!(
+            r#"{{"id":"ep","type":"message.part.updated","properties":{{"sessionID":"ses_1","part":{{"id":"prt_u","sessionID":"ses_1","messageID":"{id}","type":"text","text":"hi"}}}}}}"#
+        ),
+    ];
+    if let Some(tx) = state.sender.lock().unwrap().as_ref() {
+        for frame in frames {
+            let _ = tx.send(format!("{{\"payload\":{frame}}}"));
+        }
+    }
+}
+
 fn respond(stream: &mut TcpStream, status: &str, body: &str) {
     let _ = write!(
         stream,
@@ -219,8 +259,12 @@ fn serve(mut stream: TcpStream, state: &State) {
             "200 OK",
             r#"{"id":"ses_1","title":"t","directory":"/","time":{"created":1,"updated":1}}"#,
         ),
-        ("POST", p) if p.ends_with("/prompt_async") => respond(&mut stream, "204 No Content", ""),
+        ("POST", p) if p.ends_with("/prompt_async") => {
+            stored(state, &body);
+            respond(&mut stream, "204 No Content", "")
+        }
         ("POST", "/session/ses_1/message") => {
+            stored(state, &body);
             let _ = stream.set_read_timeout(Some(Duration::from_millis(20)));
             while !state.stop.load(Ordering::SeqCst) {
                 if let Some(answer) = state.answer.lock().unwrap().take() {

@@ -139,6 +139,12 @@ pub(crate) struct Tracker {
     /// Events may have been lost (a reconnect): settle from the messages,
     /// and hand text out only from whole parts.
     pub(crate) gap: bool,
+    /// The events tell this turn from its start: the stream was subscribed
+    /// before the prompt was sent (see `Demux::subscribed`), or it told the
+    /// prompt's own part, which is stored before the reply begins. Until
+    /// then a delta is handed out only for a part seen from its start, and
+    /// the end is read from the messages (a step may have been missed).
+    pub(crate) started: bool,
 }
 
 impl Tracker {
@@ -154,13 +160,14 @@ impl Tracker {
             infos: Vec::new(),
             texts: Vec::new(),
             gap: false,
+            started: false,
         }
     }
 
     /// The turn's end as the events told it, when they tell all of it: the
     /// final assistant message completed, with its text, and no gap.
     pub(crate) fn done_from_events(&self, final_id: &MessageId) -> Option<TurnDone> {
-        if self.gap {
+        if self.gap || !self.started {
             return None;
         }
         let assistant = self.infos.iter().find(|a| &a.id == final_id)?;
@@ -278,8 +285,13 @@ impl Tracker {
             // cannot be placed back in the middle, so the rest of each part
             // comes from its whole text (its update, the answer, a read),
             // after what was handed out before the gap.
+            // Before the turn is heard from its start, a part first met in
+            // a delta began unheard: its deltas cannot be placed either.
             EventKind::MessagePartDelta(delta)
-                if self.is_ours(&delta.message_id) && delta.field == "text" && !self.gap =>
+                if self.is_ours(&delta.message_id)
+                    && delta.field == "text"
+                    && !self.gap
+                    && (self.started || self.parts.contains_key(&delta.part_id)) =>
             {
                 let entry = self
                     .parts
@@ -295,6 +307,12 @@ impl Tracker {
             }
             EventKind::MessagePartUpdated(update) if self.is_ours(update.part.message_id()) => {
                 self.on_part(&update.part, out);
+            }
+            // The prompt's own part: stored before its reply begins.
+            EventKind::MessagePartUpdated(update)
+                if update.part.message_id() == &self.message_id =>
+            {
+                self.started = true;
             }
             EventKind::PermissionAsked(request) => {
                 self.waiting = true;
@@ -588,6 +606,66 @@ pub(crate) mod tests {
         );
         let text = texts(&out);
         assert_eq!(text, "Hello world");
+    }
+
+    /// OpenCode 1.18.33 sends `server.connected` before it subscribes the
+    /// stream to its events (measured: a prompt stored 9 ms after that
+    /// frame arrived was not told), so a turn may hear of its reply from
+    /// the middle. A part whose start was missed is handed out from its
+    /// whole text; one seen from its start streams; the end is read.
+    #[test]
+    fn a_turn_heard_from_the_middle_hands_out_only_what_it_can_place() {
+        let mut tracker = Tracker::new("ses_1".into(), "msg_1".into());
+        let mut out = Vec::new();
+        let event = |json: &str| Event::parse(json).unwrap();
+        let delta = |part: &str, text: &str| {
+            event(&format!(
+                r#"{{"id":"e","type":"message.part.delta","properties":{{"sessionID":"ses_1","messageID":"msg_2","partID":"{part}","field":"text","delta":"{text}"}}}}"#
+            ))
+        };
+        let part = |part: &str, text: &str| {
+            event(&format!(
+                r#"{{"id":"e","type":"message.part.updated","properties":{{"sessionID":"ses_1","part":{{"id":"{part}","sessionID":"ses_1","messageID":"msg_2","type":"text","text":"{text}"}}}}}}"#
+            ))
+        };
+        // The part's start and "Hel" came before the stream was subscribed.
+        tracker.on_event(&delta("prt_1", "lo"), &mut out);
+        tracker.on_event(&part("prt_1", "Hello"), &mut out);
+        // A second part, seen from its start, streams.
+        tracker.on_event(&part("prt_2", ""), &mut out);
+        tracker.on_event(&delta("prt_2", " wor"), &mut out);
+        tracker.on_event(&delta("prt_2", "ld"), &mut out);
+        assert_eq!(texts(&out), "Hello world");
+        let deltas = out
+            .iter()
+            .filter(|e| matches!(e, TurnEvent::Text { .. }))
+            .count();
+        assert_eq!(deltas, 3, "{out:?}");
+        let completed = event(
+            r#"{"id":"e","type":"message.updated","properties":{"info":{"id":"msg_2","parentID":"msg_1","role":"assistant","sessionID":"ses_1","finish":"stop","time":{"created":2,"completed":3}}}}"#,
+        );
+        let Check::Final(id) = tracker.on_event(&completed, &mut out) else {
+            panic!("the completed reply is final");
+        };
+        // An earlier step may have been missed whole: the end is read.
+        assert_eq!(tracker.done_from_events(&id), None);
+        // Heard from its start (its prompt's part told), the events tell all.
+        let mut tracker = Tracker::new("ses_1".into(), "msg_1".into());
+        let mut out = Vec::new();
+        tracker.on_event(
+            &event(
+                r#"{"id":"e","type":"message.part.updated","properties":{"sessionID":"ses_1","part":{"id":"prt_0","sessionID":"ses_1","messageID":"msg_1","type":"text","text":"hi"}}}"#,
+            ),
+            &mut out,
+        );
+        tracker.on_event(&delta("prt_1", "Hel"), &mut out);
+        tracker.on_event(&delta("prt_1", "lo"), &mut out);
+        tracker.on_event(&completed, &mut out);
+        assert_eq!(texts(&out), "Hello");
+        assert_eq!(
+            tracker.done_from_events(&id).map(|d| d.text),
+            Some("Hello".into())
+        );
     }
 
     #[test]
