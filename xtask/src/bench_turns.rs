@@ -10,7 +10,9 @@
 //! It is shown twice: of the wall times, and of the time outside the
 //! server's span (wall time minus the server's own time from storing the
 //! prompt to completing the reply, by its message times): the second is
-//! what the caller adds, without the server's run-to-run noise.
+//! what the caller adds, without the server's run-to-run noise. Beside
+//! the target's measure, `ocm prompt` is also set against the same POST
+//! made by a `curl` process (when there is a `curl`): both processes.
 
 use std::time::{Duration, Instant};
 
@@ -240,8 +242,36 @@ fn measure(ocm: &std::path::Path) -> Result<(), String> {
         .create_session(&NewSession::titled("bare"))
         .map_err(|e| e.to_string())?
         .id;
+    // The same POST from a process of its own, as a shell script makes
+    // it without ocm.
+    let curl = which_curl();
+    if curl.is_none() {
+        eprintln!("curl not found: the comparison with a curl process is left out");
+    }
+    let run_curl = |curl: &std::path::Path, text: &str| -> Result<Duration, String> {
+        let body = serde_json::json!({"parts": [{"type": "text", "text": text}]}).to_string();
+        let began = Instant::now();
+        let out = std::process::Command::new(curl)
+            .args(["-sS", "--fail", "-o", "/dev/null", "-X", "POST"])
+            .args(["-H", "content-type: application/json"])
+            .arg("-H")
+            .arg(format!("x-opencode-directory: {}", bed.project.display()))
+            .args(["--data", &body])
+            .arg(format!("{url}/session/{bare_session}/message"))
+            .output()
+            .map_err(|e| e.to_string())?;
+        let took = began.elapsed();
+        if !out.status.success() {
+            return Err(format!(
+                "curl failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(took)
+    };
     let mut bare_managed = Vec::new();
     let mut ocm_runs = Vec::new();
+    let mut curl_runs = Vec::new();
     quiet(&managed)?;
     for i in 0..OVERHEAD_RUNS {
         let began = Instant::now();
@@ -253,6 +283,11 @@ fn measure(ocm: &std::path::Path) -> Result<(), String> {
         let (took, ocm_session) = run_ocm(&format!("ocm {i}"))?;
         ocm_runs.push(Run::of(took, &managed, &ocm_session)?);
         quiet(&managed)?;
+        if let Some(curl) = &curl {
+            let took = run_curl(curl, &format!("curl {i}"))?;
+            curl_runs.push(Run::of(took, &managed, &bare_session)?);
+            quiet(&managed)?;
+        }
     }
     let _ = bed.command(ocm).args(["down", &project]).output();
 
@@ -292,5 +327,30 @@ fn measure(ocm: &std::path::Path) -> Result<(), String> {
     };
     line("Engine::prompt + wait", &through_turns, &bare);
     line("ocm prompt, whole process", &ocm_runs, &bare_managed);
+    if !curl_runs.is_empty() {
+        // Not the target's measure: both are processes started the same
+        // way, so this is what ocm adds over scripting the POST with curl.
+        let (outside, q1, q3) = spread(
+            &mut ocm_runs
+                .iter()
+                .zip(&curl_runs)
+                .map(|(o, c)| o.outside - c.outside)
+                .collect::<Vec<_>>(),
+        );
+        println!(
+            "  ocm prompt over the POST by a curl process (curl median {:.1} ms): outside the \
+             server {outside:+.1} ms [{q1:+.1}, {q3:+.1}]",
+            spread(&mut curl_runs.iter().map(|r| r.wall).collect::<Vec<_>>()).0
+        );
+    }
     Ok(())
+}
+
+/// `curl` on the `PATH`, if there is one.
+fn which_curl() -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("curl"))
+            .find(|p| p.is_file())
+    })
 }
