@@ -267,10 +267,12 @@ impl Demux {
 
     /// Before a read of `session`'s newest message: from now on the stream
     /// tells of its messages. Gives the connection's epoch for
-    /// [`learned`](Demux::learned), `None` while the stream is down.
+    /// [`learned`](Demux::learned); `None` while the stream is down or not
+    /// proven [`subscribed`](Demux::subscribed) (a message stored before
+    /// the subscription would never be told).
     pub(crate) fn learning(&self, session: &SessionId) -> Option<u64> {
         let mut routes = lock(&self.shared);
-        if !routes.connected {
+        if !(routes.connected && routes.subscribed) {
             return None;
         }
         routes.newest.entry(session.clone()).or_default();
@@ -636,6 +638,15 @@ mod tests {
         demux.wait_connected(Duration::from_secs(10)).unwrap();
         let s = SessionId::from("ses_1");
         assert_eq!(demux.newest(&s), None, "never read");
+        // Not subscribed yet: what is stored between a read now and the
+        // subscription would never be told.
+        assert_eq!(demux.learning(&s), None);
+        server.event(r#"{"id":"h","type":"server.heartbeat","properties":{}}"#);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !demux.subscribed() {
+            assert!(Instant::now() < deadline, "never subscribed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let epoch = demux.learning(&s).unwrap();
         assert_eq!(demux.newest(&s), None, "the read is not done");
         let read = MessageId::from("msg_000000000001AAAAAAAAAAAAAA");

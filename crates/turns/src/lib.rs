@@ -13,7 +13,8 @@
 //!   and after a failure looked up before anything is sent again (see
 //!   [`RetryPolicy`]).
 //! - [`Turn`]: the typed events of one turn ([`TurnEvent`]): text and
-//!   reasoning deltas (never twice), tool calls, permissions, per-step
+//!   reasoning deltas (never twice, never out of place: a part the stream
+//!   told from its middle comes whole), tool calls, permissions, per-step
 //!   usage, then `Done` or `Failed`. One `/global/event` connection per
 //!   server feeds every turn; a watchdog, reconciling after reconnects, an
 //!   abort guard and one turn per session keep turns from hanging or
