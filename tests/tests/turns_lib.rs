@@ -429,25 +429,34 @@ fn prompts_are_delivered_exactly_once_while_the_server_is_killed_mid_turn() {
         matches!(watching, WatchOutcome::Watching { pid: Some(_), .. }),
         "{watching:?}"
     );
-    let completed = Arc::new(AtomicUsize::new(0));
-    // Kill k comes once (k + 1) / (kills + 1) of the prompts are done, a
-    // random 0 to 1.5 s later: every kill lands while prompts are in flight.
+    let started = Arc::new(AtomicUsize::new(0));
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    // Kill k comes once (k + 1) / (kills + 1) of the prompts have started,
+    // a random 0 to 400 ms after that prompt started: its reply streams
+    // for 600 ms at least (four chunks 150 ms apart), so the kill lands
+    // while it is in flight (being delivered, whose retries absorb the
+    // kill, or mid-turn). Each kill reports how many prompts were in
+    // flight. (Counting from prompts done instead let the last kill land
+    // after the last prompt: completions come in bursts after a restart.)
     let killer = {
         let manager = Arc::clone(&manager);
         let project = bed.project.clone();
-        let completed = Arc::clone(&completed);
+        let (started, in_flight) = (Arc::clone(&started), Arc::clone(&in_flight));
         std::thread::spawn(move || {
             let mut last = None;
+            let mut flying = Vec::new();
             for k in 0..kills {
-                let due = (k + 1) * prompts / (kills + 1);
-                e2e::poll_until(Duration::from_secs(600), "prompts done", || {
-                    (completed.load(Ordering::SeqCst) >= due).then_some(())
+                let due = ((k + 1) * prompts / (kills + 1)).max(1);
+                e2e::poll_until(Duration::from_secs(600), "prompts started", || {
+                    (started.load(Ordering::SeqCst) >= due).then_some(())
                 });
-                std::thread::sleep(Duration::from_millis(rng.below(1500)));
+                std::thread::sleep(Duration::from_millis(rng.below(400)));
                 let pid = running_server(&manager, &project, last);
+                flying.push(in_flight.load(Ordering::SeqCst));
                 e2e::send_signal(-(pid as i32), libc::SIGKILL);
                 last = Some(pid);
             }
+            flying
         })
     };
     let workers: Vec<_> = session_ids
@@ -456,14 +465,16 @@ fn prompts_are_delivered_exactly_once_while_the_server_is_killed_mid_turn() {
         .map(|(w, session)| {
             let engine = engine.clone();
             let session = session.clone();
-            let completed = Arc::clone(&completed);
+            let (started, in_flight) = (Arc::clone(&started), Arc::clone(&in_flight));
             let mine = (prompts + SESSIONS - 1 - w) / SESSIONS;
             std::thread::spawn(move || {
                 (0..mine)
                     .map(|n| {
                         let text = format!("prompt w{w} n{n}");
+                        in_flight.fetch_add(1, Ordering::SeqCst);
+                        started.fetch_add(1, Ordering::SeqCst);
                         let prompted = prompt_once(&engine, &session, &text);
-                        completed.fetch_add(1, Ordering::SeqCst);
+                        in_flight.fetch_sub(1, Ordering::SeqCst);
                         prompted
                     })
                     .collect::<Vec<_>>()
@@ -474,7 +485,7 @@ fn prompts_are_delivered_exactly_once_while_the_server_is_killed_mid_turn() {
         .into_iter()
         .flat_map(|w| w.join().unwrap())
         .collect();
-    killer.join().unwrap();
+    let flying = killer.join().unwrap();
     assert_eq!(all.len(), prompts);
     let retried = all.iter().filter(|p| p.retried).count();
     // Read the server's messages (the server back up after the last kill):
@@ -514,13 +525,17 @@ fn prompts_are_delivered_exactly_once_while_the_server_is_killed_mid_turn() {
         }
     }
     eprintln!(
-        "exactly-once: {prompts} prompts from {SESSIONS} sessions, {kills} SIGKILLs: \
-         done first time {}, retried {retried}, duplicates {duplicates}, lost {lost}",
+        "exactly-once: {prompts} prompts from {SESSIONS} sessions, {kills} SIGKILLs \
+         (prompts in flight at each: {flying:?}): done first time {}, retried \
+         {retried}, duplicates {duplicates}, lost {lost}",
         prompts - retried
     );
     drop(supervisor);
     assert_eq!((duplicates, lost), (0, 0));
-    assert!(kills == 0 || retried > 0, "the kills landed mid-turn");
+    assert!(
+        flying.iter().all(|&n| n > 0),
+        "a kill landed with no prompt in flight: {flying:?}"
+    );
     assert_eq!(users, prompts, "no other user messages");
 }
 
