@@ -2,7 +2,7 @@
 //! the mock model: the reply is streamed to stdout, `--json` ends with
 //! `done` and the usage, a failed turn exits 5 with its message ID, and
 //! `--message-id` retries it without a duplicate; a server that cannot be
-//! started exits 4.
+//! started exits 4; every fresh process reports all of a two-step turn.
 
 use std::process::Output;
 use std::time::Duration;
@@ -303,4 +303,79 @@ fn ocm_prompt_exits_4_when_the_server_cannot_be_started() {
         text(&out.stderr)
     );
     assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+}
+
+/// Each `ocm prompt` is a new process with a new event stream, which
+/// OpenCode may subscribe only after the prompt was stored (see `turns`'
+/// demultiplexer; its unit tests make that happen on purpose, here it
+/// happens when it does). Every run of a two-step turn must report all of
+/// it: the streamed text is the reply, the steps' `usage` events add up
+/// to `done`'s usage, and that is what the server stored for the prompt.
+#[test]
+fn every_fresh_ocm_prompt_of_a_tool_turn_reports_all_of_it() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(Script::new().default_reply(
+        Reply::text("the tool ran").tool_call(
+            "bash",
+            r#"{"command":"echo tool-output-9","description":"print a marker"}"#,
+        ),
+    ));
+    let project = bed.project.display().to_string();
+    for i in 0..5 {
+        let out = ocm(&bed, &["prompt", "--json", &project, &format!("tool {i}")]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let lines: Vec<Value> = text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let done = lines.last().unwrap();
+        assert_eq!(done["type"], "done", "{lines:?}");
+        let streamed: String = lines
+            .iter()
+            .filter(|l| l["type"] == "text")
+            .map(|l| l["delta"].as_str().unwrap())
+            .collect();
+        assert_eq!(streamed, "the tool ran", "run {i}: {lines:?}");
+        let tool_done = lines
+            .iter()
+            .any(|l| l["type"] == "tool" && l["status"] == "completed");
+        assert!(tool_done, "run {i}: {lines:?}");
+        let summed = |key: &str| -> u64 {
+            lines
+                .iter()
+                .filter(|l| l["type"] == "usage")
+                .map(|l| l["usage"][key].as_u64().unwrap())
+                .sum()
+        };
+        let reported = (
+            done["usage"]["input"].as_u64().unwrap(),
+            done["usage"]["output"].as_u64().unwrap(),
+        );
+        assert_eq!((summed("input"), summed("output")), reported, "run {i}");
+        // What the server stored for this prompt: two steps, the tool's
+        // and the answer's.
+        let url = text(&ocm(&bed, &["url", &project]).stdout)
+            .trim()
+            .to_string();
+        let client = opencode_api::Client::builder(&url)
+            .directory(&bed.project)
+            .build()
+            .unwrap();
+        let session = opencode_api::SessionId::from(done["sessionId"].as_str().unwrap());
+        let id = done["messageId"].as_str().unwrap();
+        let steps: Vec<_> = client
+            .list_messages(&session, None)
+            .unwrap()
+            .into_iter()
+            .filter_map(|m| m.info.as_assistant().cloned())
+            .filter(|a| a.parent_id.as_ref().is_some_and(|p| p.as_str() == id))
+            .collect();
+        assert_eq!(steps.len(), 2, "run {i}: {steps:?}");
+        let stored = steps.iter().fold((0, 0), |(i, o), a| {
+            (i + a.tokens.input, o + a.tokens.output)
+        });
+        assert_eq!(stored, reported, "run {i}");
+    }
 }
