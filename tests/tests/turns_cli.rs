@@ -22,6 +22,26 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The objects `ocm prompt --json` printed, one a line.
+fn json_lines(out: &Output) -> Vec<Value> {
+    text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+/// A client of the project's server, found with `ocm url`.
+fn server_client(bed: &TestBed) -> opencode_api::Client {
+    let project = bed.project.display().to_string();
+    let url = text(&ocm(bed, &["url", &project]).stdout)
+        .trim()
+        .to_string();
+    opencode_api::Client::builder(&url)
+        .directory(&bed.project)
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn ocm_prompt_prints_the_mock_text_and_json_ends_with_done_and_usage() {
     if e2e_skipped() {
@@ -38,10 +58,7 @@ fn ocm_prompt_prints_the_mock_text_and_json_ends_with_done_and_usage() {
         &["prompt", &project, "--title", "json one", "--json", "again"],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let lines: Vec<Value> = text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
-        .collect();
+    let lines = json_lines(&out);
     let last = lines.last().expect("some output");
     assert_eq!(last["type"], "done", "{lines:?}");
     assert_eq!(last["text"], "Hello from the mock.");
@@ -132,13 +149,7 @@ fn a_failed_turn_exits_5_with_its_message_id_and_a_retry_by_id_is_not_a_duplicat
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "Now it works.\n");
     // On the server: the prompt's ID once, with one completed reply.
-    let url = text(&ocm(&bed, &["url", &project]).stdout)
-        .trim()
-        .to_string();
-    let client = opencode_api::Client::builder(&url)
-        .directory(&bed.project)
-        .build()
-        .unwrap();
+    let client = server_client(&bed);
     let (mut users, mut replies) = (0, 0);
     for session in client.list_sessions().unwrap() {
         for m in client.list_messages(&session.id, None).unwrap() {
@@ -261,10 +272,7 @@ fn permissions_allow_answers_a_tool_permission_and_the_turn_ends_done() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let lines: Vec<Value> = text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&out);
     assert!(lines.iter().any(|l| l["type"] == "permission"), "{lines:?}");
     let tool_done = lines
         .iter()
@@ -326,10 +334,7 @@ fn every_fresh_ocm_prompt_of_a_tool_turn_reports_all_of_it() {
     for i in 0..5 {
         let out = ocm(&bed, &["prompt", "--json", &project, &format!("tool {i}")]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-        let lines: Vec<Value> = text(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines = json_lines(&out);
         let done = lines.last().unwrap();
         assert_eq!(done["type"], "done", "{lines:?}");
         let streamed: String = lines
@@ -356,13 +361,7 @@ fn every_fresh_ocm_prompt_of_a_tool_turn_reports_all_of_it() {
         assert_eq!((summed("input"), summed("output")), reported, "run {i}");
         // What the server stored for this prompt: two steps, the tool's
         // and the answer's.
-        let url = text(&ocm(&bed, &["url", &project]).stdout)
-            .trim()
-            .to_string();
-        let client = opencode_api::Client::builder(&url)
-            .directory(&bed.project)
-            .build()
-            .unwrap();
+        let client = server_client(&bed);
         let session = opencode_api::SessionId::from(done["sessionId"].as_str().unwrap());
         let id = done["messageId"].as_str().unwrap();
         let steps: Vec<_> = client

@@ -457,6 +457,28 @@ fn run(mut stream: opencode_api::GlobalEventStream, shared: &Shared, client: &Cl
 mod tests {
     use super::*;
 
+    /// A fake server and a client of it.
+    fn fake() -> (crate::fake_server::FakeServer, Client) {
+        let server = crate::fake_server::FakeServer::start();
+        let client = Client::builder(&server.url)
+            .directory("/p")
+            .build()
+            .unwrap();
+        (server, client)
+    }
+
+    /// Whether `demux` is proven subscribed within `bound`.
+    fn subscribed_within(demux: &Demux, bound: Duration) -> bool {
+        let deadline = Instant::now() + bound;
+        while Instant::now() < deadline {
+            if demux.subscribed() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
     #[test]
     fn routes_each_event_of_the_captured_global_stream_to_its_session_only() {
         let sse = crate::tracker::tests::capture("global-event-stream.sse");
@@ -548,11 +570,7 @@ mod tests {
         // The thread sleeps until the stream or the stop wakes it: a drop
         // does not wait for a tick (a 200 ms tick made five drops take
         // about half a second).
-        let server = crate::fake_server::FakeServer::start();
-        let client = Client::builder(&server.url)
-            .directory("/p")
-            .build()
-            .unwrap();
+        let (_server, client) = fake();
         let config = StreamConfig::new();
         let mut dropping = Duration::ZERO;
         for _ in 0..5 {
@@ -572,27 +590,13 @@ mod tests {
 
     #[test]
     fn only_a_frame_after_server_connected_proves_the_subscription() {
-        let server = crate::fake_server::FakeServer::start();
-        let client = Client::builder(&server.url)
-            .directory("/p")
-            .build()
-            .unwrap();
+        let (server, client) = fake();
         let config = StreamConfig::new().initial_delay(Duration::from_millis(50));
         let demux = Demux::start(&client, &config).unwrap();
-        let subscribed_within = |bound: Duration| {
-            let deadline = Instant::now() + bound;
-            while Instant::now() < deadline {
-                if demux.subscribed() {
-                    return true;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            false
-        };
         demux.wait_connected(Duration::from_secs(10)).unwrap();
-        assert!(!subscribed_within(Duration::from_millis(100)));
+        assert!(!subscribed_within(&demux, Duration::from_millis(100)));
         server.event(r#"{"id":"h","type":"server.heartbeat","properties":{}}"#);
-        assert!(subscribed_within(Duration::from_secs(5)));
+        assert!(subscribed_within(&demux, Duration::from_secs(5)));
         // A new connection proves nothing until a frame after its own
         // `server.connected`.
         server.cut();
@@ -602,18 +606,14 @@ mod tests {
         }
         assert!(!demux.subscribed());
         demux.wait_connected(Duration::from_secs(10)).unwrap();
-        assert!(!subscribed_within(Duration::from_millis(100)));
+        assert!(!subscribed_within(&demux, Duration::from_millis(100)));
     }
 
     #[test]
     fn events_reach_a_turn_while_the_thread_sleeps_between_them() {
         // Woken by the stream's notify, not by a tick: each event is
         // routed although the thread sleeps in between.
-        let server = crate::fake_server::FakeServer::start();
-        let client = Client::builder(&server.url)
-            .directory("/p")
-            .build()
-            .unwrap();
+        let (server, client) = fake();
         let demux = Demux::start(&client, &StreamConfig::new()).unwrap();
         demux.wait_connected(Duration::from_secs(10)).unwrap();
         let rx = demux.register(&SessionId::from("ses_1"));
@@ -629,11 +629,7 @@ mod tests {
 
     #[test]
     fn a_newest_message_is_known_only_while_the_stream_stays_up_after_a_read() {
-        let server = crate::fake_server::FakeServer::start();
-        let client = Client::builder(&server.url)
-            .directory("/p")
-            .build()
-            .unwrap();
+        let (server, client) = fake();
         let demux = Demux::start(&client, &StreamConfig::new()).unwrap();
         demux.wait_connected(Duration::from_secs(10)).unwrap();
         let s = SessionId::from("ses_1");
@@ -642,11 +638,7 @@ mod tests {
         // subscription would never be told.
         assert_eq!(demux.learning(&s), None);
         server.event(r#"{"id":"h","type":"server.heartbeat","properties":{}}"#);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !demux.subscribed() {
-            assert!(Instant::now() < deadline, "never subscribed");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        assert!(subscribed_within(&demux, Duration::from_secs(10)));
         let epoch = demux.learning(&s).unwrap();
         assert_eq!(demux.newest(&s), None, "the read is not done");
         let read = MessageId::from("msg_000000000001AAAAAAAAAAAAAA");
