@@ -137,7 +137,7 @@ pub fn run() -> Result<(), String> {
 
 /// Runs `command` to completion; returns its wall time from spawn to exit,
 /// its peak resident memory in KiB (from wait4) and its stdout.
-fn timed(command: &mut Command) -> Result<(Duration, u64, String), String> {
+pub(crate) fn timed(command: &mut Command) -> Result<(Duration, u64, String), String> {
     use std::io::Read;
     command
         .stdout(std::process::Stdio::piped())

@@ -203,20 +203,8 @@ fn measure(ocm: &std::path::Path) -> Result<(), String> {
     // a bare POST to that server.
     let project = bed.project.display().to_string();
     let run_ocm = |text: &str| -> Result<(Duration, SessionId), String> {
-        let began = Instant::now();
-        let out = bed
-            .command(ocm)
-            .args(["prompt", "--json", &project, text])
-            .output()
-            .map_err(|e| e.to_string())?;
-        let took = began.elapsed();
-        if !out.status.success() {
-            return Err(format!(
-                "ocm prompt failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        let stdout = String::from_utf8_lossy(&out.stdout);
+        let (took, _, stdout) =
+            crate::bench::timed(bed.command(ocm).args(["prompt", "--json", &project, text]))?;
         let done: serde_json::Value = stdout
             .lines()
             .last()
@@ -250,23 +238,15 @@ fn measure(ocm: &std::path::Path) -> Result<(), String> {
     }
     let run_curl = |curl: &std::path::Path, text: &str| -> Result<Duration, String> {
         let body = serde_json::json!({"parts": [{"type": "text", "text": text}]}).to_string();
-        let began = Instant::now();
-        let out = std::process::Command::new(curl)
-            .args(["-sS", "--fail", "-o", "/dev/null", "-X", "POST"])
-            .args(["-H", "content-type: application/json"])
-            .arg("-H")
-            .arg(format!("x-opencode-directory: {}", bed.project.display()))
-            .args(["--data", &body])
-            .arg(format!("{url}/session/{bare_session}/message"))
-            .output()
-            .map_err(|e| e.to_string())?;
-        let took = began.elapsed();
-        if !out.status.success() {
-            return Err(format!(
-                "curl failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
+        let (took, _, _) = crate::bench::timed(
+            std::process::Command::new(curl)
+                .args(["-sS", "--fail", "-o", "/dev/null", "-X", "POST"])
+                .args(["-H", "content-type: application/json"])
+                .arg("-H")
+                .arg(format!("x-opencode-directory: {}", bed.project.display()))
+                .args(["--data", &body])
+                .arg(format!("{url}/session/{bare_session}/message")),
+        )?;
         Ok(took)
     };
     let mut bare_managed = Vec::new();
