@@ -12,7 +12,9 @@
 //! prompt to completing the reply, by its message times): the second is
 //! what the caller adds, without the server's run-to-run noise. Beside
 //! the target's measure, `ocm prompt` is also set against the same POST
-//! made by a `curl` process (when there is a `curl`): both processes.
+//! made by a process of its own (`xtask bench-post`, the same client):
+//! that splits what the whole process adds into starting a process and
+//! what `ocm prompt` does in it.
 
 use std::time::{Duration, Instant};
 
@@ -230,28 +232,22 @@ fn measure(ocm: &std::path::Path) -> Result<(), String> {
         .create_session(&NewSession::titled("bare"))
         .map_err(|e| e.to_string())?
         .id;
-    // The same POST from a process of its own, as a shell script makes
-    // it without ocm.
-    let curl = which_curl();
-    if curl.is_none() {
-        eprintln!("curl not found: the comparison with a curl process is left out");
-    }
-    let run_curl = |curl: &std::path::Path, text: &str| -> Result<Duration, String> {
-        let body = serde_json::json!({"parts": [{"type": "text", "text": text}]}).to_string();
+    // The same POST from a process of its own, started as ocm is.
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let run_post = |text: &str| -> Result<Duration, String> {
         let (took, _, _) = crate::bench::timed(
-            std::process::Command::new(curl)
-                .args(["-sS", "--fail", "-o", "/dev/null", "-X", "POST"])
-                .args(["-H", "content-type: application/json"])
-                .arg("-H")
-                .arg(format!("x-opencode-directory: {}", bed.project.display()))
-                .args(["--data", &body])
-                .arg(format!("{url}/session/{bare_session}/message")),
+            std::process::Command::new(&exe)
+                .arg("bench-post")
+                .arg(&url)
+                .arg(&bed.project)
+                .arg(bare_session.to_string())
+                .arg(text),
         )?;
         Ok(took)
     };
     let mut bare_managed = Vec::new();
     let mut ocm_runs = Vec::new();
-    let mut curl_runs = Vec::new();
+    let mut post_runs = Vec::new();
     quiet(&managed)?;
     for i in 0..OVERHEAD_RUNS {
         let began = Instant::now();
@@ -263,11 +259,9 @@ fn measure(ocm: &std::path::Path) -> Result<(), String> {
         let (took, ocm_session) = run_ocm(&format!("ocm {i}"))?;
         ocm_runs.push(Run::of(took, &managed, &ocm_session)?);
         quiet(&managed)?;
-        if let Some(curl) = &curl {
-            let took = run_curl(curl, &format!("curl {i}"))?;
-            curl_runs.push(Run::of(took, &managed, &bare_session)?);
-            quiet(&managed)?;
-        }
+        let took = run_post(&format!("post {i}"))?;
+        post_runs.push(Run::of(took, &managed, &bare_session)?);
+        quiet(&managed)?;
     }
     let _ = bed.command(ocm).args(["down", &project]).output();
 
@@ -307,30 +301,42 @@ fn measure(ocm: &std::path::Path) -> Result<(), String> {
     };
     line("Engine::prompt + wait", &through_turns, &bare);
     line("ocm prompt, whole process", &ocm_runs, &bare_managed);
-    if !curl_runs.is_empty() {
-        // Not the target's measure: both are processes started the same
-        // way, so this is what ocm adds over scripting the POST with curl.
-        let (outside, q1, q3) = spread(
-            &mut ocm_runs
+    // Not the target's measure: what the whole process adds, split into
+    // starting a process that makes the POST and what ocm does beyond it.
+    let outside_over = |measured: &[Run], base: &[Run]| {
+        spread(
+            &mut measured
                 .iter()
-                .zip(&curl_runs)
-                .map(|(o, c)| o.outside - c.outside)
+                .zip(base)
+                .map(|(m, b)| m.outside - b.outside)
                 .collect::<Vec<_>>(),
-        );
-        println!(
-            "  ocm prompt over the POST by a curl process (curl median {:.1} ms): outside the \
-             server {outside:+.1} ms [{q1:+.1}, {q3:+.1}]",
-            spread(&mut curl_runs.iter().map(|r| r.wall).collect::<Vec<_>>()).0
-        );
-    }
+        )
+    };
+    let (process, p_q1, p_q3) = outside_over(&post_runs, &bare_managed);
+    let (ocm_over, o_q1, o_q3) = outside_over(&ocm_runs, &post_runs);
+    println!(
+        "  of which: the POST from a process of its own over the in-process POST {process:+.1} ms \
+         [{p_q1:+.1}, {p_q3:+.1}]; ocm prompt over that process {ocm_over:+.1} ms \
+         [{o_q1:+.1}, {o_q3:+.1}] (outside the server)"
+    );
     Ok(())
 }
 
-/// `curl` on the `PATH`, if there is one.
-fn which_curl() -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("curl"))
-            .find(|p| p.is_file())
-    })
+/// `xtask bench-post URL DIR SESSION TEXT`: one blocking prompt POST, by
+/// the client the in-process bare POST uses.
+pub fn post(args: &[String]) -> Result<(), String> {
+    let [url, dir, session, text] = args else {
+        return Err("usage: cargo xtask bench-post URL DIR SESSION TEXT".into());
+    };
+    Client::builder(url)
+        .directory(std::path::Path::new(dir))
+        .build()
+        .and_then(|client| {
+            client.prompt(
+                &SessionId::from(session.as_str()),
+                &PromptRequest::text(text.as_str()),
+            )
+        })
+        .map(drop)
+        .map_err(|e| e.to_string())
 }

@@ -10,7 +10,8 @@
 //! - `ci`: everything CI checks: fmt, clippy, build, all tests (unit, doc and
 //!   end-to-end against the real opencode), rustdoc, and no stray processes.
 //! - `demo`: ocm's main job end to end on a scratch project.
-//! - `bench`: the speed and memory figures (see `bench.rs`).
+//! - `bench`: the speed and memory figures (see `bench.rs`); `bench-post` is
+//!   its bare prompt POST from a process of its own.
 //! - `chaos`: the supervision cases and the exactly-once prompt case with
 //!   full counts, and their figures (see `chaos.rs`).
 //!
@@ -42,6 +43,8 @@ commands:
   bench      speed and memory figures: httpsse throughput, cold/warm `ocm up`, ocm memory,
              turns (event latency, prompt overhead); `bench turns` for that part only;
              supervision (kill to crashed/running, an idle supervisor's CPU, threads, memory)
+  bench-post URL DIR SESSION TEXT
+             (used by `bench turns`) one blocking prompt POST from a process of its own
   chaos      the supervision cases with full counts (50 SIGKILLs, ...), exactly-once prompts
              (100 from 4 sessions, 10 SIGKILLs) and their figures (`chaos figures`: the
              supervision figures only)";
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
         Some("demo") => demo::run(),
         Some("bench") if args.get(1).is_some_and(|a| a == "turns") => bench_turns::standalone(),
         Some("bench") => bench::run(),
+        Some("bench-post") => bench_turns::post(&args[1..]),
         Some("chaos") => chaos::run(args.get(1).is_some_and(|a| a == "figures")),
         Some("-h" | "--help" | "help") => {
             println!("{}", USAGE.replace("VERSION", e2e::OPENCODE_VERSION));
