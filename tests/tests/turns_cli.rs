@@ -207,6 +207,14 @@ fn ctrl_c_aborts_the_turn_and_exits_130_with_the_message_id() {
         .unwrap();
     assert_eq!(status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("msg_"), "{stderr}");
+    // The aborted turn is recorded in the registry, as every ended turn.
+    let out = ocm(
+        &bed,
+        &["session", "show", &project, "ocm::default", "--json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["turns"], 1, "{shown}");
 }
 
 #[test]

@@ -166,20 +166,14 @@ fn prompt(
         // Short waits, to see an interrupt between them.
         let slice = deadline.min(Instant::now() + INTERRUPT_CHECK);
         if let Some(signal) = interrupted() {
-            let _ = turn.abort();
             let id = turn.message_id().clone();
-            out.failed(
-                &format!("prompt {id}: interrupted, the turn was aborted"),
-                Some(&id),
-            );
+            let why = format!("prompt {id}: interrupted, the turn was aborted");
+            // A turn that completed before the abort still prints its
+            // reply; the exit status says the command was interrupted.
+            aborted(&mut turn, out, &session, &why);
             return Ok(128 + signal);
         }
         match turn.next(slice)? {
-            Some(TurnEvent::Done(done)) => return Ok(out.done(&done)),
-            Some(TurnEvent::Failed { message_id, reason }) => {
-                let message = format!("prompt {message_id} in session {session}: {reason}");
-                return Ok(out.failed(&message, Some(&message_id)));
-            }
             Some(TurnEvent::Permission(request)) => {
                 out.event(&TurnEvent::Permission(request.clone()));
                 let reply = match args.permissions.as_deref() {
@@ -191,17 +185,36 @@ fn prompt(
                     engine.reply_permission(&request.id, reply)?;
                 }
             }
-            Some(event) => out.event(&event),
+            Some(event) => {
+                if let Some(code) = out.show(&event, &session) {
+                    return Ok(code);
+                }
+            }
             None if Instant::now() < deadline => {}
             None => {
-                let _ = turn.abort();
                 let id = turn.message_id().clone();
-                let message =
-                    format!("prompt {id} in session {session}: no end within the timeout");
-                return Ok(out.failed(&message, Some(&id)));
+                let why = format!("prompt {id} in session {session}: no end within the timeout");
+                return Ok(aborted(&mut turn, out, &session, &why));
             }
         }
     }
+}
+
+/// Aborts `turn` and prints how it ended: its reply when it completed
+/// first, else `why`. Returns the exit status.
+fn aborted(turn: &mut turns::Turn, out: &mut Output, session: &SessionId, why: &str) -> i32 {
+    let _ = turn.abort();
+    // The abort queued the turn's end (nothing when the server could not
+    // be reached): no wait.
+    while let Ok(Some(event)) = turn.next(Instant::now()) {
+        if let TurnEvent::Done(_) = event {
+            return out.show(&event, session).unwrap_or(EXIT_OK);
+        }
+        if !event.is_terminal() {
+            out.event(&event);
+        }
+    }
+    out.failed(why, Some(turn.message_id()))
 }
 
 /// TEXT, or stdin for `-` (at most 16 MiB).
@@ -333,6 +346,21 @@ impl Output {
                 self.line(json!({"type": "usage", "usage": usage, "cost": usage.cost}));
             }
             _ => {}
+        }
+    }
+
+    /// Prints one event; the exit status after a terminal one.
+    fn show(&mut self, event: &TurnEvent, session: &SessionId) -> Option<i32> {
+        match event {
+            TurnEvent::Done(done) => Some(self.done(done)),
+            TurnEvent::Failed { message_id, reason } => {
+                let message = format!("prompt {message_id} in session {session}: {reason}");
+                Some(self.failed(&message, Some(message_id)))
+            }
+            other => {
+                self.event(other);
+                None
+            }
         }
     }
 

@@ -567,7 +567,8 @@ impl Turn {
     }
 
     /// Follows the turn to its end: the reply, or [`Error::TurnFailed`]
-    /// (also when `deadline` passes first; the turn is then aborted).
+    /// (also when `deadline` passes first; the turn is then aborted, and
+    /// its reply returned when it completed first).
     pub fn wait(mut self, deadline: Instant) -> Result<TurnDone, Error> {
         loop {
             match self.next(deadline)? {
@@ -581,7 +582,16 @@ impl Turn {
                 }
                 Some(_) => {}
                 None => {
+                    // The abort queues the turn's end: `Done` when it
+                    // completed first.
                     let _ = self.abort();
+                    while let Some(event) = self.next(Instant::now())? {
+                        match event {
+                            TurnEvent::Done(done) => return Ok(*done),
+                            TurnEvent::Failed { .. } => break,
+                            _ => {}
+                        }
+                    }
                     return Err(Error::TurnFailed {
                         session_id: self.session_id.clone(),
                         message_id: self.message_id.clone(),
@@ -595,10 +605,14 @@ impl Turn {
     /// Aborts the turn on the server (`POST .../abort`); the stray terminal
     /// events this causes are swallowed so they never end the session's
     /// next turn. The turn then ends `Failed(Aborted)`, or `Done` when it
-    /// completed first. Blocks for the abort call and up to 2 s of reading
+    /// completed first: [`Turn::next`] hands that out (and any reply text
+    /// not handed out yet), and records the turn. Does nothing when the
+    /// turn has ended. Blocks for the abort call and up to 2 s of reading
     /// the session's messages.
     pub fn abort(&mut self) -> Result<(), Error> {
-        if self.finished {
+        // Ended already (its terminal event taken, or queued behind events
+        // the caller has yet to take): nothing to abort.
+        if self.finished || self.queue.iter().any(TurnEvent::is_terminal) {
             return Ok(());
         }
         self.demux.guard_abort(&self.session_id);

@@ -556,3 +556,40 @@ fn a_prompt_to_a_recorded_session_the_server_lost_goes_to_a_fresh_one() {
     assert_eq!(old.status, crate::SessionState::Crashed);
     drop(turn);
 }
+
+/// A caller that aborts after taking part of a batch that already ends
+/// the turn (here a prompt found answered: its text, then `Done`) gets
+/// one terminal event, and no abort is sent: the turn was over.
+#[test]
+fn an_abort_after_the_end_is_queued_adds_no_second_terminal_event() {
+    let server = FakeServer::start();
+    server.set_messages(&completed());
+    let mut turn = prompt_hi(&server);
+    let first = turn.next(Instant::now() + Duration::from_secs(5)).unwrap();
+    assert!(matches!(first, Some(TurnEvent::Text { .. })), "{first:?}");
+    turn.abort().unwrap();
+    let rest = all_events(&mut turn);
+    let terminals = rest.iter().filter(|e| e.is_terminal()).count();
+    assert_eq!(terminals, 1, "{rest:?}");
+    assert!(matches!(rest.last(), Some(TurnEvent::Done(_))), "{rest:?}");
+    assert!(
+        !server.requests().iter().any(|r| r.contains("/abort")),
+        "{:?}",
+        server.requests()
+    );
+}
+
+/// `wait` whose deadline passes aborts the turn; a turn that completed
+/// meanwhile (unseen: no event told it) is done, not failed.
+#[test]
+fn wait_past_its_deadline_returns_the_reply_that_completed_meanwhile() {
+    let server = FakeServer::start();
+    server.set_messages(&user_only());
+    let turn = prompt_hi(&server);
+    server.set_messages(&completed());
+    let done = turn
+        .wait(Instant::now() + Duration::from_millis(300))
+        .unwrap();
+    assert_eq!(done.text, "ok");
+    assert_eq!(done.usage.output, 2);
+}
