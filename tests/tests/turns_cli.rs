@@ -218,6 +218,53 @@ fn ctrl_c_aborts_the_turn_and_exits_130_with_the_message_id() {
 }
 
 #[test]
+fn a_second_ocm_prompt_on_a_session_with_a_turn_in_flight_is_refused() {
+    use std::io::Read;
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(Script::new().default_reply(
+        Reply::text("a b c d e f g h i j k l m n o p").chunk_delay(Duration::from_millis(300)),
+    ));
+    let project = bed.project.display().to_string();
+    let mut first = bed
+        .command(e2e::ocm_bin())
+        .args(["prompt", &project, "slow one"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn ocm");
+    let mut stdout = first.stdout.take().unwrap();
+    let mut byte = [0u8; 1];
+    stdout
+        .read_exact(&mut byte)
+        .expect("the first streamed byte");
+    let out = ocm(&bed, &["prompt", &project, "--json", "meanwhile"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let failed: Value = serde_json::from_str(text(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(failed["type"], "failed", "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("in flight in another process"),
+        "{failed}"
+    );
+    // The first turn goes on to its end, the only prompt of the session.
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert_eq!(first.wait().unwrap().code(), Some(0));
+    assert!(rest.trim_end().ends_with('p'), "{rest}");
+    let out = ocm(
+        &bed,
+        &["session", "show", &project, "ocm::default", "--json"],
+    );
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["turns"], 1, "{shown}");
+}
+
+#[test]
 fn ocm_events_prints_the_project_events_until_ctrl_c() {
     use std::io::{BufRead, BufReader};
     if e2e_skipped() {

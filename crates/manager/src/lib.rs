@@ -82,7 +82,9 @@ pub use record::{Desired, RecordStatus, SCHEMA_VERSION, ServerRecord, read_recor
 pub use report::{GcFailure, GcReport, ServerInfo, ServerState, ServerStatus, StopReport};
 pub use scan::{COMPANION_VAR, PROJECT_HASH_VAR, SERVER_NONCE_VAR, STATE_ROOT_VAR};
 pub use statefile::{ProjectPaths, rfc3339_now};
-pub use statefiles::{StateLock, lock_state_file, read_state_file, write_state_file};
+pub use statefiles::{
+    StateLock, lock_state_file, read_state_file, try_lock_state_file, write_state_file,
+};
 pub use supervise::{
     Notice, ProjectSetup, ProjectSource, Reason, RestartPolicy, SuperviseConfig, Supervisor,
     SupervisorInfo, SupervisorState, Transition, WatchOutcome, supervise_lock_holder,

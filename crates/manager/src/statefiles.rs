@@ -47,6 +47,12 @@ pub fn lock_state_file(path: &Path, timeout: Duration) -> Result<StateLock, Erro
     Ok(statefile::lock(path, timeout)?)
 }
 
+/// Takes the advisory lock on `path` (created when missing, with its
+/// folder) if it is free right now; `None` when another holds it.
+pub fn try_lock_state_file(path: &Path) -> Result<Option<StateLock>, Error> {
+    Ok(statefile::try_lock(path)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

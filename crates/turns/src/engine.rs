@@ -17,7 +17,7 @@ use crate::Error;
 use crate::deliver::{Delivery, RetryPolicy, Sending, ServerSource, deliver};
 use crate::demux::{Demux, Routed};
 use crate::error::FailReason;
-use crate::registry::{Registry, SessionState};
+use crate::registry::{Registry, SessionState, TurnLock};
 use crate::tracker::{Check, Settled, Tracker, TurnDone, TurnEvent, settle};
 use crate::usage::Usage;
 use crate::waiter::Waiter;
@@ -275,6 +275,18 @@ impl Engine {
             }
             active.insert(session.clone(), message_id.clone());
         }
+        // The same across the project's processes, when there is a
+        // registry (its folder holds the locks).
+        let turn_lock = match self.inner.registry.get().map(|r| r.try_turn_lock(session)) {
+            None => None,
+            Some(Ok(Some(held))) => Some(held),
+            Some(taken) => {
+                self.inner.release(session, &message_id);
+                return Err(taken.err().unwrap_or(Error::BusyElsewhere {
+                    session_id: session.clone(),
+                }));
+            }
+        };
         let mut turn = Turn {
             inner: Arc::clone(&self.inner),
             session_id: session.clone(),
@@ -293,6 +305,7 @@ impl Engine {
             sent_at: None,
             waiter: None,
             sends: 0,
+            turn_lock,
         };
         let request = request.message_id(message_id.clone());
         let delivering = Instant::now();
@@ -417,6 +430,8 @@ pub struct Turn {
     finished: bool,
     /// When the messages were last read because the stream was down.
     last_poll: Instant,
+    /// Marks the turn in flight to the project's other processes.
+    turn_lock: Option<TurnLock>,
     /// Per routed event: from the demultiplexer getting it to this turn.
     latencies: Vec<Duration>,
     /// Items taken off the channel while the delivery waited, in order.
@@ -690,6 +705,9 @@ impl Turn {
         self.waiter = None;
         self.demux.unregister(&self.session_id);
         self.inner.release(&self.session_id, &self.message_id);
+        if let Some(held) = self.turn_lock.take() {
+            held.release();
+        }
         let (usage, state) = match terminal {
             TurnEvent::Done(done) => (done.usage, Some(SessionState::Active)),
             TurnEvent::Failed { reason, .. } => (

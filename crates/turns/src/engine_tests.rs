@@ -593,3 +593,54 @@ fn wait_past_its_deadline_returns_the_reply_that_completed_meanwhile() {
     assert_eq!(done.text, "ok");
     assert_eq!(done.usage.output, 2);
 }
+
+/// Two engines on one project (two processes, as two `ocm prompt` runs):
+/// while one has a turn in flight on a session, the other's prompt to it
+/// is refused, until that turn ends.
+#[test]
+fn a_turn_in_flight_in_another_engine_of_the_project_refuses_a_second() {
+    let server = FakeServer::start();
+    server.set_messages(&user_only());
+    let state = tempfile::tempdir().unwrap();
+    let first =
+        engine(&server, Duration::from_secs(60)).with_registry(crate::Registry::at(state.path()));
+    let second =
+        engine(&server, Duration::from_secs(60)).with_registry(crate::Registry::at(state.path()));
+    let session = SessionId::from("ses_1");
+    let mut turn = first
+        .prompt(
+            &session,
+            PromptRequest::text("hi").message_id(MessageId::from(ID)),
+        )
+        .unwrap();
+    let refused = second.prompt(&session, PromptRequest::text("again"));
+    match &refused {
+        Err(e @ Error::BusyElsewhere { .. }) => {
+            assert!(e.to_string().contains("another process"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.starts_with("POST /session/ses_1/message"))
+            .count(),
+        1,
+        "the refused prompt was not sent: {:?}",
+        server.requests()
+    );
+    // The turn ends: the session is free for the other engine.
+    server.set_messages(&completed());
+    server.event(r#"{"id":"e2","type":"session.idle","properties":{"sessionID":"ses_1"}}"#);
+    let events = all_events(&mut turn);
+    assert!(
+        matches!(events.last(), Some(TurnEvent::Done(_))),
+        "{events:?}"
+    );
+    drop(
+        second
+            .prompt(&session, PromptRequest::text("next"))
+            .unwrap(),
+    );
+}

@@ -62,6 +62,15 @@ pub enum Error {
         /// The prompt of the turn in flight.
         message_id: MessageId,
     },
+    /// The session has a turn in flight in another process of the project
+    /// (another `ocm prompt`, an `ocm mcp` server).
+    #[error(
+        "session {session_id} already has a turn in flight in another process: wait for it to end, or stop it there (Ctrl-C ends an `ocm prompt` and aborts its turn)"
+    )]
+    BusyElsewhere {
+        /// The session.
+        session_id: SessionId,
+    },
     /// The prompt could not be delivered.
     #[error(
         "prompt {message_id} was not delivered to session {session_id} after {attempts} tries: {last}; retry it with message ID {message_id}"
@@ -107,7 +116,7 @@ impl Error {
     /// so that the prompt can be retried by it without a duplicate.
     pub fn message_id(&self) -> Option<&MessageId> {
         match self {
-            Error::Busy { .. } => None,
+            Error::Busy { .. } | Error::BusyElsewhere { .. } => None,
             Error::Undelivered { message_id, .. } | Error::TurnFailed { message_id, .. } => {
                 Some(message_id)
             }

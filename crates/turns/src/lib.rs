@@ -79,7 +79,7 @@ mod fake_server;
 pub use deliver::RetryPolicy;
 pub use engine::{Engine, Turn, TurnOptions};
 pub use error::{Error, FailReason};
-pub use registry::{REGISTRY_SCHEMA, Registry, SessionEntry, SessionKey, SessionState};
+pub use registry::{REGISTRY_SCHEMA, Registry, SessionEntry, SessionKey, SessionState, TurnLock};
 pub use sessions::{SessionView, Sessions};
 pub use tracker::{ToolActivity, TurnDone, TurnEvent};
 pub use usage::Usage;

@@ -121,6 +121,29 @@ struct RegistryFile {
     sessions: Vec<SessionEntry>,
 }
 
+/// A turn in flight on a session, held across the project's processes
+/// ([`Registry::try_turn_lock`]); released on drop.
+#[derive(Debug)]
+pub struct TurnLock {
+    guard: manager::StateLock,
+    path: PathBuf,
+}
+
+impl TurnLock {
+    /// Releases the lock and removes its files (the holder may: a process
+    /// that opened the old file locks the new one instead).
+    pub fn release(self) {
+        let queue = {
+            let mut q = self.path.clone().into_os_string();
+            q.push(".queue");
+            PathBuf::from(q)
+        };
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(queue);
+        drop(self.guard);
+    }
+}
+
 /// The session registry of one project.
 #[derive(Debug, Clone)]
 pub struct Registry {
@@ -149,6 +172,28 @@ impl Registry {
             path: dir.join("sessions.json"),
             lock: dir.join("sessions.lock"),
         }
+    }
+
+    /// Takes the lock that marks a turn in flight on `session` across the
+    /// project's processes (`turns/<session>.lock` beside the registry):
+    /// `None` while another process holds it. Held until dropped, and at
+    /// most as long as the process lives.
+    pub fn try_turn_lock(&self, session: &SessionId) -> Result<Option<TurnLock>, Error> {
+        let dir = self.path.parent().unwrap_or(Path::new(".")).join("turns");
+        // Session IDs are OpenCode's (`ses_...`); anything else (given by
+        // hand) is hex, so it never names another path.
+        let id = session.as_str();
+        let name = if !id.is_empty()
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            id.to_string()
+        } else {
+            id.bytes().map(|b| format!("{b:02x}")).collect()
+        };
+        let path = dir.join(format!("{name}.lock"));
+        Ok(manager::try_lock_state_file(&path)?.map(|guard| TurnLock { guard, path }))
     }
 
     /// The file's path.
