@@ -230,6 +230,20 @@ pub struct PendingRequest {
     /// A question's questions (empty for a permission).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub questions: Vec<Question>,
+    /// The tool call that asks, when a tool asks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<AskingTool>,
+}
+
+/// The tool call behind a [`PendingRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AskingTool {
+    /// The assistant message of the call.
+    #[serde(rename = "messageID")]
+    pub message_id: MessageId,
+    /// The call's id (a tool part's `callID`).
+    #[serde(rename = "callID")]
+    pub call_id: String,
 }
 
 /// One question of a `question.asked` request.

@@ -90,8 +90,8 @@ pub use client::{
 };
 pub use error::Error;
 pub use events::{
-    Event, EventKind, GlobalEvent, InstanceDisposed, MessageRemoved, MessageUpdated, NextError,
-    NextReasoningDelta, NextStepEnded, NextStepFailed, NextStepStarted, NextTextDelta,
+    AskingTool, Event, EventKind, GlobalEvent, InstanceDisposed, MessageRemoved, MessageUpdated,
+    NextError, NextReasoningDelta, NextStepEnded, NextStepFailed, NextStepStarted, NextTextDelta,
     NextTextEnded, NextToolCalled, NextToolFailed, NextToolInputDelta, NextToolSuccess, PartDelta,
     PartRemoved, PartUpdated, PendingRequest, Question, QuestionOption, SessionFailed, SessionInfo,
     SessionRef, SessionStatusChanged,

@@ -488,7 +488,7 @@ impl Turn {
                 return Ok(None);
             }
             let watchdog_at =
-                (!self.tracker.waiting).then(|| self.last_activity + self.inner.options.watchdog);
+                (!self.tracker.waiting()).then(|| self.last_activity + self.inner.options.watchdog);
             // While the stream is down, events are lost: read the messages
             // now and then instead.
             let poll_at = (!self.demux.is_connected()).then(|| self.last_poll + POLL_WHILE_DOWN);

@@ -3,7 +3,7 @@
 //!
 //! Pure (no I/O), so it is tested with the captured streams.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use opencode_api::{
     AssistantMessage, Event, EventKind, Message, MessageError, MessageId, MessageWithParts, Part,
@@ -129,8 +129,9 @@ pub(crate) struct Tracker {
     tools: HashMap<String, String>,
     /// Step-finish parts already counted.
     steps: HashSet<String>,
-    /// A permission or question is pending: the watchdog pauses.
-    pub(crate) waiting: bool,
+    /// The permissions and questions asked and not yet answered (request
+    /// id → the asking tool call): while any is open the watchdog pauses.
+    asks: BTreeMap<String, Option<String>>,
     /// The newest state of each assistant message of this turn.
     infos: Vec<AssistantMessage>,
     /// Text parts of this turn, in the order first seen: (message, part,
@@ -156,7 +157,7 @@ impl Tracker {
             parts: HashMap::new(),
             tools: HashMap::new(),
             steps: HashSet::new(),
-            waiting: false,
+            asks: BTreeMap::new(),
             infos: Vec::new(),
             texts: Vec::new(),
             gap: false,
@@ -315,11 +316,11 @@ impl Tracker {
                 self.started = true;
             }
             EventKind::PermissionAsked(request) => {
-                self.waiting = true;
+                self.ask(request);
                 out.push(TurnEvent::Permission(request.clone()));
             }
             EventKind::QuestionAsked(request) => {
-                self.waiting = true;
+                self.ask(request);
                 out.push(TurnEvent::Question(request.clone()));
             }
             EventKind::SessionIdle(_) | EventKind::SessionError(_) => check = Check::Reconcile,
@@ -328,10 +329,49 @@ impl Tracker {
             }
             _ => {}
         }
-        if moves_on(&event.kind) {
-            self.waiting = false;
-        }
+        self.answered(&event.kind);
         check
+    }
+
+    /// Whether a permission or question waits for its answer (the
+    /// watchdog pauses meanwhile).
+    pub(crate) fn waiting(&self) -> bool {
+        !self.asks.is_empty()
+    }
+
+    fn ask(&mut self, request: &PendingRequest) {
+        let call = request.tool.as_ref().map(|t| t.call_id.clone());
+        self.asks.insert(request.id.clone(), call);
+    }
+
+    /// Closes the asks an event of the session answers: its reply
+    /// (`permission.replied`, `question.replied`, `question.rejected`),
+    /// the asking tool call ending (answered where the stream did not
+    /// hear it), or the step or the turn ending (no tool waits then).
+    fn answered(&mut self, kind: &EventKind) {
+        match kind {
+            EventKind::Unknown { kind, raw, .. }
+                if matches!(
+                    kind.as_str(),
+                    "permission.replied" | "question.replied" | "question.rejected"
+                ) =>
+            {
+                if let Some(id) = raw["properties"]["requestID"].as_str() {
+                    self.asks.remove(id);
+                }
+            }
+            EventKind::MessagePartUpdated(update) => match &update.part {
+                Part::Tool(tool) if tool.state.status.is_finished() => {
+                    self.asks
+                        .retain(|_, call| call.as_deref() != Some(tool.call_id.as_str()));
+                }
+                Part::StepFinish(_) => self.asks.clear(),
+                _ => {}
+            },
+            EventKind::SessionIdle(_) | EventKind::SessionError(_) => self.asks.clear(),
+            EventKind::SessionStatus(s) if s.status == SessionStatus::Idle => self.asks.clear(),
+            _ => {}
+        }
     }
 
     fn on_part(&mut self, part: &Part, out: &mut Vec<TurnEvent>) {
@@ -379,24 +419,6 @@ impl Tracker {
             entry.1 = text.len();
             out.push(text_event(kind, id, rest));
         }
-    }
-}
-
-/// Whether an event of the session means it moves on after a permission
-/// or question was asked (ending the watchdog's pause): the answer
-/// (`permission.replied`, `question.replied`, `question.rejected`), text,
-/// a tool that finished, the end of a step or of the turn. Not the ask
-/// itself, the session's `busy` status, a diff, or an update of a tool that
-/// has not finished (the asking tool's own `running`).
-fn moves_on(kind: &EventKind) -> bool {
-    match kind {
-        EventKind::PermissionAsked(_) | EventKind::QuestionAsked(_) => false,
-        EventKind::SessionStatus(s) => s.status != SessionStatus::Busy,
-        EventKind::MessagePartUpdated(update) => {
-            !matches!(&update.part, Part::Tool(tool) if !tool.state.status.is_finished())
-        }
-        EventKind::Unknown { kind, .. } => !kind.starts_with("session.diff"),
-        _ => true,
     }
 }
 
@@ -679,7 +701,7 @@ pub(crate) mod tests {
             ),
             &mut out,
         );
-        assert!(tracker.waiting);
+        assert!(tracker.waiting());
         match &out[0] {
             TurnEvent::Question(request) => {
                 assert_eq!(request.questions[0].options[0].label, "red")
@@ -701,7 +723,7 @@ pub(crate) mod tests {
             &mut out,
         );
         assert!(
-            tracker.waiting,
+            tracker.waiting(),
             "the pending tool's own update ended the pause"
         );
         tracker.on_event(
@@ -710,7 +732,7 @@ pub(crate) mod tests {
             ),
             &mut out,
         );
-        assert!(!tracker.waiting);
+        assert!(!tracker.waiting());
     }
 
     #[test]
@@ -722,20 +744,56 @@ pub(crate) mod tests {
         )
         .unwrap();
         tracker.on_event(&asked, &mut out);
-        assert!(tracker.waiting);
+        assert!(tracker.waiting());
         assert!(matches!(out[0], TurnEvent::Permission(_)));
         let busy = Event::parse(
             r#"{"id":"e","type":"session.status","properties":{"sessionID":"ses_1","status":{"type":"busy"}}}"#,
         )
         .unwrap();
         tracker.on_event(&busy, &mut out);
-        assert!(tracker.waiting, "busy is no answer");
+        assert!(tracker.waiting(), "busy is no answer");
         let replied = Event::parse(
             r#"{"id":"e","type":"permission.replied","properties":{"sessionID":"ses_1","requestID":"per_1","reply":"once"}}"#,
         )
         .unwrap();
         tracker.on_event(&replied, &mut out);
-        assert!(!tracker.waiting);
+        assert!(!tracker.waiting());
+    }
+
+    /// Parallel tools: one asks for permission, another finishes, and a
+    /// second ask is answered; the pause lasts while any ask is open.
+    #[test]
+    fn the_pause_lasts_while_any_ask_is_open_whatever_else_the_session_does() {
+        let mut tracker = Tracker::new("ses_1".into(), "msg_1".into());
+        let mut out = Vec::new();
+        let mut on = |tracker: &mut Tracker, json: &str| {
+            tracker.on_event(&Event::parse(json).unwrap(), &mut out);
+        };
+        on(
+            &mut tracker,
+            r#"{"id":"e","type":"permission.asked","properties":{"id":"per_1","sessionID":"ses_1","permission":"bash","patterns":[],"metadata":{},"always":[],"tool":{"messageID":"msg_2","callID":"c1"}}}"#,
+        );
+        on(
+            &mut tracker,
+            r#"{"id":"e","type":"message.part.updated","properties":{"sessionID":"ses_1","part":{"id":"prt_2","sessionID":"ses_1","messageID":"msg_2","type":"tool","callID":"c2","tool":"read","state":{"status":"completed","input":{},"output":"x","title":"","metadata":{},"time":{"start":1,"end":2}}}}}"#,
+        );
+        assert!(tracker.waiting(), "another tool finished: still asked");
+        on(
+            &mut tracker,
+            r#"{"id":"e","type":"permission.asked","properties":{"id":"per_2","sessionID":"ses_1","permission":"edit","patterns":[],"metadata":{},"always":[],"tool":{"messageID":"msg_2","callID":"c3"}}}"#,
+        );
+        on(
+            &mut tracker,
+            r#"{"id":"e","type":"permission.replied","properties":{"sessionID":"ses_1","requestID":"per_2","reply":"once"}}"#,
+        );
+        assert!(tracker.waiting(), "per_1 is still open");
+        // The asking tool itself ends (answered where this stream did not
+        // hear it): nothing is open.
+        on(
+            &mut tracker,
+            r#"{"id":"e","type":"message.part.updated","properties":{"sessionID":"ses_1","part":{"id":"prt_1","sessionID":"ses_1","messageID":"msg_2","type":"tool","callID":"c1","tool":"bash","state":{"status":"error","input":{},"error":"rejected","time":{"start":1,"end":2}}}}}"#,
+        );
+        assert!(!tracker.waiting());
     }
 
     #[test]
