@@ -644,6 +644,45 @@ fn after_a_sigkill_and_restart_the_same_title_continues_the_same_session() {
     assert_eq!(old.status, SessionState::Crashed);
 }
 
+/// A title whose newest session was deleted by the user gets a fresh
+/// session: not an older one of that title the server still has (here a
+/// crashed one), whose entry keeps its usage.
+#[test]
+fn a_title_whose_newest_session_was_deleted_does_not_resume_a_crashed_one() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(Script::reply("noted"));
+    let manager = Arc::new(manager_in(&bed));
+    let engine =
+        Engine::managed(Arc::clone(&manager), &bed.project, TurnOptions::default()).unwrap();
+    let registry = Registry::open(&manager, &bed.project).unwrap();
+    let sessions = Sessions::new(engine.clone(), registry.clone());
+    let key = SessionKey::Title("t".into());
+    let (hung, turn) = sessions
+        .prompt(&key, None, PromptRequest::text("first"))
+        .unwrap();
+    turn.wait(Instant::now() + WAIT).unwrap();
+    // As the watchdog leaves it: crashed, still on the server.
+    registry
+        .set_status(&hung.session_id, SessionState::Crashed)
+        .unwrap();
+    let second = sessions.ensure(&key, None).unwrap();
+    assert_ne!(second.session_id, hung.session_id);
+    sessions.delete(&second.session_id).unwrap();
+    let third = sessions.ensure(&key, None).unwrap();
+    assert_ne!(third.session_id, hung.session_id, "the crashed one resumed");
+    assert_ne!(third.session_id, second.session_id);
+    let old = registry
+        .entries()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.session_id == hung.session_id)
+        .unwrap();
+    assert_eq!(old.status, SessionState::Crashed);
+    assert_eq!(old.turns, 1, "its usage is kept");
+}
+
 #[test]
 fn a_tool_calling_turn_shows_the_tool_events() {
     if e2e_skipped() {

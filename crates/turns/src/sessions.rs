@@ -95,7 +95,8 @@ impl Sessions {
     /// interrupted by a server crash and the server still has it, and
     /// `model` is the one it was made with; else a fresh one (the old entry
     /// marked crashed). A key never recorded adopts the server's session of
-    /// that title, else creates one.
+    /// that title, else creates one; one whose sessions were all closed
+    /// (deleted by the user) creates one.
     pub fn ensure(
         &self,
         key: &SessionKey,
@@ -115,6 +116,12 @@ impl Sessions {
                     Err(e) => return Err(e),
                 }
             }
+            return self.create(key, model);
+        }
+        // Recorded before, and all closed: the user deleted its session,
+        // so it starts afresh (the server may still have an older one of
+        // that title, crashed: not that).
+        if self.registry.entries()?.iter().any(|e| e.key == title) {
             return self.create(key, model);
         }
         if let Some(session) = self.find_by_title(&title)? {
