@@ -106,6 +106,19 @@ fn ocm_prompt_prints_the_mock_text_and_json_ends_with_done_and_usage() {
     let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["status"], "closed");
     assert_eq!(shown["onServer"], false);
+    // A session the project does not have: an error object, exit 1.
+    let out = ocm(&bed, &["session", "show", &project, "nope", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let error: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        error["error"].as_str().unwrap().contains("no session nope"),
+        "{error}"
+    );
+    assert!(
+        error["hint"].as_str().unwrap().contains("ocm session ls"),
+        "{error}"
+    );
+    assert_eq!(error["exitCode"], 1, "{error}");
     let out = ocm(
         &bed,
         &[
@@ -125,14 +138,30 @@ fn a_failed_turn_exits_5_with_its_message_id_and_a_retry_by_id_is_not_a_duplicat
         Script::new().default_reply(Reply::text("stuck forever").stall_after(1)),
     );
     let project = bed.project.display().to_string();
-    let out = ocm(&bed, &["prompt", &project, "--timeout", "3", "first try"]);
+    let out = ocm(
+        &bed,
+        &["prompt", &project, "--json", "--timeout", "3", "first try"],
+    );
     assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
-    let stderr = text(&out.stderr);
-    let id = stderr
-        .split_whitespace()
-        .find(|w| w.starts_with("msg_"))
-        .unwrap_or_else(|| panic!("no message ID in {stderr}"))
-        .to_string();
+    // With --json the failure is the last line, as every error object,
+    // and nothing is said on stderr.
+    assert!(
+        !text(&out.stderr).contains("error"),
+        "{}",
+        text(&out.stderr)
+    );
+    let failed: Value = serde_json::from_str(text(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(failed["type"], "failed", "{failed}");
+    assert_eq!(failed["exitCode"], 5, "{failed}");
+    let id = failed["messageId"].as_str().unwrap().to_string();
+    assert!(id.starts_with("msg_"), "{failed}");
+    assert!(
+        failed["hint"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("--message-id {id}")),
+        "{failed}"
+    );
     bed.mock.set_script(Script::reply("Now it works."));
     std::thread::sleep(Duration::from_millis(200));
     let out = ocm(

@@ -71,6 +71,13 @@ pub enum CliError {
         /// The log path.
         log: PathBuf,
     },
+    /// `session show` or `session rm` of a session the project does not
+    /// have (by id or title).
+    #[error("no session {} in this project", shell_word(wanted))]
+    NoSession {
+        /// The id or title given.
+        wanted: String,
+    },
     /// `exec` could not run the command.
     #[error("cannot run {program}: {source}")]
     Exec {
@@ -216,7 +223,7 @@ impl CliError {
             },
             CliError::StartFailed { .. } => EXIT_START_FAILED,
             CliError::InStateDir { error, .. } => error.exit_code(),
-            CliError::NoLog { .. } | CliError::Io { .. } => EXIT_ERROR,
+            CliError::NoLog { .. } | CliError::Io { .. } | CliError::NoSession { .. } => EXIT_ERROR,
             CliError::Sandbox {
                 bad_input: true, ..
             } => EXIT_USAGE,
@@ -270,6 +277,10 @@ impl CliError {
             CliError::NoProject { .. } => {
                 Some("check the path; `ocm ls` lists the projects ocm knows".into())
             }
+            CliError::NoSession { .. } => Some(
+                "give a session's id or title; `ocm session ls` lists the project's sessions"
+                    .into(),
+            ),
             CliError::StartFailed { error, binary } => report::start_failed_hint(error, binary),
             CliError::InStateDir { root, .. } => Some(format!(
                 "ocm keeps its records and logs in the state folder; make {} a folder ocm can \

@@ -25,6 +25,8 @@ use crate::error::{CliError, EXIT_ERROR, EXIT_OK};
 pub const EXIT_TURN_FAILED: i32 = 5;
 /// How often a running turn looks for Ctrl-C.
 const INTERRUPT_CHECK: Duration = Duration::from_millis(200);
+/// The longest prompt read from stdin.
+const MAX_STDIN: u64 = 16 << 20;
 /// How long a turn may take without `--timeout`.
 const DEFAULT_TURN_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -79,6 +81,9 @@ pub fn check(args: &PromptArgs) -> Result<(), String> {
     }
     if args.team.is_some() != args.role.is_some() || (args.team.is_some() && args.agent.is_none()) {
         return Err("--team needs --agent and --role (and --role needs --team)".into());
+    }
+    if let (Some(team), Some(agent), Some(role)) = (&args.team, &args.agent, &args.role) {
+        SessionKey::team(team, agent, role).map_err(|e| e.to_string())?;
     }
     if args.new && args.message_id.is_some() {
         return Err("--message-id retries a prompt of an existing session: not with --new".into());
@@ -227,12 +232,18 @@ fn read_text(text: &OsString) -> Result<String, CliError> {
     }
     let mut buffer = String::new();
     std::io::stdin()
-        .take(16 << 20)
+        .take(MAX_STDIN + 1)
         .read_to_string(&mut buffer)
         .map_err(|source| CliError::Io {
             context: "reading the prompt from stdin".into(),
             source,
         })?;
+    if buffer.len() as u64 > MAX_STDIN {
+        return Err(usage(format!(
+            "the prompt read from stdin is over {} MiB; send a shorter one",
+            MAX_STDIN >> 20
+        )));
+    }
     if buffer.trim().is_empty() {
         return Err(usage("the prompt read from stdin is empty"));
     }
@@ -380,20 +391,34 @@ impl Output {
         EXIT_OK
     }
 
+    /// Prints the failure: with `--json` one `failed` object (with the
+    /// `hint` and `exitCode` every error object has) and nothing on stderr,
+    /// else `ocm: error:` and `hint:` lines on stderr. Returns the exit
+    /// status: 5 for a turn whose message ID retries it, else 1.
     fn failed(&mut self, error: &str, message_id: Option<&MessageId>) -> i32 {
-        if !self.json && !self.at_line_start {
+        let (code, hint) = match message_id {
+            Some(id) => (
+                EXIT_TURN_FAILED,
+                Some(format!(
+                    "retry it without a duplicate: ocm prompt --message-id {id} ..."
+                )),
+            ),
+            None => (EXIT_ERROR, None),
+        };
+        if self.json {
+            self.line(json!({
+                "type": "failed", "error": error, "hint": hint, "exitCode": code,
+                "messageId": message_id,
+            }));
+            return code;
+        }
+        if !self.at_line_start {
             self.text("\n");
         }
-        if self.json {
-            self.line(json!({"type": "failed", "error": error, "messageId": message_id}));
+        eprintln!("ocm: error: {}", crate::escape::escape(error));
+        if let Some(hint) = hint {
+            eprintln!("hint: {}", crate::escape::escape(&hint));
         }
-        eprintln!("ocm: error: {error}");
-        match message_id {
-            Some(id) => {
-                eprintln!("hint: retry it without a duplicate: ocm prompt --message-id {id} ...");
-                EXIT_TURN_FAILED
-            }
-            None => EXIT_ERROR,
-        }
+        code
     }
 }

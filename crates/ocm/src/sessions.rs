@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use turns::{Engine, Registry, SessionEntry, SessionKey, SessionView, Sessions, TurnOptions};
 
 use crate::cli::{Cli, Name, SessionCommand, UsageError};
-use crate::error::{CliError, EXIT_ERROR, EXIT_OK};
+use crate::error::{CliError, EXIT_OK};
 
 /// The project's manager (started server) and sessions.
 fn open(cli: &Cli, dir: Option<&Path>) -> Result<(Arc<Manager>, PathBuf, Sessions), CliError> {
@@ -100,13 +100,48 @@ fn total_row(views: &[SessionView]) -> Option<String> {
 
 /// Finds a recorded session by id or title.
 fn find(sessions: &Sessions, wanted: &str) -> Result<Option<SessionView>, CliError> {
-    let views = sessions.list().map_err(turns_error)?;
-    Ok(views.into_iter().find(|v| {
+    Ok(pick(sessions.list().map_err(turns_error)?, wanted))
+}
+
+/// The session `wanted` names among `views` (the registry's entries in
+/// the order they were made, then the server's other sessions): by id;
+/// else by title, the newest entry of it that is not closed, then the
+/// newest closed one, then the server's newest session of that title.
+fn pick(views: Vec<SessionView>, wanted: &str) -> Option<SessionView> {
+    let id_of = |v: &SessionView| {
         v.entry
             .as_ref()
-            .is_some_and(|e| e.session_id == wanted || e.key == wanted)
-            || v.session.as_ref().is_some_and(|s| s.id == wanted)
-    }))
+            .map(|e| e.session_id.as_str() == wanted)
+            .or(v.session.as_ref().map(|s| s.id.as_str() == wanted))
+            .unwrap_or(false)
+    };
+    if let Some(i) = views.iter().position(id_of) {
+        return views.into_iter().nth(i);
+    }
+    let entry_titled = |open: bool| {
+        move |v: &SessionView| {
+            v.entry.as_ref().is_some_and(|e| {
+                (e.key == wanted || e.title == wanted)
+                    && (e.status != turns::SessionState::Closed) == open
+            })
+        }
+    };
+    let server_titled = |v: &SessionView| {
+        v.entry.is_none() && v.session.as_ref().is_some_and(|s| s.title == wanted)
+    };
+    let at = views
+        .iter()
+        .rposition(entry_titled(true))
+        .or_else(|| views.iter().rposition(entry_titled(false)))
+        .or_else(|| {
+            views
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| server_titled(v))
+                .max_by_key(|(_, v)| v.session.as_ref().map(|s| s.time.updated))
+                .map(|(i, _)| i)
+        })?;
+    views.into_iter().nth(at)
 }
 
 /// The session key the options name (the default session without any).
@@ -174,11 +209,9 @@ pub fn run(cli: &Cli, command: &SessionCommand) -> Result<i32, CliError> {
             let (_, _, sessions) = open(cli, dir.as_deref())?;
             let wanted = session.to_string_lossy();
             let Some(view) = find(&sessions, &wanted)? else {
-                eprintln!(
-                    "ocm: error: no session {} in this project",
-                    crate::error::shell_word(&wanted)
-                );
-                return Ok(EXIT_ERROR);
+                return Err(CliError::NoSession {
+                    wanted: wanted.into_owned(),
+                });
             };
             if let SessionCommand::Rm { .. } = command {
                 let id = view
@@ -221,9 +254,15 @@ pub fn run(cli: &Cli, command: &SessionCommand) -> Result<i32, CliError> {
 /// Runs `ocm events`: until Ctrl-C.
 pub fn events(cli: &Cli, dir: Option<&Path>, all: bool) -> Result<i32, CliError> {
     let signals = manager::catch_interrupts()?;
-    let (_, project, sessions) = open(cli, dir)?;
+    let project = dir.map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let manager = Manager::new(crate::commands::config(cli, None)?)?;
+    // The one stream this command reads: not the engine's.
+    let client = manager
+        .ensure(&project)
+        .map_err(|e| CliError::Start(Box::new(e)))?
+        .client()
+        .map_err(|e| turns_error(e.into()))?;
     let directory = manager::project(&project)?.path.display().to_string();
-    let client = sessions.engine().client().map_err(turns_error)?;
     let mut stream = client
         .global_event_stream()
         .map_err(|e| turns_error(e.into()))?;
@@ -258,5 +297,70 @@ pub fn events(cli: &Cli, dir: Option<&Path>, all: bool) -> Result<i32, CliError>
                 crate::error::shell_word(&dir)
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use turns::SessionState;
+
+    fn recorded(id: &str, title: &str, status: SessionState) -> SessionView {
+        SessionView {
+            entry: Some(SessionEntry {
+                key: title.into(),
+                session_id: SessionId::from(id),
+                title: title.into(),
+                status,
+                model: None,
+                usage: turns::Usage::default(),
+                turns: 0,
+                created: 1,
+                last_active: 0,
+            }),
+            session: None,
+        }
+    }
+
+    fn on_server(id: &str, title: &str, updated: u64) -> SessionView {
+        SessionView {
+            entry: None,
+            session: Some(
+                serde_json::from_str(&format!(
+                    r#"{{"id":"{id}","title":"{title}","directory":"/","time":{{"created":1,"updated":{updated}}}}}"#
+                ))
+                .unwrap(),
+            ),
+        }
+    }
+
+    fn picked(views: Vec<SessionView>, wanted: &str) -> Option<String> {
+        pick(views, wanted).map(|v| match (v.entry, v.session) {
+            (Some(e), _) => e.session_id.to_string(),
+            (None, Some(s)) => s.id.to_string(),
+            (None, None) => unreachable!(),
+        })
+    }
+
+    #[test]
+    fn a_title_names_its_newest_open_session_then_its_newest_closed_one() {
+        let views = || {
+            vec![
+                recorded("ses_a", "t", SessionState::Crashed),
+                recorded("ses_b", "t", SessionState::Active),
+                recorded("ses_c", "t", SessionState::Closed),
+                recorded("ses_d", "u", SessionState::Closed),
+                recorded("ses_e", "u", SessionState::Closed),
+                on_server("ses_f", "v", 1),
+                on_server("ses_g", "v", 9),
+                on_server("ses_h", "v", 5),
+            ]
+        };
+        assert_eq!(picked(views(), "t").as_deref(), Some("ses_b"));
+        assert_eq!(picked(views(), "u").as_deref(), Some("ses_e"));
+        assert_eq!(picked(views(), "v").as_deref(), Some("ses_g"));
+        assert_eq!(picked(views(), "ses_a").as_deref(), Some("ses_a"));
+        assert_eq!(picked(views(), "ses_h").as_deref(), Some("ses_h"));
+        assert_eq!(picked(views(), "w"), None);
     }
 }

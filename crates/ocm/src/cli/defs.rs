@@ -369,7 +369,7 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
                 Ok(())
             },
         },
-        help: "Start-up timeout per attempt (default 30)",
+        help: "Start-up timeout per attempt (default 30; for prompt, the turn's bound)",
         group: &START,
     },
     OptionDef {
@@ -775,9 +775,12 @@ pub(crate) const COMMANDS: &[CommandDef] = &[
                Exit 0 done, 4 when the server could not be started, 5 when the turn \
                failed (model or tool error, watchdog, server crash, --timeout): the \
                prompt's message ID is printed, and `--message-id ID` retries it without \
-               a duplicate. With --json: one JSON object per line (`type`: text, \
-               reasoning, tool, permission, usage), the last `done` (sessionId, \
-               messageId, text, usage, cost) or `failed` (error, messageId).\n\n\
+               a duplicate; 1 for an error before the prompt was sent (the session has \
+               a turn in flight, here or in another process); 2 bad usage; 130 Ctrl-C, \
+               which aborts the turn. With --json: one JSON object per line (`type`: \
+               text, reasoning, tool, permission, question, usage), the last `done` \
+               (sessionId, messageId, text, usage, cost) or `failed` (error, hint, \
+               exitCode, messageId), and nothing on stderr.\n\n\
                Here --timeout SECS bounds the turn (default 3600; the turn is aborted \
                and the exit is 5); the server's start-up keeps its default.",
         dir: true,

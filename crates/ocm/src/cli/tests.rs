@@ -243,6 +243,13 @@ fn bad_usage_is_explained() {
         (&["exec", "/p", "sh"], "after `--`", Some(Name::Exec)),
         (&["exec", "--"], "no command after", Some(Name::Exec)),
         (&["help", "nope"], "unknown command 'nope'", None),
+        (
+            &[
+                "prompt", "--team", "a::b", "--agent", "x", "--role", "y", "hi",
+            ],
+            "contain no \"::\"",
+            Some(Name::Prompt),
+        ),
         (&["--state-dir"], "missing argument", None),
         (
             &["url", "--state-dir", ""],
