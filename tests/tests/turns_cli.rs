@@ -294,6 +294,31 @@ fn a_second_ocm_prompt_on_a_session_with_a_turn_in_flight_is_refused() {
 }
 
 #[test]
+fn a_prompt_to_an_unknown_model_fails_at_once_with_the_servers_reason() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(Script::reply("never"));
+    let project = bed.project.display().to_string();
+    let began = std::time::Instant::now();
+    let out = ocm(
+        &bed,
+        &["prompt", &project, "--json", "--model", "nope/none", "hi"],
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    let failed: Value = serde_json::from_str(text(&out.stdout).lines().last().unwrap()).unwrap();
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("Model not found: nope/none"),
+        "{failed}"
+    );
+    // Not the watchdog's 180 s: the server said so within seconds.
+    assert!(began.elapsed() < Duration::from_secs(60), "{:?}", began.elapsed());
+}
+
+#[test]
 fn ocm_events_prints_the_project_events_until_ctrl_c() {
     use std::io::{BufRead, BufReader};
     if e2e_skipped() {

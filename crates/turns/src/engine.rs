@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use manager::Manager;
 use opencode_api::{
-    Client, EventKind, MessageId, MessageWithParts, PermissionReply, PromptRequest, SessionId,
-    StreamConfig, new_message_id, new_message_id_after,
+    Client, EventKind, MessageError, MessageId, MessageWithParts, PermissionReply, PromptRequest,
+    SessionId, StreamConfig, new_message_id, new_message_id_after,
 };
 
 use crate::Error;
@@ -306,6 +306,8 @@ impl Engine {
             waiter: None,
             sends: 0,
             turn_lock,
+            session_error: None,
+            send_error: None,
         };
         let request = request.message_id(message_id.clone());
         let delivering = Instant::now();
@@ -444,6 +446,13 @@ pub struct Turn {
     waiter: Option<Waiter>,
     /// Sends made (the number of the newest).
     sends: u64,
+    /// The session's `session.error` told after the send: why the server
+    /// failed the prompt when no reply carries the error.
+    session_error: Option<MessageError>,
+    /// The send was answered with an error status: the server failed the
+    /// prompt (the stream's `session.error` says why better, and is
+    /// waited for up to [`POLL_WHILE_DOWN`]).
+    send_error: Option<String>,
 }
 
 impl Turn {
@@ -491,7 +500,8 @@ impl Turn {
                 (!self.tracker.waiting()).then(|| self.last_activity + self.inner.options.watchdog);
             // While the stream is down, events are lost: read the messages
             // now and then instead.
-            let poll_at = (!self.demux.is_connected()).then(|| self.last_poll + POLL_WHILE_DOWN);
+            let poll_at = (!self.demux.is_connected() || self.send_error.is_some())
+                .then(|| self.last_poll + POLL_WHILE_DOWN);
             let wake = [watchdog_at, poll_at]
                 .into_iter()
                 .flatten()
@@ -506,6 +516,11 @@ impl Turn {
                     // An earlier turn's tail (routed before the send) is
                     // not this turn's.
                     let ours = self.sent_at.is_some_and(|sent| at >= sent);
+                    if let (true, EventKind::SessionError(failed)) = (ours, &event.kind)
+                        && let Some(error) = &failed.error
+                    {
+                        self.session_error = Some(error.clone());
+                    }
                     let mut out = Vec::new();
                     let check = self.tracker.on_event(&event, &mut out);
                     // Only frames the subscriber gets something of.
@@ -521,13 +536,22 @@ impl Turn {
                 }
                 Ok(Routed::Answered(send)) => {
                     let answer = self.waiter.as_ref().filter(|w| w.send == send);
-                    // A failed send: the stream, the server's health and
-                    // the watchdog tell how the turn goes.
-                    if let Some(Ok(reply)) = answer.and_then(Waiter::take) {
-                        let mut out = Vec::new();
-                        let check = self.tracker.on_answer(&reply, &mut out);
-                        self.queue.extend(out);
-                        self.act_on(check);
+                    // A send that failed on the way: the stream, the
+                    // server's health and the watchdog tell how the turn
+                    // goes. One the server answered with an error status:
+                    // it failed the prompt, which the stream tells soon.
+                    match answer.and_then(Waiter::take) {
+                        Some(Ok(reply)) => {
+                            let mut out = Vec::new();
+                            let check = self.tracker.on_answer(&reply, &mut out);
+                            self.queue.extend(out);
+                            self.act_on(check);
+                        }
+                        Some(Err(e @ opencode_api::Error::Http { .. })) => {
+                            self.send_error = Some(e.to_string());
+                            self.last_poll = Instant::now();
+                        }
+                        _ => {}
                     }
                 }
                 // Polled from the next round on (`poll_at`).
@@ -657,15 +681,29 @@ impl Turn {
         // prompt is not among them.
         let newest = self.tracker.assistants_seen() + 4;
         let read = |limit: Option<usize>| self.client.list_messages(&self.session_id, limit);
-        // A failed read settles nothing (as if not stored).
-        let messages = match read(Some(newest)) {
+        // A failed read settles nothing; a session not found has lost
+        // the prompt too.
+        let (messages, read) = match read(Some(newest)) {
             Ok(messages) if !messages.iter().any(|m| m.info.id() == &self.message_id) => read(None),
             other => other,
         }
-        .unwrap_or_default();
+        .map_or_else(|e| (Vec::new(), e.is_not_found()), |m| (m, true));
         match settle(&self.session_id, &self.message_id, &messages) {
             Settled::Done(done) => self.settled(&messages, TurnEvent::Done(done)),
             Settled::Failed(reason) => self.settled(&messages, self.failed(reason)),
+            // Delivered (a turn exists only then), and gone since: deleted
+            // by another client, or with its session.
+            Settled::NotStored if read => self.fail(FailReason::MessageGone),
+            // The server failed the prompt before any reply could say so.
+            Settled::Unanswered { .. }
+                if self.session_error.is_some() || self.send_error.is_some() =>
+            {
+                let reason = match (self.session_error.take(), self.send_error.take()) {
+                    (Some(error), _) => FailReason::Model(error),
+                    (None, why) => FailReason::Rejected(why.unwrap_or_default()),
+                };
+                self.settled(&messages, self.failed(reason));
+            }
             _ if watchdog => {
                 self.demux.guard_abort(&self.session_id);
                 let _ = self.client.abort(&self.session_id);

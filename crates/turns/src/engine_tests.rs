@@ -644,3 +644,90 @@ fn a_turn_in_flight_in_another_engine_of_the_project_refuses_a_second() {
             .unwrap(),
     );
 }
+
+/// The failure OpenCode 1.18.33 reports when it fails a stored prompt
+/// before any reply (an unknown model: measured): the POST is answered
+/// 500, the stream tells `session.error`, then `session.idle`.
+const MODEL_NOT_FOUND: &str = r#"{"id":"e1","type":"session.error","properties":{"sessionID":"ses_1","error":{"name":"UnknownError","data":{"message":"Model not found: nope/none."}}}}"#;
+
+#[test]
+fn a_prompt_the_server_fails_before_replying_fails_with_its_error() {
+    let server = FakeServer::start();
+    server.set_messages(&user_only());
+    let mut turn = prompt_hi(&server);
+    let began = Instant::now();
+    server.answer_error(
+        "500 Internal Server Error",
+        r#"{"name":"UnknownError","data":{"message":"Unexpected server error."}}"#,
+    );
+    server.event(MODEL_NOT_FOUND);
+    server.event(r#"{"id":"e2","type":"session.idle","properties":{"sessionID":"ses_1"}}"#);
+    let events = all_events(&mut turn);
+    match events.last() {
+        Some(TurnEvent::Failed {
+            reason: FailReason::Model(error),
+            ..
+        }) => assert!(error.to_string().contains("Model not found"), "{error}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+}
+
+/// The same without the stream's word (it was down): the POST's error
+/// ends the turn.
+#[test]
+fn a_prompt_answered_with_a_server_error_fails_without_the_stream() {
+    let server = FakeServer::start();
+    server.set_messages(&user_only());
+    let mut turn = prompt_hi(&server);
+    let began = Instant::now();
+    server.answer_error(
+        "500 Internal Server Error",
+        r#"{"name":"UnknownError","data":{"message":"Unexpected server error."}}"#,
+    );
+    let events = all_events(&mut turn);
+    match events.last() {
+        Some(TurnEvent::Failed {
+            reason: FailReason::Rejected(why),
+            ..
+        }) => assert!(why.contains("500"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+}
+
+/// A delivered prompt deleted from its session (by another client) ends
+/// the turn at once: not after the watchdog.
+#[test]
+fn a_delivered_prompt_that_disappears_fails_the_turn_as_gone() {
+    let server = FakeServer::start();
+    server.set_messages(&user_only());
+    let mut turn = prompt_hi(&server);
+    let began = Instant::now();
+    server.set_messages("[]");
+    server.event(r#"{"id":"e2","type":"session.idle","properties":{"sessionID":"ses_1"}}"#);
+    let events = all_events(&mut turn);
+    assert!(
+        matches!(
+            events.last(),
+            Some(TurnEvent::Failed {
+                reason: FailReason::MessageGone,
+                ..
+            })
+        ),
+        "{events:?}"
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+}

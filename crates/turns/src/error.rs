@@ -19,6 +19,9 @@ pub enum FailReason {
     ServerCrashed(String),
     /// The prompt's message disappeared from the session.
     MessageGone,
+    /// The server answered the prompt with an error and no reply (and the
+    /// stream did not say why).
+    Rejected(String),
     /// The caller's deadline passed.
     Deadline,
 }
@@ -38,6 +41,7 @@ impl std::fmt::Display for FailReason {
                 f.write_str("the prompt's message disappeared from the session")
             }
             FailReason::Deadline => f.write_str("the turn did not end before the deadline"),
+            FailReason::Rejected(why) => write!(f, "the server failed the prompt: {why}"),
         }
     }
 }

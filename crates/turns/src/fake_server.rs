@@ -33,7 +33,7 @@ struct State {
     late: bool,
     /// The answer of the next blocking `POST /session/ses_1/message`,
     /// which waits for it (or for its client to go away).
-    answer: Mutex<Option<String>>,
+    answer: Mutex<Option<(&'static str, String)>>,
 }
 
 /// The fake server; dropping it stops it and joins its threads.
@@ -134,7 +134,14 @@ impl FakeServer {
     /// Answers the blocking `POST /session/ses_1/message` in flight (or
     /// the next one) with `json` (`{info, parts}`).
     pub(crate) fn answer(&self, json: &str) {
-        *self.state.answer.lock().unwrap() = Some(json.to_string());
+        *self.state.answer.lock().unwrap() = Some(("200 OK", json.to_string()));
+    }
+
+    /// Answers that POST with an error `status` (`500 Internal Server
+    /// Error`) and `body`, as OpenCode does when it fails the prompt
+    /// before replying.
+    pub(crate) fn answer_error(&self, status: &'static str, body: &str) {
+        *self.state.answer.lock().unwrap() = Some((status, body.to_string()));
     }
 
     pub(crate) fn set_messages(&self, json: &str) {
@@ -267,8 +274,8 @@ fn serve(mut stream: TcpStream, state: &State) {
             stored(state, &body);
             let _ = stream.set_read_timeout(Some(Duration::from_millis(20)));
             while !state.stop.load(Ordering::SeqCst) {
-                if let Some(answer) = state.answer.lock().unwrap().take() {
-                    respond(&mut stream, "200 OK", &answer);
+                if let Some((status, answer)) = state.answer.lock().unwrap().take() {
+                    respond(&mut stream, status, &answer);
                     return;
                 }
                 // The client went away.
