@@ -315,7 +315,64 @@ fn a_prompt_to_an_unknown_model_fails_at_once_with_the_servers_reason() {
         "{failed}"
     );
     // Not the watchdog's 180 s: the server said so within seconds.
-    assert!(began.elapsed() < Duration::from_secs(60), "{:?}", began.elapsed());
+    assert!(
+        began.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        began.elapsed()
+    );
+}
+
+/// The task tool runs a sub-agent in a session of its own; that session's
+/// permission request is the turn's to show and answer.
+#[test]
+fn permissions_allow_answers_a_sub_agents_permission_too() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(
+        Script::new()
+            .when(
+                "child work",
+                Reply::text("child done").tool_call(
+                    "bash",
+                    r#"{"command":"echo child-marker","description":"print a marker"}"#,
+                ),
+            )
+            .when(
+                "delegate it",
+                Reply::text("delegated").tool_call(
+                    "task",
+                    r#"{"description":"sub job","prompt":"child work please","subagent_type":"general"}"#,
+                ),
+            ),
+    );
+    let mut config: Value = serde_json::from_str(&bed.mock.opencode_config()).unwrap();
+    config["permission"] = serde_json::json!({"bash": "ask"});
+    let project = bed.project.display().to_string();
+    let out = bed
+        .command(e2e::ocm_bin())
+        .args([
+            "prompt",
+            &project,
+            "--json",
+            "--timeout",
+            "60",
+            "--permissions",
+            "allow",
+            "delegate it",
+        ])
+        .env("OPENCODE_CONFIG_CONTENT", config.to_string())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let lines = json_lines(&out);
+    assert!(lines.iter().any(|l| l["type"] == "permission"), "{lines:?}");
+    let task_done = lines
+        .iter()
+        .any(|l| l["type"] == "tool" && l["tool"] == "task" && l["status"] == "completed");
+    assert!(task_done, "{lines:?}");
+    assert_eq!(lines.last().unwrap()["type"], "done");
+    assert_eq!(lines.last().unwrap()["text"], "delegated");
 }
 
 #[test]

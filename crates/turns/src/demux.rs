@@ -79,6 +79,10 @@ struct Newest {
 #[derive(Debug, Default)]
 struct Routes {
     turns: HashMap<SessionId, Route>,
+    /// Sub-agent sessions (the task tool's) and the session that made
+    /// each, learned from `session.created`/`session.updated`: a turn is
+    /// routed its descendants' events too.
+    parents: HashMap<SessionId, SessionId>,
     /// Sessions whose newest message is followed (see [`Demux::newest`]).
     newest: HashMap<SessionId, Newest>,
     /// Counts the times the stream went down: a read made in one
@@ -347,12 +351,50 @@ fn route(routes: &mut Routes, event: Event, at: Instant) {
             return;
         }
     }
-    if let Some(route) = routes.turns.get(&session) {
+    learn_parent(routes, &event.kind);
+    // The session's turn, else the turn of its nearest ancestor (a
+    // sub-agent's requests are the turn's to answer).
+    let mut target = session;
+    for _ in 0..MAX_SUB_AGENT_DEPTH {
+        if routes.turns.contains_key(&target) {
+            break;
+        }
+        match routes.parents.get(&target) {
+            Some(parent) => target = parent.clone(),
+            None => return,
+        }
+    }
+    if let Some(route) = routes.turns.get(&target) {
         if route.tx.send(Routed::Event(Box::new(event), at)).is_err() {
-            routes.turns.remove(&session);
+            routes.turns.remove(&target);
         } else {
             routes.routed += 1;
         }
+    }
+}
+
+/// How many sessions up a sub-agent's event looks for a turn.
+const MAX_SUB_AGENT_DEPTH: usize = 16;
+/// Sub-agent sessions followed at most (the oldest are forgotten first
+/// when there are more: all of them, which only costs routing the events
+/// of a long-running sub-agent made before).
+const MAX_SUB_AGENTS: usize = 10_000;
+
+/// Follows which session made which (the task tool's sub-agents).
+fn learn_parent(routes: &mut Routes, kind: &EventKind) {
+    match kind {
+        EventKind::SessionCreated(s) | EventKind::SessionUpdated(s) => {
+            if let Some(parent) = &s.info.parent_id {
+                if routes.parents.len() >= MAX_SUB_AGENTS {
+                    routes.parents.clear();
+                }
+                routes.parents.insert(s.info.id.clone(), parent.clone());
+            }
+        }
+        EventKind::SessionDeleted(s) => {
+            routes.parents.remove(&s.info.id);
+        }
+        _ => {}
     }
 }
 
@@ -516,6 +558,44 @@ mod tests {
         let expected = events.iter().filter(|e| e.session_id().is_some()).count();
         assert_eq!(total, expected);
         assert_eq!(routes.routed as usize, expected);
+    }
+
+    /// A sub-agent's session (made by the task tool, its `parentID` the
+    /// turn's session or a descendant of it) is routed to the turn: its
+    /// permission requests are the turn's to answer.
+    #[test]
+    fn a_sub_agent_sessions_events_go_to_the_turn_of_its_root() {
+        let mut routes = Routes::default();
+        let (tx, rx) = channel();
+        routes
+            .turns
+            .insert(SessionId::from("ses_1"), Route { tx, watched: true });
+        let parse = |t: &str| Event::parse(t).unwrap();
+        let created = |id: &str, parent: &str| {
+            parse(&format!(
+                r#"{{"id":"e","type":"session.created","properties":{{"sessionID":"{id}","info":{{"id":"{id}","parentID":"{parent}","title":"sub","directory":"/p","time":{{"created":1,"updated":1}}}}}}}}"#
+            ))
+        };
+        let asked = |id: &str| {
+            parse(&format!(
+                r#"{{"id":"e","type":"permission.asked","properties":{{"id":"per_{id}","sessionID":"{id}","permission":"bash","patterns":[],"metadata":{{}},"always":[]}}}}"#
+            ))
+        };
+        route(&mut routes, created("ses_2", "ses_1"), Instant::now());
+        route(&mut routes, created("ses_3", "ses_2"), Instant::now());
+        route(&mut routes, created("ses_9", "ses_8"), Instant::now());
+        let _ = rx.try_iter().count();
+        route(&mut routes, asked("ses_2"), Instant::now());
+        route(&mut routes, asked("ses_3"), Instant::now());
+        route(&mut routes, asked("ses_9"), Instant::now());
+        let got: Vec<String> = rx
+            .try_iter()
+            .map(|r| match r {
+                Routed::Event(e, _) => e.session_id().unwrap().to_string(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(got, ["ses_2", "ses_3"]);
     }
 
     #[test]

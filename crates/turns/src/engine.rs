@@ -516,7 +516,9 @@ impl Turn {
                     // An earlier turn's tail (routed before the send) is
                     // not this turn's.
                     let ours = self.sent_at.is_some_and(|sent| at >= sent);
+                    // The turn's own session, not a sub-agent's.
                     if let (true, EventKind::SessionError(failed)) = (ours, &event.kind)
+                        && failed.session_id.as_ref() == Some(&self.session_id)
                         && let Some(error) = &failed.error
                     {
                         self.session_error = Some(error.clone());

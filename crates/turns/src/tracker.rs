@@ -130,8 +130,9 @@ pub(crate) struct Tracker {
     /// Step-finish parts already counted.
     steps: HashSet<String>,
     /// The permissions and questions asked and not yet answered (request
-    /// id → the asking tool call): while any is open the watchdog pauses.
-    asks: BTreeMap<String, Option<String>>,
+    /// id → the asking session and tool call), in this turn's session or a
+    /// sub-agent's: while any is open the watchdog pauses.
+    asks: BTreeMap<String, (SessionId, Option<String>)>,
     /// The newest state of each assistant message of this turn.
     infos: Vec<AssistantMessage>,
     /// Text parts of this turn, in the order first seen: (message, part,
@@ -265,6 +266,21 @@ impl Tracker {
     /// Handles one event of the session; pushes turn events to `out`.
     pub(crate) fn on_event(&mut self, event: &Event, out: &mut Vec<TurnEvent>) -> Check {
         if event.session_id() != Some(&self.session_id) {
+            // A sub-agent's session (the demultiplexer routes a turn its
+            // descendants' events): its asks are this turn's; the rest is
+            // its own work, which only keeps the turn alive.
+            match &event.kind {
+                EventKind::PermissionAsked(request) => {
+                    self.ask(request);
+                    out.push(TurnEvent::Permission(request.clone()));
+                }
+                EventKind::QuestionAsked(request) => {
+                    self.ask(request);
+                    out.push(TurnEvent::Question(request.clone()));
+                }
+                _ => {}
+            }
+            self.answered(event);
             return Check::None;
         }
         let mut check = Check::None;
@@ -329,7 +345,7 @@ impl Tracker {
             }
             _ => {}
         }
-        self.answered(&event.kind);
+        self.answered(event);
         check
     }
 
@@ -341,15 +357,20 @@ impl Tracker {
 
     fn ask(&mut self, request: &PendingRequest) {
         let call = request.tool.as_ref().map(|t| t.call_id.clone());
-        self.asks.insert(request.id.clone(), call);
+        self.asks
+            .insert(request.id.clone(), (request.session_id.clone(), call));
     }
 
     /// Closes the asks an event of the session answers: its reply
     /// (`permission.replied`, `question.replied`, `question.rejected`),
     /// the asking tool call ending (answered where the stream did not
     /// hear it), or the step or the turn ending (no tool waits then).
-    fn answered(&mut self, kind: &EventKind) {
-        match kind {
+    fn answered(&mut self, event: &Event) {
+        let Some(session) = event.session_id() else {
+            return;
+        };
+        let mut close_session = || self.asks.retain(|_, (s, _)| s != session);
+        match &event.kind {
             EventKind::Unknown { kind, raw, .. }
                 if matches!(
                     kind.as_str(),
@@ -362,14 +383,15 @@ impl Tracker {
             }
             EventKind::MessagePartUpdated(update) => match &update.part {
                 Part::Tool(tool) if tool.state.status.is_finished() => {
-                    self.asks
-                        .retain(|_, call| call.as_deref() != Some(tool.call_id.as_str()));
+                    self.asks.retain(|_, (s, call)| {
+                        s != session || call.as_deref() != Some(tool.call_id.as_str())
+                    });
                 }
-                Part::StepFinish(_) => self.asks.clear(),
+                Part::StepFinish(_) => close_session(),
                 _ => {}
             },
-            EventKind::SessionIdle(_) | EventKind::SessionError(_) => self.asks.clear(),
-            EventKind::SessionStatus(s) if s.status == SessionStatus::Idle => self.asks.clear(),
+            EventKind::SessionIdle(_) | EventKind::SessionError(_) => close_session(),
+            EventKind::SessionStatus(s) if s.status == SessionStatus::Idle => close_session(),
             _ => {}
         }
     }
@@ -794,6 +816,38 @@ pub(crate) mod tests {
             r#"{"id":"e","type":"message.part.updated","properties":{"sessionID":"ses_1","part":{"id":"prt_1","sessionID":"ses_1","messageID":"msg_2","type":"tool","callID":"c1","tool":"bash","state":{"status":"error","input":{},"error":"rejected","time":{"start":1,"end":2}}}}}"#,
         );
         assert!(!tracker.waiting());
+    }
+
+    /// A sub-agent's session asks: the request is handed out and pauses
+    /// the watchdog; the sub-agent's own end does not end this turn.
+    #[test]
+    fn a_sub_agents_ask_is_handed_out_and_its_end_is_not_the_turns() {
+        let mut tracker = Tracker::new("ses_1".into(), "msg_1".into());
+        let mut out = Vec::new();
+        let mut on = |tracker: &mut Tracker, json: &str| {
+            tracker.on_event(&Event::parse(json).unwrap(), &mut out)
+        };
+        on(
+            &mut tracker,
+            r#"{"id":"e","type":"permission.asked","properties":{"id":"per_1","sessionID":"ses_2","permission":"bash","patterns":[],"metadata":{},"always":[],"tool":{"messageID":"msg_7","callID":"c1"}}}"#,
+        );
+        assert!(tracker.waiting());
+        // The same call id in the turn's own session is another call.
+        on(
+            &mut tracker,
+            r#"{"id":"e","type":"message.part.updated","properties":{"sessionID":"ses_1","part":{"id":"prt_2","sessionID":"ses_1","messageID":"msg_2","type":"tool","callID":"c1","tool":"read","state":{"status":"completed","input":{},"output":"x","title":"","metadata":{},"time":{"start":1,"end":2}}}}}"#,
+        );
+        assert!(tracker.waiting());
+        let idle = on(
+            &mut tracker,
+            r#"{"id":"e","type":"session.idle","properties":{"sessionID":"ses_2"}}"#,
+        );
+        assert_eq!(idle, Check::None, "the sub-agent's end");
+        assert!(!tracker.waiting(), "the sub-agent ended: nothing waits");
+        assert!(
+            matches!(out.first(), Some(TurnEvent::Permission(r)) if r.id == "per_1"),
+            "{out:?}"
+        );
     }
 
     #[test]
