@@ -731,3 +731,34 @@ fn a_delivered_prompt_that_disappears_fails_the_turn_as_gone() {
         began.elapsed()
     );
 }
+
+/// Resuming an interrupted session writes the registry before the send:
+/// a registry that cannot be written fails the prompt before it is sent,
+/// never after (which dropped a delivered turn: a rerun was a duplicate).
+#[test]
+fn a_registry_that_cannot_be_written_fails_a_resume_before_the_send() {
+    let server = FakeServer::start();
+    server.set_messages(&user_only());
+    let engine = engine(&server, Duration::from_secs(60));
+    let dir = tempfile::tempdir().unwrap();
+    let registry = crate::Registry::at(dir.path());
+    record_active(&registry, SessionId::from("ses_1"));
+    registry
+        .set_status(&SessionId::from("ses_1"), crate::SessionState::Interrupted)
+        .unwrap();
+    // Reads need no lock, writes do: a folder where the lock file goes.
+    std::fs::remove_file(dir.path().join("sessions.lock")).unwrap();
+    std::fs::create_dir(dir.path().join("sessions.lock")).unwrap();
+    let sessions = crate::Sessions::new(engine, registry);
+    let got = sessions.prompt(
+        &crate::SessionKey::Title("t".into()),
+        None,
+        PromptRequest::text("hi"),
+    );
+    assert!(got.is_err(), "the registry could not be written");
+    assert!(
+        !server.requests().iter().any(|r| r.starts_with("POST")),
+        "{:?}",
+        server.requests()
+    );
+}

@@ -163,8 +163,12 @@ impl Sessions {
             }
             _ => return self.prompt_in(key, self.ensure(key, model)?, request),
         };
+        // Marked active before the send: a registry that cannot be
+        // written fails the prompt before it is sent, never after (a
+        // delivered turn must not be dropped).
+        let recorded = self.resumed(recorded)?;
         match self.engine.prompt(&recorded.session_id, request.clone()) {
-            Ok(turn) => Ok((self.resumed(recorded)?, turn)),
+            Ok(turn) => Ok((recorded, turn)),
             // The server no longer has it.
             Err(Error::Api(e)) if e.is_not_found() => {
                 let fresh = self.create(key, model)?;
