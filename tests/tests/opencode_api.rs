@@ -408,6 +408,25 @@ fn prompt_async_with_a_client_message_id_is_found_and_not_repeated() {
         .collect();
     assert_eq!(users.len(), 3, "{users:?}");
     assert_eq!(users.iter().filter(|u| **u == id).count(), 1);
+
+    // With client-made part IDs, the same prompt sent twice is stored
+    // once: its part is written again, not added.
+    let fourth = new_message_id();
+    let request = PromptRequest::text("fourth turn")
+        .message_id(&fourth)
+        .with_part_ids();
+    api.prompt_async(&session.id, &request)
+        .expect("prompt_async");
+    api.prompt_async(&session.id, &request)
+        .expect("the same again");
+    let fifth = api
+        .prompt(&session.id, &PromptRequest::text("fifth turn"))
+        .expect("fifth prompt");
+    assert_eq!(fifth.text(), "echo: fifth turn");
+    let stored = api.get_message(&session.id, &fourth).expect("stored");
+    assert_eq!(stored.parts.len(), 1, "{:?}", stored.parts);
+    assert_eq!(stored.text(), "fourth turn");
+    assert_eq!(chats_for("fourth turn"), 1);
 }
 
 /// The turns layer makes a prompt's ID from the clock without reading the

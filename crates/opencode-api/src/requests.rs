@@ -170,11 +170,19 @@ impl Serialize for NewSession {
 pub enum PartInput {
     /// Text.
     Text {
+        /// A client-made part ID (`prt_...`), see
+        /// [`PromptRequest::with_part_ids`].
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
         /// The text.
         text: String,
     },
     /// A file by URL (`file://...` or `data:...`).
     File {
+        /// A client-made part ID (`prt_...`), see
+        /// [`PromptRequest::with_part_ids`].
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
         /// MIME type, e.g. `text/plain`.
         mime: String,
         /// Where the content is.
@@ -224,9 +232,36 @@ impl PromptRequest {
     /// A prompt of one text part.
     pub fn text(text: impl Into<String>) -> PromptRequest {
         PromptRequest {
-            parts: vec![PartInput::Text { text: text.into() }],
+            parts: vec![PartInput::Text {
+                id: None,
+                text: text.into(),
+            }],
             ..PromptRequest::default()
         }
+    }
+
+    /// Gives each part without an ID a client-made one (ascending, in
+    /// order). OpenCode stores a prompt sent again with the same message ID
+    /// in the same message and adds its parts again unless they carry the
+    /// same IDs (measured with 1.18.33: the text twice): a prompt that may
+    /// be sent more than once gets its part IDs before the first send.
+    ///
+    /// ```
+    /// use opencode_api::PromptRequest;
+    /// let p = PromptRequest::text("hi").with_part_ids();
+    /// let json = serde_json::to_value(&p).unwrap();
+    /// let id = json["parts"][0]["id"].as_str().unwrap().to_string();
+    /// assert!(id.starts_with("prt_"));
+    /// // Kept when given again.
+    /// let again = serde_json::to_value(p.with_part_ids()).unwrap();
+    /// assert_eq!(again["parts"][0]["id"], id.as_str());
+    /// ```
+    pub fn with_part_ids(mut self) -> Self {
+        for part in &mut self.parts {
+            let (PartInput::Text { id, .. } | PartInput::File { id, .. }) = part;
+            id.get_or_insert_with(crate::new_part_id);
+        }
+        self
     }
 
     /// Sets the client-made message ID (a [`MessageId`], `&MessageId` or
@@ -326,6 +361,7 @@ mod tests {
                 .no_reply(true)
                 .tool("bash", false)
                 .part(PartInput::File {
+                    id: None,
                     mime: "text/plain".into(),
                     url: "file:///tmp/a".into(),
                     filename: None,

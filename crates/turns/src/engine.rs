@@ -309,7 +309,9 @@ impl Engine {
             session_error: None,
             send_error: None,
         };
-        let request = request.message_id(message_id.clone());
+        // Part IDs too: a send made twice (one given up on that the server
+        // still stores) then stores its parts once.
+        let request = request.message_id(message_id.clone()).with_part_ids();
         let delivering = Instant::now();
         let delivery = deliver(
             &*self.inner,
