@@ -1,5 +1,6 @@
 //! `ocm mcp --http`: the Streamable HTTP transport. The token is checked
-//! (none or a wrong one: 401), a foreign `Origin` is refused (403), a
+//! (none or a wrong one: 401), a foreign `Origin` is refused (403), so is
+//! a foreign `Host` without a token (DNS rebinding), a
 //! non-loopback address without a token is refused at start, a call with
 //! progress is answered as an event stream, and the official Python SDK
 //! (2.3.0 in both modes, 1.30.0) drives the lifecycle tools over HTTP with
@@ -28,9 +29,17 @@ struct HttpMcp {
 
 impl HttpMcp {
     fn start(bed: &TestBed) -> HttpMcp {
-        let mut child = bed
-            .command(ocm_bin())
-            .args(["mcp", "--http", "127.0.0.1:0", "--token-env", TOKEN_VAR])
+        HttpMcp::start_with(bed, true)
+    }
+
+    /// With `--token-env` (`token`) or without.
+    fn start_with(bed: &TestBed, token: bool) -> HttpMcp {
+        let mut command = bed.command(ocm_bin());
+        command.args(["mcp", "--http", "127.0.0.1:0"]);
+        if token {
+            command.args(["--token-env", TOKEN_VAR]);
+        }
+        let mut child = command
             .env(TOKEN_VAR, TOKEN)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -62,13 +71,18 @@ impl HttpMcp {
 
     /// One raw HTTP exchange: (status, headers, body).
     fn post(&self, headers: &[(&str, &str)], body: &str) -> (u16, String, String) {
+        self.post_as(&self.address, headers, body)
+    }
+
+    /// The same with `host` as the Host header.
+    fn post_as(&self, host: &str, headers: &[(&str, &str)], body: &str) -> (u16, String, String) {
         let mut stream = TcpStream::connect(&self.address).expect("connect");
         stream
             .set_read_timeout(Some(Duration::from_secs(120)))
             .unwrap();
         let mut request = format!(
             "POST /mcp HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-            self.address,
+            host,
             body.len()
         );
         for (name, value) in headers {
@@ -99,6 +113,26 @@ impl Drop for HttpMcp {
 }
 
 const PING: &str = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+
+/// DNS rebinding: a page at `evil.example` whose name was rebound to
+/// 127.0.0.1 posts to its own origin, so its Origin matches its Host.
+/// Without a token only loopback host names are answered.
+#[test]
+fn a_token_less_server_refuses_a_page_rebound_to_loopback() {
+    let bed = TestBed::new();
+    let mcp = HttpMcp::start_with(&bed, false);
+    let port = mcp.address.rsplit(':').next().unwrap().to_string();
+    let evil = format!("evil.example:{port}");
+    let origin = format!("http://{evil}");
+    let (status, head, _) = mcp.post_as(&evil, &[("Origin", &origin)], PING);
+    assert_eq!(status, 403, "{head}");
+    let (status, head, _) = mcp.post_as(&evil, &[], PING);
+    assert_eq!(status, 403, "{head}");
+    let (status, head, _) = mcp.post_as(&format!("localhost:{port}"), &[], PING);
+    assert_eq!(status, 200, "{head}");
+    let (status, head, _) = mcp.post(&[], PING);
+    assert_eq!(status, 200, "{head}");
+}
 
 #[test]
 fn no_token_or_a_wrong_one_is_401_and_a_foreign_origin_403() {

@@ -194,6 +194,19 @@ impl Shared {
                 return Err((401, "a valid bearer token is required\n".into()));
             }
         }
+        // DNS rebinding: a page whose name now points at 127.0.0.1 sends
+        // that name as the Host, and as its Origin, which then matches.
+        // Without a token the server listens on loopback only, so a Host
+        // must be a loopback name.
+        if self.token.is_none()
+            && let Some(host) = request.header("host")
+            && !is_loopback_authority(host)
+        {
+            return Err((
+                403,
+                "this server answers loopback host names only (127.0.0.1, ::1, localhost)\n".into(),
+            ));
+        }
         if let Some(origin) = request.header("origin")
             && !origin_allowed(origin, request.header("host"))
         {
@@ -564,6 +577,12 @@ fn origin_allowed(origin: &str, host: Option<&str>) -> bool {
     if host.is_some_and(|host| host.eq_ignore_ascii_case(authority)) {
         return true;
     }
+    is_loopback_authority(authority)
+}
+
+/// Whether `authority` (`host[:port]`, `[v6][:port]`) names this machine's
+/// loopback: `localhost` or a loopback address.
+fn is_loopback_authority(authority: &str) -> bool {
     let name = match authority.strip_prefix('[') {
         Some(rest) => rest.split(']').next().unwrap_or(""),
         None => authority.split(':').next().unwrap_or(""),
@@ -601,6 +620,25 @@ mod tests {
         assert!(!constant_time_eq(b"secret-tokex", b"secret-token"));
         assert!(!constant_time_eq(b"secret", b"secret-token"));
         assert!(!constant_time_eq(b"", b"secret-token"));
+    }
+
+    /// Without a token the server listens on loopback only, and a browser
+    /// page whose name was rebound to 127.0.0.1 still sends its own name
+    /// as the Host (and as its Origin): such a request is refused.
+    #[test]
+    fn a_token_less_server_answers_loopback_host_names_only() {
+        for host in [
+            "127.0.0.1:8765",
+            "localhost:8765",
+            "[::1]:8765",
+            "LOCALHOST",
+            "127.0.0.2",
+        ] {
+            assert!(is_loopback_authority(host), "{host}");
+        }
+        for host in ["evil.example:8765", "127.0.0.1.evil.example", "", "[::2]:1"] {
+            assert!(!is_loopback_authority(host), "{host}");
+        }
     }
 
     #[test]
