@@ -186,8 +186,17 @@ fn prompt(
                     Some("deny") => Some(opencode_api::PermissionReply::Reject),
                     _ => None,
                 };
-                if let Some(reply) = reply {
-                    engine.reply_permission(&request.id, reply)?;
+                // A reply that fails (answered elsewhere meanwhile, the
+                // server restarting) leaves the request to other clients:
+                // the turn goes on.
+                if let Some(reply) = reply
+                    && let Err(e) = engine.reply_permission(&request.id, reply)
+                {
+                    eprintln!(
+                        "ocm: answering permission {} failed: {}",
+                        request.id,
+                        crate::escape::escape(&e.to_string())
+                    );
                 }
             }
             Some(event) => {

@@ -33,6 +33,7 @@ fn open(cli: &Cli, dir: Option<&Path>) -> Result<(Arc<Manager>, PathBuf, Session
 fn turns_error(error: turns::Error) -> CliError {
     match error {
         turns::Error::Manager(e) => CliError::Start(Box::new(e)),
+        turns::Error::Registry(e) => CliError::Manager(e),
         other => CliError::Io {
             context: "talking to the server".into(),
             source: std::io::Error::other(other.to_string()),

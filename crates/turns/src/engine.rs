@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use manager::Manager;
 use opencode_api::{
     Client, EventKind, MessageError, MessageId, MessageWithParts, PermissionReply, PromptRequest,
-    SessionId, StreamConfig, new_message_id, new_message_id_after,
+    SessionId, SessionStatus, StreamConfig, new_message_id, new_message_id_after,
 };
 
 use crate::Error;
@@ -18,7 +18,7 @@ use crate::deliver::{Delivery, RetryPolicy, Sending, ServerSource, deliver};
 use crate::demux::{Demux, Routed};
 use crate::error::FailReason;
 use crate::registry::{Registry, SessionState, TurnLock};
-use crate::tracker::{Check, Settled, Tracker, TurnDone, TurnEvent, settle};
+use crate::tracker::{Check, Settled, Tracker, TurnDone, TurnEvent, reason_of, settle};
 use crate::usage::Usage;
 use crate::waiter::Waiter;
 
@@ -306,7 +306,9 @@ impl Engine {
             waiter: None,
             sends: 0,
             turn_lock,
+            busy: false,
             session_error: None,
+            error_ended: false,
             send_error: None,
         };
         // Part IDs too: a send made twice (one given up on that the server
@@ -448,9 +450,16 @@ pub struct Turn {
     waiter: Option<Waiter>,
     /// Sends made (the number of the newest).
     sends: u64,
-    /// The session's `session.error` told after the send: why the server
-    /// failed the prompt when no reply carries the error.
-    session_error: Option<MessageError>,
+    /// The session said `busy` after the send: what it tells from then
+    /// on is about this prompt (an earlier turn's tail comes before).
+    busy: bool,
+    /// The session's last `session.error` after the send, and whether it
+    /// came once busy: why the server failed the prompt when no reply
+    /// carries the error.
+    session_error: Option<(MessageError, bool)>,
+    /// An idle came after an error of this turn: the server stopped with
+    /// it (OpenCode also tells errors it recovers from, staying busy).
+    error_ended: bool,
     /// The send was answered with an error status: the server failed the
     /// prompt (the stream's `session.error` says why better, and is
     /// waited for up to [`POLL_WHILE_DOWN`]).
@@ -470,6 +479,14 @@ impl Turn {
     /// delivery counts from its arrival.
     pub fn event_latencies(&self) -> &[Duration] {
         &self.latencies
+    }
+
+    /// The permission and question requests handed out (this turn's and
+    /// its sub-agents') that still wait for an answer, as far as the turn
+    /// has been read: closed by their reply, the end of the tool call that
+    /// asked, or the end of its step or session.
+    pub fn open_asks(&self) -> Vec<String> {
+        self.tracker.open_asks().map(str::to_string).collect()
     }
 
     /// The prompt's message ID (give it back to retry without a duplicate).
@@ -519,11 +536,8 @@ impl Turn {
                     // not this turn's.
                     let ours = self.sent_at.is_some_and(|sent| at >= sent);
                     // The turn's own session, not a sub-agent's.
-                    if let (true, EventKind::SessionError(failed)) = (ours, &event.kind)
-                        && failed.session_id.as_ref() == Some(&self.session_id)
-                        && let Some(error) = &failed.error
-                    {
-                        self.session_error = Some(error.clone());
+                    if ours && event.session_id() == Some(&self.session_id) {
+                        self.note_state(&event.kind);
                     }
                     let mut out = Vec::new();
                     let check = self.tracker.on_event(&event, &mut out);
@@ -698,12 +712,12 @@ impl Turn {
             // Delivered (a turn exists only then), and gone since: deleted
             // by another client, or with its session.
             Settled::NotStored if read => self.fail(FailReason::MessageGone),
-            // The server failed the prompt before any reply could say so.
-            Settled::Unanswered { .. }
-                if self.session_error.is_some() || self.send_error.is_some() =>
-            {
+            // The server failed the prompt before any reply could say so:
+            // it stopped after an error of this turn, or answered the send
+            // with an error status (the error told since says why).
+            Settled::Unanswered { .. } if self.error_ended || self.send_error.is_some() => {
                 let reason = match (self.session_error.take(), self.send_error.take()) {
-                    (Some(error), _) => FailReason::Model(error),
+                    (Some((error, _)), _) => reason_of(&error),
                     (None, why) => FailReason::Rejected(why.unwrap_or_default()),
                 };
                 self.settled(&messages, self.failed(reason));
@@ -715,6 +729,29 @@ impl Turn {
             }
             _ => {}
         }
+    }
+
+    /// Follows the state the turn's own session tells after the send:
+    /// busy, an error, and idle after an error of this turn.
+    fn note_state(&mut self, kind: &EventKind) {
+        match kind {
+            EventKind::SessionStatus(s) if s.status == SessionStatus::Busy => self.busy = true,
+            EventKind::SessionError(failed) => {
+                if let Some(error) = &failed.error {
+                    self.session_error = Some((error.clone(), self.busy));
+                    self.error_ended = false;
+                }
+            }
+            EventKind::SessionIdle(_) => self.error_ended = self.error_of_this_turn(),
+            EventKind::SessionStatus(s) if s.status == SessionStatus::Idle => {
+                self.error_ended = self.error_of_this_turn();
+            }
+            _ => {}
+        }
+    }
+
+    fn error_of_this_turn(&self) -> bool {
+        self.session_error.as_ref().is_some_and(|(_, busy)| *busy)
     }
 
     /// Ends the turn with `terminal`, settled from the session's
@@ -747,9 +784,6 @@ impl Turn {
         self.waiter = None;
         self.demux.unregister(&self.session_id);
         self.inner.release(&self.session_id, &self.message_id);
-        if let Some(held) = self.turn_lock.take() {
-            held.release();
-        }
         let (usage, state) = match terminal {
             TurnEvent::Done(done) => (done.usage, Some(SessionState::Active)),
             TurnEvent::Failed { reason, .. } => (
@@ -763,6 +797,11 @@ impl Turn {
             _ => (Usage::default(), None),
         };
         self.inner.record(&self.session_id, &usage, state);
+        // After the record: another process's prompt to the session then
+        // reads the state this turn left (crashed after the watchdog).
+        if let Some(held) = self.turn_lock.take() {
+            held.release();
+        }
     }
 }
 

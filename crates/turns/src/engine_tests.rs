@@ -755,10 +755,92 @@ fn a_registry_that_cannot_be_written_fails_a_resume_before_the_send() {
         None,
         PromptRequest::text("hi"),
     );
-    assert!(got.is_err(), "the registry could not be written");
+    assert!(
+        matches!(got, Err(Error::Registry(_))),
+        "the registry could not be written: {:?}",
+        got.err()
+    );
     assert!(
         !server.requests().iter().any(|r| r.starts_with("POST")),
         "{:?}",
         server.requests()
     );
+}
+
+const BUSY: &str = r#"{"id":"b","type":"session.status","properties":{"sessionID":"ses_1","status":{"type":"busy"}}}"#;
+const IDLE: &str = r#"{"id":"i","type":"session.idle","properties":{"sessionID":"ses_1"}}"#;
+
+/// OpenCode also tells `session.error` for what it recovers from (a
+/// context overflow: it compacts and runs the prompt again, busy all
+/// along): that does not fail the turn.
+#[test]
+fn a_session_error_the_server_recovers_from_does_not_fail_the_turn() {
+    let server = FakeServer::start();
+    server.set_messages(&user_only());
+    let mut turn = prompt_hi(&server);
+    server.event(BUSY);
+    server.event(
+        r#"{"id":"e1","type":"session.error","properties":{"sessionID":"ses_1","error":{"name":"ContextOverflowError","data":{"message":"too long"}}}}"#,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        turn.next(Instant::now() + Duration::from_millis(300))
+            .unwrap(),
+        None,
+        "still running"
+    );
+    server.set_messages(&completed());
+    server.event(IDLE);
+    let events = all_events(&mut turn);
+    assert!(
+        matches!(events.last(), Some(TurnEvent::Done(_))),
+        "{events:?}"
+    );
+}
+
+/// The session's earlier turn ended with an error whose events come just
+/// after this prompt was sent (before this turn's `busy`): not this
+/// turn's.
+#[test]
+fn an_earlier_turns_late_error_does_not_fail_the_next_turn() {
+    let server = FakeServer::start();
+    server.set_messages(&user_only());
+    let mut turn = prompt_hi(&server);
+    server.event(MODEL_NOT_FOUND);
+    server.event(IDLE);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        turn.next(Instant::now() + Duration::from_millis(300))
+            .unwrap(),
+        None,
+        "still running"
+    );
+    server.event(BUSY);
+    server.set_messages(&completed());
+    server.event(IDLE);
+    let events = all_events(&mut turn);
+    assert!(
+        matches!(events.last(), Some(TurnEvent::Done(_))),
+        "{events:?}"
+    );
+}
+
+/// The order OpenCode tells a prompt it fails before replying, without
+/// the POST's answer (the stream alone): busy, `session.error`, idle.
+#[test]
+fn a_turns_own_error_then_idle_fails_it_with_the_error() {
+    let server = FakeServer::start();
+    server.set_messages(&user_only());
+    let mut turn = prompt_hi(&server);
+    server.event(BUSY);
+    server.event(MODEL_NOT_FOUND);
+    server.event(IDLE);
+    let events = all_events(&mut turn);
+    match events.last() {
+        Some(TurnEvent::Failed {
+            reason: FailReason::Model(error),
+            ..
+        }) => assert!(error.to_string().contains("Model not found"), "{error}"),
+        other => panic!("{other:?}"),
+    }
 }

@@ -56,6 +56,10 @@ pub enum Error {
     /// The manager failed (starting the server, the state folder).
     #[error(transparent)]
     Manager(#[from] manager::Error),
+    /// The project's session registry (`sessions.json`, its lock, the
+    /// turn locks) could not be read or written.
+    #[error("the session registry: {0}")]
+    Registry(Box<manager::Error>),
     /// The session already has a turn in flight.
     #[error(
         "session {session_id} already has a turn in flight (prompt {message_id}): wait for it to end or abort it"

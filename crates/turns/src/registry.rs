@@ -126,21 +126,13 @@ struct RegistryFile {
 #[derive(Debug)]
 pub struct TurnLock {
     guard: manager::StateLock,
-    path: PathBuf,
 }
 
 impl TurnLock {
-    /// Releases the lock and removes its files (the holder may: a process
-    /// that opened the old file locks the new one instead).
+    /// Removes the lock's files (when they are still its own) and
+    /// releases it.
     pub fn release(self) {
-        let queue = {
-            let mut q = self.path.clone().into_os_string();
-            q.push(".queue");
-            PathBuf::from(q)
-        };
-        let _ = std::fs::remove_file(&self.path);
-        let _ = std::fs::remove_file(queue);
-        drop(self.guard);
+        self.guard.remove();
     }
 }
 
@@ -149,6 +141,11 @@ impl TurnLock {
 pub struct Registry {
     path: PathBuf,
     lock: PathBuf,
+}
+
+/// A failure of the registry's files (not of the server).
+fn registry_error(e: manager::Error) -> Error {
+    Error::Registry(Box::new(e))
 }
 
 /// Milliseconds since the Unix epoch.
@@ -193,7 +190,9 @@ impl Registry {
             id.bytes().map(|b| format!("{b:02x}")).collect()
         };
         let path = dir.join(format!("{name}.lock"));
-        Ok(manager::try_lock_state_file(&path)?.map(|guard| TurnLock { guard, path }))
+        Ok(manager::try_lock_state_file(&path)
+            .map_err(registry_error)?
+            .map(|guard| TurnLock { guard }))
     }
 
     /// The file's path.
@@ -203,7 +202,8 @@ impl Registry {
 
     /// Every entry, in creation order. Blocks at most on reading the file.
     pub fn entries(&self) -> Result<Vec<SessionEntry>, Error> {
-        let (file, _) = manager::read_state_file::<RegistryFile>(&self.path)?;
+        let (file, _) =
+            manager::read_state_file::<RegistryFile>(&self.path).map_err(registry_error)?;
         Ok(file.map(|f| f.sessions).unwrap_or_default())
     }
 
@@ -228,15 +228,16 @@ impl Registry {
     /// Changes the entries under the registry's lock (waiting at most 10 s
     /// for another process) and writes them back atomically.
     pub fn update<R>(&self, change: impl FnOnce(&mut Vec<SessionEntry>) -> R) -> Result<R, Error> {
-        let _guard = manager::lock_state_file(&self.lock, LOCK_TIMEOUT)?;
-        let (file, _) = manager::read_state_file::<RegistryFile>(&self.path)?;
+        let _guard = manager::lock_state_file(&self.lock, LOCK_TIMEOUT).map_err(registry_error)?;
+        let (file, _) =
+            manager::read_state_file::<RegistryFile>(&self.path).map_err(registry_error)?;
         let mut sessions = file.map(|f| f.sessions).unwrap_or_default();
         let result = change(&mut sessions);
         let file = RegistryFile {
             schema_version: REGISTRY_SCHEMA,
             sessions,
         };
-        manager::write_state_file(&self.path, &file)?;
+        manager::write_state_file(&self.path, &file).map_err(registry_error)?;
         Ok(result)
     }
 

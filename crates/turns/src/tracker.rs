@@ -355,6 +355,11 @@ impl Tracker {
         !self.asks.is_empty()
     }
 
+    /// The permission and question requests still waiting for an answer.
+    pub(crate) fn open_asks(&self) -> impl Iterator<Item = &str> {
+        self.asks.keys().map(String::as_str)
+    }
+
     fn ask(&mut self, request: &PendingRequest) {
         let call = request.tool.as_ref().map(|t| t.call_id.clone());
         self.asks

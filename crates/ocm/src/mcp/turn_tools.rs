@@ -768,11 +768,25 @@ impl Live {
                 };
                 let mut state = lock(&f.state);
                 match event {
-                    Ok(None) => continue,
+                    // An answer given elsewhere closes an ask without an
+                    // event to hand out.
+                    Ok(None) => {
+                        let before = state.pending.len();
+                        keep_open(&mut state.pending, &turn.open_asks());
+                        let changed = state.pending.len() != before;
+                        drop(state);
+                        if changed {
+                            f.changed.notify_all();
+                        }
+                        continue;
+                    }
                     Ok(Some(event)) => {
                         state.events += 1;
                         state.activity = activity(&event);
-                        if moves_on(&event) {
+                        // What the turn still waits for: an answered ask
+                        // goes, one still open stays whatever else happens.
+                        keep_open(&mut state.pending, &turn.open_asks());
+                        if event.is_terminal() {
                             state.pending.clear();
                         }
                         match event {
@@ -839,18 +853,9 @@ impl Live {
     }
 }
 
-/// Whether `event` shows the turn went on past what it waited for.
-fn moves_on(event: &TurnEvent) -> bool {
-    use opencode_api::ToolStatus;
-    match event {
-        TurnEvent::ToolUpdate(t) => matches!(t.status, ToolStatus::Completed | ToolStatus::Error),
-        TurnEvent::Text { .. }
-        | TurnEvent::Reasoning { .. }
-        | TurnEvent::Usage(_)
-        | TurnEvent::Done(_)
-        | TurnEvent::Failed { .. } => true,
-        _ => false,
-    }
+/// Keeps the requests of `pending` that are still `open`.
+fn keep_open(pending: &mut Vec<Waiting>, open: &[String]) {
+    pending.retain(|w| open.iter().any(|id| id == w.id()));
 }
 
 /// A progress message for a turn event.
@@ -917,6 +922,28 @@ mod tests {
                 .message
                 .contains("`permissions` must be one of")
         );
+    }
+
+    /// A request stays pending while the turn still waits for it, whatever
+    /// else the turn does (another tool finishing, text); it goes once
+    /// answered.
+    #[test]
+    fn pending_follows_the_turns_open_asks() {
+        let request = |id: &str| {
+            serde_json::from_value::<opencode_api::PendingRequest>(
+                json!({"id": id, "sessionID": "ses_1", "permission": "bash"}),
+            )
+            .unwrap()
+        };
+        let mut pending = vec![
+            Waiting::Permission(request("per_1")),
+            Waiting::Question(request("que_2")),
+        ];
+        keep_open(&mut pending, &["per_1".into(), "que_2".into()]);
+        assert_eq!(pending.len(), 2);
+        keep_open(&mut pending, &["per_1".into()]);
+        let ids: Vec<&str> = pending.iter().map(Waiting::id).collect();
+        assert_eq!(ids, ["per_1"]);
     }
 
     #[test]
