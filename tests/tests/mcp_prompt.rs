@@ -316,6 +316,42 @@ fn opencode_turn_follows_a_running_prompt_to_its_end() {
     stop(&bed);
 }
 
+/// The schema says a `running` call's `message_id` retries it without a
+/// duplicate: while the turn still runs here, the retry waits on it.
+#[test]
+fn a_retry_of_a_running_prompt_by_its_id_follows_it() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed =
+        TestBed::with_script(Script::new().default_reply(
+            Reply::text("one two three four").chunk_delay(Duration::from_millis(400)),
+        ));
+    let mut mcp = start(&bed);
+    let (_, started) = mcp.call(1, "opencode_start", json!({"project": bed.project}));
+    assert_eq!(started["isError"], false, "{started}");
+    let (_, first) = mcp.call(
+        2,
+        "opencode_prompt",
+        json!({"project": bed.project, "text": "count", "wait_s": 0.5}),
+    );
+    let running = &first["structuredContent"];
+    assert_eq!(running["status"], "running", "{first}");
+    let id = running["messageId"].clone();
+    let (_, again) = mcp.call(
+        3,
+        "opencode_prompt",
+        json!({"project": bed.project, "text": "count", "message_id": id, "wait_s": 40}),
+    );
+    assert_eq!(again["isError"], false, "{again}");
+    let again = &again["structuredContent"];
+    assert_eq!(again["status"], "done", "{again}");
+    assert_eq!(again["reply"], "one two three four", "{again}");
+    assert_eq!(copies(&bed, &id), (1, 1));
+    drop(mcp);
+    stop(&bed);
+}
+
 #[test]
 fn opencode_abort_stops_a_running_turn_by_message_id_or_session() {
     if e2e_skipped() {

@@ -292,7 +292,7 @@ impl Shared {
                 .as_ref()
                 .is_some_and(|m| m.get("method") == Some(&json!("tools/call")));
         if streaming {
-            self.stream_events(stream, &lines, message.as_ref());
+            self.stream_events(stream, &lines, message.as_ref(), &session);
         } else {
             answer_json(stream, &lines, modern.is_some());
         }
@@ -306,6 +306,7 @@ impl Shared {
         stream: &mut TcpStream,
         lines: &mpsc::Receiver<String>,
         message: Option<&Value>,
+        session: &Session,
     ) {
         let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
                     X-Accel-Buffering: no\r\nConnection: close\r\n\r\n";
@@ -339,8 +340,9 @@ impl Shared {
             let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
                 "params": {"requestId": id, "reason": "the HTTP response stream was closed"}});
             let (out, _) = mpsc::channel();
-            self.server
-                .handle(&cancel.to_string(), &Session::new(DEFAULT_VERSION), &out);
+            // In the request's own session: its call, not another
+            // client's with the same id.
+            self.server.handle(&cancel.to_string(), session, &out);
         }
     }
 }

@@ -51,13 +51,19 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug)]
 pub struct Session {
     version: Mutex<&'static str>,
+    /// Tells this session's calls from another's with the same request
+    /// ids (each HTTP request is a session of its own).
+    scope: u64,
 }
+
+static SCOPES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Session {
     /// A session speaking `version` until `initialize` says otherwise.
     pub fn new(version: &'static str) -> Session {
         Session {
             version: Mutex::new(version),
+            scope: SCOPES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -225,11 +231,30 @@ impl Drop for Signal {
     }
 }
 
+/// The calls in flight, by the session's scope and the request id: two
+/// HTTP clients may use the same ids at once.
+type InFlight = HashMap<(u64, String), Arc<Call>>;
+
+/// The call a `notifications/cancelled` of `session` for `key` means: its
+/// own, else the only call with that id (a stateless HTTP client sends
+/// its cancellation in a request of its own); never one of two others.
+fn cancelled_call(in_flight: &mut InFlight, scope: u64, key: &str) -> Option<Arc<Call>> {
+    let own = (scope, key.to_string());
+    if let Some(call) = in_flight.remove(&own) {
+        return Some(call);
+    }
+    let mut matching = in_flight.keys().filter(|(_, k)| k == key);
+    match (matching.next().cloned(), matching.next()) {
+        (Some(only), None) => in_flight.remove(&only),
+        _ => None,
+    }
+}
+
 /// The server: the tools' context, the calls in flight, the workers.
 #[derive(Debug)]
 pub struct Server {
     ctx: Arc<Context>,
-    in_flight: Arc<Mutex<HashMap<String, Arc<Call>>>>,
+    in_flight: Arc<Mutex<InFlight>>,
     pool: Mutex<Pool>,
 }
 
@@ -254,7 +279,7 @@ impl Server {
             }
             Incoming::Response => false,
             Incoming::Notification { method, params } => {
-                self.notification(&method, &params);
+                self.notification(&method, &params, session);
                 false
             }
             Incoming::Request { id, method, params } => {
@@ -264,11 +289,15 @@ impl Server {
         }
     }
 
-    fn notification(&self, method: &str, params: &Map<String, Value>) {
+    fn notification(&self, method: &str, params: &Map<String, Value>, session: &Session) {
         if method == "notifications/cancelled"
             && let Some(request) = params.get("requestId")
         {
-            let call = lock(&self.in_flight).remove(&protocol::id_key(request));
+            let call = cancelled_call(
+                &mut lock(&self.in_flight),
+                session.scope,
+                &protocol::id_key(request),
+            );
             if let Some(call) = call {
                 call.cancel();
             }
@@ -361,12 +390,12 @@ impl Server {
                 }
                 answer(result);
             }
-            "tools/call" => self.call(id, era, params, out),
+            "tools/call" => self.call(id, era, params, session.scope, out),
             _ => error(METHOD_NOT_FOUND, &format!("Method not found: {method}")),
         }
     }
 
-    fn call(&self, id: Id, era: Era, params: Map<String, Value>, out: &Out) {
+    fn call(&self, id: Id, era: Era, params: Map<String, Value>, scope: u64, out: &Out) {
         let error = |code: i64, message: &str| {
             let _ = out.send(protocol::error_line(Some(&id), code, message, None));
         };
@@ -394,7 +423,7 @@ impl Server {
             .and_then(|meta| meta.get("progressToken"))
             .filter(|token| token.is_string() || token.is_number())
             .cloned();
-        let key = id.key();
+        let key = (scope, id.key());
         let call = Arc::new(Call {
             id,
             out: out.clone(),
@@ -434,7 +463,7 @@ impl Server {
             }
         });
         if !lock(&self.pool).submit(job) {
-            lock(&self.in_flight).remove(&call.id.key());
+            lock(&self.in_flight).remove(&(scope, call.id.key()));
             call.respond(protocol::error_line(
                 Some(&call.id),
                 INTERNAL_ERROR,
@@ -570,6 +599,31 @@ mod tests {
         let r = exchange(&server, &session, r#"{"jsonrpc":"2.0","method":"nope"}"#);
         assert!(r.is_empty());
         assert_eq!(server.in_flight_count(), 0);
+    }
+
+    #[test]
+    fn a_cancellation_takes_its_sessions_call_or_the_only_one_with_that_id() {
+        let call = || {
+            Arc::new(Call {
+                id: Id::for_test("2"),
+                out: mpsc::channel().0,
+                era: Era::Modern,
+                progress_token: None,
+                state: Mutex::new(CallState::default()),
+            })
+        };
+        let (a, b) = (call(), call());
+        let mut in_flight = InFlight::new();
+        in_flight.insert((1, "2".into()), Arc::clone(&a));
+        in_flight.insert((2, "2".into()), Arc::clone(&b));
+        // From a third request: two calls have that id, neither is taken.
+        assert!(cancelled_call(&mut in_flight, 3, "2").is_none());
+        let taken = cancelled_call(&mut in_flight, 1, "2").unwrap();
+        assert!(Arc::ptr_eq(&taken, &a));
+        // Now the only one with that id.
+        let taken = cancelled_call(&mut in_flight, 3, "2").unwrap();
+        assert!(Arc::ptr_eq(&taken, &b));
+        assert!(in_flight.is_empty());
     }
 
     #[test]

@@ -29,6 +29,8 @@ use crate::commands::start_error;
 pub const MAX_WAIT: Duration = Duration::from_secs(50);
 /// How long a call waits without `wait_s`.
 const DEFAULT_WAIT: f64 = 30.0;
+/// Turns kept in memory before the ended ones are let go.
+const MAX_FOLLOWED: usize = 256;
 /// How often a waiting call looks for a cancellation.
 const SLICE: Duration = Duration::from_millis(100);
 
@@ -76,6 +78,11 @@ impl Followed {
 
     fn ended(&self) -> bool {
         lock(&self.state).status != "running"
+    }
+
+    /// Ended without a reply (failed or aborted).
+    fn failed(&self) -> bool {
+        matches!(lock(&self.state).status, "failed" | "aborted")
     }
 
     /// Waits until the turn ends, `deadline`, or `stop()`; reports
@@ -456,16 +463,34 @@ pub fn run(
             }
             // The wait counts from the call's start: a server start is in it.
             let deadline = began + wait_of(arguments);
+            let key = arg(arguments, "title")
+                .map_or(SessionKey::Default, |t| SessionKey::Title(t.to_string()));
+            let registry = Registry::open(&manager, &dir).map_err(fail)?;
+            // A retry of a prompt this process follows, running or done,
+            // in the session the retry goes to: that turn is the answer. A
+            // failed one is sent again, and one whose title has a new
+            // session since (it hung) is taken back and sent there.
+            if let Some(id) = arg(arguments, "message_id")
+                && let Some(followed) = ctx.turns.get(&MessageId::from(id))
+                && !followed.failed()
+            {
+                let target = match arg(arguments, "session") {
+                    Some(session) => Some(SessionId::from(session)),
+                    None => registry
+                        .get(&key.title())
+                        .map_err(fail)?
+                        .map(|e| e.session_id),
+                };
+                if target.as_ref() == Some(&followed.session) {
+                    followed.wait(deadline, true, cancelled, progress);
+                    return Ok(followed.json());
+                }
+            }
             let turn = match arg(arguments, "session") {
                 Some(id) => engine.prompt(&SessionId::from(id), request),
-                None => {
-                    let key = arg(arguments, "title")
-                        .map_or(SessionKey::Default, |t| SessionKey::Title(t.to_string()));
-                    let registry = Registry::open(&manager, &dir).map_err(fail)?;
-                    Sessions::new(engine.clone(), registry)
-                        .prompt(&key, model.as_ref(), request)
-                        .map(|(_, turn)| turn)
-                }
+                None => Sessions::new(engine.clone(), registry)
+                    .prompt(&key, model.as_ref(), request)
+                    .map(|(_, turn)| turn),
             }
             .map_err(fail)?;
             let followed = ctx
@@ -714,6 +739,18 @@ impl Live {
         lock(&self.turns).get(id.as_str()).cloned()
     }
 
+    /// Keeps `followed` for `opencode_turn` and retries. Past
+    /// [`MAX_FOLLOWED`] turns the ended ones are let go (the server still
+    /// has them: `opencode_turn` reads them from there), so a long-lived
+    /// server does not grow with every prompt.
+    fn remember(&self, followed: Arc<Followed>) {
+        let mut turns = lock(&self.turns);
+        if turns.len() >= MAX_FOLLOWED {
+            turns.retain(|_, f| !f.ended());
+        }
+        turns.insert(followed.message.to_string(), followed);
+    }
+
     /// Request `id` was answered: no turn waits for it any more.
     fn answered(&self, id: &str) {
         let turns: Vec<Arc<Followed>> = lock(&self.turns).values().cloned().collect();
@@ -742,7 +779,7 @@ impl Live {
             }),
             changed: Condvar::new(),
         });
-        lock(&self.turns).insert(followed.message.to_string(), Arc::clone(&followed));
+        self.remember(Arc::clone(&followed));
         let shared = Arc::clone(&followed);
         std::thread::spawn(move || {
             let f = shared;
@@ -944,6 +981,33 @@ mod tests {
         keep_open(&mut pending, &["per_1".into()]);
         let ids: Vec<&str> = pending.iter().map(Waiting::id).collect();
         assert_eq!(ids, ["per_1"]);
+    }
+
+    #[test]
+    fn ended_turns_are_let_go_past_the_cap_running_ones_never() {
+        let live = Live::default();
+        let turn = |i: usize, status: &'static str| {
+            Arc::new(Followed {
+                session: SessionId::from("ses_1"),
+                message: MessageId::from(format!("msg_{i:04}").as_str()),
+                state: Mutex::new(State {
+                    status,
+                    ..State::default()
+                }),
+                changed: Condvar::new(),
+            })
+        };
+        live.remember(turn(0, "running"));
+        for i in 1..MAX_FOLLOWED + 50 {
+            live.remember(turn(i, "done"));
+        }
+        let kept = lock(&live.turns).len();
+        assert!(kept <= MAX_FOLLOWED, "{kept}");
+        assert!(live.get(&MessageId::from("msg_0000")).is_some());
+        assert!(
+            live.get(&MessageId::from("msg_0299")).is_some(),
+            "the newest"
+        );
     }
 
     #[test]
