@@ -306,6 +306,20 @@ fn opencode_turn_follows_a_running_prompt_to_its_end() {
         stored["structuredContent"]["reply"],
         "one two three four five six"
     );
+    // While a later prompt runs in the same session, the earlier turn
+    // read from the server is still done.
+    let (_, later) = other.call(
+        5,
+        "opencode_prompt",
+        json!({"project": bed.project, "text": "count again", "wait_s": 0.5}),
+    );
+    assert_eq!(later["structuredContent"]["status"], "running", "{later}");
+    let (_, stored) = other.call(
+        6,
+        "opencode_turn",
+        json!({"project": bed.project, "message_id": id, "wait_s": 0}),
+    );
+    assert_eq!(stored["structuredContent"]["status"], "done", "{stored}");
     let (_, bad) = other.call(
         2,
         "opencode_turn",

@@ -437,6 +437,10 @@ impl Server {
         let job_call = Arc::clone(&call);
         let job: Job = Box::new(move || {
             let call = job_call;
+            // Cancelled while it queued: it never runs.
+            if call.cancelled() {
+                return;
+            }
             let reporter = Arc::clone(&call);
             let watcher = Arc::clone(&call);
             let outcome = tool.run(

@@ -486,6 +486,14 @@ pub fn run(
                     return Ok(followed.json());
                 }
             }
+            // Cancelled while the server started: nothing is sent.
+            if cancelled() {
+                return Err(Failure {
+                    message: "cancelled before the prompt was sent".into(),
+                    details: Vec::new(),
+                    hint: None,
+                });
+            }
             let turn = match arg(arguments, "session") {
                 Some(id) => engine.prompt(&SessionId::from(id), request),
                 None => Sessions::new(engine.clone(), registry)
@@ -653,9 +661,15 @@ fn stored_turn(
             continue;
         }
         let mut text = String::new();
+        let mut last_text = String::new();
         let mut usage = Usage::default();
         let mut status = "running";
         let mut error = None;
+        // A prompt after this one: this turn is over, whatever the
+        // session does now.
+        let later = messages
+            .iter()
+            .any(|m| matches!(m.info, Message::User(_)) && m.info.id() > id);
         for m in &messages {
             let Message::Assistant(a) = &m.info else {
                 continue;
@@ -663,7 +677,8 @@ fn stored_turn(
             if a.parent_id.as_ref() != Some(id) {
                 continue;
             }
-            text.push_str(&m.text());
+            last_text = m.text();
+            text.push_str(&last_text);
             usage.add(&Usage::from_tokens(&a.tokens, a.cost));
             if let Some(e) = &a.error {
                 status = if e.name == "MessageAbortedError" {
@@ -678,7 +693,7 @@ fn stored_turn(
                 status = "running";
             }
         }
-        if status == "done" {
+        if status == "done" && !later {
             let idle = engine
                 .with_client(|c| c.session_status())?
                 .get(&session)
@@ -687,10 +702,13 @@ fn stored_turn(
                 status = "running";
             }
         }
+        // Done: the reply is the last message's text, as for a turn
+        // followed live.
+        let done = status == "done";
         let state = State {
             status,
-            reply: (status == "done").then(|| text.clone()),
-            text,
+            reply: done.then(|| last_text.clone()),
+            text: if done { last_text } else { text },
             usage,
             error,
             ..State::default()
