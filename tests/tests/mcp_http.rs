@@ -147,6 +147,22 @@ fn no_token_or_a_wrong_one_is_401_and_a_foreign_origin_403() {
     assert_eq!(status, 401);
     let (status, ..) = mcp.post(&[("Authorization", TOKEN)], PING);
     assert_eq!(status, 401, "the token without `Bearer`");
+    // Refused on its head: the body a client without the token says it
+    // sends is not waited for.
+    let mut raw = TcpStream::connect(&mcp.address).unwrap();
+    raw.set_read_timeout(Some(QUICK)).unwrap();
+    write!(
+        raw,
+        "POST /mcp HTTP/1.1\r\nHost: {}\r\nContent-Length: 100000\r\n\r\n",
+        mcp.address
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = raw.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let lower = format!("bearer {TOKEN}");
+    let (status, ..) = mcp.post(&[("Authorization", &lower)], PING);
+    assert_eq!(status, 200, "the scheme in lower case");
     let bearer = format!("Bearer {TOKEN}");
     let (status, _, body) = mcp.post(&[("Authorization", &bearer)], PING);
     assert_eq!(status, 200);

@@ -39,6 +39,8 @@ const MAX_HEAD: usize = 64 << 10;
 const MAX_BODY: usize = 4 << 20;
 /// Socket read and write timeouts.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a whole request (head and body) may take to arrive.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
 /// The longest a call may take before the request is answered 504.
 const CALL_DEADLINE: Duration = Duration::from_secs(600);
 /// How often an event stream with nothing to say sends a comment, which
@@ -151,22 +153,21 @@ impl Shared {
     fn connection(&self, mut stream: TcpStream) {
         let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
         let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
-        let request = match read_request(&mut stream) {
+        // The head is checked (path, token, Host, Origin) before the body
+        // is read: a client without the token cannot make ocm hold a
+        // connection or a body for it.
+        let request = match read_request(&mut stream, &|request| self.check(request)) {
             Ok(request) => request,
             Err((status, message)) => {
-                let _ = respond(&mut stream, status, "text/plain", message.as_bytes(), &[]);
+                let extra: &[(&str, &str)] = if status == 401 {
+                    &[("WWW-Authenticate", "Bearer")]
+                } else {
+                    &[]
+                };
+                let _ = respond(&mut stream, status, "text/plain", message.as_bytes(), extra);
                 return;
             }
         };
-        if let Err((status, message)) = self.check(&request) {
-            let extra: &[(&str, &str)] = if status == 401 {
-                &[("WWW-Authenticate", "Bearer")]
-            } else {
-                &[]
-            };
-            let _ = respond(&mut stream, status, "text/plain", message.as_bytes(), extra);
-            return;
-        }
         if request.method != "POST" {
             let _ = respond(
                 &mut stream,
@@ -186,10 +187,12 @@ impl Shared {
             return Err((404, "the MCP endpoint is /mcp\n".into()));
         }
         if let Some(token) = &self.token {
+            // The scheme's case does not matter (RFC 9110).
             let given = request
                 .header("authorization")
-                .and_then(|value| value.strip_prefix("Bearer "))
-                .unwrap_or("");
+                .and_then(|value| value.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map_or("", |(_, token)| token);
             if !constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
                 return Err((401, "a valid bearer token is required\n".into()));
             }
@@ -444,7 +447,28 @@ fn answer_json(stream: &mut TcpStream, lines: &mpsc::Receiver<String>, modern: b
 }
 
 /// Reads one request: its head (bounded) and its `Content-Length` body.
-fn read_request(stream: &mut TcpStream) -> Result<Request, (u16, String)> {
+/// An HTTP status and its message, for a request refused.
+type Refusal = (u16, String);
+
+/// Reads one request: its head, which `check` may refuse before the body
+/// is read, then its body; all of it within [`REQUEST_DEADLINE`] (each
+/// read also within [`IO_TIMEOUT`]), so a peer sending a byte now and
+/// then cannot hold a connection slot.
+fn read_request(
+    stream: &mut TcpStream,
+    check: &dyn Fn(&Request) -> Result<(), Refusal>,
+) -> Result<Request, Refusal> {
+    let deadline = Instant::now() + REQUEST_DEADLINE;
+    let read = |stream: &mut TcpStream, chunk: &mut [u8]| {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err((408, "the request took too long\n".to_string()));
+        }
+        let _ = stream.set_read_timeout(Some(left.min(IO_TIMEOUT)));
+        stream
+            .read(chunk)
+            .map_err(|e| (408, format!("reading the request: {e}\n")))
+    };
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 8192];
     let head_len = loop {
@@ -458,9 +482,7 @@ fn read_request(stream: &mut TcpStream) -> Result<Request, (u16, String)> {
         if buf.len() > MAX_HEAD {
             return Err((431, "request head too large\n".into()));
         }
-        let n = stream
-            .read(&mut chunk)
-            .map_err(|e| (408, format!("reading the request: {e}\n")))?;
+        let n = read(stream, &mut chunk)?;
         if n == 0 {
             return Err((400, "the connection closed mid-request\n".into()));
         }
@@ -502,11 +524,10 @@ fn read_request(stream: &mut TcpStream) -> Result<Request, (u16, String)> {
     if length > MAX_BODY {
         return Err((413, "request body too large\n".into()));
     }
+    check(&request)?;
     let mut body = buf.split_off(head_len);
     while body.len() < length {
-        let n = stream
-            .read(&mut chunk)
-            .map_err(|e| (408, format!("reading the request body: {e}\n")))?;
+        let n = read(stream, &mut chunk)?;
         if n == 0 {
             return Err((400, "the connection closed mid-body\n".into()));
         }
