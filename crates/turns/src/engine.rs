@@ -701,7 +701,7 @@ impl Turn {
         let read = |limit: Option<usize>| self.client.list_messages(&self.session_id, limit);
         // A failed read settles nothing; a session not found has lost
         // the prompt too.
-        let (messages, read) = match read(Some(newest)) {
+        let (messages, read_ok) = match read(Some(newest)) {
             Ok(messages) if !messages.iter().any(|m| m.info.id() == &self.message_id) => read(None),
             other => other,
         }
@@ -711,7 +711,7 @@ impl Turn {
             Settled::Failed(reason) => self.settled(&messages, self.failed(reason)),
             // Delivered (a turn exists only then), and gone since: deleted
             // by another client, or with its session.
-            Settled::NotStored if read => self.fail(FailReason::MessageGone),
+            Settled::NotStored if read_ok => self.fail(FailReason::MessageGone),
             // The server failed the prompt before any reply could say so:
             // it stopped after an error of this turn, or answered the send
             // with an error status (the error told since says why).
