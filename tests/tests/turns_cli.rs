@@ -215,7 +215,7 @@ fn ctrl_c_aborts_the_turn_and_exits_130_with_the_message_id() {
     let project = bed.project.display().to_string();
     let mut child = bed
         .command(e2e::ocm_bin())
-        .args(["prompt", &project, "slow one"])
+        .args(["prompt", &project, "--json", "slow one"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -227,6 +227,8 @@ fn ctrl_c_aborts_the_turn_and_exits_130_with_the_message_id() {
         .expect("the first streamed byte");
     assert!(e2e::send_signal(child.id() as i32, libc::SIGINT));
     let status = child.wait().unwrap();
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
     let mut stderr = String::new();
     child
         .stderr
@@ -235,7 +237,14 @@ fn ctrl_c_aborts_the_turn_and_exits_130_with_the_message_id() {
         .read_to_string(&mut stderr)
         .unwrap();
     assert_eq!(status.code(), Some(130), "{stderr}");
-    assert!(stderr.contains("msg_"), "{stderr}");
+    // The last line says so, with the exit status the process has.
+    let failed: Value = serde_json::from_str(rest.lines().last().unwrap()).unwrap();
+    assert_eq!(failed["type"], "failed", "{failed}");
+    assert_eq!(failed["exitCode"], 130, "{failed}");
+    assert!(
+        failed["messageId"].as_str().unwrap().starts_with("msg_"),
+        "{failed}"
+    );
     // The aborted turn is recorded in the registry, as every ended turn.
     let out = ocm(
         &bed,

@@ -175,7 +175,7 @@ fn prompt(
             let why = format!("prompt {id}: interrupted, the turn was aborted");
             // A turn that completed before the abort still prints its
             // reply; the exit status says the command was interrupted.
-            aborted(&mut turn, out, &session, &why);
+            aborted(&mut turn, out, &session, &why, Some(128 + signal));
             return Ok(128 + signal);
         }
         match turn.next(slice)? {
@@ -208,15 +208,22 @@ fn prompt(
             None => {
                 let id = turn.message_id().clone();
                 let why = format!("prompt {id} in session {session}: no end within the timeout");
-                return Ok(aborted(&mut turn, out, &session, &why));
+                return Ok(aborted(&mut turn, out, &session, &why, None));
             }
         }
     }
 }
 
 /// Aborts `turn` and prints how it ended: its reply when it completed
-/// first, else `why`. Returns the exit status.
-fn aborted(turn: &mut turns::Turn, out: &mut Output, session: &SessionId, why: &str) -> i32 {
+/// first, else `why` (with `exit` as its exit status, when it is not the
+/// failed turn's 5). Returns the exit status.
+fn aborted(
+    turn: &mut turns::Turn,
+    out: &mut Output,
+    session: &SessionId,
+    why: &str,
+    exit: Option<i32>,
+) -> i32 {
     let _ = turn.abort();
     // The abort queued the turn's end (nothing when the server could not
     // be reached): no wait.
@@ -228,7 +235,7 @@ fn aborted(turn: &mut turns::Turn, out: &mut Output, session: &SessionId, why: &
             out.event(&event);
         }
     }
-    out.failed(why, Some(turn.message_id()))
+    out.failed_with(why, Some(turn.message_id()), exit)
 }
 
 /// TEXT, or stdin for `-` (at most 16 MiB).
@@ -405,6 +412,16 @@ impl Output {
     /// else `ocm: error:` and `hint:` lines on stderr. Returns the exit
     /// status: 5 for a turn whose message ID retries it, else 1.
     fn failed(&mut self, error: &str, message_id: Option<&MessageId>) -> i32 {
+        self.failed_with(error, message_id, None)
+    }
+
+    /// [`failed`](Output::failed) with another exit status (Ctrl-C's).
+    fn failed_with(
+        &mut self,
+        error: &str,
+        message_id: Option<&MessageId>,
+        exit: Option<i32>,
+    ) -> i32 {
         let (code, hint) = match message_id {
             Some(id) => (
                 EXIT_TURN_FAILED,
@@ -414,6 +431,7 @@ impl Output {
             ),
             None => (EXIT_ERROR, None),
         };
+        let code = exit.unwrap_or(code);
         if self.json {
             self.line(json!({
                 "type": "failed", "error": error, "hint": hint, "exitCode": code,
