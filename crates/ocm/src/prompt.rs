@@ -408,7 +408,7 @@ impl Output {
     }
 
     /// Prints the failure: with `--json` one `failed` object (with the
-    /// `hint` and `exitCode` every error object has) and nothing on stderr,
+    /// `hint` and `exitCode` every error object has) and no error lines on stderr,
     /// else `ocm: error:` and `hint:` lines on stderr. Returns the exit
     /// status: 5 for a turn whose message ID retries it, else 1.
     fn failed(&mut self, error: &str, message_id: Option<&MessageId>) -> i32 {

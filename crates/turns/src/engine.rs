@@ -716,9 +716,12 @@ impl Turn {
             // it stopped after an error of this turn, or answered the send
             // with an error status (the error told since says why).
             Settled::Unanswered { .. } if self.error_ended || self.send_error.is_some() => {
+                // The stream's error says why only when it came once the
+                // session was busy with this prompt (an earlier turn's
+                // comes before).
                 let reason = match (self.session_error.take(), self.send_error.take()) {
-                    (Some((error, _)), _) => reason_of(&error),
-                    (None, why) => FailReason::Rejected(why.unwrap_or_default()),
+                    (Some((error, true)), _) => reason_of(&error),
+                    (_, why) => FailReason::Rejected(why.unwrap_or_default()),
                 };
                 self.settled(&messages, self.failed(reason));
             }

@@ -656,6 +656,7 @@ fn a_prompt_the_server_fails_before_replying_fails_with_its_error() {
     server.set_messages(&user_only());
     let mut turn = prompt_hi(&server);
     let began = Instant::now();
+    server.event(BUSY);
     server.answer_error(
         "500 Internal Server Error",
         r#"{"name":"UnknownError","data":{"message":"Unexpected server error."}}"#,
@@ -843,4 +844,30 @@ fn a_turns_own_error_then_idle_fails_it_with_the_error() {
         }) => assert!(error.to_string().contains("Model not found"), "{error}"),
         other => panic!("{other:?}"),
     }
+}
+
+/// The send answered with an error and only an earlier turn's error told
+/// (before this turn's busy): the turn fails with the send's error, not
+/// with that one.
+#[test]
+fn a_rejected_send_is_not_given_an_earlier_turns_error() {
+    let server = FakeServer::start();
+    server.set_messages(&user_only());
+    let mut turn = prompt_hi(&server);
+    server.event(MODEL_NOT_FOUND);
+    server.answer_error(
+        "500 Internal Server Error",
+        r#"{"name":"UnknownError","data":{"message":"Unexpected server error."}}"#,
+    );
+    let events = all_events(&mut turn);
+    assert!(
+        matches!(
+            events.last(),
+            Some(TurnEvent::Failed {
+                reason: FailReason::Rejected(_),
+                ..
+            })
+        ),
+        "{events:?}"
+    );
 }

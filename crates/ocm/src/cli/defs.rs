@@ -780,7 +780,7 @@ pub(crate) const COMMANDS: &[CommandDef] = &[
                which aborts the turn. With --json: one JSON object per line (`type`: \
                text, reasoning, tool, permission, question, usage), the last `done` \
                (sessionId, messageId, text, usage, cost) or `failed` (error, hint, \
-               exitCode, messageId), and nothing on stderr.\n\n\
+               exitCode, messageId); stderr has only `ocm:` notes.\n\n\
                Here --timeout SECS bounds the turn (default 3600; the turn is aborted \
                and the exit is 5); the server's start-up keeps its default.",
         dir: true,

@@ -165,6 +165,7 @@ impl Shared {
                     &[]
                 };
                 let _ = respond(&mut stream, status, "text/plain", message.as_bytes(), extra);
+                drain(&mut stream);
                 return;
             }
         };
@@ -447,6 +448,26 @@ fn answer_json(stream: &mut TcpStream, lines: &mpsc::Receiver<String>, modern: b
 }
 
 /// Reads one request: its head (bounded) and its `Content-Length` body.
+/// After a refusal sent before the body was read: says no more, and reads
+/// (for at most 1 s, 64 KiB) what the client still sends, so closing does
+/// not reset the connection before the client has read the refusal.
+fn drain(stream: &mut TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut sink = [0u8; 8192];
+    let mut left = 64usize << 10;
+    while left > 0 {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        if wait.is_zero() || stream.set_read_timeout(Some(wait)).is_err() {
+            break;
+        }
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+}
+
 /// An HTTP status and its message, for a request refused.
 type Refusal = (u16, String);
 

@@ -486,7 +486,9 @@ pub fn run(
                     return Ok(followed.json());
                 }
             }
-            // Cancelled while the server started: nothing is sent.
+            // The server is started (when it is not running) before the
+            // last look: cancelled meanwhile, nothing is sent.
+            engine.client().map_err(fail)?;
             if cancelled() {
                 return Err(Failure {
                     message: "cancelled before the prompt was sent".into(),
