@@ -97,6 +97,11 @@ pub(crate) fn marked(state_root: &Path) -> Vec<Marked> {
         if spared.contains(&pid) {
             continue;
         }
+        // Pinned first: what is read next is of this process only if it
+        // is still alive after the reads (the pid may be reused between).
+        let Ok(identity) = ProcessIdentity::of(pid) else {
+            continue;
+        };
         let Some(hash) = procutil::environ_var(pid, PROJECT_HASH_VAR).ok().flatten() else {
             continue;
         };
@@ -104,12 +109,11 @@ pub(crate) fn marked(state_root: &Path) -> Vec<Marked> {
         if root.as_deref().map(Path::new) != Some(state_root) {
             continue;
         }
-        // Pinned now: a pid reused later no longer matches this identity.
-        let Ok(identity) = ProcessIdentity::of(pid) else {
-            continue;
-        };
         let nonce = procutil::environ_var(pid, SERVER_NONCE_VAR).ok().flatten();
         let companion = procutil::environ_var(pid, COMPANION_VAR).ok().flatten();
+        if !identity.is_alive() {
+            continue;
+        }
         found.insert(
             pid,
             Found {
@@ -143,6 +147,8 @@ pub(crate) fn marked(state_root: &Path) -> Vec<Marked> {
                 companion: f.companion.clone(),
             }
         })
+        // Read of the process pinned, not of one that took its pid since.
+        .filter(|m| m.identity.is_alive())
         .collect();
     all.sort_by_key(Marked::pid);
     all

@@ -392,9 +392,17 @@ impl Engine {
 
     /// Follows a running server: its pidfd in the poll, its event stream.
     fn attach(&mut self, index: usize, info: ServerInfoLite, reason: Reason) {
-        let identity = match ProcessIdentity::of(info.pid) {
-            Ok(identity) => identity,
-            Err(_) => {
+        // The record's identity (pid and start time, taken when the server
+        // was started): a server that died since and whose pid was reused
+        // is not taken for it (the supervisor may kill what it follows).
+        let recorded = read_record(&self.projects[index].paths.record)
+            .ok()
+            .flatten()
+            .filter(|r| r.pid == info.pid)
+            .map(|r| r.identity());
+        let identity = match recorded.map_or_else(|| ProcessIdentity::of(info.pid).ok(), Some) {
+            Some(identity) if identity.is_alive() => identity,
+            _ => {
                 self.projects[index].last_pid = Some(info.pid);
                 self.ended(index, info.pid, None, false);
                 return;
