@@ -71,10 +71,11 @@ impl Manager {
             }
         }
         for hash in unrecorded {
-            if !ProjectPaths::new(self.state_root(), hash).dir.exists() {
+            let dir = ProjectPaths::new(self.state_root(), hash).dir;
+            if !dir.exists() {
                 report
                     .leftovers_stopped
-                    .extend(self.sweep_project(hash, None));
+                    .extend(self.sweep_folderless(hash, &dir));
                 report
                     .leftovers_stopped
                     .extend(self.sweep_companions(hash, |_| false));

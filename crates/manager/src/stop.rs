@@ -33,7 +33,7 @@ impl Manager {
                     report.orphans_stopped.push(server.pid());
                 }
             }
-            report.leftovers_stopped = self.sweep_project(&hash, None);
+            report.leftovers_stopped = self.sweep_folderless(&hash, &paths.dir);
             // No record, so every companion of the project is an orphan.
             self.sweep_companions(&hash, |_| false);
             return Ok(report);

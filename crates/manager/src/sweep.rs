@@ -3,6 +3,7 @@
 //! still in the server's group (opencode runs the agent's shell commands in
 //! sessions of their own, so signalling the server's group misses them).
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use procutil::Pidfd;
@@ -25,6 +26,16 @@ impl Manager {
     pub(crate) fn sweep_project(&self, hash: &str, nonce: Option<&str>) -> Vec<u32> {
         self.sweep(hash, |m| {
             m.companion.is_none() && (nonce.is_none() || m.nonce.as_deref() == nonce)
+        })
+    }
+
+    /// [`Manager::sweep_project`] for a project with no state folder,
+    /// without its lock: never a server (the caller stops those under the
+    /// lock), and nothing from the round the folder is back (a start then
+    /// holds the project, and what it starts is its own).
+    pub(crate) fn sweep_folderless(&self, hash: &str, dir: &Path) -> Vec<u32> {
+        self.sweep(hash, |m| {
+            m.companion.is_none() && !m.is_server() && !dir.exists()
         })
     }
 
