@@ -103,6 +103,56 @@ fn the_agents_commands_go_with_down_restart_destroy_and_gc() {
     assert_eq!(marked(&project), Vec::<u32>::new());
 }
 
+/// What the agent runs: a group of its own led by a marked `sleep 6012`,
+/// with a member that carries no markers (`env -i`) and ignores SIGTERM.
+const STUBBORN: &str = r#"{"command":"setsid sh -c 'env -i sh -c \"trap \\\"\\\" TERM; exec sleep 6011\" & exec sleep 6012' >/dev/null 2>&1 &","description":"Start a stubborn group"}"#;
+
+/// The live processes running `sleep ARG`.
+fn sleeping(arg: &str) -> Vec<u32> {
+    procutil::all_pids()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|&pid| procutil::cmdline(pid).is_ok_and(|c| c == ["sleep", arg]))
+        .collect()
+}
+
+#[test]
+fn a_group_member_without_markers_that_ignores_sigterm_goes_with_down() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(Script::new().when(
+        "start the group",
+        Reply::text("started").tool_call("bash", STUBBORN),
+    ));
+    let manager = manager_in(&bed, |_| {});
+    let project = bed.project.clone();
+    let server = manager.ensure(&project).expect("a server");
+    let client = server.client().expect("a client");
+    let session = client
+        .create_session(&NewSession::titled("group"))
+        .expect("a session");
+    let reply = client
+        .prompt(&session.id, &PromptRequest::text("start the group"))
+        .expect("the prompt");
+    assert!(reply.error().is_none(), "{:?}", reply.error());
+    let member = poll_until(Duration::from_secs(20), "the stubborn member", || {
+        let found = sleeping("6011");
+        (found.len() == 1 && sleeping("6012").len() == 1).then(|| found[0])
+    });
+    manager.stop(&project).expect("stop");
+    let left = sleeping("6011");
+    // Not left running whatever happens below.
+    for pid in &left {
+        e2e::send_signal(*pid as i32, libc::SIGKILL);
+    }
+    assert!(
+        left.is_empty(),
+        "the member {member} outlived down: {left:?}"
+    );
+    assert!(sleeping("6012").is_empty());
+}
+
 #[test]
 fn a_replacement_after_a_crash_stops_what_the_dead_server_left() {
     if e2e_skipped() {

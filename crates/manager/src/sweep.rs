@@ -60,20 +60,36 @@ impl Manager {
                 break;
             }
             for target in &targets {
-                send(target, libc::SIGTERM);
                 if !signalled.contains(&target.pid()) {
                     signalled.push(target.pid());
                 }
             }
-            let deadline = Instant::now() + self.config.stop_grace;
-            for target in &targets {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let gone = procutil::wait_gone(&target.identity, left).unwrap_or(true);
-                if !gone {
-                    send(target, libc::SIGKILL);
-                    let _ = procutil::wait_gone(&target.identity, Duration::from_secs(2));
+            let grace = self.config.stop_grace;
+            // A group's leader is terminated with its whole group, the
+            // members it leaves behind included (one without markers that
+            // survives SIGTERM gets SIGKILL too), each group on a thread
+            // of its own so the graces run together; any other process on
+            // its own.
+            std::thread::scope(|scope| {
+                for target in targets.iter().filter(|t| t.leads_group) {
+                    scope.spawn(move || {
+                        let _ = procutil::terminate(&target.identity, grace);
+                    });
                 }
-            }
+                let alone: Vec<&scan::Marked> = targets.iter().filter(|t| !t.leads_group).collect();
+                for target in &alone {
+                    send(target, libc::SIGTERM);
+                }
+                let deadline = Instant::now() + grace;
+                for target in &alone {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let gone = procutil::wait_gone(&target.identity, left).unwrap_or(true);
+                    if !gone {
+                        send(target, libc::SIGKILL);
+                        let _ = procutil::wait_gone(&target.identity, Duration::from_secs(2));
+                    }
+                }
+            });
         }
         signalled
     }
