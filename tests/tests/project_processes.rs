@@ -37,17 +37,24 @@ fn sleepers(project: &Path) -> Vec<u32> {
         .collect()
 }
 
-/// Has the agent start a sleeper in `project`'s server; returns its pid.
-fn agent_starts_a_sleeper(manager: &Manager, project: &Path) -> u32 {
+/// Sends `text` to a new session of `project`'s server (the mock's script
+/// has the agent run its command); returns the server.
+fn agent_runs(manager: &Manager, project: &Path, text: &str) -> manager::ServerInfo {
     let server = manager.ensure(project).expect("a server");
     let client = server.client().expect("a client");
     let session = client
-        .create_session(&NewSession::titled("sleeper"))
+        .create_session(&NewSession::titled(text))
         .expect("a session");
     let reply = client
-        .prompt(&session.id, &PromptRequest::text("start the sleeper"))
+        .prompt(&session.id, &PromptRequest::text(text))
         .expect("the prompt");
     assert!(reply.error().is_none(), "{:?}", reply.error());
+    server
+}
+
+/// Has the agent start a sleeper in `project`'s server; returns its pid.
+fn agent_starts_a_sleeper(manager: &Manager, project: &Path) -> u32 {
+    let server = agent_runs(manager, project, "start the sleeper");
     let found = poll_until(Duration::from_secs(20), "the agent's sleeper", || {
         let found = sleepers(project);
         (!found.is_empty()).then_some(found)
@@ -127,15 +134,7 @@ fn a_group_member_without_markers_that_ignores_sigterm_goes_with_down() {
     ));
     let manager = manager_in(&bed, |_| {});
     let project = bed.project.clone();
-    let server = manager.ensure(&project).expect("a server");
-    let client = server.client().expect("a client");
-    let session = client
-        .create_session(&NewSession::titled("group"))
-        .expect("a session");
-    let reply = client
-        .prompt(&session.id, &PromptRequest::text("start the group"))
-        .expect("the prompt");
-    assert!(reply.error().is_none(), "{:?}", reply.error());
+    agent_runs(&manager, &project, "start the group");
     let member = poll_until(Duration::from_secs(20), "the stubborn member", || {
         let found = sleeping("6011");
         (found.len() == 1 && sleeping("6012").len() == 1).then(|| found[0])

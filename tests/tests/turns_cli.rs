@@ -203,19 +203,24 @@ fn a_failed_turn_exits_5_with_its_message_id_and_a_retry_by_id_is_not_a_duplicat
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
 
-#[test]
-fn ctrl_c_aborts_the_turn_and_exits_130_with_the_message_id() {
+/// A test bed whose replies stream 16 words, a word every `every`.
+fn slow_bed(every: Duration) -> TestBed {
+    TestBed::with_script(
+        Script::new()
+            .default_reply(Reply::text("a b c d e f g h i j k l m n o p").chunk_delay(every)),
+    )
+}
+
+/// `ocm prompt PROJECT ARGS... "slow one"` started, once it streamed its
+/// first byte: the process (stderr piped) and the rest of its stdout.
+fn slow_prompt(bed: &TestBed, args: &[&str]) -> (std::process::Child, std::process::ChildStdout) {
     use std::io::Read;
-    if e2e_skipped() {
-        return;
-    }
-    let bed = TestBed::with_script(Script::new().default_reply(
-        Reply::text("a b c d e f g h i j k l m n o p").chunk_delay(Duration::from_millis(400)),
-    ));
     let project = bed.project.display().to_string();
     let mut child = bed
         .command(e2e::ocm_bin())
-        .args(["prompt", &project, "--json", "slow one"])
+        .args(["prompt", &project])
+        .args(args)
+        .arg("slow one")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -225,6 +230,29 @@ fn ctrl_c_aborts_the_turn_and_exits_130_with_the_message_id() {
     stdout
         .read_exact(&mut first)
         .expect("the first streamed byte");
+    (child, stdout)
+}
+
+/// The turns the registry counts for the project's default session.
+fn default_session_turns(bed: &TestBed) -> Value {
+    let project = bed.project.display().to_string();
+    let out = ocm(
+        bed,
+        &["session", "show", &project, "ocm::default", "--json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    shown["turns"].clone()
+}
+
+#[test]
+fn ctrl_c_aborts_the_turn_and_exits_130_with_the_message_id() {
+    use std::io::Read;
+    if e2e_skipped() {
+        return;
+    }
+    let bed = slow_bed(Duration::from_millis(400));
+    let (mut child, mut stdout) = slow_prompt(&bed, &["--json"]);
     assert!(e2e::send_signal(child.id() as i32, libc::SIGINT));
     let status = child.wait().unwrap();
     let mut rest = String::new();
@@ -246,13 +274,7 @@ fn ctrl_c_aborts_the_turn_and_exits_130_with_the_message_id() {
         "{failed}"
     );
     // The aborted turn is recorded in the registry, as every ended turn.
-    let out = ocm(
-        &bed,
-        &["session", "show", &project, "ocm::default", "--json"],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(shown["turns"], 1, "{shown}");
+    assert_eq!(default_session_turns(&bed), 1);
 }
 
 #[test]
@@ -261,22 +283,9 @@ fn a_second_ocm_prompt_on_a_session_with_a_turn_in_flight_is_refused() {
     if e2e_skipped() {
         return;
     }
-    let bed = TestBed::with_script(Script::new().default_reply(
-        Reply::text("a b c d e f g h i j k l m n o p").chunk_delay(Duration::from_millis(300)),
-    ));
+    let bed = slow_bed(Duration::from_millis(300));
     let project = bed.project.display().to_string();
-    let mut first = bed
-        .command(e2e::ocm_bin())
-        .args(["prompt", &project, "slow one"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn ocm");
-    let mut stdout = first.stdout.take().unwrap();
-    let mut byte = [0u8; 1];
-    stdout
-        .read_exact(&mut byte)
-        .expect("the first streamed byte");
+    let (mut first, mut stdout) = slow_prompt(&bed, &[]);
     let out = ocm(&bed, &["prompt", &project, "--json", "meanwhile"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -294,12 +303,7 @@ fn a_second_ocm_prompt_on_a_session_with_a_turn_in_flight_is_refused() {
     stdout.read_to_string(&mut rest).unwrap();
     assert_eq!(first.wait().unwrap().code(), Some(0));
     assert!(rest.trim_end().ends_with('p'), "{rest}");
-    let out = ocm(
-        &bed,
-        &["session", "show", &project, "ocm::default", "--json"],
-    );
-    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(shown["turns"], 1, "{shown}");
+    assert_eq!(default_session_turns(&bed), 1);
 }
 
 #[test]

@@ -95,13 +95,11 @@ impl Manager {
     }
 }
 
-/// Signals a marked process: its whole group when it leads one, else just
-/// itself, through a pidfd opened for its recorded identity (never a pid
-/// that was reused).
+/// Signals a marked process that leads no group (a group's leader goes
+/// with its group through `procutil::terminate`), through a pidfd opened
+/// for its recorded identity (never a pid that was reused).
 fn send(target: &scan::Marked, signal: i32) {
-    if target.leads_group {
-        let _ = procutil::signal_group(&target.identity, signal);
-    } else if let Ok(Some(pidfd)) = Pidfd::open_verified(&target.identity) {
+    if let Ok(Some(pidfd)) = Pidfd::open_verified(&target.identity) {
         let _ = pidfd.send_signal(signal);
     }
 }

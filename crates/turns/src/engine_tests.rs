@@ -663,14 +663,7 @@ fn a_prompt_the_server_fails_before_replying_fails_with_its_error() {
     );
     server.event(MODEL_NOT_FOUND);
     server.event(r#"{"id":"e2","type":"session.idle","properties":{"sessionID":"ses_1"}}"#);
-    let events = all_events(&mut turn);
-    match events.last() {
-        Some(TurnEvent::Failed {
-            reason: FailReason::Model(error),
-            ..
-        }) => assert!(error.to_string().contains("Model not found"), "{error}"),
-        other => panic!("{other:?}"),
-    }
+    assert_failed_model_not_found(&all_events(&mut turn));
     assert!(
         began.elapsed() < Duration::from_secs(5),
         "{:?}",
@@ -768,6 +761,28 @@ fn a_registry_that_cannot_be_written_fails_a_resume_before_the_send() {
     );
 }
 
+/// After 300 ms, a turn that hands out nothing more: not ended.
+fn assert_still_running(turn: &mut crate::Turn) {
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        turn.next(Instant::now() + Duration::from_millis(300))
+            .unwrap(),
+        None,
+        "still running"
+    );
+}
+
+/// The turn ended failed with [`MODEL_NOT_FOUND`]'s error.
+fn assert_failed_model_not_found(events: &[TurnEvent]) {
+    match events.last() {
+        Some(TurnEvent::Failed {
+            reason: FailReason::Model(error),
+            ..
+        }) => assert!(error.to_string().contains("Model not found"), "{error}"),
+        other => panic!("{other:?}"),
+    }
+}
+
 const BUSY: &str = r#"{"id":"b","type":"session.status","properties":{"sessionID":"ses_1","status":{"type":"busy"}}}"#;
 const IDLE: &str = r#"{"id":"i","type":"session.idle","properties":{"sessionID":"ses_1"}}"#;
 
@@ -783,13 +798,7 @@ fn a_session_error_the_server_recovers_from_does_not_fail_the_turn() {
     server.event(
         r#"{"id":"e1","type":"session.error","properties":{"sessionID":"ses_1","error":{"name":"ContextOverflowError","data":{"message":"too long"}}}}"#,
     );
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        turn.next(Instant::now() + Duration::from_millis(300))
-            .unwrap(),
-        None,
-        "still running"
-    );
+    assert_still_running(&mut turn);
     server.set_messages(&completed());
     server.event(IDLE);
     let events = all_events(&mut turn);
@@ -809,13 +818,7 @@ fn an_earlier_turns_late_error_does_not_fail_the_next_turn() {
     let mut turn = prompt_hi(&server);
     server.event(MODEL_NOT_FOUND);
     server.event(IDLE);
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        turn.next(Instant::now() + Duration::from_millis(300))
-            .unwrap(),
-        None,
-        "still running"
-    );
+    assert_still_running(&mut turn);
     server.event(BUSY);
     server.set_messages(&completed());
     server.event(IDLE);
@@ -836,14 +839,7 @@ fn a_turns_own_error_then_idle_fails_it_with_the_error() {
     server.event(BUSY);
     server.event(MODEL_NOT_FOUND);
     server.event(IDLE);
-    let events = all_events(&mut turn);
-    match events.last() {
-        Some(TurnEvent::Failed {
-            reason: FailReason::Model(error),
-            ..
-        }) => assert!(error.to_string().contains("Model not found"), "{error}"),
-        other => panic!("{other:?}"),
-    }
+    assert_failed_model_not_found(&all_events(&mut turn));
 }
 
 /// The send answered with an error and only an earlier turn's error told
