@@ -70,18 +70,13 @@ impl Marked {
 pub fn is_our_server(pid: u32, project_hash: &str, state_root: &Path) -> bool {
     procutil::is_session_leader(pid)
         && runs_serve(pid)
-        && procutil::environ_var(pid, PROJECT_HASH_VAR)
-            .ok()
-            .flatten()
-            .is_some_and(|h| h == project_hash)
-        && procutil::environ_var(pid, STATE_ROOT_VAR)
-            .ok()
-            .flatten()
-            .is_some_and(|r| Path::new(&r) == state_root)
-        && procutil::environ_var(pid, COMPANION_VAR)
-            .ok()
-            .flatten()
-            .is_none()
+        && procutil::environ(pid).is_ok_and(|env| {
+            env.get(PROJECT_HASH_VAR).is_some_and(|h| h == project_hash)
+                && env
+                    .get(STATE_ROOT_VAR)
+                    .is_some_and(|r| Path::new(&r) == state_root)
+                && env.get(COMPANION_VAR).is_none()
+        })
 }
 
 /// Every live process carrying the markers of a project under
@@ -102,15 +97,19 @@ pub(crate) fn marked(state_root: &Path) -> Vec<Marked> {
         let Ok(identity) = ProcessIdentity::of(pid) else {
             continue;
         };
-        let Some(hash) = procutil::environ_var(pid, PROJECT_HASH_VAR).ok().flatten() else {
+        // One read, whole even while the process execs (a server a
+        // wrapper just started may be between two programs).
+        let Ok(env) = procutil::environ(pid) else {
             continue;
         };
-        let root = procutil::environ_var(pid, STATE_ROOT_VAR).ok().flatten();
-        if root.as_deref().map(Path::new) != Some(state_root) {
+        let Some(hash) = env.get(PROJECT_HASH_VAR) else {
+            continue;
+        };
+        if env.get(STATE_ROOT_VAR).as_deref().map(Path::new) != Some(state_root) {
             continue;
         }
-        let nonce = procutil::environ_var(pid, SERVER_NONCE_VAR).ok().flatten();
-        let companion = procutil::environ_var(pid, COMPANION_VAR).ok().flatten();
+        let nonce = env.get(SERVER_NONCE_VAR);
+        let companion = env.get(COMPANION_VAR);
         if !identity.is_alive() {
             continue;
         }

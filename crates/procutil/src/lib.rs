@@ -27,8 +27,8 @@
 //!   need no `unsafe`.
 //! - [`output_within`] runs a program to completion with its output
 //!   captured, killing its process group at a deadline.
-//! - [`cmdline`], [`resident_memory`], [`environ_var`], [`session_id`],
-//!   [`all_pids`] and [`listening_socket_holder`] read /proc.
+//! - [`cmdline`], [`resident_memory`], [`environ`] and [`environ_var`],
+//!   [`session_id`], [`all_pids`] and [`listening_socket_holder`] read /proc.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -74,9 +74,9 @@ pub use child::{Child, ExitStatus, try_reap};
 pub use error::Error;
 pub use pidfd::Pidfd;
 pub use procfs::{
-    ProcessIdentity, all_pids, boot_id, cmdline, cwd, environ_var, is_session_leader,
-    listening_socket_holder, parent_pid, process_group_id, process_group_members, resident_memory,
-    session_id,
+    EXEC_SETTLE, Environ, ProcessIdentity, all_pids, boot_id, cmdline, cwd, environ, environ_var,
+    is_session_leader, listening_socket_holder, parent_pid, process_group_id,
+    process_group_members, resident_memory, session_id,
 };
 pub use run::{output_within, output_within_unless};
 pub use signal::{Termination, signal_group, terminate, wait_gone};

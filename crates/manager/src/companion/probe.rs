@@ -23,12 +23,15 @@ pub(crate) fn substitute(command: &[String], port: u16) -> Vec<String> {
 /// True when `pid` is the companion of start `nonce` of project `hash`
 /// under `state_root`: a session leader carrying all three markers.
 pub(crate) fn is_our_companion(pid: u32, hash: &str, state_root: &Path, nonce: &str) -> bool {
-    let var = |name| procutil::environ_var(pid, name).ok().flatten();
     pid != 0
         && procutil::is_session_leader(pid)
-        && var(PROJECT_HASH_VAR).is_some_and(|h| h == hash)
-        && var(STATE_ROOT_VAR).is_some_and(|r| Path::new(&r) == state_root)
-        && var(COMPANION_VAR).is_some_and(|n| n == nonce)
+        && procutil::environ(pid).is_ok_and(|env| {
+            env.get(PROJECT_HASH_VAR).is_some_and(|h| h == hash)
+                && env
+                    .get(STATE_ROOT_VAR)
+                    .is_some_and(|r| Path::new(&r) == state_root)
+                && env.get(COMPANION_VAR).is_some_and(|n| n == nonce)
+        })
 }
 
 /// How long an HTTP request to `127.0.0.1:port` took to get a status line,

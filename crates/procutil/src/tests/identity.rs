@@ -145,3 +145,49 @@ fn cmdline_memory_and_environment_of_a_child() {
         );
     }
 }
+
+/// While a process execs, the kernel shows it with no environment (the new
+/// program's is not set up yet, or the old one's is gone): a reader must
+/// not take that for a process without the variable.
+#[test]
+fn a_process_that_execs_keeps_its_environment_for_a_reader() {
+    setup();
+    // A chain of execs, each sh replacing itself with the next.
+    let script = r#"[ "$1" -gt 0 ] && exec sh -c "$0" "$0" $(($1 - 1)); exec sleep 1000"#;
+    let spec = SpawnSpec::new("sh")
+        .args(["-c", script, script, "300"])
+        .env("OCM_PROCUTIL_TEST_MARK", "marked");
+    let child = ChildGuard(spawn_detached(&spec).unwrap());
+    let pid = child.pid();
+    let identity = child.identity().clone();
+    let mut reads = 0;
+    let mut missed = 0;
+    let deadline = Instant::now() + WAIT;
+    // Until the chain ends in `sleep` (its command line says so).
+    while cmdline(pid).unwrap().first().is_none_or(|a| a != "sleep") {
+        assert!(Instant::now() < deadline, "the exec chain did not end");
+        let seen = environ_var(pid, "OCM_PROCUTIL_TEST_MARK").unwrap();
+        reads += 1;
+        if seen.as_deref() != Some("marked") && identity.is_alive() {
+            missed += 1;
+        }
+    }
+    assert!(reads > 100, "only {reads} reads during the execs");
+    assert_eq!(missed, 0, "{missed} of {reads} reads missed the variable");
+    assert_eq!(child.terminate(WAIT).unwrap(), Termination::ExitedOnTerm);
+
+    // A program started with no environment at all reads as empty.
+    let bare =
+        ChildGuard(spawn_detached(&SpawnSpec::new("env").args(["-i", "sleep", "1000"])).unwrap());
+    while cmdline(bare.pid())
+        .unwrap()
+        .first()
+        .is_none_or(|a| a != "sleep")
+    {
+        assert!(Instant::now() < deadline, "env did not exec sleep");
+    }
+    let env = crate::environ(bare.pid()).unwrap();
+    assert!(env.is_empty(), "{env:?}");
+    assert_eq!(env.get("PATH"), None);
+    assert_eq!(bare.terminate(WAIT).unwrap(), Termination::ExitedOnTerm);
+}
