@@ -354,19 +354,24 @@ impl Drop for TestBed {
 /// parallel.
 pub fn kill_marked_processes(test_id: &str) -> usize {
     let marker = format!("{TEST_ID_VAR}={test_id}");
-    let found = marked_pids(&marker);
-    for &pid in &found {
-        kill_if_marked(pid, &marker);
-    }
+    let mut found = marked_pids(&marker);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
+        // Also what a dying process started meanwhile.
         for &pid in &found {
+            kill_if_marked(pid, &marker);
             reap_if_our_child(pid);
         }
-        if marked_pids(&marker).is_empty() || Instant::now() >= deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        let left = marked_pids(&marker);
+        if left.is_empty() || Instant::now() >= deadline {
             return found.len();
         }
-        std::thread::sleep(Duration::from_millis(20));
+        for pid in left {
+            if !found.contains(&pid) {
+                found.push(pid);
+            }
+        }
     }
 }
 
@@ -378,8 +383,7 @@ fn kill_if_marked(pid: u32, marker: &str) {
     };
     // Read after the pin: if the pid was reused before it, this reads the
     // new process, which is then the one pinned.
-    let still_marked = std::fs::read(format!("/proc/{pid}/environ"))
-        .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == marker.as_bytes()));
+    let still_marked = has_env_var(pid, &|var| var == marker.as_bytes());
     if !still_marked {
         return;
     }
@@ -396,6 +400,12 @@ fn kill_if_marked(pid: u32, marker: &str) {
     }
     // Through the pidfd: never reaches a process that got the pid since.
     let _ = pidfd.send_signal(libc::SIGKILL);
+}
+
+/// Whether an entry (`NAME=value`) of `pid`'s environment `matches`: read
+/// whole also while the process execs (see `procutil::environ`).
+fn has_env_var(pid: u32, matches: &dyn Fn(&[u8]) -> bool) -> bool {
+    procutil::environ(pid).is_ok_and(|env| env.entries().any(matches))
 }
 
 /// Reaps `pid` if it is an exited child of this process.
@@ -432,10 +442,7 @@ fn pids_with_env_var(matches: impl Fn(&[u8]) -> bool) -> Vec<u32> {
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&pid| pid != std::process::id())
-        .filter(|&pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|&b| b == 0).any(&matches))
-        })
+        .filter(|&pid| has_env_var(pid, &matches))
         .filter(|&pid| !is_zombie(pid))
         .collect()
 }

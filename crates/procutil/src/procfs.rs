@@ -324,6 +324,11 @@ impl Environ {
         find_var(&self.0, name).map(|value| String::from_utf8_lossy(value).into_owned())
     }
 
+    /// Each `NAME=value` entry, as the process got it.
+    pub fn entries(&self) -> impl Iterator<Item = &[u8]> {
+        split_nul(&self.0)
+    }
+
     /// True when no variable is set.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
