@@ -130,9 +130,10 @@ fn prompt(
     interrupted: &dyn Fn() -> Option<i32>,
 ) -> Result<i32, turns::Error> {
     // The server is ensured (started when it is not running) by the first
-    // call that needs it; its event stream connects while the prompt is
-    // sent.
+    // call that needs it; a recorded server's event stream connects while
+    // the session is looked up.
     let engine = Engine::managed(Arc::clone(manager), project, TurnOptions::default())?;
+    engine.preconnect();
     let sessions = Sessions::new(engine.clone(), Registry::open(manager, project)?);
     let key = if let Some(title) = &args.title {
         SessionKey::Title(title.clone())

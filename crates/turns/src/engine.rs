@@ -29,6 +29,10 @@ const MAX_LATENCIES: usize = 10_000;
 /// is down.
 const POLL_WHILE_DOWN: Duration = Duration::from_secs(1);
 
+/// How long a turn whose send was answered with its final reply waits for
+/// the stream to tell that reply before it reads the messages instead.
+const FINAL_TOLD_WITHIN: Duration = Duration::from_millis(500);
+
 /// Settings of an [`Engine`].
 #[derive(Debug, Clone)]
 pub struct TurnOptions {
@@ -77,6 +81,9 @@ enum Server {
 struct Current {
     client: Option<Client>,
     demux: Option<Arc<Demux>>,
+    /// The recorded server's stream, connecting since
+    /// [`Engine::preconnect`]; taken by the first connection.
+    early: Option<(Client, Arc<Demux>)>,
 }
 
 #[derive(Debug)]
@@ -103,10 +110,13 @@ impl Inner {
     /// again (it may have restarted, on another port).
     fn connection(&self, fresh: bool) -> Result<(Client, Arc<Demux>), Error> {
         let mut current = lock(&self.current);
+        let early = current.early.take();
         if current.client.is_none()
             && !fresh
             && let Server::Managed { manager, project } = &self.server
-            && let Some((client, demux)) = self.recorded_connection(manager, project)
+            && let Some((client, demux)) = early
+                .or_else(|| self.recorded_stream(manager, project))
+                .filter(|(_, demux)| demux.wait_connected(RECORDED_CONNECT).is_ok())
         {
             current.client = Some(client.clone());
             current.demux = Some(Arc::clone(&demux));
@@ -131,18 +141,17 @@ impl Inner {
     }
 
     /// The first connection of a managed engine to a server that runs as
-    /// recorded: its event stream's `server.connected` proves it serves,
-    /// which spares `ensure`'s health request (and its lock). `None` (and
-    /// `ensure` does the rest) when no such server is recorded or its
-    /// stream does not connect within [`RECORDED_CONNECT`].
-    fn recorded_connection(
+    /// recorded: its event stream, whose `server.connected` (waited for by
+    /// the caller, at most [`RECORDED_CONNECT`]) proves it serves, which
+    /// spares `ensure`'s health request (and its lock). `None` (and
+    /// `ensure` does the rest) when no such server is recorded.
+    fn recorded_stream(
         &self,
         manager: &Manager,
         project: &std::path::Path,
     ) -> Option<(Client, Arc<Demux>)> {
         let client = manager.running_server(project).ok()??.client().ok()?;
         let demux = Arc::new(Demux::start(&client, &self.options.stream).ok()?);
-        demux.wait_connected(RECORDED_CONNECT).ok()?;
         Some((client, demux))
     }
 
@@ -220,6 +229,22 @@ impl Engine {
                 current: Mutex::new(Current::default()),
                 active: Mutex::new(HashMap::new()),
             }),
+        }
+    }
+
+    /// Starts connecting to the event stream of a managed engine's
+    /// recorded server, without waiting: the first call that needs the
+    /// server then finds it connecting (or connected), and what the caller
+    /// does meanwhile (its registry, its locks) costs no time of its own.
+    /// Nothing when the engine is connected, or no server is recorded
+    /// running (the first call ensures one). Blocks for reading the record.
+    pub fn preconnect(&self) {
+        let mut current = lock(&self.inner.current);
+        if current.client.is_none()
+            && current.early.is_none()
+            && let Server::Managed { manager, project } = &self.inner.server
+        {
+            current.early = self.inner.recorded_stream(manager, project);
         }
     }
 
@@ -310,6 +335,7 @@ impl Engine {
             session_error: None,
             error_ended: false,
             send_error: None,
+            final_due: None,
         };
         // Part IDs too: a send made twice (one given up on that the server
         // still stores) then stores its parts once.
@@ -464,6 +490,10 @@ pub struct Turn {
     /// prompt (the stream's `session.error` says why better, and is
     /// waited for up to [`POLL_WHILE_DOWN`]).
     send_error: Option<String>,
+    /// The send was answered with the final reply before the stream told
+    /// it ([`Check::AwaitFinal`]): the messages are read at this time
+    /// unless the stream told it first.
+    final_due: Option<Instant>,
 }
 
 impl Turn {
@@ -521,7 +551,7 @@ impl Turn {
             // now and then instead.
             let poll_at = (!self.demux.is_connected() || self.send_error.is_some())
                 .then(|| self.last_poll + POLL_WHILE_DOWN);
-            let wake = [watchdog_at, poll_at]
+            let wake = [watchdog_at, poll_at, self.final_due]
                 .into_iter()
                 .flatten()
                 .fold(deadline, Instant::min);
@@ -585,7 +615,10 @@ impl Turn {
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     let now = Instant::now();
-                    if watchdog_at.is_some_and(|w| now >= w) {
+                    if self.final_due.is_some_and(|f| now >= f) {
+                        self.final_due = None;
+                        self.reconcile(false);
+                    } else if watchdog_at.is_some_and(|w| now >= w) {
                         self.reconcile(true);
                     } else if poll_at.is_some_and(|p| now >= p) {
                         self.last_poll = now;
@@ -606,6 +639,10 @@ impl Turn {
                 None => self.reconcile(false),
             },
             Check::Reconcile => self.reconcile(false),
+            Check::AwaitFinal => {
+                self.final_due
+                    .get_or_insert(Instant::now() + FINAL_TOLD_WITHIN);
+            }
             Check::None => {}
         }
     }

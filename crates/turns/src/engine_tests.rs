@@ -278,12 +278,37 @@ fn a_turn_told_from_its_middle_hands_out_its_text_in_order_and_reads_its_end() {
     assert!(list_reads(&server) > reads, "the end was read");
 }
 
+/// The answer came first, and the stream (heard from the turn's start)
+/// tells the reply a moment later: the turn ends from the events, with
+/// nothing read.
+#[test]
+fn an_answer_the_stream_tells_right_after_ends_the_turn_without_a_read() {
+    let server = FakeServer::start();
+    server.set_messages(&user_only());
+    let mut turn = prompt_hi(&server);
+    let reads = list_reads(&server);
+    server.set_messages(&completed());
+    server.answer(&answer());
+    std::thread::sleep(Duration::from_millis(50));
+    server.event(&format!(
+        r#"{{"id":"e1","type":"message.updated","properties":{{"sessionID":"ses_1","info":{{"id":"{REPLY}","parentID":"{ID}","role":"assistant","sessionID":"ses_1","finish":"stop","tokens":{{"input":1,"output":2}},"time":{{"created":2,"completed":3}}}}}}}}"#
+    ));
+    let events = all_events(&mut turn);
+    assert_eq!(texts(&events), "ok", "{events:?}");
+    match events.last() {
+        Some(TurnEvent::Done(done)) => assert_eq!(done.usage.output, 2),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(list_reads(&server), reads, "ended by the events, no read");
+}
+
+/// The stream never tells the reply the send was answered with (it may
+/// be stalled): after a short wait the end is read.
 #[test]
 fn an_answer_about_a_reply_the_stream_never_told_is_settled_from_the_messages() {
     let server = FakeServer::start();
     server.set_messages(&user_only());
     let mut turn = prompt_hi(&server);
-    // An earlier step of the turn could have been missed: read them all.
     let reads = list_reads(&server);
     server.set_messages(&completed());
     server.answer(&answer());

@@ -108,6 +108,10 @@ pub(crate) enum Check {
     Final(MessageId),
     /// Read the session's messages: the turn may have ended.
     Reconcile,
+    /// The send was answered with this final reply before the stream told
+    /// it: the stream, which tells every event of the turn, is about to
+    /// (read the messages only if it does not soon).
+    AwaitFinal,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,10 +260,10 @@ impl Tracker {
         for part in &reply.parts {
             self.on_part(part, out);
         }
-        if told && a.error.is_none() && is_final(a) {
-            Check::Final(a.id.clone())
-        } else {
-            Check::Reconcile
+        match (a.error.is_none() && is_final(a), told) {
+            (true, true) => Check::Final(a.id.clone()),
+            (true, false) if self.started && !self.gap => Check::AwaitFinal,
+            _ => Check::Reconcile,
         }
     }
 
@@ -576,6 +580,7 @@ pub(crate) mod tests {
                     checks += 1;
                 }
                 Check::None => {}
+                Check::AwaitFinal => panic!("an event is not an answer"),
             }
         }
         let text = texts(&out);
