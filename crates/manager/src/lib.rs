@@ -84,6 +84,7 @@ pub use scan::{COMPANION_VAR, PROJECT_HASH_VAR, SERVER_NONCE_VAR, STATE_ROOT_VAR
 pub use statefile::{ProjectPaths, rfc3339_now};
 pub use statefiles::{
     StateLock, lock_state_file, read_state_file, try_lock_state_file, write_state_file,
+    write_state_file_unflushed,
 };
 pub use supervise::{
     Notice, ProjectSetup, ProjectSource, Reason, RestartPolicy, SuperviseConfig, Supervisor,

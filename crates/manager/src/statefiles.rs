@@ -21,6 +21,16 @@ pub fn write_state_file<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result
     Ok(statefile::write_atomic(path, value)?)
 }
 
+/// Writes a JSON state file atomically but without fsyncs (see
+/// `statefile::write_atomic_unflushed`): bookkeeping a power loss may
+/// set back.
+pub fn write_state_file_unflushed<T: Serialize + ?Sized>(
+    path: &Path,
+    value: &T,
+) -> Result<(), Error> {
+    Ok(statefile::write_atomic_unflushed(path, value)?)
+}
+
 /// Reads a JSON state file: `Ok(None)` when it does not exist. A file that
 /// is corrupt or of another shape is moved aside (`<name>.corrupt-<time>`,
 /// never deleted) and also gives `Ok(None)`, with the new path in the

@@ -19,7 +19,8 @@
 //! Files are written atomically ([`write_atomic`]: temp file, fsync, rename,
 //! fsync of the folder), so a reader or a crash sees the old file or the new
 //! one, never a mix; the temp files of a killed writer go with the next
-//! write. Reading ([`read_json_versioned`]) tells a missing file
+//! write ([`write_atomic_unflushed`] skips the fsyncs, for bookkeeping a
+//! power loss may set back). Reading ([`read_json_versioned`]) tells a missing file
 //! (`Ok(None)`) from an unusable one (a typed [`Error`] naming the file); an
 //! unusable one is moved aside with [`quarantine`], never deleted.
 //!
@@ -72,7 +73,8 @@ mod read;
 mod time;
 
 pub use atomic::{
-    STALE_TEMP_AGE, remove_stale_temp_files, temp_file_writer, write_atomic, write_private,
+    STALE_TEMP_AGE, remove_stale_temp_files, temp_file_writer, write_atomic,
+    write_atomic_unflushed, write_private,
 };
 pub use error::Error;
 pub use lock::{LockGuard, lock, lock_unless, try_lock};

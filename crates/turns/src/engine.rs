@@ -165,8 +165,8 @@ impl Inner {
     fn record(&self, session: &SessionId, usage: &Usage, state: Option<SessionState>) {
         if let Some(registry) = self.registry.get() {
             // The registry is bookkeeping: a failure to write it must not
-            // turn a done turn into a failed one. One write for the usage
-            // and the state (each write is two fsyncs).
+            // turn a done turn into a failed one. The usage is written
+            // without fsyncs, a state that changes with them.
             let _ = registry.end_turn(session, usage, state);
         }
     }
