@@ -21,14 +21,32 @@ pub fn write_state_file<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result
     Ok(statefile::write_atomic(path, value)?)
 }
 
-/// Writes a JSON state file atomically but without fsyncs (see
-/// `statefile::write_atomic_unflushed`): bookkeeping a power loss may
-/// set back.
-pub fn write_state_file_unflushed<T: Serialize + ?Sized>(
+/// Appends `value` as one JSON line to `path`, without fsync (see
+/// `statefile::append_line`): bookkeeping each line supersedes, which a
+/// power loss may set back. Returns the file's length after it.
+pub fn append_state_line<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<u64, Error> {
+    Ok(statefile::append_line(path, value)?)
+}
+
+/// The last whole line of `path` that `accept` takes (see
+/// `statefile::read_last_line`); `Ok(None)` when there is none.
+pub fn read_last_state_line<T: DeserializeOwned>(
     path: &Path,
-    value: &T,
-) -> Result<(), Error> {
-    Ok(statefile::write_atomic_unflushed(path, value)?)
+    accept: impl Fn(&T) -> bool,
+) -> Result<Option<T>, Error> {
+    Ok(statefile::read_last_line(path, accept)?)
+}
+
+/// Removes a state file; a missing one is fine.
+pub fn remove_state_file(path: &Path) -> Result<(), Error> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
+            action: "removing",
+            path: path.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Reads a JSON state file: `Ok(None)` when it does not exist. A file that

@@ -47,28 +47,6 @@ pub fn write_atomic<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<(),
 /// never read as the record and [`remove_stale_temp_files`] removes it. The
 /// parent folder is created (0700) if missing.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    write_replacing(path, bytes, true)
-}
-
-/// Writes `value` as pretty JSON to `path` like [`write_atomic`], but
-/// without the fsyncs: readers, and a crash of the writer, still see the
-/// old file or the new one, never a mix; a power loss may keep the old one
-/// (or, on a file system that does not order a rename after the data it
-/// replaces with, leave it empty or cut, which a read reports as corrupt).
-/// For bookkeeping that a later write makes whole again, where 2 fsyncs
-/// (milliseconds each while other processes write) cost too much.
-pub fn write_atomic_unflushed<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<(), Error> {
-    let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| Error::Serialize {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    bytes.push(b'\n');
-    write_replacing(path, &bytes, false)
-}
-
-/// A temp file renamed over `path`; `flush`: fsynced before the rename,
-/// and the folder after it.
-fn write_replacing(path: &Path, bytes: &[u8], flush: bool) -> Result<(), Error> {
     let (dir, name) = split_file_path(path)?;
     ensure_dir(&dir)?;
     let temp = dir.join(temp_name(&name));
@@ -77,7 +55,7 @@ fn write_replacing(path: &Path, bytes: &[u8], flush: bool) -> Result<(), Error> 
         // The umask may have taken bits away; 0600 is what we want.
         file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
         file.write_all(bytes)?;
-        if flush { file.sync_all() } else { Ok(()) }
+        file.sync_all()
     })();
     drop(file);
     if let Err(err) = result {
@@ -88,9 +66,7 @@ fn write_replacing(path: &Path, bytes: &[u8], flush: bool) -> Result<(), Error> 
         let _ = fs::remove_file(&temp);
         return Err(Error::io(path, err));
     }
-    if flush {
-        sync_dir(&dir)?;
-    }
+    sync_dir(&dir)?;
     // What a killed writer of this file left behind goes now. Best effort:
     // the record is written, and a leftover only costs space.
     let _ = remove_stale_temps(&dir, Some(&name));

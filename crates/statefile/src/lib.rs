@@ -19,8 +19,8 @@
 //! Files are written atomically ([`write_atomic`]: temp file, fsync, rename,
 //! fsync of the folder), so a reader or a crash sees the old file or the new
 //! one, never a mix; the temp files of a killed writer go with the next
-//! write ([`write_atomic_unflushed`] skips the fsyncs, for bookkeeping a
-//! power loss may set back). Reading ([`read_json_versioned`]) tells a missing file
+//! write. Bookkeeping that each new line supersedes is appended instead
+//! ([`append_line`], [`read_last_line`]): no file is created or renamed. Reading ([`read_json_versioned`]) tells a missing file
 //! (`Ok(None)`) from an unusable one (a typed [`Error`] naming the file); an
 //! unusable one is moved aside with [`quarantine`], never deleted.
 //!
@@ -66,6 +66,7 @@
 
 mod atomic;
 mod error;
+mod lines;
 mod lock;
 mod open;
 mod paths;
@@ -73,10 +74,10 @@ mod read;
 mod time;
 
 pub use atomic::{
-    STALE_TEMP_AGE, remove_stale_temp_files, temp_file_writer, write_atomic,
-    write_atomic_unflushed, write_private,
+    STALE_TEMP_AGE, remove_stale_temp_files, temp_file_writer, write_atomic, write_private,
 };
 pub use error::Error;
+pub use lines::{LAST_LINE_WINDOW, append_line, read_last_line};
 pub use lock::{LockGuard, lock, lock_unless, try_lock};
 pub use open::{OpenMode, open_file};
 pub use paths::{

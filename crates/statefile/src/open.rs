@@ -19,7 +19,7 @@ use crate::paths::{FILE_MODE, is_project_hash};
 pub enum OpenMode {
     /// Read only; a missing file is an error ([`Error::is_not_found`]).
     Read,
-    /// Write at the end, created (0600) when missing.
+    /// Write at the end (and read), created (0600) when missing.
     Append,
     /// A new file (0600); fails when anything is at the path already.
     CreateNew,
@@ -59,7 +59,7 @@ pub fn open_file(path: &Path, mode: OpenMode) -> Result<File, Error> {
     let mut options = OpenOptions::new();
     match mode {
         OpenMode::Read => options.read(true),
-        OpenMode::Append => options.append(true).create(true).mode(FILE_MODE),
+        OpenMode::Append => options.read(true).append(true).create(true).mode(FILE_MODE),
         OpenMode::CreateNew => options.write(true).create_new(true).mode(FILE_MODE),
         OpenMode::ReadWrite => options
             .read(true)

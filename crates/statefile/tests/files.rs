@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use common::{read_record, sample_record};
 use statefile::{
     Error, ProjectPaths, ensure_dir, project_hashes, quarantine, read_json,
-    remove_stale_temp_files, write_atomic, write_atomic_unflushed, write_private,
+    remove_stale_temp_files, write_atomic, write_private,
 };
 
 fn mode(path: &Path) -> u32 {
@@ -260,22 +260,6 @@ fn an_oversized_file_is_corrupt_without_reading_it_all() {
     file.set_len(statefile::MAX_FILE_BYTES + 10).unwrap();
     let err = read_record(&paths.record).unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
-}
-
-#[test]
-fn an_unflushed_write_replaces_the_file_whole_and_private() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = project(dir.path());
-    write_atomic(&paths.record, &sample_record(1, 1)).unwrap();
-    let record = sample_record(2, 20);
-    write_atomic_unflushed(&paths.record, &record).unwrap();
-    assert_eq!(read_record(&paths.record).unwrap(), Some(record));
-    assert_eq!(mode(&paths.record), 0o600);
-    let names: Vec<String> = fs::read_dir(&paths.dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(names, ["server.json"], "no temp file left");
 }
 
 #[test]

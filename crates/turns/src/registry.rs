@@ -3,12 +3,15 @@
 //!
 //! Every change is a read-modify-write under `sessions.lock` (an advisory
 //! lock with a deadline) and an atomic replace, both through the manager.
-//! The end of a turn writes only its session's totals, to
-//! `turns/<session>.json` and without fsyncs (two of them took 2 to 8 ms
-//! while the server wrote its own files after the turn): they win over the
-//! registry's figures, which catch up at its next write. A power loss may
-//! set them back to those; the sessions and their states are only ever
-//! written durably.
+//! The end of a turn appends its session's totals to
+//! `turns/<session>.usage`, one JSON line, without fsync: the registry's
+//! atomic replace (a file created, two fsyncs, a rename) took 2 to 8 ms
+//! while the server wrote its own files after the turn, and an append to
+//! an existing file is one plain write. The last whole line wins over the
+//! registry's figures, which catch up at its next write (and when the
+//! file reaches [`MAX_TALLY`], which then goes). A power loss may set the
+//! totals back; the sessions and their states are only ever written
+//! durably.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,6 +27,9 @@ use crate::usage::Usage;
 pub const REGISTRY_SCHEMA: u32 = 1;
 /// How long a change waits for another process's change.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+/// The size at which a session's totals go into the registry and their
+/// file (`turns/<session>.usage`) starts again.
+pub const MAX_TALLY: u64 = 64 * 1024;
 
 /// How a session is named: a title of the user's, a team member, or the
 /// project's default session.
@@ -119,8 +125,8 @@ pub struct SessionEntry {
     pub last_active: u64,
 }
 
-/// A session's totals as its newest turn left them
-/// (`turns/<session>.json`).
+/// A session's totals as a turn left them (a line of
+/// `turns/<session>.usage`).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Tally {
@@ -222,9 +228,9 @@ impl Registry {
     /// `entry` with the totals its newest turn wrote, when they can be
     /// read (else the registry's own stand).
     fn with_tally(&self, mut entry: SessionEntry) -> SessionEntry {
-        let path = self.session_file(&entry.session_id, "json");
-        if let Ok((Some(tally), _)) = manager::read_state_file::<Tally>(&path)
-            && tally.session_id == entry.session_id
+        let path = self.session_file(&entry.session_id, "usage");
+        if let Ok(Some(tally)) =
+            manager::read_last_state_line(&path, |t: &Tally| t.session_id == entry.session_id)
         {
             entry.usage = tally.usage;
             entry.turns = tally.turns;
@@ -348,11 +354,19 @@ impl Registry {
             turns: entry.turns,
             last_active: entry.last_active,
         };
-        manager::write_state_file_unflushed(&self.session_file(session_id, "json"), &tally)
-            .map_err(registry_error)?;
-        if let Some(status) = status.filter(|s| *s != entry.status) {
+        let path = self.session_file(session_id, "usage");
+        let size = manager::append_state_line(&path, &tally).map_err(registry_error)?;
+        let status = status.filter(|s| *s != entry.status);
+        if let Some(status) = status {
             entry.status = status;
+        }
+        if status.is_some() || size >= MAX_TALLY {
             self.write(sessions)?;
+        }
+        // Carried by the registry now (a crash before the removal leaves
+        // the same totals in both).
+        if size >= MAX_TALLY {
+            manager::remove_state_file(&path).map_err(registry_error)?;
         }
         Ok(true)
     }
@@ -490,7 +504,7 @@ mod tests {
             before,
             "the registry is not written when the state stays"
         );
-        let tally = dir.path().join("turns").join("ses_1.json");
+        let tally = dir.path().join("turns").join("ses_1.usage");
         assert!(tally.is_file());
         let e = registry.by_session(&s).unwrap().unwrap();
         assert_eq!((e.usage.output, e.turns), (7, 1));
@@ -505,15 +519,50 @@ mod tests {
         let e = registry.by_session(&s).unwrap().unwrap();
         assert_eq!((e.usage.output, e.turns), (7, 1));
 
-        // Cut by a power loss: the registry's figures stand, and the next
-        // turn adds to them.
+        // Cut by a power loss: the line before stands.
         registry.end_turn(&s, &usage, None).unwrap();
+        let whole = std::fs::read(&tally).unwrap();
+        registry.end_turn(&s, &usage, None).unwrap();
+        let mut cut = std::fs::read(&tally).unwrap();
+        cut.truncate(whole.len() + 20);
+        std::fs::write(&tally, &cut).unwrap();
+        let e = registry.by_session(&s).unwrap().unwrap();
+        assert_eq!((e.usage.output, e.turns), (14, 2));
+        // Gone altogether: the registry's figures stand, and the next turn
+        // adds to them.
         std::fs::write(&tally, b"{\"schemaVer").unwrap();
         let e = registry.by_session(&s).unwrap().unwrap();
         assert_eq!((e.usage.output, e.turns), (7, 1));
         registry.end_turn(&s, &usage, None).unwrap();
         let e = registry.by_session(&s).unwrap().unwrap();
         assert_eq!((e.usage.output, e.turns), (14, 2));
+    }
+
+    /// The totals' file stops growing: at its bound the registry takes
+    /// them and it starts again.
+    #[test]
+    fn a_full_totals_file_goes_into_the_registry() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::at(dir.path());
+        registry.record(entry("t", "ses_1")).unwrap();
+        let s = SessionId::from("ses_1");
+        let usage = Usage {
+            input: 3,
+            ..Usage::default()
+        };
+        let tally = dir.path().join("turns").join("ses_1.usage");
+        let mut turns = 0;
+        while tally.is_file() || turns == 0 {
+            registry.end_turn(&s, &usage, None).unwrap();
+            turns += 1;
+            assert!(turns < 10_000, "the file never started again");
+        }
+        let e = registry.by_session(&s).unwrap().unwrap();
+        assert_eq!((e.usage.input, e.turns), (3 * turns, turns));
+        registry.end_turn(&s, &usage, None).unwrap();
+        assert!(std::fs::metadata(&tally).unwrap().len() < 1024);
+        let e = registry.by_session(&s).unwrap().unwrap();
+        assert_eq!(e.turns, turns + 1);
     }
 
     #[test]
