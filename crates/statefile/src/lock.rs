@@ -65,18 +65,6 @@ impl LockGuard {
     pub fn path(&self) -> &Path {
         &self.path
     }
-
-    /// Removes the lock file and its queue file, when the file at the path
-    /// is still this lock's (not one made there since, by another process
-    /// after the folder was deleted), then releases the lock. For locks
-    /// only ever taken with [`try_lock`]: nobody queues, and a process that
-    /// opened the removed file finds it gone and locks the one at the path.
-    pub fn remove(self) {
-        if still_at_path(&self.file, &self.path).unwrap_or(false) {
-            let _ = std::fs::remove_file(queue_path(&self.path));
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
 }
 
 impl Drop for LockGuard {
@@ -473,25 +461,6 @@ impl Waker {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_removed_lock_takes_its_own_file_only() {
-        let root = tempfile::tempdir().unwrap();
-        let path = root.path().join("turns").join("ses_1.lock");
-        let first = try_lock(&path).unwrap().unwrap();
-        first.remove();
-        assert!(!path.exists());
-        assert!(!queue_path(&path).exists());
-        // The folder was deleted and made again while a holder held on:
-        // another process locks the new file; the old holder leaves it.
-        let old = try_lock(&path).unwrap().unwrap();
-        std::fs::remove_dir_all(root.path().join("turns")).unwrap();
-        let new = try_lock(&path).unwrap().unwrap();
-        old.remove();
-        assert!(path.exists());
-        assert!(try_lock(&path).unwrap().is_none(), "still held by `new`");
-        drop(new);
-    }
 
     #[test]
     fn a_waiter_never_keeps_a_lock_on_a_deleted_file() {
