@@ -332,6 +332,7 @@ impl Engine {
             sends: 0,
             turn_lock,
             busy: false,
+            start_checked: false,
             session_error: None,
             error_ended: false,
             send_error: None,
@@ -479,6 +480,8 @@ pub struct Turn {
     /// The session said `busy` after the send: what it tells from then
     /// on is about this prompt (an earlier turn's tail comes before).
     busy: bool,
+    /// Whether the read of [`Turn::check_start`] was made.
+    start_checked: bool,
     /// The session's last `session.error` after the send, and whether it
     /// came once busy: why the server failed the prompt when no reply
     /// carries the error.
@@ -568,6 +571,7 @@ impl Turn {
                     // The turn's own session, not a sub-agent's.
                     if ours && event.session_id() == Some(&self.session_id) {
                         self.note_state(&event.kind);
+                        self.check_start(&event.kind);
                     }
                     let mut out = Vec::new();
                     let check = self.tracker.on_event(&event, &mut out);
@@ -769,6 +773,36 @@ impl Turn {
             }
             _ => {}
         }
+    }
+
+    /// A stream subscribed after the prompt was stored (OpenCode 1.18
+    /// subscribes it lazily, see `demux.rs`; a third of `ocm prompt`'s
+    /// turns, measured) did not tell the turn from its start, and its end
+    /// would be read (about 10 ms while the server works after a turn).
+    /// When the stream's first word of the turn is the session going busy,
+    /// before any reply was heard of, one read now tells whether a reply
+    /// began before the subscription: when none did, every reply is told
+    /// from its start after all.
+    fn check_start(&mut self, kind: &EventKind) {
+        let busy = matches!(kind, EventKind::SessionStatus(s) if s.status == SessionStatus::Busy);
+        if !busy
+            || self.start_checked
+            || self.tracker.started
+            || self.tracker.gap
+            || self.tracker.assistants_seen() > 0
+        {
+            return;
+        }
+        self.start_checked = true;
+        let Ok(newest) = self.client.list_messages(&self.session_id, Some(4)) else {
+            return;
+        };
+        let stored = newest.iter().any(|m| m.info.id() == &self.message_id);
+        let replied = newest
+            .iter()
+            .filter_map(|m| m.info.as_assistant())
+            .any(|a| a.parent_id.as_ref() == Some(&self.message_id));
+        self.tracker.started = stored && !replied;
     }
 
     /// Follows the state the turn's own session tells after the send:

@@ -34,6 +34,14 @@ fn completed() -> String {
     )
 }
 
+/// The prompt and its reply, begun (no part yet, not completed).
+fn begun_reply() -> String {
+    format!(
+        r#"[{{"info":{{"id":"{ID}","role":"user","sessionID":"ses_1","time":{{"created":1}}}},"parts":[]}},
+        {{"info":{{"id":"msg_000000000002AAAAAAAAAAAAAA","parentID":"{ID}","role":"assistant","sessionID":"ses_1","time":{{"created":2}}}},"parts":[]}}]"#
+    )
+}
+
 fn user_only() -> String {
     format!(
         r#"[{{"info":{{"id":"{ID}","role":"user","sessionID":"ses_1","time":{{"created":1}}}},"parts":[]}}]"#
@@ -304,6 +312,56 @@ fn an_answer_the_stream_tells_right_after_ends_the_turn_without_a_read() {
 
 /// The stream never tells the reply the send was answered with (it may
 /// be stalled): after a short wait the end is read.
+/// The stream, subscribed after the prompt was stored, first tells the
+/// session going busy: one read then finds no reply begun, so the reply is
+/// told from its start and its end needs no read; when the read finds one
+/// begun, the end is read.
+#[test]
+fn a_late_stream_that_first_tells_busy_reads_once_then_ends_from_the_events() {
+    for begun in [false, true] {
+        let server = FakeServer::start_late();
+        server.set_messages(&user_only());
+        let mut turn = prompt_hi(&server);
+        let reads = list_reads(&server);
+        if begun {
+            server.set_messages(&begun_reply());
+        }
+        server.event(BUSY);
+        let nothing = turn
+            .next(Instant::now() + Duration::from_millis(300))
+            .unwrap();
+        assert!(nothing.is_none(), "{nothing:?}");
+        assert_eq!(list_reads(&server), reads + 1, "one read after busy");
+        server.set_messages(&completed());
+        server.event(&format!(
+            r#"{{"id":"e1","type":"message.updated","properties":{{"sessionID":"ses_1","info":{{"id":"{REPLY}","parentID":"{ID}","role":"assistant","sessionID":"ses_1","time":{{"created":2}}}}}}}}"#
+        ));
+        server.event(&format!(
+            r#"{{"id":"e2","type":"message.part.updated","properties":{{"sessionID":"ses_1","part":{{"id":"prt_1","sessionID":"ses_1","messageID":"{REPLY}","type":"text","text":"ok"}}}}}}"#
+        ));
+        server.event(&format!(
+            r#"{{"id":"e3","type":"message.updated","properties":{{"sessionID":"ses_1","info":{{"id":"{REPLY}","parentID":"{ID}","role":"assistant","sessionID":"ses_1","finish":"stop","tokens":{{"input":1,"output":2}},"time":{{"created":2,"completed":3}}}}}}}}"#
+        ));
+        let events = all_events(&mut turn);
+        assert_eq!(texts(&events), "ok", "{events:?}");
+        match events.last() {
+            Some(TurnEvent::Done(done)) => assert_eq!(done.usage.output, 2),
+            other => panic!("{other:?}"),
+        }
+        let more = if begun {
+            "the end was read"
+        } else {
+            "no read at the end"
+        };
+        assert_eq!(
+            list_reads(&server) > reads + 1,
+            begun,
+            "{more}: {:?}",
+            server.requests()
+        );
+    }
+}
+
 #[test]
 fn an_answer_about_a_reply_the_stream_never_told_is_settled_from_the_messages() {
     let server = FakeServer::start();
@@ -531,9 +589,11 @@ fn an_idle_event_that_came_before_the_prompt_was_sent_is_no_reason_to_read() {
         .iter()
         .filter(|r| r.starts_with("GET /session/ses_1/message?limit"))
         .count();
+    // The reconcile's read of the newest messages holds the prompt: no
+    // read of the whole session.
     assert_eq!(
         (reconcile_reads, full_reads()),
-        (1, 2),
+        (1, 1),
         "one reconcile, for the prompt's own idle: {:?}",
         server.requests()
     );

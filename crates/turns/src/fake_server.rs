@@ -292,8 +292,21 @@ fn serve(mut stream: TcpStream, state: &State) {
             );
             respond(&mut stream, "200 OK", &body);
         }
-        ("GET", p) if p.starts_with("/session/ses_1/message?limit") => {
-            respond(&mut stream, "200 OK", "[]")
+        // The newest `limit` messages.
+        ("GET", p) if p.starts_with("/session/ses_1/message?limit=") => {
+            let limit: usize = p
+                .rsplit('=')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            let messages = state.messages.lock().unwrap().clone();
+            let all: Vec<serde_json::Value> = serde_json::from_str(&messages).unwrap_or_default();
+            let newest = &all[all.len().saturating_sub(limit)..];
+            respond(
+                &mut stream,
+                "200 OK",
+                &serde_json::to_string(newest).unwrap(),
+            );
         }
         ("GET", "/session/ses_1/message") => {
             let event = state.on_list.lock().unwrap().take();
