@@ -780,9 +780,10 @@ impl Turn {
     /// turns, measured) did not tell the turn from its start, and its end
     /// would be read (about 10 ms while the server works after a turn).
     /// When the stream's first word of the turn is the session going busy,
-    /// before any reply was heard of, one read now tells whether a reply
-    /// began before the subscription: when none did, every reply is told
-    /// from its start after all.
+    /// before any reply was heard of, one read now (the stream is live)
+    /// tells what began before: when the replies it shows have no part and
+    /// did not complete, everything of them from here on is told (their
+    /// parts, their completion), and so is every later reply.
     fn check_start(&mut self, kind: &EventKind) {
         let busy = matches!(kind, EventKind::SessionStatus(s) if s.status == SessionStatus::Busy);
         if !busy
@@ -798,11 +799,21 @@ impl Turn {
             return;
         };
         let stored = newest.iter().any(|m| m.info.id() == &self.message_id);
-        let replied = newest
+        let replies: Vec<_> = newest
             .iter()
-            .filter_map(|m| m.info.as_assistant())
-            .any(|a| a.parent_id.as_ref() == Some(&self.message_id));
-        self.tracker.started = stored && !replied;
+            .filter_map(|m| Some((m.info.as_assistant()?, &m.parts)))
+            .filter(|(a, _)| a.parent_id.as_ref() == Some(&self.message_id))
+            .collect();
+        if stored
+            && replies
+                .iter()
+                .all(|(a, parts)| parts.is_empty() && a.time.completed.is_none())
+        {
+            for (reply, _) in replies {
+                self.tracker.begun(reply);
+            }
+            self.tracker.started = true;
+        }
     }
 
     /// Follows the state the turn's own session tells after the send:

@@ -34,11 +34,17 @@ fn completed() -> String {
     )
 }
 
-/// The prompt and its reply, begun (no part yet, not completed).
-fn begun_reply() -> String {
+/// The prompt and its reply, begun (not completed), with its first part or
+/// none yet.
+fn begun_reply(with_part: bool) -> String {
+    let part = if with_part {
+        r#"{"id":"prt_0","type":"step-start","messageID":"msg_000000000002AAAAAAAAAAAAAA","sessionID":"ses_1"}"#
+    } else {
+        ""
+    };
     format!(
         r#"[{{"info":{{"id":"{ID}","role":"user","sessionID":"ses_1","time":{{"created":1}}}},"parts":[]}},
-        {{"info":{{"id":"msg_000000000002AAAAAAAAAAAAAA","parentID":"{ID}","role":"assistant","sessionID":"ses_1","time":{{"created":2}}}},"parts":[]}}]"#
+        {{"info":{{"id":"msg_000000000002AAAAAAAAAAAAAA","parentID":"{ID}","role":"assistant","sessionID":"ses_1","time":{{"created":2}}}},"parts":[{part}]}}]"#
     )
 }
 
@@ -313,18 +319,18 @@ fn an_answer_the_stream_tells_right_after_ends_the_turn_without_a_read() {
 /// The stream never tells the reply the send was answered with (it may
 /// be stalled): after a short wait the end is read.
 /// The stream, subscribed after the prompt was stored, first tells the
-/// session going busy: one read then finds no reply begun, so the reply is
-/// told from its start and its end needs no read; when the read finds one
-/// begun, the end is read.
+/// session going busy: one read then finds no reply begun, or one begun
+/// with no part, so the reply is told from its start and its end needs no
+/// read; when the read finds a part already made, the end is read.
 #[test]
 fn a_late_stream_that_first_tells_busy_reads_once_then_ends_from_the_events() {
-    for begun in [false, true] {
+    for (begun, with_part) in [(false, false), (true, false), (true, true)] {
         let server = FakeServer::start_late();
         server.set_messages(&user_only());
         let mut turn = prompt_hi(&server);
         let reads = list_reads(&server);
         if begun {
-            server.set_messages(&begun_reply());
+            server.set_messages(&begun_reply(with_part));
         }
         server.event(BUSY);
         let nothing = turn
@@ -348,17 +354,13 @@ fn a_late_stream_that_first_tells_busy_reads_once_then_ends_from_the_events() {
             Some(TurnEvent::Done(done)) => assert_eq!(done.usage.output, 2),
             other => panic!("{other:?}"),
         }
-        let more = if begun {
+        let more = if with_part {
             "the end was read"
         } else {
             "no read at the end"
         };
-        assert_eq!(
-            list_reads(&server) > reads + 1,
-            begun,
-            "{more}: {:?}",
-            server.requests()
-        );
+        let read = list_reads(&server) > reads + 1;
+        assert_eq!(read, with_part, "{more}: {:?}", server.requests());
     }
 }
 

@@ -238,6 +238,11 @@ impl Tracker {
         self.assistants.contains(id) || id > &self.message_id
     }
 
+    /// A reply of this turn that a read found begun, with no part yet.
+    pub(crate) fn begun(&mut self, a: &AssistantMessage) {
+        self.note(a);
+    }
+
     /// The newest state of an assistant message of this turn.
     fn note(&mut self, a: &AssistantMessage) {
         self.assistants.insert(a.id.clone());
