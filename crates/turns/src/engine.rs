@@ -548,6 +548,12 @@ impl Turn {
             if now >= deadline {
                 return Ok(None);
             }
+            // Also while other events keep coming.
+            if self.final_due.is_some_and(|f| now >= f) {
+                self.final_due = None;
+                self.reconcile(false);
+                continue;
+            }
             let watchdog_at =
                 (!self.tracker.waiting()).then(|| self.last_activity + self.inner.options.watchdog);
             // While the stream is down, events are lost: read the messages
@@ -619,10 +625,7 @@ impl Turn {
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     let now = Instant::now();
-                    if self.final_due.is_some_and(|f| now >= f) {
-                        self.final_due = None;
-                        self.reconcile(false);
-                    } else if watchdog_at.is_some_and(|w| now >= w) {
+                    if watchdog_at.is_some_and(|w| now >= w) {
                         self.reconcile(true);
                     } else if poll_at.is_some_and(|p| now >= p) {
                         self.last_poll = now;

@@ -227,12 +227,14 @@ impl Registry {
     }
 
     /// `entry` with the totals its newest turn wrote, when they can be
-    /// read (else the registry's own stand).
+    /// read and count at least the registry's turns (a power loss may have
+    /// kept the registry's write and not the newest lines); else the
+    /// registry's own stand.
     fn with_tally(&self, mut entry: SessionEntry) -> SessionEntry {
         let path = self.session_file(&entry.session_id, "usage");
-        if let Ok(Some(tally)) =
-            manager::read_last_state_line(&path, |t: &Tally| t.session_id == entry.session_id)
-        {
+        if let Ok(Some(tally)) = manager::read_last_state_line(&path, |t: &Tally| {
+            t.session_id == entry.session_id && t.turns >= entry.turns
+        }) {
             entry.usage = tally.usage;
             entry.turns = tally.turns;
             entry.last_active = tally.last_active;
@@ -266,7 +268,8 @@ impl Registry {
         &self.path
     }
 
-    /// Every entry, in creation order. Blocks at most on reading the file.
+    /// Every entry, in creation order, with its totals. Blocks at most on
+    /// reading the registry and each session's totals file.
     pub fn entries(&self) -> Result<Vec<SessionEntry>, Error> {
         self.read()
     }
@@ -356,19 +359,23 @@ impl Registry {
             last_active: entry.last_active,
         };
         let path = self.session_file(session_id, "usage");
-        let size = manager::append_state_line(&path, &tally).map_err(registry_error)?;
+        let appended = manager::append_state_line(&path, &tally);
         let status = status.filter(|s| *s != entry.status);
         if let Some(status) = status {
             entry.status = status;
         }
-        if status.is_some() || size >= MAX_TALLY {
+        // The registry takes the totals too when the state changes, when
+        // the file is full, and when they could not be appended.
+        let full = appended.as_ref().is_ok_and(|size| *size >= MAX_TALLY);
+        if status.is_some() || full || appended.is_err() {
             self.write(sessions)?;
         }
         // Carried by the registry now (a crash before the removal leaves
         // the same totals in both).
-        if size >= MAX_TALLY {
+        if full {
             manager::remove_state_file(&path).map_err(registry_error)?;
         }
+        appended.map_err(registry_error)?;
         Ok(true)
     }
 
@@ -537,6 +544,51 @@ mod tests {
         registry.end_turn(&s, &usage, None).unwrap();
         let e = registry.by_session(&s).unwrap().unwrap();
         assert_eq!((e.usage.output, e.turns), (14, 2));
+    }
+
+    /// A power loss kept the registry's durable write but not the newest
+    /// lines: an older line never sets the totals below the registry's.
+    #[test]
+    fn totals_older_than_the_registrys_are_not_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::at(dir.path());
+        registry.record(entry("t", "ses_1")).unwrap();
+        let s = SessionId::from("ses_1");
+        let usage = Usage {
+            output: 5,
+            ..Usage::default()
+        };
+        registry.end_turn(&s, &usage, None).unwrap();
+        let tally = dir.path().join("turns").join("ses_1.usage");
+        let one_turn = std::fs::read(&tally).unwrap();
+        registry
+            .end_turn(&s, &usage, Some(SessionState::Crashed))
+            .unwrap();
+        std::fs::write(&tally, &one_turn).unwrap();
+        let e = registry.by_session(&s).unwrap().unwrap();
+        assert_eq!((e.usage.output, e.turns), (10, 2));
+    }
+
+    /// A turn's end whose totals cannot be appended still sets the state,
+    /// and the registry takes the totals.
+    #[test]
+    fn a_failed_append_still_records_the_state_and_the_totals() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::at(dir.path());
+        registry.record(entry("t", "ses_1")).unwrap();
+        let s = SessionId::from("ses_1");
+        // A folder where the file should be: refused.
+        std::fs::create_dir_all(dir.path().join("turns").join("ses_1.usage")).unwrap();
+        let usage = Usage {
+            output: 5,
+            ..Usage::default()
+        };
+        let _ = registry.end_turn(&s, &usage, Some(SessionState::Crashed));
+        let e = registry.by_session(&s).unwrap().unwrap();
+        assert_eq!(
+            (e.status, e.usage.output, e.turns),
+            (SessionState::Crashed, 5, 1)
+        );
     }
 
     /// The totals' file stops growing: at its bound the registry takes
