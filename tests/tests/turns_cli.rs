@@ -277,6 +277,40 @@ fn ctrl_c_aborts_the_turn_and_exits_130_with_the_message_id() {
     assert_eq!(default_session_turns(&bed), 1);
 }
 
+/// A server that hangs mid-turn (stopped) does not hold Ctrl-C up: the
+/// abort it cannot answer is given up within seconds, and the command
+/// exits 130 with the prompt's message ID.
+#[test]
+fn ctrl_c_while_the_server_hangs_exits_130_within_seconds() {
+    use std::io::Read;
+    if e2e_skipped() {
+        return;
+    }
+    let bed = slow_bed(Duration::from_millis(400));
+    let (mut child, mut stdout) = slow_prompt(&bed, &["--json"]);
+    let project = bed.project.display().to_string();
+    let status: Value =
+        serde_json::from_slice(&ocm(&bed, &["status", &project, "--json"]).stdout).unwrap();
+    let server = status["pid"].as_i64().expect("the server's pid") as i32;
+    // Stopped, and killed with the bed (SIGKILL ends a stopped process).
+    assert!(e2e::send_signal(-server, libc::SIGSTOP));
+    let began = std::time::Instant::now();
+    assert!(e2e::send_signal(child.id() as i32, libc::SIGINT));
+    let ended = child.wait().unwrap();
+    let took = began.elapsed();
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert_eq!(ended.code(), Some(130), "{rest}");
+    assert!(took < Duration::from_secs(15), "Ctrl-C took {took:?}");
+    let failed: Value = serde_json::from_str(rest.lines().last().unwrap()).unwrap();
+    assert_eq!(failed["type"], "failed", "{failed}");
+    assert!(
+        failed["messageId"].as_str().unwrap().starts_with("msg_"),
+        "{failed}"
+    );
+    e2e::send_signal(-server, libc::SIGCONT);
+}
+
 #[test]
 fn a_second_ocm_prompt_on_a_session_with_a_turn_in_flight_is_refused() {
     use std::io::Read;

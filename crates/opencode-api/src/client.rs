@@ -180,6 +180,7 @@ pub struct Client {
     directory_header: Option<String>,
 }
 
+#[derive(Clone)]
 struct Shared {
     base_url: String,
     agent: Agent,
@@ -296,6 +297,19 @@ impl Client {
             shared: Arc::clone(&self.shared),
             directory: Some(dir.to_path_buf()),
             directory_header: Some(directory_header(dir)),
+        }
+    }
+
+    /// The same client with another bound on each call (the blocking
+    /// prompt excepted), sharing its connections: for calls that must
+    /// give up sooner than the others (an abort on Ctrl-C).
+    pub fn with_timeout(&self, timeout: Duration) -> Client {
+        let mut shared = (*self.shared).clone();
+        shared.timeout = timeout;
+        Client {
+            shared: Arc::new(shared),
+            directory: self.directory.clone(),
+            directory_header: self.directory_header.clone(),
         }
     }
 

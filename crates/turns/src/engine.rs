@@ -29,6 +29,10 @@ const MAX_LATENCIES: usize = 10_000;
 /// is down.
 const POLL_WHILE_DOWN: Duration = Duration::from_secs(1);
 
+/// How long an abort may take in all (its request and the reads that see
+/// the turn end): a server that hangs does not hold up a Ctrl-C longer.
+const ABORT_WITHIN: Duration = Duration::from_secs(5);
+
 /// How long a turn whose send was answered with its final reply waits for
 /// the stream to tell that reply before it reads the messages instead.
 const FINAL_TOLD_WITHIN: Duration = Duration::from_millis(500);
@@ -709,7 +713,8 @@ impl Turn {
     /// completed first: [`Turn::next`] hands that out (and any reply text
     /// not handed out yet), and records the turn. Does nothing when the
     /// turn has ended. Blocks for the abort call and up to 2 s of reading
-    /// the session's messages.
+    /// the session's messages, at most 5 s in all (a server that does not
+    /// answer in time: its error, and the turn runs on).
     pub fn abort(&mut self) -> Result<(), Error> {
         // Ended already (its terminal event taken, or queued behind events
         // the caller has yet to take): nothing to abort.
@@ -717,10 +722,15 @@ impl Turn {
             return Ok(());
         }
         self.demux.guard_abort(&self.session_id);
-        self.client.abort(&self.session_id)?;
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let given_up = Instant::now() + ABORT_WITHIN;
+        let within = |client: &Client| {
+            let left = given_up.saturating_duration_since(Instant::now());
+            client.with_timeout(left.max(Duration::from_millis(100)))
+        };
+        within(&self.client).abort(&self.session_id)?;
+        let deadline = (Instant::now() + Duration::from_secs(2)).min(given_up);
         while Instant::now() < deadline {
-            let messages = self.client.list_messages(&self.session_id, None)?;
+            let messages = within(&self.client).list_messages(&self.session_id, None)?;
             match settle(&self.session_id, &self.message_id, &messages) {
                 Settled::Done(done) => {
                     self.settled(&messages, TurnEvent::Done(done));
