@@ -245,14 +245,11 @@ fn default_session_turns(bed: &TestBed) -> Value {
     shown["turns"].clone()
 }
 
-#[test]
-fn ctrl_c_aborts_the_turn_and_exits_130_with_the_message_id() {
+/// Sends Ctrl-C to a `slow_prompt --json` and checks how it ends: exit 130,
+/// its last line a `failed` object that says so, with the prompt's message
+/// ID.
+fn interrupt_json_prompt(mut child: std::process::Child, mut stdout: std::process::ChildStdout) {
     use std::io::Read;
-    if e2e_skipped() {
-        return;
-    }
-    let bed = slow_bed(Duration::from_millis(400));
-    let (mut child, mut stdout) = slow_prompt(&bed, &["--json"]);
     assert!(e2e::send_signal(child.id() as i32, libc::SIGINT));
     let status = child.wait().unwrap();
     let mut rest = String::new();
@@ -273,6 +270,16 @@ fn ctrl_c_aborts_the_turn_and_exits_130_with_the_message_id() {
         failed["messageId"].as_str().unwrap().starts_with("msg_"),
         "{failed}"
     );
+}
+
+#[test]
+fn ctrl_c_aborts_the_turn_and_exits_130_with_the_message_id() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = slow_bed(Duration::from_millis(400));
+    let (child, stdout) = slow_prompt(&bed, &["--json"]);
+    interrupt_json_prompt(child, stdout);
     // The aborted turn is recorded in the registry, as every ended turn.
     assert_eq!(default_session_turns(&bed), 1);
 }
@@ -282,12 +289,11 @@ fn ctrl_c_aborts_the_turn_and_exits_130_with_the_message_id() {
 /// exits 130 with the prompt's message ID.
 #[test]
 fn ctrl_c_while_the_server_hangs_exits_130_within_seconds() {
-    use std::io::Read;
     if e2e_skipped() {
         return;
     }
     let bed = slow_bed(Duration::from_millis(400));
-    let (mut child, mut stdout) = slow_prompt(&bed, &["--json"]);
+    let (child, stdout) = slow_prompt(&bed, &["--json"]);
     let project = bed.project.display().to_string();
     let status: Value =
         serde_json::from_slice(&ocm(&bed, &["status", &project, "--json"]).stdout).unwrap();
@@ -295,19 +301,9 @@ fn ctrl_c_while_the_server_hangs_exits_130_within_seconds() {
     // Stopped, and killed with the bed (SIGKILL ends a stopped process).
     assert!(e2e::send_signal(-server, libc::SIGSTOP));
     let began = std::time::Instant::now();
-    assert!(e2e::send_signal(child.id() as i32, libc::SIGINT));
-    let ended = child.wait().unwrap();
+    interrupt_json_prompt(child, stdout);
     let took = began.elapsed();
-    let mut rest = String::new();
-    stdout.read_to_string(&mut rest).unwrap();
-    assert_eq!(ended.code(), Some(130), "{rest}");
     assert!(took < Duration::from_secs(15), "Ctrl-C took {took:?}");
-    let failed: Value = serde_json::from_str(rest.lines().last().unwrap()).unwrap();
-    assert_eq!(failed["type"], "failed", "{failed}");
-    assert!(
-        failed["messageId"].as_str().unwrap().starts_with("msg_"),
-        "{failed}"
-    );
     e2e::send_signal(-server, libc::SIGCONT);
 }
 

@@ -231,6 +231,27 @@ fn answer() -> String {
     )
 }
 
+/// The stream's `message.updated` of the reply: begun, or completed (the
+/// same as `answer()`'s).
+fn reply_updated(completed: bool) -> String {
+    let end = if completed {
+        r#""finish":"stop","tokens":{"input":1,"output":2},"time":{"created":2,"completed":3}"#
+    } else {
+        r#""time":{"created":2}"#
+    };
+    format!(
+        r#"{{"id":"e{}","type":"message.updated","properties":{{"sessionID":"ses_1","info":{{"id":"{REPLY}","parentID":"{ID}","role":"assistant","sessionID":"ses_1",{end}}}}}}}"#,
+        if completed { 3 } else { 1 }
+    )
+}
+
+/// The stream's whole text part "ok" of the reply.
+fn reply_text_ok() -> String {
+    format!(
+        r#"{{"id":"e2","type":"message.part.updated","properties":{{"sessionID":"ses_1","part":{{"id":"prt_1","sessionID":"ses_1","messageID":"{REPLY}","type":"text","text":"ok"}}}}}}"#
+    )
+}
+
 /// Reads of the session's messages (not of one message) so far.
 fn list_reads(server: &FakeServer) -> usize {
     server
@@ -246,9 +267,7 @@ fn the_answer_to_the_send_ends_the_turn_before_the_stream_tells() {
     server.set_messages(&user_only());
     let mut turn = prompt_hi(&server);
     // The stream tells the reply was made, then nothing more.
-    server.event(&format!(
-        r#"{{"id":"e1","type":"message.updated","properties":{{"sessionID":"ses_1","info":{{"id":"{REPLY}","parentID":"{ID}","role":"assistant","sessionID":"ses_1","time":{{"created":2}}}}}}}}"#
-    ));
+    server.event(&reply_updated(false));
     std::thread::sleep(Duration::from_millis(200));
     let reads = list_reads(&server);
     server.answer(&answer());
@@ -276,13 +295,9 @@ fn a_turn_told_from_its_middle_hands_out_its_text_in_order_and_reads_its_end() {
     server.event(&format!(
         r#"{{"id":"e1","type":"message.part.delta","properties":{{"sessionID":"ses_1","messageID":"{REPLY}","partID":"prt_1","field":"text","delta":"k"}}}}"#
     ));
-    server.event(&format!(
-        r#"{{"id":"e2","type":"message.part.updated","properties":{{"sessionID":"ses_1","part":{{"id":"prt_1","sessionID":"ses_1","messageID":"{REPLY}","type":"text","text":"ok"}}}}}}"#
-    ));
+    server.event(&reply_text_ok());
     server.set_messages(&completed());
-    server.event(&format!(
-        r#"{{"id":"e3","type":"message.updated","properties":{{"sessionID":"ses_1","info":{{"id":"{REPLY}","parentID":"{ID}","role":"assistant","sessionID":"ses_1","finish":"stop","tokens":{{"input":1,"output":2}},"time":{{"created":2,"completed":3}}}}}}}}"#
-    ));
+    server.event(&reply_updated(true));
     let events = all_events(&mut turn);
     assert_eq!(texts(&events), "ok", "{events:?}");
     match events.last() {
@@ -304,9 +319,7 @@ fn an_answer_the_stream_tells_right_after_ends_the_turn_without_a_read() {
     server.set_messages(&completed());
     server.answer(&answer());
     std::thread::sleep(Duration::from_millis(50));
-    server.event(&format!(
-        r#"{{"id":"e1","type":"message.updated","properties":{{"sessionID":"ses_1","info":{{"id":"{REPLY}","parentID":"{ID}","role":"assistant","sessionID":"ses_1","finish":"stop","tokens":{{"input":1,"output":2}},"time":{{"created":2,"completed":3}}}}}}}}"#
-    ));
+    server.event(&reply_updated(true));
     let events = all_events(&mut turn);
     assert_eq!(texts(&events), "ok", "{events:?}");
     match events.last() {
@@ -316,8 +329,6 @@ fn an_answer_the_stream_tells_right_after_ends_the_turn_without_a_read() {
     assert_eq!(list_reads(&server), reads, "ended by the events, no read");
 }
 
-/// The stream never tells the reply the send was answered with (it may
-/// be stalled): after a short wait the end is read.
 /// The stream, subscribed after the prompt was stored, first tells the
 /// session going busy: one read then finds no reply begun, or one begun
 /// with no part, so the reply is told from its start and its end needs no
@@ -339,15 +350,9 @@ fn a_late_stream_that_first_tells_busy_reads_once_then_ends_from_the_events() {
         assert!(nothing.is_none(), "{nothing:?}");
         assert_eq!(list_reads(&server), reads + 1, "one read after busy");
         server.set_messages(&completed());
-        server.event(&format!(
-            r#"{{"id":"e1","type":"message.updated","properties":{{"sessionID":"ses_1","info":{{"id":"{REPLY}","parentID":"{ID}","role":"assistant","sessionID":"ses_1","time":{{"created":2}}}}}}}}"#
-        ));
-        server.event(&format!(
-            r#"{{"id":"e2","type":"message.part.updated","properties":{{"sessionID":"ses_1","part":{{"id":"prt_1","sessionID":"ses_1","messageID":"{REPLY}","type":"text","text":"ok"}}}}}}"#
-        ));
-        server.event(&format!(
-            r#"{{"id":"e3","type":"message.updated","properties":{{"sessionID":"ses_1","info":{{"id":"{REPLY}","parentID":"{ID}","role":"assistant","sessionID":"ses_1","finish":"stop","tokens":{{"input":1,"output":2}},"time":{{"created":2,"completed":3}}}}}}}}"#
-        ));
+        server.event(&reply_updated(false));
+        server.event(&reply_text_ok());
+        server.event(&reply_updated(true));
         let events = all_events(&mut turn);
         assert_eq!(texts(&events), "ok", "{events:?}");
         match events.last() {
@@ -364,6 +369,8 @@ fn a_late_stream_that_first_tells_busy_reads_once_then_ends_from_the_events() {
     }
 }
 
+/// The stream never tells the reply the send was answered with (it may
+/// be stalled): after a short wait the end is read.
 #[test]
 fn an_answer_about_a_reply_the_stream_never_told_is_settled_from_the_messages() {
     let server = FakeServer::start();

@@ -407,6 +407,22 @@ mod tests {
         }
     }
 
+    /// A registry in a temp folder with one session, `ses_1` (key `t`).
+    fn one_session() -> (tempfile::TempDir, Registry, SessionId) {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::at(dir.path());
+        registry.record(entry("t", "ses_1")).unwrap();
+        (dir, registry, SessionId::from("ses_1"))
+    }
+
+    /// A turn's usage of `n` output tokens.
+    fn output(n: u64) -> Usage {
+        Usage {
+            output: n,
+            ..Usage::default()
+        }
+    }
+
     #[test]
     fn team_key_has_the_seed_title() {
         let key = SessionKey::team("red", "a1", "lead").unwrap();
@@ -460,14 +476,8 @@ mod tests {
 
     #[test]
     fn an_ended_turn_records_its_usage_and_the_state_together() {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::at(dir.path());
-        registry.record(entry("t", "ses_1")).unwrap();
-        let usage = Usage {
-            output: 7,
-            ..Usage::default()
-        };
-        let s = SessionId::from("ses_1");
+        let (_dir, registry, s) = one_session();
+        let usage = output(7);
         assert!(
             registry
                 .end_turn(&s, &usage, Some(SessionState::Crashed))
@@ -492,16 +502,10 @@ mod tests {
     /// them; totals that cannot be read leave the registry's own.
     #[test]
     fn an_ended_turn_writes_its_totals_beside_the_registry() {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::at(dir.path());
-        registry.record(entry("t", "ses_1")).unwrap();
+        let (dir, registry, s) = one_session();
         registry.record(entry("u", "ses_2")).unwrap();
         let before = std::fs::read(registry.path()).unwrap();
-        let usage = Usage {
-            output: 7,
-            ..Usage::default()
-        };
-        let s = SessionId::from("ses_1");
+        let usage = output(7);
         assert!(
             registry
                 .end_turn(&s, &usage, Some(SessionState::Active))
@@ -550,14 +554,8 @@ mod tests {
     /// lines: an older line never sets the totals below the registry's.
     #[test]
     fn totals_older_than_the_registrys_are_not_taken() {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::at(dir.path());
-        registry.record(entry("t", "ses_1")).unwrap();
-        let s = SessionId::from("ses_1");
-        let usage = Usage {
-            output: 5,
-            ..Usage::default()
-        };
+        let (dir, registry, s) = one_session();
+        let usage = output(5);
         registry.end_turn(&s, &usage, None).unwrap();
         let tally = dir.path().join("turns").join("ses_1.usage");
         let one_turn = std::fs::read(&tally).unwrap();
@@ -573,16 +571,10 @@ mod tests {
     /// and the registry takes the totals.
     #[test]
     fn a_failed_append_still_records_the_state_and_the_totals() {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::at(dir.path());
-        registry.record(entry("t", "ses_1")).unwrap();
-        let s = SessionId::from("ses_1");
+        let (dir, registry, s) = one_session();
         // A folder where the file should be: refused.
         std::fs::create_dir_all(dir.path().join("turns").join("ses_1.usage")).unwrap();
-        let usage = Usage {
-            output: 5,
-            ..Usage::default()
-        };
+        let usage = output(5);
         let _ = registry.end_turn(&s, &usage, Some(SessionState::Crashed));
         let e = registry.by_session(&s).unwrap().unwrap();
         assert_eq!(
@@ -595,10 +587,7 @@ mod tests {
     /// them and it starts again.
     #[test]
     fn a_full_totals_file_goes_into_the_registry() {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::at(dir.path());
-        registry.record(entry("t", "ses_1")).unwrap();
-        let s = SessionId::from("ses_1");
+        let (dir, registry, s) = one_session();
         let usage = Usage {
             input: 3,
             ..Usage::default()
