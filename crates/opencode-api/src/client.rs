@@ -710,7 +710,7 @@ impl Client {
 }
 
 fn new_agent(connect_timeout: Duration) -> Agent {
-    Agent::config_builder()
+    let config = Agent::config_builder()
         .http_status_as_error(false)
         .proxy(None)
         .max_redirects(0)
@@ -719,8 +719,12 @@ fn new_agent(connect_timeout: Duration) -> Agent {
         .timeout_connect(Some(connect_timeout))
         .timeout_resolve(Some(connect_timeout))
         .user_agent(concat!("opencode-api/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into()
+        .build();
+    Agent::with_parts(
+        config,
+        ureq::unversioned::transport::DefaultConnector::default(),
+        crate::resolve::LiteralFirst::default(),
+    )
 }
 
 fn send<B: ureq::AsSendBody>(

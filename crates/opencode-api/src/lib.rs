@@ -75,6 +75,7 @@ mod error;
 mod events;
 mod ids;
 mod requests;
+mod resolve;
 mod stream;
 mod types;
 
