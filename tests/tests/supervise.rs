@@ -418,3 +418,130 @@ fn sigterm_during_a_start_stops_supervising_at_once_and_leaves_nothing() {
     .unwrap();
     assert_eq!(record["desired"], "up", "{record}");
 }
+
+/// The supervisor's event relay of the bed's project, once it takes
+/// clients (its stream proven subscribed: up to a heartbeat, 10 s, after
+/// the server is up): the connection, past the hello.
+fn relay_client(bed: &TestBed) -> BufReader<std::os::unix::net::UnixStream> {
+    let dir = status_json(bed)["stateDir"]
+        .as_str()
+        .expect("stateDir")
+        .to_string();
+    let socket = Path::new(&dir).join("events.sock");
+    poll_until(Duration::from_secs(20), "the relay to take clients", || {
+        let stream = std::os::unix::net::UnixStream::connect(&socket).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut lines = BufReader::new(stream);
+        let mut hello = String::new();
+        lines.read_line(&mut hello).ok()?;
+        let hello: Value = serde_json::from_str(&hello).ok()?;
+        assert_eq!(hello["relay"], "ocm-events", "{hello}");
+        Some(lines)
+    })
+}
+
+/// The `done` line of `ocm prompt --json`.
+fn prompt_done(bed: &TestBed, text: &str) -> Value {
+    let out = bed
+        .command(ocm_bin())
+        .args(["prompt", "--json"])
+        .arg(&bed.project)
+        .arg(text)
+        .output()
+        .expect("ocm prompt");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done: Value = serde_json::from_str(stdout.lines().last().expect("a line")).unwrap();
+    assert_eq!(done["type"], "done", "{stdout}");
+    done
+}
+
+#[test]
+fn prompts_are_told_through_the_supervisors_event_relay() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(
+        e2e::Script::new().default_reply(e2e::Reply::text("told by the relay")),
+    );
+    let supervise = Supervise::start(&bed, &[], &[]);
+    supervise.expect("running", Duration::from_secs(60));
+    let mut watcher = relay_client(&bed);
+    let done = prompt_done(&bed, "hello");
+    assert_eq!(done["text"], "told by the relay", "{done}");
+    // The relay handed the turn's frames on, in the server's own form.
+    let message = done["messageId"].as_str().unwrap().to_string();
+    let mut line = String::new();
+    let told = poll_until(Duration::from_secs(10), "the prompt's frames", || {
+        line.clear();
+        watcher.read_line(&mut line).expect("a frame");
+        let frame: Value = serde_json::from_str(&line).expect("JSON");
+        assert!(frame["payload"]["type"].is_string(), "{frame}");
+        line.contains(&message).then_some(frame)
+    });
+    assert_eq!(told["payload"]["type"], "message.updated", "{told}");
+    // ocm prompt took its events from the relay too: two clients (the
+    // watcher and the prompt), in the metrics written every 10 s.
+    poll_until(Duration::from_secs(15), "two relay clients", || {
+        (status_json(&bed)["supervisor"]["relayClients"].as_u64() >= Some(2)).then_some(())
+    });
+    assert_eq!(supervise.terminate(), 0);
+}
+
+#[test]
+fn a_relay_that_ends_mid_turn_leaves_the_turn_to_the_servers_stream() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = TestBed::with_script(
+        e2e::Script::new().default_reply(
+            e2e::Reply::text("one two three four five six seven eight nine ten")
+                .chunk_delay(Duration::from_millis(300)),
+        ),
+    );
+    let mut supervise = Supervise::start(&bed, &[], &[]);
+    supervise.expect("running", Duration::from_secs(60));
+    drop(relay_client(&bed));
+    let prompt = {
+        let mut command = bed.command(ocm_bin());
+        command
+            .args(["prompt", "--json"])
+            .arg(&bed.project)
+            .arg("count")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command.spawn().expect("ocm prompt")
+    };
+    // Mid-turn: the supervisor (and its relay) is killed; the server runs on.
+    std::thread::sleep(Duration::from_millis(1200));
+    supervise.child.kill().expect("kill the supervisor");
+    let _ = supervise.child.wait();
+    let out = prompt.wait_with_output().expect("ocm prompt");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done: Value = serde_json::from_str(stdout.lines().last().expect("a line")).unwrap();
+    assert_eq!(
+        done["text"], "one two three four five six seven eight nine ten",
+        "{stdout}"
+    );
+    // The text events add up to the reply, none twice.
+    let streamed: String = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["type"] == "text")
+        .map(|v| v["delta"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(streamed, done["text"].as_str().unwrap(), "{stdout}");
+}

@@ -87,8 +87,8 @@ pub use statefiles::{
     remove_state_file, try_lock_state_file, write_state_file,
 };
 pub use supervise::{
-    Notice, ProjectSetup, ProjectSource, Reason, RestartPolicy, SuperviseConfig, Supervisor,
-    SupervisorInfo, SupervisorState, Transition, WatchOutcome, supervise_lock_holder,
+    Notice, ProjectSetup, ProjectSource, RELAY_HELLO, Reason, RestartPolicy, SuperviseConfig,
+    Supervisor, SupervisorInfo, SupervisorState, Transition, WatchOutcome, supervise_lock_holder,
 };
 
 /// The user name opencode expects with a password.

@@ -433,6 +433,7 @@ pub(crate) mod tests {
             resident_memory_bytes: None,
             events_received: 0,
             reconnects: 0,
+            relay_clients: 0,
             last_event_age_ms: None,
             last_exit: None,
             companion_pid: Some(9),

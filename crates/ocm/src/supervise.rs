@@ -269,8 +269,8 @@ pub fn status_rows(status: &manager::ServerStatus) -> Vec<(&'static str, String)
         ));
     }
     let mut metrics = format!(
-        "{} events, {} reconnects",
-        info.events_received, info.reconnects
+        "{} events, {} reconnects, {} relay clients",
+        info.events_received, info.reconnects, info.relay_clients
     );
     if let Some(age) = info.last_event_age_ms {
         metrics.push_str(&format!(", last event {:.1} s ago", age as f64 / 1000.0));

@@ -541,11 +541,31 @@ impl Client {
         self.open_stream("/global/event", config)
     }
 
+    /// The frames of `GET /global/event` as they come, not decoded: the
+    /// reader that [`global_event_stream_with`](Client::global_event_stream_with)
+    /// decodes, for a program that passes the frames on.
+    pub fn global_event_frames_with(
+        &self,
+        config: &StreamConfig,
+    ) -> Result<crate::FrameReader, Error> {
+        let (url, reader) = self.stream_reader("/global/event", config);
+        httpsse::Reader::start(reader).map_err(|e| Error::EventStream {
+            url,
+            reason: format!("cannot start the reader: {e}"),
+        })
+    }
+
     fn open_stream<E: crate::StreamEvent>(
         &self,
         path: &str,
         config: &StreamConfig,
     ) -> Result<EventStream<E>, Error> {
+        let (url, reader) = self.stream_reader(path, config);
+        EventStream::start(reader, url)
+    }
+
+    /// The URL of the stream at `path` and its reader's configuration.
+    fn stream_reader(&self, path: &str, config: &StreamConfig) -> (String, httpsse::ReaderConfig) {
         let url = format!("{}{path}", self.shared.base_url);
         let mut reader = config.reader_config(url.clone(), self.shared.connect_timeout);
         if let Some(credentials) = &self.shared.credentials {
@@ -556,7 +576,7 @@ impl Client {
         if let (Some(dir), "/event") = (&self.directory_header, path) {
             reader = reader.header(DIRECTORY_HEADER, dir.clone());
         }
-        EventStream::start(reader, url)
+        (url, reader)
     }
 
     /// The one way a call is made: the connection (the shared agent, or one

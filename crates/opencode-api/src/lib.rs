@@ -97,6 +97,10 @@ pub use events::{
     PartRemoved, PartUpdated, PendingRequest, Question, QuestionOption, SessionFailed, SessionInfo,
     SessionRef, SessionStatusChanged,
 };
+/// The undecoded frames of a stream
+/// ([`Client::global_event_frames_with`]): the reader thread and what it
+/// reports, from `httpsse`.
+pub use httpsse::{Reader as FrameReader, ReaderItem as FrameItem};
 pub use ids::{
     MessageId, SessionId, ascending_id, id_value, new_message_id, new_message_id_after, new_part_id,
 };

@@ -26,6 +26,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::relay::RelayStream;
 use opencode_api::{
     Client, DisconnectKind, Event, EventKind, MessageId, SessionId, SessionStatus, StreamConfig,
     StreamItem,
@@ -165,15 +166,34 @@ impl Demux {
     /// stream's [`notify`](StreamConfig::notify) is the demultiplexer's
     /// own (it wakes the thread for each item).
     pub(crate) fn start(client: &Client, config: &StreamConfig) -> Result<Demux, Error> {
+        Demux::start_relayed(client, config, None)
+    }
+
+    /// [`start`](Demux::start), through the supervisor's event relay at
+    /// `relay` when one listens there and follows this server (its stream
+    /// is subscribed at once, see `relay.rs`); the server's own stream
+    /// when not, and after the relay closed.
+    pub(crate) fn start_relayed(
+        client: &Client,
+        config: &StreamConfig,
+        relay: Option<&std::path::Path>,
+    ) -> Result<Demux, Error> {
         let shared = Arc::new(Shared::default());
         let notified = Arc::clone(&shared);
         let config = config.clone().notify(move || notified.wake());
-        let stream = client.global_event_stream_with(&config)?;
+        let relayed = relay.and_then(|socket| {
+            let notified = Arc::clone(&shared);
+            RelayStream::connect(socket, client.base_url(), move || notified.wake())
+        });
+        let source = match relayed {
+            Some(relay) => Source::Relay(relay),
+            None => Source::Server(Box::new(client.global_event_stream_with(&config)?)),
+        };
         let thread_shared = Arc::clone(&shared);
         let health = client.clone();
         let thread = std::thread::Builder::new()
             .name("turns-demux".into())
-            .spawn(move || run(stream, &thread_shared, &health))
+            .spawn(move || run(source, &config, &thread_shared, &health))
             .map_err(|e| opencode_api::Error::EventStream {
                 url: client.base_url().to_string(),
                 reason: format!("cannot start the demultiplexer thread: {e}"),
@@ -420,12 +440,29 @@ fn report_lost(routes: &mut Routes, reason: &str) {
     });
 }
 
-fn run(mut stream: opencode_api::GlobalEventStream, shared: &Shared, client: &Client) {
+/// Where the frames come from.
+enum Source {
+    /// The server's own stream.
+    Server(Box<opencode_api::GlobalEventStream>),
+    /// The supervisor's relay, until it closes.
+    Relay(RelayStream),
+}
+
+impl Source {
+    fn next(&mut self) -> Result<Option<StreamItem<opencode_api::GlobalEvent>>, Error> {
+        match self {
+            Source::Server(stream) => Ok(stream.next(Instant::now())?),
+            Source::Relay(relay) => Ok(relay.next()),
+        }
+    }
+}
+
+fn run(mut source: Source, config: &StreamConfig, shared: &Shared, client: &Client) {
     while !shared.stop.load(Ordering::SeqCst) {
         // What is queued, without waiting; then sleep until the stream's
         // notify or the stop wakes the thread (no fixed tick: a stop is
         // seen at once, so dropping the demultiplexer is quick).
-        let item = match stream.next(Instant::now()) {
+        let item = match source.next() {
             Ok(Some(item)) => item,
             Ok(None) => {
                 shared.sleep(IDLE_BOUND);
@@ -452,6 +489,8 @@ fn run(mut stream: opencode_api::GlobalEventStream, shared: &Shared, client: &Cl
                     routes.went_down();
                 }
                 routes.connected = true;
+                // The relay's stream was subscribed before it said hello.
+                routes.subscribed = matches!(source, Source::Relay(_));
                 routes.ever_connected = true;
                 if again {
                     broadcast(&mut routes, &Routed::Reconnected);
@@ -489,6 +528,22 @@ fn run(mut stream: opencode_api::GlobalEventStream, shared: &Shared, client: &Cl
                 // that server's death too.
                 if gone && watched && client.health().is_err() {
                     report_lost(&mut lock(shared), &reason);
+                }
+                // The relay closed: the server's own stream from now on.
+                if let Source::Relay(_) = source {
+                    match client.global_event_stream_with(config) {
+                        Ok(stream) => source = Source::Server(Box::new(stream)),
+                        Err(_) => {
+                            let mut routes = lock(shared);
+                            broadcast(
+                                &mut routes,
+                                &Routed::ServerLost("event stream ended".into()),
+                            );
+                            drop(routes);
+                            shared.changed.notify_all();
+                            return;
+                        }
+                    }
                 }
             }
         }
@@ -687,6 +742,101 @@ mod tests {
         assert!(!demux.subscribed());
         demux.wait_connected(Duration::from_secs(10)).unwrap();
         assert!(!subscribed_within(&demux, Duration::from_millis(100)));
+    }
+
+    /// A stand-in of the supervisor's relay at `socket`: it greets one
+    /// client with `hello`, sends `frames`, then closes when `close` is
+    /// told (or dropped).
+    fn relay(
+        socket: &std::path::Path,
+        hello: String,
+        frames: Vec<String>,
+    ) -> (Sender<()>, JoinHandle<()>) {
+        use std::io::Write;
+        let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
+        let (close, closed) = channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let (mut client, _) = listener.accept().unwrap();
+            writeln!(client, "{hello}").unwrap();
+            for frame in frames {
+                writeln!(client, "{frame}").unwrap();
+            }
+            let _ = closed.recv();
+        });
+        (close, thread)
+    }
+
+    fn hello(url: &str, age_ms: u64) -> String {
+        serde_json::json!({"relay": manager::RELAY_HELLO, "url": url, "ageMs": age_ms}).to_string()
+    }
+
+    #[test]
+    fn a_relay_of_this_server_is_subscribed_at_once_and_the_servers_stream_follows_it() {
+        let (server, client) = fake();
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("events.sock");
+        let idle = r#"{"directory":"/p","payload":{"id":"e","type":"session.idle","properties":{"sessionID":"ses_1"}}}"#;
+        let (close, relay) = relay(&socket, hello(client.base_url(), 10), vec![idle.into()]);
+        let config = StreamConfig::new().initial_delay(Duration::from_millis(50));
+        let demux = Demux::start_relayed(&client, &config, Some(&socket)).unwrap();
+        demux.wait_connected(Duration::from_secs(10)).unwrap();
+        assert!(demux.subscribed(), "subscribed before any frame");
+        let rx = demux.register(&SessionId::from("ses_1"));
+        let none = server.requests();
+        assert!(
+            !none.iter().any(|r| r.contains("/global/event")),
+            "{none:?}"
+        );
+        close.send(()).unwrap();
+        relay.join().unwrap();
+        // The relay is gone: the turn hears the stream went down, and the
+        // server's own stream takes over (not subscribed until its frame).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = Vec::new();
+        while !got.iter().any(|r| matches!(r, Routed::Reconnected)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            got.push(rx.recv_timeout(left).expect("a reconnect"));
+        }
+        assert!(got.iter().any(|r| matches!(r, Routed::Down)), "{got:?}");
+        assert!(!demux.subscribed());
+        assert!(
+            server
+                .requests()
+                .iter()
+                .any(|r| r.contains("/global/event"))
+        );
+        server.event(r#"{"id":"e","type":"session.idle","properties":{"sessionID":"ses_1"}}"#);
+        assert!(subscribed_within(&demux, Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn a_relay_of_another_server_or_a_stale_one_is_not_used() {
+        let (_server, client) = fake();
+        let dir = tempfile::tempdir().unwrap();
+        for (name, hello) in [
+            ("other", hello("http://127.0.0.1:1", 10)),
+            ("stale", hello(client.base_url(), 60_000)),
+        ] {
+            let socket = dir.path().join(name);
+            let (close, relay) = relay(&socket, hello, Vec::new());
+            let demux = Demux::start_relayed(&client, &StreamConfig::new(), Some(&socket)).unwrap();
+            demux.wait_connected(Duration::from_secs(10)).unwrap();
+            assert!(
+                !demux.subscribed(),
+                "{name}: the server's stream, not proven yet"
+            );
+            drop(close);
+            relay.join().unwrap();
+        }
+        // No relay listening: the server's stream.
+        let demux = Demux::start_relayed(
+            &client,
+            &StreamConfig::new(),
+            Some(&dir.path().join("none")),
+        )
+        .unwrap();
+        demux.wait_connected(Duration::from_secs(10)).unwrap();
+        assert!(!demux.subscribed());
     }
 
     #[test]

@@ -155,8 +155,9 @@ impl Inner {
         project: &std::path::Path,
     ) -> Option<(Client, Arc<Demux>)> {
         let client = manager.running_server(project).ok()??.client().ok()?;
-        let demux = Arc::new(Demux::start(&client, &self.options.stream).ok()?);
-        Some((client, demux))
+        let relay = manager.relay_socket(project).ok();
+        let demux = Demux::start_relayed(&client, &self.options.stream, relay.as_deref());
+        Some((client, Arc::new(demux.ok()?)))
     }
 
     fn release(&self, session: &SessionId, message: &MessageId) {

@@ -66,6 +66,7 @@ mod demux;
 mod engine;
 mod error;
 mod registry;
+mod relay;
 mod sessions;
 mod tracker;
 mod usage;

@@ -48,6 +48,8 @@ struct Server {
     last_failure: String,
     reconnect_at: Option<Instant>,
     over_memory_since: Option<Instant>,
+    /// Its event relay, when the socket could be made.
+    relay: Option<super::relay::Relay>,
 }
 
 /// A project this supervisor watches (it holds its `supervise.lock`).
@@ -425,6 +427,17 @@ impl Engine {
             .filter(|r| r.auth)
             .and_then(|r| p.manager.password_of(&r, &p.paths).ok().flatten());
         let now = Instant::now();
+        let socket = super::relay::relay_socket(&p.paths);
+        let relay = match super::relay::Relay::start(&socket, &info.url, password.as_deref()) {
+            Ok(relay) => Some(relay),
+            Err(e) => {
+                let why = format!("no event relay at {}: {e}", socket.display());
+                let path = p.path.clone();
+                self.note(&path, why);
+                None
+            }
+        };
+        let p = &mut self.projects[index];
         p.server = Some(Server {
             pid: info.pid,
             identity,
@@ -441,6 +454,7 @@ impl Engine {
             last_failure: String::new(),
             reconnect_at: Some(now),
             over_memory_since: None,
+            relay,
         });
         p.last_pid = Some(info.pid);
         p.next_start = None;
@@ -841,6 +855,9 @@ impl Engine {
             resident_memory_bytes: server.and_then(|s| procutil::resident_memory(s.pid).ok()),
             events_received: p.events,
             reconnects: p.reconnects,
+            relay_clients: server
+                .and_then(|s| s.relay.as_ref())
+                .map_or(0, |r| r.clients_served()),
             last_event_age_ms: server.map(|s| s.last_frame.elapsed().as_millis() as u64),
             last_exit: p.last_exit.clone(),
             companion_pid: p.companion.pid(),

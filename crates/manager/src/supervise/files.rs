@@ -107,6 +107,9 @@ pub struct SupervisorInfo {
     pub events_received: u64,
     /// Reconnections of the stream.
     pub reconnects: u64,
+    /// Clients the event relay has taken since the server started.
+    #[serde(default)]
+    pub relay_clients: u64,
     /// Milliseconds since the last event, while a server runs.
     pub last_event_age_ms: Option<u64>,
     /// How the last server ended.
@@ -234,6 +237,7 @@ mod tests {
             resident_memory_bytes: None,
             events_received: 5,
             reconnects: 0,
+            relay_clients: 0,
             last_event_age_ms: Some(10),
             last_exit: None,
             companion_pid: Some(8),
