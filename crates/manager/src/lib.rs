@@ -84,7 +84,7 @@ pub use scan::{COMPANION_VAR, PROJECT_HASH_VAR, SERVER_NONCE_VAR, STATE_ROOT_VAR
 pub use statefile::{ProjectPaths, rfc3339_now};
 pub use statefiles::{
     StateLock, append_state_line, lock_state_file, read_last_state_line, read_state_file,
-    remove_state_file, try_lock_state_file, write_state_file,
+    read_versioned_state_file, remove_state_file, try_lock_state_file, write_state_file,
 };
 pub use supervise::{
     Notice, ProjectSetup, ProjectSource, RELAY_HELLO, Reason, RestartPolicy, SuperviseConfig,

@@ -66,6 +66,24 @@ pub fn read_state_file<T: DeserializeOwned>(
     }
 }
 
+/// [`read_state_file`] for a file that carries a `schemaVersion`: one
+/// above `supported`, a newer ocm's, is an error and is left where it is
+/// (this ocm would lose what it does not know by rewriting it).
+pub fn read_versioned_state_file<T: DeserializeOwned>(
+    path: &Path,
+    supported: u32,
+) -> Result<(Option<T>, Option<PathBuf>), Error> {
+    match statefile::read_json_versioned::<T>(path, supported) {
+        Ok(value) => Ok((value, None)),
+        Err(e @ statefile::Error::FutureVersion { .. }) => Err(e.into()),
+        Err(e) if e.is_corrupt() => {
+            let aside = statefile::quarantine(path)?;
+            Ok((None, Some(aside)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Takes the advisory lock on `path` (created when missing), waiting at
 /// most `timeout`; [`Error::LockTimeout`] after that.
 pub fn lock_state_file(path: &Path, timeout: Duration) -> Result<StateLock, Error> {

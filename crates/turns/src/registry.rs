@@ -233,7 +233,9 @@ impl Registry {
     fn with_tally(&self, mut entry: SessionEntry) -> SessionEntry {
         let path = self.session_file(&entry.session_id, "usage");
         if let Ok(Some(tally)) = manager::read_last_state_line(&path, |t: &Tally| {
-            t.session_id == entry.session_id && t.turns >= entry.turns
+            t.schema_version == REGISTRY_SCHEMA
+                && t.session_id == entry.session_id
+                && t.turns >= entry.turns
         }) {
             entry.usage = tally.usage;
             entry.turns = tally.turns;
@@ -245,7 +247,8 @@ impl Registry {
     /// The registry file's entries, with their totals.
     fn read(&self) -> Result<Vec<SessionEntry>, Error> {
         let (file, _) =
-            manager::read_state_file::<RegistryFile>(&self.path).map_err(registry_error)?;
+            manager::read_versioned_state_file::<RegistryFile>(&self.path, REGISTRY_SCHEMA)
+                .map_err(registry_error)?;
         Ok(file
             .map(|f| f.sessions)
             .unwrap_or_default()
@@ -548,6 +551,41 @@ mod tests {
         registry.end_turn(&s, &usage, None).unwrap();
         let e = registry.by_session(&s).unwrap().unwrap();
         assert_eq!((e.usage.output, e.turns), (14, 2));
+    }
+
+    /// A registry another schema wrote (a newer ocm's) is refused, and
+    /// left as it is: rewriting it in this schema would lose what it holds.
+    #[test]
+    fn a_registry_of_another_schema_is_refused_and_left_as_it_is() {
+        let (dir, registry, s) = one_session();
+        let path = dir.path().join("sessions.json");
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("\"schemaVersion\": 1", "\"schemaVersion\": 2")
+            .replace("\"schemaVersion\":1", "\"schemaVersion\":2");
+        assert!(text.contains("2"), "{text}");
+        std::fs::write(&path, &text).unwrap();
+        let err = registry.by_session(&s).unwrap_err().to_string();
+        assert!(err.contains("schema version 2"), "{err}");
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(registry.end_turn(&s, &output(1), None).is_err());
+        assert!(registry.record(entry("u", "ses_2")).is_err());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    }
+
+    /// A totals line another schema wrote is not taken.
+    #[test]
+    fn totals_of_another_schema_are_not_taken() {
+        let (dir, registry, s) = one_session();
+        registry.end_turn(&s, &output(5), None).unwrap();
+        let tally = dir.path().join("turns").join("ses_1.usage");
+        let line = std::fs::read_to_string(&tally).unwrap();
+        let newer = line.replace("\"schemaVersion\":1", "\"schemaVersion\":2");
+        assert_ne!(line, newer);
+        let bigger = newer.replace("\"turns\":1", "\"turns\":9");
+        std::fs::write(&tally, format!("{line}{bigger}")).unwrap();
+        let e = registry.by_session(&s).unwrap().unwrap();
+        assert_eq!(e.turns, 1, "{e:?}");
     }
 
     /// A power loss kept the registry's durable write but not the newest
