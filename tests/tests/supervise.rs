@@ -442,7 +442,7 @@ fn relay_client(bed: &TestBed) -> BufReader<std::os::unix::net::UnixStream> {
     })
 }
 
-/// The `done` line of `ocm prompt --json`.
+/// The `done` line of `ocm prompt --json TEXT`.
 fn prompt_done(bed: &TestBed, text: &str) -> Value {
     let out = bed
         .command(ocm_bin())
@@ -451,7 +451,13 @@ fn prompt_done(bed: &TestBed, text: &str) -> Value {
         .arg(text)
         .output()
         .expect("ocm prompt");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    done_of(&out).0
+}
+
+/// The `done` line of a finished `ocm prompt --json` (which must have
+/// exited 0), and all it printed.
+fn done_of(out: &std::process::Output) -> (Value, String) {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -460,7 +466,7 @@ fn prompt_done(bed: &TestBed, text: &str) -> Value {
     );
     let done: Value = serde_json::from_str(stdout.lines().last().expect("a line")).unwrap();
     assert_eq!(done["type"], "done", "{stdout}");
-    done
+    (done, stdout)
 }
 
 #[test]
@@ -523,15 +529,7 @@ fn a_relay_that_ends_mid_turn_leaves_the_turn_to_the_servers_stream() {
     std::thread::sleep(Duration::from_millis(1200));
     supervise.child.kill().expect("kill the supervisor");
     let _ = supervise.child.wait();
-    let out = prompt.wait_with_output().expect("ocm prompt");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let done: Value = serde_json::from_str(stdout.lines().last().expect("a line")).unwrap();
+    let (done, stdout) = done_of(&prompt.wait_with_output().expect("ocm prompt"));
     assert_eq!(
         done["text"], "one two three four five six seven eight nine ten",
         "{stdout}"

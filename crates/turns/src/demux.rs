@@ -440,6 +440,18 @@ fn report_lost(routes: &mut Routes, reason: &str) {
     });
 }
 
+/// The demultiplexer has no stream any more: every turn is told, once.
+fn stream_ended(shared: &Shared) {
+    let mut routes = lock(shared);
+    routes.went_down();
+    broadcast(
+        &mut routes,
+        &Routed::ServerLost("event stream ended".into()),
+    );
+    drop(routes);
+    shared.changed.notify_all();
+}
+
 /// Where the frames come from.
 enum Source {
     /// The server's own stream.
@@ -470,14 +482,7 @@ fn run(mut source: Source, config: &StreamConfig, shared: &Shared, client: &Clie
             }
             Err(_) => {
                 // The stream gave up or was stopped: tell the turns once.
-                let mut routes = lock(shared);
-                routes.went_down();
-                broadcast(
-                    &mut routes,
-                    &Routed::ServerLost("event stream ended".into()),
-                );
-                drop(routes);
-                shared.changed.notify_all();
+                stream_ended(shared);
                 return;
             }
         };
@@ -534,13 +539,7 @@ fn run(mut source: Source, config: &StreamConfig, shared: &Shared, client: &Clie
                     match client.global_event_stream_with(config) {
                         Ok(stream) => source = Source::Server(Box::new(stream)),
                         Err(_) => {
-                            let mut routes = lock(shared);
-                            broadcast(
-                                &mut routes,
-                                &Routed::ServerLost("event stream ended".into()),
-                            );
-                            drop(routes);
-                            shared.changed.notify_all();
+                            stream_ended(shared);
                             return;
                         }
                     }

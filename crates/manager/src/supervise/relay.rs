@@ -152,9 +152,7 @@ impl Relay {
         );
         Ok(relay)
     }
-}
 
-impl Relay {
     /// The clients the relay has taken.
     pub(crate) fn clients_served(&self) -> u64 {
         lock(&self.shared).served
