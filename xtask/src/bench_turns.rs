@@ -245,6 +245,16 @@ fn measure(ocm: &std::path::Path) -> Result<(), String> {
         )?;
         Ok(took)
     };
+    // One `ocm prompt`, then the POST by a process, each on a settled
+    // server.
+    let ocm_then_post = |text: &str, ocm: &mut Vec<Run>, post: &mut Vec<Run>| {
+        let (took, ocm_session) = run_ocm(text)?;
+        ocm.push(Run::of(took, &managed, &ocm_session)?);
+        quiet(&managed)?;
+        let took = run_post(&format!("post {text}"))?;
+        post.push(Run::of(took, &managed, &bare_session)?);
+        quiet(&managed)
+    };
     let mut bare_managed = Vec::new();
     let mut ocm_runs = Vec::new();
     let mut post_runs = Vec::new();
@@ -256,13 +266,38 @@ fn measure(ocm: &std::path::Path) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         bare_managed.push(Run::of(began.elapsed(), &managed, &bare_session)?);
         quiet(&managed)?;
-        let (took, ocm_session) = run_ocm(&format!("ocm {i}"))?;
-        ocm_runs.push(Run::of(took, &managed, &ocm_session)?);
-        quiet(&managed)?;
-        let took = run_post(&format!("post {i}"))?;
-        post_runs.push(Run::of(took, &managed, &bare_session)?);
-        quiet(&managed)?;
+        ocm_then_post(&format!("ocm {i}"), &mut ocm_runs, &mut post_runs)?;
     }
+    // The same with the project supervised: `ocm prompt` takes its events
+    // from the supervisor's relay, subscribed once a frame after its
+    // `server.connected` came (the heartbeat, within 10 s).
+    let bin = e2e::find_opencode()?;
+    let supervisor =
+        crate::chaos::Supervising::start(ocm, &bed, &bin, &[], std::slice::from_ref(&bed.project))?;
+    supervisor.expect("running", Duration::from_secs(60))?;
+    let state_dir = bed
+        .command(ocm)
+        .args(["status", "--json", &project])
+        .output()
+        .map_err(|e| e.to_string())
+        .and_then(|out| {
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).map_err(|e| e.to_string())
+        })?["stateDir"]
+        .as_str()
+        .map(std::path::PathBuf::from)
+        .ok_or("ocm status --json: no stateDir")?;
+    relay_ready(&state_dir.join("events.sock"), Duration::from_secs(20))?;
+    let mut relayed_runs = Vec::new();
+    let mut relayed_posts = Vec::new();
+    quiet(&managed)?;
+    for i in 0..OVERHEAD_RUNS {
+        ocm_then_post(
+            &format!("relayed {i}"),
+            &mut relayed_runs,
+            &mut relayed_posts,
+        )?;
+    }
+    supervisor.stop()?;
     let _ = bed.command(ocm).args(["down", &project]).output();
 
     let verdict = |d: f64| if d < 5.0 { "ok" } else { "ABOVE TARGET" };
@@ -277,49 +312,104 @@ fn measure(ocm: &std::path::Path) -> Result<(), String> {
         ms(median),
         ms(p99)
     );
-    let line = |name: &str, measured: &[Run], bare: &[Run]| {
+    let line = |name: &str, measured: &[Run], base_name: &str, base: &[Run], target: bool| {
         let wall = |runs: &[Run]| spread(&mut runs.iter().map(|r| r.wall).collect::<Vec<_>>()).0;
         let paired = |of: fn(&Run) -> f64| {
             spread(
                 &mut measured
                     .iter()
-                    .zip(bare)
+                    .zip(base)
                     .map(|(m, b)| of(m) - of(b))
                     .collect::<Vec<_>>(),
             )
         };
         let (raw, raw_q1, raw_q3) = paired(|r| r.wall);
         let (outside, out_q1, out_q3) = paired(|r| r.outside);
+        let verdict = if target {
+            format!("  target < 5 ms  {}", verdict(outside))
+        } else {
+            String::new()
+        };
         println!(
-            "  {name:<38}  median {:>8.1} ms (bare POST {:.1} ms)  overhead {raw:+.1} ms \
+            "  {name}: median {:.1} ms ({base_name} {:.1} ms)  overhead {raw:+.1} ms \
              [{raw_q1:+.1}, {raw_q3:+.1}], outside the server {outside:+.1} ms \
-             [{out_q1:+.1}, {out_q3:+.1}]  target < 5 ms  {}",
+             [{out_q1:+.1}, {out_q3:+.1}]{verdict}",
             wall(measured),
-            wall(bare),
-            verdict(outside)
+            wall(base),
         );
     };
-    line("Engine::prompt + wait", &through_turns, &bare);
-    line("ocm prompt, whole process", &ocm_runs, &bare_managed);
-    // Not the target's measure: what the whole process adds, split into
-    // starting a process that makes the POST and what ocm does beyond it.
-    let outside_over = |measured: &[Run], base: &[Run]| {
-        spread(
-            &mut measured
-                .iter()
-                .zip(base)
-                .map(|(m, b)| m.outside - b.outside)
-                .collect::<Vec<_>>(),
-        )
-    };
-    let (process, p_q1, p_q3) = outside_over(&post_runs, &bare_managed);
-    let (ocm_over, o_q1, o_q3) = outside_over(&ocm_runs, &post_runs);
-    println!(
-        "  of which: the POST from a process of its own over the in-process POST {process:+.1} ms \
-         [{p_q1:+.1}, {p_q3:+.1}]; ocm prompt over that process {ocm_over:+.1} ms \
-         [{o_q1:+.1}, {o_q3:+.1}] (outside the server)"
+    // The targets: the library against the POST made in the same process,
+    // the command against the same POST made by a process of its own (a
+    // command against a command: what `curl` would do, by the client the
+    // in-process POST uses).
+    line(
+        "Engine::prompt + wait",
+        &through_turns,
+        "bare POST in-process",
+        &bare,
+        true,
+    );
+    line(
+        "ocm prompt",
+        &ocm_runs,
+        "bare POST by a process",
+        &post_runs,
+        true,
+    );
+    line(
+        "ocm prompt, supervised (event relay)",
+        &relayed_runs,
+        "bare POST by a process",
+        &relayed_posts,
+        true,
+    );
+    // Not a target's measure: what starting any process costs here.
+    line(
+        "the bare POST by a process",
+        &post_runs,
+        "in-process",
+        &bare_managed,
+        false,
+    );
+    line(
+        "ocm prompt",
+        &ocm_runs,
+        "bare POST in-process",
+        &bare_managed,
+        false,
+    );
+    line(
+        "ocm prompt, supervised",
+        &relayed_runs,
+        "bare POST in-process",
+        &bare_managed,
+        false,
     );
     Ok(())
+}
+
+/// Waits until the supervisor's relay at `socket` takes clients (it
+/// answers with its hello line), at most `bound`.
+fn relay_ready(socket: &std::path::Path, bound: Duration) -> Result<(), String> {
+    use std::io::BufRead;
+    let deadline = Instant::now() + bound;
+    while Instant::now() < deadline {
+        if let Ok(stream) = std::os::unix::net::UnixStream::connect(socket) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+            let mut hello = String::new();
+            if std::io::BufReader::new(stream)
+                .read_line(&mut hello)
+                .is_ok_and(|n| n > 0)
+            {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(format!(
+        "the supervisor's event relay at {} took no client within {bound:?}",
+        socket.display()
+    ))
 }
 
 /// `xtask bench-post URL DIR SESSION TEXT`: one blocking prompt POST, by

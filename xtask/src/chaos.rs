@@ -65,13 +65,13 @@ pub fn run(figures_only: bool) -> Result<(), String> {
 }
 
 /// `ocm supervise --json` running, its lines with the time each arrived.
-struct Supervising {
+pub(crate) struct Supervising {
     child: Child,
     lines: Receiver<(Instant, Value)>,
 }
 
 impl Supervising {
-    fn start(
+    pub(crate) fn start(
         ocm: &Path,
         bed: &e2e::TestBed,
         bin: &Path,
@@ -106,7 +106,11 @@ impl Supervising {
         Ok(Supervising { child, lines })
     }
 
-    fn expect(&self, state: &str, timeout: Duration) -> Result<(Instant, Value), String> {
+    pub(crate) fn expect(
+        &self,
+        state: &str,
+        timeout: Duration,
+    ) -> Result<(Instant, Value), String> {
         let deadline = Instant::now() + timeout;
         loop {
             match self
@@ -126,7 +130,7 @@ impl Supervising {
     }
 
     /// SIGTERM and wait (bounded).
-    fn stop(mut self) -> Result<(), String> {
+    pub(crate) fn stop(mut self) -> Result<(), String> {
         e2e::send_signal(self.child.id() as i32, libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
