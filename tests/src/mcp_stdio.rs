@@ -128,6 +128,20 @@ impl StdioMcp {
             .to_string()
     }
 
+    /// Closes its input and waits at most `within` for it to exit: its
+    /// exit status, `None` when it still runs.
+    pub fn close_input(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Every line sent and read so far.
     pub fn transcript(&self) -> String {
         self.transcript.lock().unwrap().join("\n")

@@ -1,6 +1,7 @@
 //! `ocm mcp`'s prompt tools against the real opencode and the mock model:
 //! `opencode_prompt` returns the mock's reply; a cancelled prompt gets no
-//! answer and its turn is aborted on the server; a retry by message ID
+//! answer and its turn is aborted on the server, and so is a prompt still
+//! running when the client goes away; a retry by message ID
 //! after the title got a new session is not sent twice; `opencode_turn` follows
 //! a prompt that returned `running` to its end; a turn that waits for a
 //! permission or a question shows it in `pending` and `opencode_answer`
@@ -196,18 +197,10 @@ fn copies(bed: &TestBed, id: &Value) -> (usize, usize) {
     (prompts, replies)
 }
 
-#[test]
-fn a_cancelled_prompt_gets_no_answer_and_its_turn_is_aborted() {
-    if e2e_skipped() {
-        return;
-    }
-    let bed = TestBed::with_script(
-        Script::new().default_reply(
-            Reply::text("a b c d e f g h i j k l m n o p q r s t")
-                .chunk_delay(Duration::from_millis(400)),
-        ),
-    );
-    let mut mcp = start(&bed);
+/// A prompt that writes its reply slowly (8 s), and the stdio `ocm mcp`
+/// running it once the reply's text flows.
+fn slow_prompt(bed: &TestBed) -> Mcp {
+    let mut mcp = start(bed);
     mcp.send(&json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
         "params": {"name": "opencode_prompt",
                    "arguments": {"project": bed.project, "text": "slow one"},
@@ -220,6 +213,72 @@ fn a_cancelled_prompt_gets_no_answer_and_its_turn_is_aborted() {
             break;
         }
     }
+    mcp
+}
+
+fn slow_bed() -> TestBed {
+    TestBed::with_script(
+        Script::new().default_reply(
+            Reply::text("a b c d e f g h i j k l m n o p q r s t")
+                .chunk_delay(Duration::from_millis(400)),
+        ),
+    )
+}
+
+/// Waits (10 s at most) for the project's only session to be idle with
+/// an aborted reply.
+fn assert_aborted(bed: &TestBed) {
+    let client = client(bed);
+    let session = client.list_sessions().unwrap().remove(0).id;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let idle = client
+            .session_status()
+            .unwrap()
+            .get(&session)
+            .is_none_or(|s| !s.is_active());
+        let messages = client.list_messages(&session, None).unwrap();
+        let aborted = messages.iter().any(|m| {
+            matches!(&m.info, Message::Assistant(a)
+                if a.error.as_ref().is_some_and(|e| e.name == "MessageAbortedError"))
+        });
+        if idle && aborted {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the turn was not aborted: {messages:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The client goes away mid-prompt (its input closes): the turn is
+/// aborted on the server before `ocm mcp` exits, not left to run.
+#[test]
+fn input_closed_mid_prompt_aborts_the_turn_before_exiting() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = slow_bed();
+    let mut mcp = slow_prompt(&bed);
+    let status = mcp.close_input(Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "ocm mcp did not exit 0 within 10 s: {status:?}"
+    );
+    assert_aborted(&bed);
+    drop(mcp);
+    stop(&bed);
+}
+
+#[test]
+fn a_cancelled_prompt_gets_no_answer_and_its_turn_is_aborted() {
+    if e2e_skipped() {
+        return;
+    }
+    let bed = slow_bed();
+    let mut mcp = slow_prompt(&bed);
     mcp.send(
         &json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
         "params": {"requestId": 7, "reason": "test"}}),
@@ -238,29 +297,7 @@ fn a_cancelled_prompt_gets_no_answer_and_its_turn_is_aborted() {
         }
         assert_eq!(message["method"], "notifications/progress", "{message}");
     }
-    let client = client(&bed);
-    let session = client.list_sessions().unwrap().remove(0).id;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let idle = client
-            .session_status()
-            .unwrap()
-            .get(&session)
-            .is_none_or(|s| !s.is_active());
-        let messages = client.list_messages(&session, None).unwrap();
-        let aborted = messages.iter().any(|m| {
-            matches!(&m.info, Message::Assistant(a)
-                if a.error.as_ref().is_some_and(|e| e.name == "MessageAbortedError"))
-        });
-        if idle && aborted {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the turn was not aborted: {messages:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    assert_aborted(&bed);
     drop(mcp);
     stop(&bed);
 }

@@ -139,6 +139,8 @@ pub struct Pool {
     jobs: Option<SyncSender<Job>>,
     workers: Vec<JoinHandle<()>>,
     exited: Receiver<()>,
+    /// Workers that said they ended.
+    ended: usize,
 }
 
 impl Pool {
@@ -171,6 +173,7 @@ impl Pool {
             jobs: Some(jobs),
             workers,
             exited,
+            ended: 0,
         }
     }
 
@@ -181,26 +184,30 @@ impl Pool {
             .is_some_and(|jobs| jobs.try_send(job).is_ok())
     }
 
+    /// Closes the queue and waits until `deadline` for every worker to
+    /// end. Returns how many still run.
+    pub fn wait_ended(&mut self, deadline: Instant) -> usize {
+        self.jobs = None;
+        while self.ended < self.workers.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.exited.recv_timeout(left) {
+                Ok(()) => self.ended += 1,
+                Err(_) => break,
+            }
+        }
+        self.workers.len() - self.ended
+    }
+
     /// Closes the queue and joins the workers that end by `deadline`
     /// (a manager call cannot be interrupted: a worker still in one is
     /// left to end with the process). Returns how many were left.
     pub fn shut_down(&mut self, deadline: Instant) -> usize {
-        self.jobs = None;
-        let mut ended = 0;
-        while ended < self.workers.len() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.exited.recv_timeout(left) {
-                Ok(()) => ended += 1,
-                Err(_) => break,
-            }
-        }
-        if ended == self.workers.len() {
+        let left = self.wait_ended(deadline);
+        if left == 0 {
             for worker in self.workers.drain(..) {
                 let _ = worker.join();
             }
-            0
         } else {
-            let left = self.workers.len() - ended;
             // Joining would block: the finished ones are joined, the rest
             // detached (they hold no lock a shutdown needs).
             let (done, busy): (Vec<_>, Vec<_>) =
@@ -209,8 +216,9 @@ impl Pool {
                 let _ = worker.join();
             }
             drop(busy);
-            left
         }
+        self.ended = 0;
+        left
     }
 }
 
@@ -484,14 +492,23 @@ impl Server {
 
     /// Ends: calls already taken may finish and answer until `deadline`;
     /// then every call still in flight is cancelled (nothing more is sent
-    /// for it) and the workers that ended are joined. Returns how many
-    /// calls were still running.
-    pub fn shut_down(&self, deadline: Instant) -> usize {
-        let busy = lock(&self.pool).shut_down(deadline);
-        for (_, call) in lock(&self.in_flight).drain() {
+    /// for it; a prompt's turn is aborted, a start stopped, as a client's
+    /// cancellation does) and given `cancelled_within` to end, and the
+    /// workers that ended are joined. Returns how many calls were
+    /// cancelled, and how many of them still ran after that.
+    pub fn shut_down(&self, deadline: Instant, cancelled_within: Duration) -> (usize, usize) {
+        let mut pool = lock(&self.pool);
+        let running = pool.wait_ended(deadline);
+        let calls: Vec<Arc<Call>> = lock(&self.in_flight).drain().map(|(_, c)| c).collect();
+        for call in &calls {
             call.cancel();
         }
-        busy
+        let left = if running > 0 {
+            pool.shut_down(Instant::now() + cancelled_within)
+        } else {
+            pool.shut_down(Instant::now())
+        };
+        (if running > 0 { calls.len() } else { 0 }, left)
     }
 }
 
