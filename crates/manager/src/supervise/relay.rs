@@ -19,16 +19,17 @@
 //! does not take its frames within [`CLIENT_WRITE`] is closed. The socket
 //! is the owner's only: the state folder is `0700`.
 //!
-//! Threads: one reading the server's stream (an `httpsse` reader), one forwarding its
-//! frames, one accepting clients; dropping the relay stops and joins them
-//! and removes the socket.
+//! Threads: the stream's reader (`httpsse`), and one that waits in a poll
+//! on the listener and a waker the reader rings, takes clients and hands
+//! them the frames; dropping the relay stops and joins both and removes
+//! the socket.
 
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -57,30 +58,12 @@ pub(crate) fn relay_socket(paths: &ProjectPaths) -> PathBuf {
     paths.dir.join(RELAY_SOCKET)
 }
 
-#[derive(Debug, Default)]
-struct State {
-    clients: Vec<UnixStream>,
-    /// A frame after `server.connected` came on the current connection.
-    subscribed: bool,
-    /// Frames on the current connection.
-    frames: u64,
-    /// The reader queued something, or the relay stops.
-    woken: bool,
-    /// When the last frame came.
-    last_frame: Option<Instant>,
-    /// Clients taken since the relay started.
-    served: u64,
-}
-
+/// What the relay's thread and its owner share.
 #[derive(Debug, Default)]
 struct Shared {
-    state: Mutex<State>,
-    changed: Condvar,
     stop: AtomicBool,
-}
-
-fn lock(shared: &Shared) -> MutexGuard<'_, State> {
-    shared.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// Clients taken since the relay started.
+    served: AtomicU64,
 }
 
 /// A running relay; dropping it stops it.
@@ -89,10 +72,10 @@ pub(crate) struct Relay {
     path: PathBuf,
     /// The socket's inode: a later relay's socket at the same path is left.
     inode: u64,
-    /// Wakes the accepting thread.
-    stop: Arc<Waker>,
+    /// Rung by the reader for each item, and to stop.
+    wake: Arc<Waker>,
     shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl Relay {
@@ -111,8 +94,13 @@ impl Relay {
         }
         let listener = UnixListener::bind(path)?;
         let inode = std::fs::symlink_metadata(path)?.ino();
-        let shared = Arc::new(Shared::default());
-        let woken = Arc::clone(&shared);
+        let gone = |e: std::io::Error| {
+            let _ = std::fs::remove_file(path);
+            e
+        };
+        listener.set_nonblocking(true).map_err(gone)?;
+        let wake = Arc::new(Waker::new().map_err(std::io::Error::other).map_err(gone)?);
+        let rung = Arc::clone(&wake);
         let mut client = opencode_api::Client::builder(url).connect_timeout(CONNECT);
         if let Some(password) = password {
             client = client.basic_auth(USERNAME, password);
@@ -121,51 +109,45 @@ impl Relay {
             .stall_timeout(STALL)
             .connect_timeout(CONNECT)
             .max_delay(Duration::from_secs(5))
-            .notify(move || {
-                lock(&woken).woken = true;
-                woken.changed.notify_all();
-            });
+            .notify(move || rung.wake());
         let reader = client
             .build()
             .and_then(|client| client.global_event_frames_with(&config))
-            .map_err(std::io::Error::other)?;
-        let url = url.to_string();
-        let stop = Arc::new(Waker::new().map_err(std::io::Error::other)?);
-        let accept_stop = Arc::clone(&stop);
-        let mut relay = Relay {
+            .map_err(std::io::Error::other)
+            .map_err(gone)?;
+        let shared = Arc::new(Shared::default());
+        let worker = Worker {
+            listener,
+            url: url.to_string(),
+            clients: Vec::new(),
+            frames: 0,
+            last_frame: None,
+        };
+        let (thread_wake, thread_shared) = (Arc::clone(&wake), Arc::clone(&shared));
+        let thread = std::thread::Builder::new()
+            .name("ocm-relay".into())
+            .spawn(move || worker.run(reader, &thread_wake, &thread_shared))
+            .map_err(gone)?;
+        Ok(Relay {
             path: path.to_path_buf(),
             inode,
-            stop,
-            shared: Arc::clone(&shared),
-            threads: Vec::new(),
-        };
-        let forward_shared = Arc::clone(&shared);
-        relay.threads.push(
-            std::thread::Builder::new()
-                .name("ocm-relay-forward".into())
-                .spawn(move || forward(reader, &forward_shared))?,
-        );
-        relay.threads.push(
-            std::thread::Builder::new()
-                .name("ocm-relay-accept".into())
-                .spawn(move || accept(listener, &shared, &url, &accept_stop))?,
-        );
-        Ok(relay)
+            wake,
+            shared,
+            thread: Some(thread),
+        })
     }
 
     /// The clients the relay has taken.
     pub(crate) fn clients_served(&self) -> u64 {
-        lock(&self.shared).served
+        self.shared.served.load(Ordering::Relaxed)
     }
 }
 
 impl Drop for Relay {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
-        lock(&self.shared).woken = true;
-        self.shared.changed.notify_all();
-        self.stop.wake();
-        for thread in self.threads.drain(..) {
+        self.wake.wake();
+        if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
         if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
@@ -174,101 +156,92 @@ impl Drop for Relay {
     }
 }
 
-/// Takes clients: a hello (the server's URL, the age of the newest frame)
-/// and a place among the clients when the stream is subscribed, else a
-/// closed connection. Waits in a poll on the listener and `stop` (not on
-/// the socket's path, which may have been deleted).
-fn accept(listener: UnixListener, shared: &Shared, url: &str, stop: &Waker) {
-    let mut watch = Watch::new();
-    let incoming = match (
-        listener.set_nonblocking(true),
-        watch.add_fd(stop),
-        watch.add_fd(&listener),
-    ) {
-        (Ok(()), Ok(_), Ok(token)) => token,
-        _ => return,
-    };
-    loop {
-        if shared.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        match watch.wait(Instant::now() + Duration::from_secs(3600)) {
-            Ok(WatchEvent::Readable { token }) if token == incoming => {}
-            Ok(_) => continue,
-            // Not expected; a pause keeps a broken poll from spinning.
-            Err(_) => {
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
+/// The relay's thread.
+struct Worker {
+    listener: UnixListener,
+    url: String,
+    clients: Vec<UnixStream>,
+    /// Frames on the stream's current connection; the first is
+    /// `server.connected`, and the stream is subscribed once it has been
+    /// read on, which a later frame proves.
+    frames: u64,
+    /// When the newest frame came.
+    last_frame: Option<Instant>,
+}
+
+impl Worker {
+    /// Until the relay is dropped: one poll on the waker and the listener.
+    fn run(mut self, reader: Reader, wake: &Waker, shared: &Shared) {
+        let mut watch = Watch::new();
+        let incoming = match (watch.add_fd(wake), watch.add_fd(&self.listener)) {
+            (Ok(_), Ok(token)) => token,
+            _ => return reader.stop(),
+        };
+        loop {
+            if shared.stop.load(Ordering::SeqCst) {
+                return reader.stop();
             }
-        }
-        // Accepted connections block (with a write timeout), whatever the
-        // listener is.
-        while let Ok((mut client, _)) = listener.accept() {
-            let mut state = lock(shared);
-            if !state.subscribed || client.set_nonblocking(false).is_err() {
-                continue;
-            }
-            let age = state
-                .last_frame
-                .map_or(u128::MAX, |t| t.elapsed().as_millis());
-            let hello =
-                serde_json::json!({ "relay": RELAY_HELLO, "url": url, "ageMs": age as u64 });
-            if client.set_write_timeout(Some(CLIENT_WRITE)).is_ok()
-                && client.write_all(format!("{hello}\n").as_bytes()).is_ok()
-            {
-                state.clients.push(client);
-                state.served += 1;
+            match watch.wait(Instant::now() + Duration::from_secs(3600)) {
+                Ok(WatchEvent::Readable { token }) if token == incoming => self.accept(shared),
+                Ok(_) => {
+                    // Drained before the items are taken: an item queued
+                    // after this rings again.
+                    wake.drain();
+                    while let Some(item) = reader.try_recv() {
+                        self.forward(item);
+                    }
+                }
+                // Not expected; a pause keeps a broken poll from spinning.
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
         }
     }
-}
 
-/// Hands every frame of the stream to every client, in order.
-fn forward(reader: Reader, shared: &Shared) {
-    loop {
-        {
-            let mut state = lock(shared);
-            while !state.woken && !shared.stop.load(Ordering::SeqCst) {
-                state = shared
-                    .changed
-                    .wait(state)
-                    .unwrap_or_else(|p| p.into_inner());
+    /// Takes the waiting clients: a hello and a place among the clients
+    /// when the stream is subscribed, else a closed connection.
+    fn accept(&mut self, shared: &Shared) {
+        while let Ok((mut client, _)) = self.listener.accept() {
+            let Some(last_frame) = self.last_frame.filter(|_| self.frames > 1) else {
+                continue;
+            };
+            let age = last_frame.elapsed().as_millis() as u64;
+            let hello = serde_json::json!({ "relay": RELAY_HELLO, "url": self.url, "ageMs": age });
+            // Accepted connections block (with a write timeout), whatever
+            // the listener is.
+            if client.set_nonblocking(false).is_ok()
+                && client.set_write_timeout(Some(CLIENT_WRITE)).is_ok()
+                && client.write_all(format!("{hello}\n").as_bytes()).is_ok()
+            {
+                self.clients.push(client);
+                shared.served.fetch_add(1, Ordering::Relaxed);
             }
-            state.woken = false;
         }
-        if shared.stop.load(Ordering::SeqCst) {
-            reader.stop();
-            return;
-        }
-        while let Some(item) = reader.try_recv() {
-            let mut state = lock(shared);
-            match item {
-                ReaderItem::Connected => {
-                    state.frames = 0;
-                    state.subscribed = false;
-                }
-                ReaderItem::Event(event) => {
-                    state.frames += 1;
-                    state.last_frame = Some(Instant::now());
-                    // The first frame is `server.connected`; the stream is
-                    // subscribed once it has been read on, which a later
-                    // frame proves.
-                    state.subscribed = state.frames > 1;
-                    // One document a line: a frame's `data` lines are
-                    // joined by newlines, which JSON takes as spaces.
-                    let line = format!("{}\n", event.data.replace('\n', " "));
-                    state
-                        .clients
-                        .retain_mut(|client| client.write_all(line.as_bytes()).is_ok());
-                }
-                ReaderItem::Disconnected { .. }
-                | ReaderItem::Reconnecting { .. }
-                | ReaderItem::GaveUp { .. } => {
-                    // Frames are lost until the next connection: the
-                    // clients go back to the server.
-                    state.subscribed = false;
-                    state.clients.clear();
-                }
+    }
+
+    /// One item of the stream: a frame to every client, in order.
+    fn forward(&mut self, item: ReaderItem) {
+        match item {
+            ReaderItem::Connected => {
+                self.frames = 0;
+                self.last_frame = None;
+            }
+            ReaderItem::Event(event) => {
+                self.frames += 1;
+                self.last_frame = Some(Instant::now());
+                // One document a line: a frame's `data` lines are joined
+                // by newlines, which JSON takes as spaces.
+                let line = format!("{}\n", event.data.replace('\n', " "));
+                self.clients
+                    .retain_mut(|client| client.write_all(line.as_bytes()).is_ok());
+            }
+            ReaderItem::Disconnected { .. }
+            | ReaderItem::Reconnecting { .. }
+            | ReaderItem::GaveUp { .. } => {
+                // Frames are lost until the next connection: the clients
+                // go back to the server.
+                self.frames = 0;
+                self.last_frame = None;
+                self.clients.clear();
             }
         }
     }
