@@ -37,8 +37,8 @@ const WORKERS: usize = 4;
 const MAX_LINE: usize = 4 << 20;
 /// How long the end of input may take to end the server.
 const EXIT_WITHIN: Duration = Duration::from_millis(1500);
-/// How long the calls cancelled then have to end (a prompt's abort takes
-/// 5 s at most).
+/// How long the prompts cancelled then have to end (an abort takes 5 s at
+/// most).
 const CANCELLED_WITHIN: Duration = Duration::from_secs(6);
 
 /// Runs `ocm mcp` until its input ends (stdio) or it is stopped (HTTP).
@@ -123,12 +123,15 @@ fn serve_stdio(ctx: Context) -> Result<i32, CliError> {
     let (cancelled, busy) = server.shut_down(Instant::now() + EXIT_WITHIN, CANCELLED_WITHIN);
     if cancelled > 0 {
         eprintln!(
-            "ocm mcp: input closed with {cancelled} tool call(s) still running: cancelled \
-             (a prompt's turn aborted, a start stopped; servers it started keep running)"
+            "ocm mcp: input closed with {cancelled} prompt(s) still running: cancelled, their \
+             turns aborted"
         );
     }
     if busy > 0 {
-        eprintln!("ocm mcp: {busy} cancelled tool call(s) still running; exiting without waiting");
+        eprintln!(
+            "ocm mcp: input closed with {busy} tool call(s) still running; exiting without \
+             waiting (servers it started keep running)"
+        );
     }
     let deadline = Instant::now() + EXIT_WITHIN;
     drop(server);

@@ -79,6 +79,9 @@ struct Call {
     out: Out,
     era: Era,
     progress_token: Option<Value>,
+    /// A turn (`opencode_prompt`): cancelled when the input ends, as no
+    /// one is left to take its reply (a start or a stop runs to its end).
+    turn: bool,
     state: Mutex<CallState>,
 }
 
@@ -126,6 +129,11 @@ impl Call {
         let mut state = lock(&self.state);
         state.closed = true;
         state.cancelled = true;
+    }
+
+    /// Nothing more is sent for it; it runs on.
+    fn close(&self) {
+        lock(&self.state).closed = true;
     }
 }
 
@@ -437,6 +445,7 @@ impl Server {
             out: out.clone(),
             era,
             progress_token,
+            turn: name == "opencode_prompt",
             state: Mutex::new(CallState::default()),
         });
         lock(&self.in_flight).insert(key.clone(), Arc::clone(&call));
@@ -491,24 +500,29 @@ impl Server {
     }
 
     /// Ends: calls already taken may finish and answer until `deadline`;
-    /// then every call still in flight is cancelled (nothing more is sent
-    /// for it; a prompt's turn is aborted, a start stopped, as a client's
-    /// cancellation does) and given `cancelled_within` to end, and the
-    /// workers that ended are joined. Returns how many calls were
-    /// cancelled, and how many of them still ran after that.
+    /// then the prompts still running are cancelled (their turns aborted
+    /// on the server, as a client's cancellation does) and given
+    /// `cancelled_within` to end, and every call left is closed (nothing
+    /// more is sent for it; a start or a stop runs on until the process
+    /// exits). Returns how many prompts were cancelled, and how many calls
+    /// still ran at the end.
     pub fn shut_down(&self, deadline: Instant, cancelled_within: Duration) -> (usize, usize) {
         let mut pool = lock(&self.pool);
-        let running = pool.wait_ended(deadline);
+        let mut running = pool.wait_ended(deadline);
         let calls: Vec<Arc<Call>> = lock(&self.in_flight).drain().map(|(_, c)| c).collect();
-        for call in &calls {
-            call.cancel();
+        let turns: Vec<&Arc<Call>> = calls.iter().filter(|c| c.turn).collect();
+        let cancelled = if running > 0 { turns.len() } else { 0 };
+        if cancelled > 0 {
+            for call in &turns {
+                call.cancel();
+            }
+            running = pool.wait_ended(Instant::now() + cancelled_within);
         }
-        let left = if running > 0 {
-            pool.shut_down(Instant::now() + cancelled_within)
-        } else {
-            pool.shut_down(Instant::now())
-        };
-        (if running > 0 { calls.len() } else { 0 }, left)
+        for call in &calls {
+            call.close();
+        }
+        pool.shut_down(Instant::now());
+        (cancelled, running)
     }
 }
 
@@ -630,6 +644,7 @@ mod tests {
                 out: mpsc::channel().0,
                 era: Era::Modern,
                 progress_token: None,
+                turn: false,
                 state: Mutex::new(CallState::default()),
             })
         };
@@ -654,6 +669,7 @@ mod tests {
             out: mpsc::channel().0,
             era: Era::Modern,
             progress_token: Some(json!("t")),
+            turn: true,
             state: Mutex::new(CallState::default()),
         };
         let (out, rx) = mpsc::channel();
