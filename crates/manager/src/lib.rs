@@ -88,7 +88,8 @@ pub use statefiles::{
 };
 pub use supervise::{
     Notice, ProjectSetup, ProjectSource, RELAY_HELLO, Reason, RestartPolicy, SuperviseConfig,
-    Supervisor, SupervisorInfo, SupervisorState, Transition, WatchOutcome, supervise_lock_holder,
+    Supervisor, SupervisorInfo, SupervisorState, Transition, WatchOutcome, connect_relay,
+    supervise_lock_holder,
 };
 
 /// The user name opencode expects with a password.

@@ -67,6 +67,7 @@ mod signal;
 pub mod signals;
 mod spawn;
 mod sys;
+mod unix;
 pub mod waker;
 pub mod watch;
 
@@ -81,6 +82,7 @@ pub use procfs::{
 pub use run::{output_within, output_within_unless};
 pub use signal::{Termination, signal_group, terminate, wait_gone};
 pub use spawn::{Output, SpawnSpec, spawn_detached};
+pub use unix::connect_unix_now;
 
 #[cfg(test)]
 mod tests;

@@ -102,7 +102,9 @@ struct Inner {
 
 /// How long a recorded server's event stream may take to say
 /// `server.connected` before the server is ensured instead (a hung server
-/// is then found and repaired by `ensure`).
+/// is then found and repaired by `ensure`). Through the supervisor's relay
+/// the proof is weaker: a frame of the server at most 12 s old (a server
+/// that hung since is found by the supervisor, or by the prompt's send).
 const RECORDED_CONNECT: Duration = Duration::from_secs(2);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

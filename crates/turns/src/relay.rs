@@ -7,7 +7,7 @@
 //! The relay ends the connection when its own stream breaks; the
 //! demultiplexer then reads the server's stream itself.
 
-use std::io::{BufRead, BufReader};
+use std::io::BufRead;
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -17,11 +17,6 @@ use std::time::Duration;
 
 use opencode_api::{DisconnectKind, GlobalEvent, StreamItem};
 
-/// How long the relay may take to say which server it follows.
-const HELLO_WITHIN: Duration = Duration::from_millis(500);
-/// The relay's newest frame may be this old (the server sends a heartbeat
-/// every 10 s): an older one may follow a server that hangs.
-const MAX_AGE_MS: u64 = 12_000;
 /// No line for this long: the relay is taken for gone (the server's
 /// heartbeat comes every 10 s).
 const STALL: Duration = Duration::from_secs(25);
@@ -36,26 +31,16 @@ pub(crate) struct RelayStream {
 }
 
 impl RelayStream {
-    /// Connects to the relay at `socket` when it follows `url`; `notify`
-    /// is called after each item is queued. `None` when no relay listens
-    /// there, or it follows another server, or its stream is not
-    /// subscribed (it closes the connection then), or heard nothing for
-    /// [`MAX_AGE_MS`], or it says nothing within [`HELLO_WITHIN`].
+    /// Connects to the relay at `socket` when it follows `url` (see
+    /// [`manager::connect_relay`] for when it does not); `notify` is
+    /// called after each item is queued.
     pub(crate) fn connect(
         socket: &Path,
         url: &str,
         notify: impl Fn() + Send + 'static,
     ) -> Option<RelayStream> {
-        let stream = UnixStream::connect(socket).ok()?;
-        stream.set_read_timeout(Some(HELLO_WITHIN)).ok()?;
-        let mut lines = BufReader::new(stream.try_clone().ok()?);
-        let mut hello = String::new();
-        lines.read_line(&mut hello).ok()?;
-        let hello: serde_json::Value = serde_json::from_str(&hello).ok()?;
-        let fresh = hello["ageMs"].as_u64().is_some_and(|age| age <= MAX_AGE_MS);
-        if hello["relay"] != manager::RELAY_HELLO || hello["url"] != url || !fresh {
-            return None;
-        }
+        let mut lines = manager::connect_relay(socket, url)?;
+        let stream = lines.get_ref().try_clone().ok()?;
         stream.set_read_timeout(Some(STALL)).ok()?;
         let (tx, items) = channel();
         // Subscribed: the relay says hello only then.

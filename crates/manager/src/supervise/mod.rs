@@ -27,7 +27,7 @@ use crate::{Error, Manager};
 
 pub(crate) use files::read_info;
 pub use files::{SupervisorInfo, supervise_lock_holder};
-pub use relay::RELAY_HELLO;
+pub use relay::{RELAY_HELLO, connect_relay};
 pub use types::{Notice, Reason, RestartPolicy, SuperviseConfig, SupervisorState, Transition};
 
 impl Manager {

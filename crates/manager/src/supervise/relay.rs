@@ -16,15 +16,16 @@
 //! the connection at once), then sends every frame's `data` as it
 //! came. It closes every client when its stream breaks (events may be lost
 //! then: the client reconnects on its own, to the server). A client that
-//! does not take its frames within [`CLIENT_WRITE`] is closed. The socket
-//! is the owner's only: the state folder is `0700`.
+//! stopped reading is closed once its socket's buffer stayed full for
+//! [`CLIENT_WRITE`]. The socket is the owner's only: the state folder is
+//! `0700`. [`connect_relay`] is the client's side.
 //!
 //! Threads: the stream's reader (`httpsse`), and one that waits in a poll
 //! on the listener and a waker the reader rings, takes clients and hands
 //! them the frames; dropping the relay stops and joins both and removes
 //! the socket.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -45,7 +46,8 @@ const RELAY_SOCKET: &str = "events.sock";
 /// `{"relay":RELAY_HELLO,"url":URL,"ageMs":N}` (the server it follows,
 /// how old its newest frame is); every frame's `data` follows, a line each.
 pub const RELAY_HELLO: &str = "ocm-events";
-/// How long a client may leave a frame untaken before it is closed.
+/// How long a write to a client may wait (its socket's buffer full: it
+/// stopped reading) before the client is closed.
 const CLIENT_WRITE: Duration = Duration::from_millis(500);
 /// No frame for this long ends the relay's connection (the server sends a
 /// heartbeat every 10 s).
@@ -56,6 +58,31 @@ const CONNECT: Duration = Duration::from_secs(2);
 /// Where the relay of `paths`'s project listens.
 pub(crate) fn relay_socket(paths: &ProjectPaths) -> PathBuf {
     paths.dir.join(RELAY_SOCKET)
+}
+
+/// How long the relay may take to greet a client.
+const HELLO_WITHIN: Duration = Duration::from_millis(500);
+/// A client takes a relay whose newest frame is at most this old (the
+/// server sends a heartbeat every 10 s): an older one may follow a server
+/// that hangs.
+const MAX_AGE_MS: u64 = 12_000;
+
+/// Connects to the relay at `socket` as a client: the connection past the
+/// hello, the frames to come (a line each, every frame's `data`; the end
+/// of the stream when the relay's own stream broke). `None` when no relay
+/// takes clients there at once (none listens, or its queue is full: a
+/// stopped supervisor), or it follows another server than `url`, or its
+/// newest frame is over 12 s old, or it says nothing within 500 ms.
+/// The read timeout is left at 500 ms.
+pub fn connect_relay(socket: &Path, url: &str) -> Option<BufReader<UnixStream>> {
+    let stream = procutil::connect_unix_now(socket).ok()?;
+    stream.set_read_timeout(Some(HELLO_WITHIN)).ok()?;
+    let mut lines = BufReader::new(stream);
+    let mut hello = String::new();
+    lines.read_line(&mut hello).ok()?;
+    let hello: serde_json::Value = serde_json::from_str(&hello).ok()?;
+    let fresh = hello["ageMs"].as_u64().is_some_and(|age| age <= MAX_AGE_MS);
+    (hello["relay"] == RELAY_HELLO && hello["url"] == url && fresh).then_some(lines)
 }
 
 /// What the relay's thread and its owner share.
@@ -200,7 +227,17 @@ impl Worker {
     /// Takes the waiting clients: a hello and a place among the clients
     /// when the stream is subscribed, else a closed connection.
     fn accept(&mut self, shared: &Shared) {
-        while let Ok((mut client, _)) = self.listener.accept() {
+        loop {
+            let mut client = match self.listener.accept() {
+                Ok((client, _)) => client,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                // Out of descriptors, say: the connection waits, and the
+                // poll would say so again at once; a pause, not a spin.
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(100));
+                    return;
+                }
+            };
             let Some(last_frame) = self.last_frame.filter(|_| self.frames > 1) else {
                 continue;
             };
