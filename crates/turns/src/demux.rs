@@ -744,25 +744,20 @@ mod tests {
     }
 
     /// A stand-in of the supervisor's relay at `socket`: it greets one
-    /// client with `hello`, sends `frames`, then closes when `close` is
-    /// told (or dropped).
-    fn relay(
-        socket: &std::path::Path,
-        hello: String,
-        frames: Vec<String>,
-    ) -> (Sender<()>, JoinHandle<()>) {
+    /// client with `hello`, sends it each frame given on the returned
+    /// sender, and closes when the sender is dropped.
+    fn relay(socket: &std::path::Path, hello: String) -> (Sender<String>, JoinHandle<()>) {
         use std::io::Write;
         let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
-        let (close, closed) = channel::<()>();
+        let (frames, to_send) = channel::<String>();
         let thread = std::thread::spawn(move || {
             let (mut client, _) = listener.accept().unwrap();
             writeln!(client, "{hello}").unwrap();
-            for frame in frames {
+            for frame in to_send {
                 writeln!(client, "{frame}").unwrap();
             }
-            let _ = closed.recv();
         });
-        (close, thread)
+        (frames, thread)
     }
 
     fn hello(url: &str, age_ms: u64) -> String {
@@ -774,19 +769,26 @@ mod tests {
         let (server, client) = fake();
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("events.sock");
-        let idle = r#"{"directory":"/p","payload":{"id":"e","type":"session.idle","properties":{"sessionID":"ses_1"}}}"#;
-        let (close, relay) = relay(&socket, hello(client.base_url(), 10), vec![idle.into()]);
+        let (frames, relay) = relay(&socket, hello(client.base_url(), 10));
         let config = StreamConfig::new().initial_delay(Duration::from_millis(50));
         let demux = Demux::start_relayed(&client, &config, Some(&socket)).unwrap();
         demux.wait_connected(Duration::from_secs(10)).unwrap();
         assert!(demux.subscribed(), "subscribed before any frame");
         let rx = demux.register(&SessionId::from("ses_1"));
+        // The relay's frames reach the turn.
+        let idle = r#"{"directory":"/p","payload":{"id":"e","type":"session.idle","properties":{"sessionID":"ses_1"}}}"#;
+        frames.send(idle.into()).unwrap();
+        let got = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(
+            matches!(&got, Routed::Event(e, _) if matches!(e.kind, EventKind::SessionIdle(_))),
+            "{got:?}"
+        );
         let none = server.requests();
         assert!(
             !none.iter().any(|r| r.contains("/global/event")),
             "{none:?}"
         );
-        close.send(()).unwrap();
+        drop(frames);
         relay.join().unwrap();
         // The relay is gone: the turn hears the stream went down, and the
         // server's own stream takes over (not subscribed until its frame).
@@ -817,14 +819,14 @@ mod tests {
             ("stale", hello(client.base_url(), 60_000)),
         ] {
             let socket = dir.path().join(name);
-            let (close, relay) = relay(&socket, hello, Vec::new());
+            let (frames, relay) = relay(&socket, hello);
             let demux = Demux::start_relayed(&client, &StreamConfig::new(), Some(&socket)).unwrap();
             demux.wait_connected(Duration::from_secs(10)).unwrap();
             assert!(
                 !demux.subscribed(),
                 "{name}: the server's stream, not proven yet"
             );
-            drop(close);
+            drop(frames);
             relay.join().unwrap();
         }
         // No relay listening: the server's stream.
