@@ -56,14 +56,7 @@ pub fn remove_state_file(path: &Path) -> Result<(), Error> {
 pub fn read_state_file<T: DeserializeOwned>(
     path: &Path,
 ) -> Result<(Option<T>, Option<PathBuf>), Error> {
-    match statefile::read_json::<T>(path) {
-        Ok(value) => Ok((value, None)),
-        Err(e) if e.is_corrupt() => {
-            let aside = statefile::quarantine(path)?;
-            Ok((None, Some(aside)))
-        }
-        Err(e) => Err(e.into()),
-    }
+    corrupt_aside(path, statefile::read_json::<T>(path))
 }
 
 /// [`read_state_file`] for a file that carries a `schemaVersion`: one
@@ -74,8 +67,18 @@ pub fn read_versioned_state_file<T: DeserializeOwned>(
     supported: u32,
 ) -> Result<(Option<T>, Option<PathBuf>), Error> {
     match statefile::read_json_versioned::<T>(path, supported) {
-        Ok(value) => Ok((value, None)),
         Err(e @ statefile::Error::FutureVersion { .. }) => Err(e.into()),
+        read => corrupt_aside(path, read),
+    }
+}
+
+/// What a read of `path` gave, with a corrupt file moved aside.
+fn corrupt_aside<T>(
+    path: &Path,
+    read: Result<Option<T>, statefile::Error>,
+) -> Result<(Option<T>, Option<PathBuf>), Error> {
+    match read {
+        Ok(value) => Ok((value, None)),
         Err(e) if e.is_corrupt() => {
             let aside = statefile::quarantine(path)?;
             Ok((None, Some(aside)))
