@@ -275,8 +275,9 @@ fn page_size() -> u64 {
 /// program's yet, or the old one's went away during the read): the read
 /// is made again, 1 ms apart, until it is whole (`/proc/PID/stat` shows
 /// the same environment area before and after it, and all of it was
-/// read; an empty area twice, 1 ms apart, since the kernel begins a new
-/// program's as an empty one), at most [`EXEC_SETTLE`], after which it is
+/// read; an empty area twice at the same address, 1 ms apart, since the
+/// kernel begins a new program's as an empty one at its final address),
+/// at most [`EXEC_SETTLE`], after which it is
 /// taken as read. A zombie's, a kernel thread's and an exited main
 /// thread's are empty. Measured: a reader of a process that execs in a
 /// loop got no environment, or a cut one, in 15% of its plain reads.
@@ -292,7 +293,11 @@ pub const EXEC_SETTLE: std::time::Duration = std::time::Duration::from_millis(20
 /// in the middle of an exec).
 pub fn environ(pid: u32) -> Result<Environ, Error> {
     let deadline = std::time::Instant::now() + EXEC_SETTLE;
-    let mut empty_before = false;
+    // An empty area read once, where it was: the kernel fills a new
+    // program's environment from an empty one at its final address, so an
+    // empty area is the truth only when read again there 1 ms later (a
+    // later read at another address is a later exec's).
+    let mut empty_before = None;
     loop {
         let before = read_stat(pid)?;
         // A zombie, or a main thread that exited while other threads run
@@ -308,7 +313,7 @@ pub fn environ(pid: u32) -> Result<Environ, Error> {
             (Some((start, end)), Some(after)) => {
                 let read = end != 0 && after == (start, end) && bytes.len() as u64 == end - start;
                 if read && start == end {
-                    std::mem::replace(&mut empty_before, true)
+                    empty_before.replace(start) == Some(start)
                 } else {
                     read
                 }
