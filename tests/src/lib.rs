@@ -217,6 +217,16 @@ impl TestBed {
         &self.test_id
     }
 
+    /// The live `ocm relay` processes this bed's commands started (they
+    /// carry [`manager::RELAY_VAR`] and the bed's marker).
+    pub fn relay_pids(&self) -> Vec<u32> {
+        let mine = marked_pids(&format!("{TEST_ID_VAR}={}", self.test_id));
+        processes_with_env(&format!("{}=", manager::RELAY_VAR))
+            .into_iter()
+            .filter(|pid| mine.contains(pid))
+            .collect()
+    }
+
     /// Creates another project folder in the bed and returns its path.
     pub fn new_project(&self, name: &str) -> PathBuf {
         let dir = self.root.path().join("projects").join(name);
@@ -422,6 +432,24 @@ fn reap_if_our_child(pid: u32) {
 pub fn send_signal(pid: i32, signal: i32) -> bool {
     // SAFETY: kill(2) takes no pointers and touches no memory of ours.
     unsafe { libc::kill(pid, signal) == 0 }
+}
+
+/// A client of the event relay at `socket` (`events.sock` in a project's
+/// state folder), past its hello: waits up to 20 s for the relay to take
+/// clients (its stream's first heartbeat comes within 10 s).
+pub fn relay_client(socket: &Path) -> BufReader<std::os::unix::net::UnixStream> {
+    poll_until(Duration::from_secs(20), "the relay to take clients", || {
+        let stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut lines = BufReader::new(stream);
+        let mut hello = String::new();
+        lines.read_line(&mut hello).ok()?;
+        let hello: serde_json::Value = serde_json::from_str(&hello).ok()?;
+        assert_eq!(hello["relay"], "ocm-events", "{hello}");
+        Some(lines)
+    })
 }
 
 /// Pids of live (not zombie) processes, other than this one, whose

@@ -427,19 +427,7 @@ fn relay_client(bed: &TestBed) -> BufReader<std::os::unix::net::UnixStream> {
         .as_str()
         .expect("stateDir")
         .to_string();
-    let socket = Path::new(&dir).join("events.sock");
-    poll_until(Duration::from_secs(20), "the relay to take clients", || {
-        let stream = std::os::unix::net::UnixStream::connect(&socket).ok()?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
-        let mut lines = BufReader::new(stream);
-        let mut hello = String::new();
-        lines.read_line(&mut hello).ok()?;
-        let hello: Value = serde_json::from_str(&hello).ok()?;
-        assert_eq!(hello["relay"], "ocm-events", "{hello}");
-        Some(lines)
-    })
+    e2e::relay_client(&Path::new(&dir).join("events.sock"))
 }
 
 /// The `done` line of `ocm prompt --json TEXT`.

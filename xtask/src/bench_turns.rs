@@ -10,11 +10,13 @@
 //! It is shown twice: of the wall times, and of the time outside the
 //! server's span (wall time minus the server's own time from storing the
 //! prompt to completing the reply, by its message times): the second is
-//! what the caller adds, without the server's run-to-run noise. Beside
-//! the target's measure, `ocm prompt` is also set against the same POST
-//! made by a process of its own (`xtask bench-post`, the same client):
-//! that splits what the whole process adds into starting a process and
-//! what `ocm prompt` does in it.
+//! what the caller adds, without the server's run-to-run noise. The
+//! command `ocm prompt` is set against the same POST made by a process of
+//! its own (`xtask bench-post`, the same client): a command against a
+//! command. It is measured three ways: with no relay beside the server
+//! (a first prompt: it waits for a stream of its own and starts `ocm
+//! relay`), through the relay a first prompt left (the target's measure:
+//! every later prompt), and supervised (the supervisor's relay).
 
 use std::time::{Duration, Instant};
 
@@ -255,26 +257,6 @@ fn measure(ocm: &std::path::Path) -> Result<(), String> {
         post.push(Run::of(took, &managed, &bare_session)?);
         quiet(&managed)
     };
-    let mut bare_managed = Vec::new();
-    let mut ocm_runs = Vec::new();
-    let mut post_runs = Vec::new();
-    quiet(&managed)?;
-    for i in 0..OVERHEAD_RUNS {
-        let began = Instant::now();
-        managed
-            .prompt(&bare_session, &PromptRequest::text(format!("bare {i}")))
-            .map_err(|e| e.to_string())?;
-        bare_managed.push(Run::of(began.elapsed(), &managed, &bare_session)?);
-        quiet(&managed)?;
-        ocm_then_post(&format!("ocm {i}"), &mut ocm_runs, &mut post_runs)?;
-    }
-    // The same with the project supervised: `ocm prompt` takes its events
-    // from the supervisor's relay, subscribed once a frame after its
-    // `server.connected` came (the heartbeat, within 10 s).
-    let bin = e2e::find_opencode()?;
-    let supervisor =
-        crate::chaos::Supervising::start(ocm, &bed, &bin, &[], std::slice::from_ref(&bed.project))?;
-    supervisor.expect("running", Duration::from_secs(60))?;
     let state_dir = bed
         .command(ocm)
         .args(["status", "--json", &project])
@@ -286,7 +268,41 @@ fn measure(ocm: &std::path::Path) -> Result<(), String> {
         .as_str()
         .map(std::path::PathBuf::from)
         .ok_or("ocm status --json: no stateDir")?;
-    relay_ready(&state_dir.join("events.sock"), Duration::from_secs(20))?;
+    let socket = state_dir.join("events.sock");
+    // First, `ocm prompt` with no relay beside the server: each one hears
+    // a stream of its own, then starts `ocm relay` (stopped again before
+    // the next).
+    let mut bare_managed = Vec::new();
+    let mut alone_runs = Vec::new();
+    let mut alone_posts = Vec::new();
+    for i in 0..OVERHEAD_RUNS {
+        stop_relays(&bed)?;
+        quiet(&managed)?;
+        let began = Instant::now();
+        managed
+            .prompt(&bare_session, &PromptRequest::text(format!("bare {i}")))
+            .map_err(|e| e.to_string())?;
+        bare_managed.push(Run::of(began.elapsed(), &managed, &bare_session)?);
+        quiet(&managed)?;
+        ocm_then_post(&format!("alone {i}"), &mut alone_runs, &mut alone_posts)?;
+    }
+    // Then as it runs after its first prompt: through the relay it left.
+    relay_ready(&socket, Duration::from_secs(20))?;
+    let mut ocm_runs = Vec::new();
+    let mut post_runs = Vec::new();
+    quiet(&managed)?;
+    for i in 0..OVERHEAD_RUNS {
+        ocm_then_post(&format!("ocm {i}"), &mut ocm_runs, &mut post_runs)?;
+    }
+    stop_relays(&bed)?;
+    // The same with the project supervised: `ocm prompt` takes its events
+    // from the supervisor's relay, subscribed once a frame after its
+    // `server.connected` came (the heartbeat, within 10 s).
+    let bin = e2e::find_opencode()?;
+    let supervisor =
+        crate::chaos::Supervising::start(ocm, &bed, &bin, &[], std::slice::from_ref(&bed.project))?;
+    supervisor.expect("running", Duration::from_secs(60))?;
+    relay_ready(&socket, Duration::from_secs(20))?;
     let mut relayed_runs = Vec::new();
     let mut relayed_posts = Vec::new();
     quiet(&managed)?;
@@ -350,18 +366,27 @@ fn measure(ocm: &std::path::Path) -> Result<(), String> {
         true,
     );
     line(
-        "ocm prompt",
+        "ocm prompt (through the relay a first prompt left)",
         &ocm_runs,
         "bare POST by a process",
         &post_runs,
         true,
     );
     line(
-        "ocm prompt, supervised (event relay)",
+        "ocm prompt, supervised (the supervisor's relay)",
         &relayed_runs,
         "bare POST by a process",
         &relayed_posts,
         true,
+    );
+    // Not a target's measure: the first prompt on a server, which waits
+    // for a stream of its own and starts the relay.
+    line(
+        "ocm prompt, no relay yet (starts one)",
+        &alone_runs,
+        "bare POST by a process",
+        &alone_posts,
+        false,
     );
     // Not a target's measure: what starting any process costs here.
     line(
@@ -410,6 +435,22 @@ fn relay_ready(socket: &std::path::Path, bound: Duration) -> Result<(), String> 
         "the supervisor's event relay at {} took no client within {bound:?}",
         socket.display()
     ))
+}
+
+/// Stops the `ocm relay` processes `bed`'s commands started, and waits
+/// until they are gone (at most 5 s).
+fn stop_relays(bed: &TestBed) -> Result<(), String> {
+    for pid in bed.relay_pids() {
+        e2e::send_signal(pid as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !bed.relay_pids().is_empty() {
+        if Instant::now() > deadline {
+            return Err("the relays did not end within 5 s of SIGTERM".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
 }
 
 /// `xtask bench-post URL DIR SESSION TEXT`: one blocking prompt POST, by

@@ -52,6 +52,7 @@ mod ports;
 mod progress;
 mod project;
 mod record;
+mod relay;
 mod report;
 mod scan;
 mod start;
@@ -79,6 +80,7 @@ pub use procutil::{
 pub use progress::{Progress, Repair, StartFailure};
 pub use project::{Project, project};
 pub use record::{Desired, RecordStatus, SCHEMA_VERSION, ServerRecord, read_record};
+pub use relay::{RELAY_HELLO, RELAY_VAR, RelayEnd, connect_relay};
 pub use report::{GcFailure, GcReport, ServerInfo, ServerState, ServerStatus, StopReport};
 pub use scan::{COMPANION_VAR, PROJECT_HASH_VAR, SERVER_NONCE_VAR, STATE_ROOT_VAR};
 pub use statefile::{ProjectPaths, rfc3339_now};
@@ -87,9 +89,8 @@ pub use statefiles::{
     read_versioned_state_file, remove_state_file, try_lock_state_file, write_state_file,
 };
 pub use supervise::{
-    Notice, ProjectSetup, ProjectSource, RELAY_HELLO, Reason, RestartPolicy, SuperviseConfig,
-    Supervisor, SupervisorInfo, SupervisorState, Transition, WatchOutcome, connect_relay,
-    supervise_lock_holder,
+    Notice, ProjectSetup, ProjectSource, Reason, RestartPolicy, SuperviseConfig, Supervisor,
+    SupervisorInfo, SupervisorState, Transition, WatchOutcome, supervise_lock_holder,
 };
 
 /// The user name opencode expects with a password.

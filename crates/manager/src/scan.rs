@@ -47,6 +47,9 @@ pub(crate) struct Marked {
     pub companion: Option<String>,
     /// Its process group's leader is itself a marked process.
     pub group_leader_marked: bool,
+    /// An event relay (`crate::RELAY_VAR`): it follows a server and ends
+    /// with it, so it is never reported as a leftover.
+    pub relay: bool,
 }
 
 impl Marked {
@@ -110,6 +113,7 @@ pub(crate) fn marked(state_root: &Path) -> Vec<Marked> {
         }
         let nonce = env.get(SERVER_NONCE_VAR);
         let companion = env.get(COMPANION_VAR);
+        let relay = env.get(crate::RELAY_VAR).is_some();
         if !identity.is_alive() {
             continue;
         }
@@ -120,6 +124,7 @@ pub(crate) fn marked(state_root: &Path) -> Vec<Marked> {
                 hash,
                 nonce,
                 companion,
+                relay,
             },
         );
     }
@@ -144,6 +149,7 @@ pub(crate) fn marked(state_root: &Path) -> Vec<Marked> {
                 leads_group: group == pid,
                 group_leader_marked: group != pid && kin(group, f),
                 companion: f.companion.clone(),
+                relay: f.relay,
             }
         })
         // Read of the process pinned, not of one that took its pid since.
@@ -159,6 +165,7 @@ struct Found {
     hash: String,
     nonce: Option<String>,
     companion: Option<String>,
+    relay: bool,
 }
 
 /// Every live server ocm started under `state_root`, with its project hash

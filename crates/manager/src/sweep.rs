@@ -22,7 +22,8 @@ impl Manager {
     /// Never this process or its ancestors, and never the project's
     /// companion or what it started (see [`Manager::sweep_companions`]):
     /// repairing or restarting the server leaves the companion running.
-    /// Returns the pids it signalled.
+    /// Returns the pids it signalled, but those of event relays (which end
+    /// with their server by themselves: they are no leftovers).
     pub(crate) fn sweep_project(&self, hash: &str, nonce: Option<&str>) -> Vec<u32> {
         self.sweep(hash, |m| {
             m.companion.is_none() && (nonce.is_none() || m.nonce.as_deref() == nonce)
@@ -59,7 +60,7 @@ impl Manager {
             if targets.is_empty() {
                 break;
             }
-            for target in &targets {
+            for target in targets.iter().filter(|t| !t.relay) {
                 if !signalled.contains(&target.pid()) {
                     signalled.push(target.pid());
                 }

@@ -85,6 +85,7 @@ pub enum Name {
     SessionShow,
     SessionRm,
     Events,
+    Relay,
     Mcp,
     SandboxUp,
     SandboxStatus,
@@ -211,6 +212,10 @@ pub enum Command {
     Events {
         dir: Option<PathBuf>,
         all: bool,
+    },
+    /// `ocm relay`: the project's event relay, in the foreground.
+    Relay {
+        dir: Option<PathBuf>,
     },
     /// `ocm mcp`: serve the tools to agents.
     Mcp(McpOptions),

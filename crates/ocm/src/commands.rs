@@ -95,6 +95,7 @@ fn doing(command: &Command) -> String {
         Command::Prompt(args) => format!("prompting in {}", project(&args.dir)),
         Command::Session(_) => "working with the sessions".into(),
         Command::Events { dir, .. } => format!("following the events of {}", project(dir)),
+        Command::Relay { dir } => format!("relaying the events of {}", project(dir)),
         Command::Mcp(_) => "serving MCP".into(),
         Command::Sandbox(cli::SandboxCommand::Ls) => "listing the sandboxes".into(),
         Command::Sandbox(cli::SandboxCommand::One { name, .. }) => {
@@ -251,6 +252,7 @@ fn run_command(cli: &Cli, command: &Command, reporter: &Reporter) -> Result<i32,
         Command::Prompt(args) => crate::prompt::run(cli, args),
         Command::Session(session) => crate::sessions::run(cli, session),
         Command::Events { dir, all } => crate::sessions::events(cli, dir.as_deref(), *all),
+        Command::Relay { dir } => crate::sessions::relay(cli, dir.as_deref()),
         Command::Supervise(args) => crate::supervise::run(cli, args),
         Command::Unit(args) => crate::supervise::unit(cli, args),
         Command::Gc => {

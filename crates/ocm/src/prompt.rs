@@ -105,36 +105,67 @@ pub fn run(cli: &Cli, args: &PromptArgs) -> Result<i32, CliError> {
     let manager = Arc::new(Manager::new(config)?.with_interrupts(Arc::clone(&signals)));
     let mut out = Output::new(cli.json);
     let interrupted = || signals.try_next();
-    match prompt(
-        &manager,
-        &project,
-        args,
-        &text,
-        model.as_ref(),
-        &mut out,
-        &interrupted,
-    ) {
+    // The server is ensured (started when it is not running) by the first
+    // call that needs it; a recorded server's event stream connects while
+    // the session is looked up.
+    let ended = Engine::managed(Arc::clone(&manager), &project, TurnOptions::default()).and_then(
+        |engine| {
+            engine.preconnect();
+            let ended = Registry::open(&manager, &project).and_then(|registry| {
+                let sessions = Sessions::new(engine.clone(), registry);
+                prompt(
+                    &engine,
+                    &sessions,
+                    args,
+                    &text,
+                    model.as_ref(),
+                    &mut out,
+                    &interrupted,
+                )
+            });
+            if !engine.relayed() {
+                keep_relay(&manager, &project);
+            }
+            ended
+        },
+    );
+    match ended {
         Ok(code) => Ok(code),
         Err(turns::Error::Manager(e)) => Err(CliError::Start(Box::new(e))),
         Err(e) => Ok(out.failed(&e.to_string(), e.message_id())),
     }
 }
 
+/// After a prompt that heard its events from a stream of its own: starts
+/// `ocm relay` beside the server, so that later prompts need not wait for
+/// one (see `manager::Manager::run_relay`). A relay that cannot be started
+/// costs only that wait: said on stderr, not an error of the prompt.
+fn keep_relay(manager: &Manager, project: &std::path::Path) {
+    let started = std::env::current_exe()
+        .map_err(|e| e.to_string())
+        .and_then(|ocm| {
+            let project = manager::project(project).map_err(|e| e.to_string())?.path;
+            manager
+                .start_relay(&project, &ocm, &["relay".as_ref(), project.as_os_str()])
+                .map_err(|e| e.to_string())
+        });
+    if let Err(e) = started {
+        eprintln!(
+            "ocm: no event relay started ({}); prompts wait for a stream of their own",
+            crate::escape::escape(&e)
+        );
+    }
+}
+
 fn prompt(
-    manager: &Arc<Manager>,
-    project: &std::path::Path,
+    engine: &Engine,
+    sessions: &Sessions,
     args: &PromptArgs,
     text: &str,
     model: Option<&ModelRef>,
     out: &mut Output,
     interrupted: &dyn Fn() -> Option<i32>,
 ) -> Result<i32, turns::Error> {
-    // The server is ensured (started when it is not running) by the first
-    // call that needs it; a recorded server's event stream connects while
-    // the session is looked up.
-    let engine = Engine::managed(Arc::clone(manager), project, TurnOptions::default())?;
-    engine.preconnect();
-    let sessions = Sessions::new(engine.clone(), Registry::open(manager, project)?);
     let key = if let Some(title) = &args.title {
         SessionKey::Title(title.clone())
     } else if let (Some(team), Some(agent), Some(role)) = (&args.team, &args.agent, &args.role) {

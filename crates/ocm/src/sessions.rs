@@ -253,6 +253,19 @@ pub fn run(cli: &Cli, command: &SessionCommand) -> Result<i32, CliError> {
 }
 
 /// Runs `ocm events`: until Ctrl-C.
+/// `ocm relay`: the project's event relay in the foreground, until its
+/// server's stream ends; one line on stdout says why it ended.
+pub fn relay(cli: &Cli, dir: Option<&Path>) -> Result<i32, CliError> {
+    let project = dir.map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let manager = Manager::new(crate::commands::config(cli, None)?)?;
+    let end = manager.run_relay(&project)?;
+    print_line(&format!("relay ended: {end}"));
+    Ok(match end {
+        manager::RelayEnd::NotRunning => crate::error::EXIT_NOT_RUNNING,
+        _ => crate::error::EXIT_OK,
+    })
+}
+
 pub fn events(cli: &Cli, dir: Option<&Path>, all: bool) -> Result<i32, CliError> {
     let signals = manager::catch_interrupts()?;
     let project = dir.map_or_else(|| PathBuf::from("."), Path::to_path_buf);

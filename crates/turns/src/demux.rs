@@ -157,6 +157,8 @@ fn lock(shared: &Shared) -> MutexGuard<'_, Routes> {
 #[derive(Debug)]
 pub(crate) struct Demux {
     url: String,
+    /// Started on an event relay.
+    relayed: bool,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
@@ -169,7 +171,7 @@ impl Demux {
         Demux::start_relayed(client, config, None)
     }
 
-    /// [`start`](Demux::start), through the supervisor's event relay at
+    /// [`start`](Demux::start), through the event relay at
     /// `relay` when one listens there and follows this server (its stream
     /// is subscribed at once, see `relay.rs`); the server's own stream
     /// when not, and after the relay closed.
@@ -185,6 +187,7 @@ impl Demux {
             let notified = Arc::clone(&shared);
             RelayStream::connect(socket, client.base_url(), move || notified.wake())
         });
+        let on_relay = relayed.is_some();
         let source = match relayed {
             Some(relay) => Source::Relay(relay),
             None => Source::Server(Box::new(client.global_event_stream_with(&config)?)),
@@ -200,6 +203,7 @@ impl Demux {
             })?;
         Ok(Demux {
             url: client.base_url().to_string(),
+            relayed: on_relay,
             shared,
             thread: Some(thread),
         })
@@ -207,6 +211,11 @@ impl Demux {
 
     pub(crate) fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Whether it was started on an event relay.
+    pub(crate) fn relayed(&self) -> bool {
+        self.relayed
     }
 
     /// Blocks until the stream is connected, at most `timeout`.
@@ -456,7 +465,7 @@ fn stream_ended(shared: &Shared) {
 enum Source {
     /// The server's own stream.
     Server(Box<opencode_api::GlobalEventStream>),
-    /// The supervisor's relay, until it closes.
+    /// An event relay, until it closes.
     Relay(RelayStream),
 }
 
@@ -743,7 +752,7 @@ mod tests {
         assert!(!subscribed_within(&demux, Duration::from_millis(100)));
     }
 
-    /// A stand-in of the supervisor's relay at `socket`: it greets one
+    /// A stand-in of an event relay at `socket`: it greets one
     /// client with `hello`, sends it each frame given on the returned
     /// sender, and closes when the sender is dropped.
     fn relay(socket: &std::path::Path, hello: String) -> (Sender<String>, JoinHandle<()>) {

@@ -102,7 +102,7 @@ struct Inner {
 
 /// How long a recorded server's event stream may take to say
 /// `server.connected` before the server is ensured instead (a hung server
-/// is then found and repaired by `ensure`). Through the supervisor's relay
+/// is then found and repaired by `ensure`). Through an event relay
 /// the proof is weaker: a frame of the server at most 12 s old (a server
 /// that hung since is found by the supervisor, or by the prompt's send).
 const RECORDED_CONNECT: Duration = Duration::from_secs(2);
@@ -253,6 +253,16 @@ impl Engine {
         {
             current.early = self.inner.recorded_stream(manager, project);
         }
+    }
+
+    /// Whether the engine's events came from an event relay (see
+    /// [`manager::connect_relay`]) since it connected: `false` before it
+    /// connected, and when it follows the server's own stream.
+    pub fn relayed(&self) -> bool {
+        lock(&self.inner.current)
+            .demux
+            .as_ref()
+            .is_some_and(|demux| demux.relayed())
     }
 
     /// The server's client (ensuring the server for a managed engine) and

@@ -1,5 +1,5 @@
-//! A client of the supervisor's event relay (`ocm supervise`, see
-//! [`manager::RELAY_HELLO`]): the server's `/global/event` frames from a
+//! A client of a server's event relay (the supervisor's, or `ocm relay`'s;
+//! see [`manager::RELAY_HELLO`]): the server's `/global/event` frames from a
 //! stream the server subscribed long ago, so a prompt sent at once is
 //! told from its start, without the wait of a stream of one's own (the
 //! server subscribes a new stream only after its first frame).
@@ -52,7 +52,7 @@ impl RelayStream {
                 let reason = loop {
                     line.clear();
                     match lines.read_line(&mut line) {
-                        Ok(0) => break "the supervisor's event relay closed".to_string(),
+                        Ok(0) => break "the event relay closed".to_string(),
                         Ok(_) => {
                             // A frame that does not decode is skipped, as
                             // the server's own stream does.
@@ -61,7 +61,7 @@ impl RelayStream {
                                 notify();
                             }
                         }
-                        Err(e) => break format!("reading the supervisor's event relay: {e}"),
+                        Err(e) => break format!("reading the event relay: {e}"),
                     }
                 };
                 let _ = tx.send(StreamItem::Disconnected {

@@ -49,7 +49,7 @@ struct Server {
     reconnect_at: Option<Instant>,
     over_memory_since: Option<Instant>,
     /// Its event relay, when the socket could be made.
-    relay: Option<super::relay::Relay>,
+    relay: Option<crate::relay::Relay>,
 }
 
 /// A project this supervisor watches (it holds its `supervise.lock`).
@@ -427,8 +427,9 @@ impl Engine {
             .filter(|r| r.auth)
             .and_then(|r| p.manager.password_of(&r, &p.paths).ok().flatten());
         let now = Instant::now();
-        let socket = super::relay::relay_socket(&p.paths);
-        let relay = match super::relay::Relay::start(&socket, &info.url, password.as_deref()) {
+        let socket = crate::relay::relay_socket(&p.paths);
+        let relay = match crate::relay::Relay::start(&socket, &info.url, password.as_deref(), None)
+        {
             Ok(relay) => Some(relay),
             Err(e) => {
                 let why = format!("no event relay at {}: {e}", socket.display());

@@ -13,7 +13,6 @@
 mod engine;
 mod files;
 mod ops;
-mod relay;
 mod types;
 
 use std::path::{Path, PathBuf};
@@ -27,16 +26,7 @@ use crate::{Error, Manager};
 
 pub(crate) use files::read_info;
 pub use files::{SupervisorInfo, supervise_lock_holder};
-pub use relay::{RELAY_HELLO, connect_relay};
 pub use types::{Notice, Reason, RestartPolicy, SuperviseConfig, SupervisorState, Transition};
-
-impl Manager {
-    /// Where the event relay of `project`'s supervisor listens (see
-    /// [`RELAY_HELLO`] for what it says); nothing may listen there.
-    pub fn relay_socket(&self, project: &Path) -> Result<PathBuf, Error> {
-        Ok(relay::relay_socket(&self.paths(project)?))
-    }
-}
 
 /// What [`Supervisor::watch`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]

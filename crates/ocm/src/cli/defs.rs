@@ -895,6 +895,37 @@ pub(crate) const COMMANDS: &[CommandDef] = &[
         },
     },
     CommandDef {
+        name: Name::Relay,
+        word: "relay",
+        aliases: &[],
+        summary: "Relay the server's events to local prompts (ocm prompt starts it)",
+        help: "Follows the project's running server's event stream and hands it, \
+               already subscribed, to `ocm prompt`s over the socket events.sock in \
+               the project's state folder, so a prompt is sent without first waiting \
+               for a stream of its own (the server subscribes a new stream only \
+               after its first frame: one request's time). Runs in the foreground \
+               until the server stops, dies or hangs (25 s without a frame), or \
+               another relay takes the socket; says why on one line. `ocm prompt` \
+               starts one detached (output in relay.log in the state folder) when \
+               none answered it; `ocm supervise` has its own. Never starts the \
+               server: exit 3 when it is not running. --json is refused: the relay \
+               prints one line.",
+        dir: true,
+        operands: &[],
+        rest: None,
+        groups: &[],
+        build: |p| {
+            if p.json {
+                return Err(
+                    "--json cannot be combined with relay: it prints one line when it \
+                            ends"
+                        .into(),
+                );
+            }
+            Ok(Command::Relay { dir: p.dir })
+        },
+    },
+    CommandDef {
         name: Name::Mcp,
         word: "mcp",
         aliases: &[],

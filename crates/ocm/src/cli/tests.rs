@@ -242,6 +242,11 @@ fn bad_usage_is_explained() {
         (&["exec", "/p"], "no command given", Some(Name::Exec)),
         (&["exec", "/p", "sh"], "after `--`", Some(Name::Exec)),
         (&["exec", "--"], "no command after", Some(Name::Exec)),
+        (
+            &["relay", "--json"],
+            "cannot be combined",
+            Some(Name::Relay),
+        ),
         (&["help", "nope"], "unknown command 'nope'", None),
         (
             &[
@@ -292,6 +297,7 @@ fn name_of(command: &Command) -> Name {
             crate::cli::SessionCommand::Rm { .. } => Name::SessionRm,
         },
         Command::Events { .. } => Name::Events,
+        Command::Relay { .. } => Name::Relay,
         Command::Mcp(_) => Name::Mcp,
         Command::Sandbox(SandboxCommand::Ls) => Name::SandboxLs,
         Command::Sandbox(SandboxCommand::One { action, .. }) => match action {

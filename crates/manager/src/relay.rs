@@ -1,6 +1,10 @@
-//! The event relay of a supervised server: the server's `/global/event`
-//! frames, already subscribed, to local clients over a unix socket in the
-//! project's state folder (`events.sock`, see [`relay_socket`]).
+//! The event relay of a running server: its `/global/event` frames,
+//! already subscribed, to local clients over a unix socket in the
+//! project's state folder (`events.sock`, see [`relay_socket`]). The
+//! supervisor runs one for each server it watches; beside a server with no
+//! supervisor, `ocm relay` runs one as a process of its own
+//! ([`Manager::run_relay`](crate::Manager::run_relay), started by `ocm
+//! prompt` through [`Manager::start_relay`](crate::Manager::start_relay)).
 //!
 //! OpenCode 1.18.33 subscribes an event stream to its events only after it
 //! has sent the stream's first frame (`server.connected`), so a process
@@ -25,6 +29,8 @@
 //! them the frames; dropping the relay stops and joins both and removes
 //! the socket.
 
+mod process;
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -39,6 +45,8 @@ use procutil::waker::Waker;
 use procutil::watch::{Watch, WatchEvent};
 
 use crate::{ProjectPaths, USERNAME};
+
+pub use process::{RELAY_VAR, RelayEnd};
 
 /// The relay socket's name in the project's state folder.
 const RELAY_SOCKET: &str = "events.sock";
@@ -108,7 +116,14 @@ pub(crate) struct Relay {
 impl Relay {
     /// Listens on `path` (a socket left there by an earlier relay is
     /// replaced; any other file is an error) and follows `url`'s stream.
-    pub(crate) fn start(path: &Path, url: &str, password: Option<&str>) -> std::io::Result<Relay> {
+    /// `ended`, when given, is told once the stream first breaks (the
+    /// relay's clients are closed then, as always).
+    pub(crate) fn start(
+        path: &Path,
+        url: &str,
+        password: Option<&str>,
+        ended: Option<std::sync::mpsc::Sender<()>>,
+    ) -> std::io::Result<Relay> {
         match std::fs::symlink_metadata(path) {
             Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)?,
             Ok(_) => {
@@ -149,6 +164,7 @@ impl Relay {
             clients: Vec::new(),
             frames: 0,
             last_frame: None,
+            ended,
         };
         let (thread_wake, thread_shared) = (Arc::clone(&wake), Arc::clone(&shared));
         let thread = std::thread::Builder::new()
@@ -168,6 +184,12 @@ impl Relay {
     pub(crate) fn clients_served(&self) -> u64 {
         self.shared.served.load(Ordering::Relaxed)
     }
+
+    /// Whether its socket is still the one at its path (a later relay
+    /// replaces it).
+    pub(crate) fn still_listens(&self) -> bool {
+        std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.inode)
+    }
 }
 
 impl Drop for Relay {
@@ -177,7 +199,7 @@ impl Drop for Relay {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
+        if self.still_listens() {
             let _ = std::fs::remove_file(&self.path);
         }
     }
@@ -194,6 +216,8 @@ struct Worker {
     frames: u64,
     /// When the newest frame came.
     last_frame: Option<Instant>,
+    /// Told when the stream breaks.
+    ended: Option<std::sync::mpsc::Sender<()>>,
 }
 
 impl Worker {
@@ -279,6 +303,9 @@ impl Worker {
                 self.frames = 0;
                 self.last_frame = None;
                 self.clients.clear();
+                if let Some(ended) = &self.ended {
+                    let _ = ended.send(());
+                }
             }
         }
     }
