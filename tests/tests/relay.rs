@@ -2,7 +2,8 @@
 //! (`ocm relay`, started by `ocm prompt`), against the real opencode
 //! server with the mock model: the next prompt takes its events from it,
 //! it ends with its server, `ocm down` stops it without calling it a
-//! leftover, and `ocm relay` says why it ends.
+//! leftover, `OCM_NO_RELAY` keeps a prompt from starting one, a
+//! supervisor's relay takes over, and `ocm relay` says why it ends.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
@@ -83,6 +84,11 @@ fn ocm_down_stops_the_relay_without_calling_it_a_leftover() {
         return;
     }
     let bed = TestBed::with_script(Script::new().default_reply(Reply::text("told")));
+    // OCM_NO_RELAY: the prompt starts none.
+    let run = e2e::ocm_with(&bed, ["prompt", "no relay"], &[("OCM_NO_RELAY", "1")]).ok();
+    assert_eq!(run.stdout, "told\n");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(bed.relay_pids(), Vec::<u32>::new());
     prompt_done(&bed, "start a relay");
     poll_until(Duration::from_secs(5), "one relay", || {
         (bed.relay_pids().len() == 1).then_some(())

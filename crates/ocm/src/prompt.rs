@@ -136,11 +136,18 @@ pub fn run(cli: &Cli, args: &PromptArgs) -> Result<i32, CliError> {
     }
 }
 
+/// Set (not empty, not `0`), `ocm prompt` starts no relay.
+const NO_RELAY_VAR: &str = "OCM_NO_RELAY";
+
 /// After a prompt that heard its events from a stream of its own: starts
 /// `ocm relay` beside the server, so that later prompts need not wait for
-/// one (see `manager::Manager::run_relay`). A relay that cannot be started
-/// costs only that wait: said on stderr, not an error of the prompt.
+/// one (see `manager::Manager::run_relay`), unless [`NO_RELAY_VAR`] says
+/// not to. A relay that cannot be started costs only that wait: said on
+/// stderr, not an error of the prompt.
 fn keep_relay(manager: &Manager, project: &std::path::Path) {
+    if std::env::var_os(NO_RELAY_VAR).is_some_and(|v| !v.is_empty() && v != "0") {
+        return;
+    }
     let started = std::env::current_exe()
         .map_err(|e| e.to_string())
         .and_then(|ocm| {

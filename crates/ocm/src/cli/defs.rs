@@ -782,7 +782,10 @@ pub(crate) const COMMANDS: &[CommandDef] = &[
                (sessionId, messageId, text, usage, cost) or `failed` (error, hint, \
                exitCode, messageId); stderr has only `ocm:` notes.\n\n\
                Here --timeout SECS bounds the turn (default 3600; the turn is aborted \
-               and the exit is 5); the server's start-up keeps its default.",
+               and the exit is 5); the server's start-up keeps its default.\n\n\
+               A prompt that found no event relay beside the server starts `ocm relay` \
+               there when it ends, so later prompts need not wait for a stream of \
+               their own (OCM_NO_RELAY=1: it starts none).",
         dir: true,
         operands: &["TEXT"],
         rest: None,
