@@ -300,6 +300,11 @@ impl Client {
         }
     }
 
+    /// The bound on each call (the blocking prompt excepted).
+    pub fn request_timeout(&self) -> Duration {
+        self.shared.timeout
+    }
+
     /// The same client with another bound on each call (the blocking
     /// prompt excepted), sharing its connections: for calls that must
     /// give up sooner than the others (an abort on Ctrl-C).

@@ -354,6 +354,9 @@ impl Engine {
             error_ended: false,
             send_error: None,
             final_due: None,
+            until: Instant::now(),
+            reconcile_due: None,
+            read_floor: READ_FLOOR,
         };
         // Part IDs too: a send made twice (one given up on that the server
         // still stores) then stores its parts once.
@@ -514,7 +517,21 @@ pub struct Turn {
     /// it ([`Check::AwaitFinal`]): the messages are read at this time
     /// unless the stream told it first.
     final_due: Option<Instant>,
+    /// The deadline of the [`Turn::next`] call running: its reads of the
+    /// messages are bounded by it.
+    until: Instant,
+    /// A read of the messages the deadline cut short (with whether the
+    /// watchdog asked for it): made again at the next call.
+    reconcile_due: Option<bool>,
+    /// The least time a read of the messages is given, past the deadline
+    /// when need be: [`READ_FLOOR`], doubled for each read cut short, up
+    /// to the client's own bound (so a server that is only slow is read
+    /// in the end).
+    read_floor: Duration,
 }
+
+/// The least time a first read of the messages is given.
+const READ_FLOOR: Duration = Duration::from_secs(1);
 
 impl Turn {
     /// The session.
@@ -545,9 +562,14 @@ impl Turn {
     }
 
     /// The next event, or `None` at `deadline` or after the terminal
-    /// event. Blocks at most until `deadline`; the watchdog may end the
-    /// turn meanwhile.
+    /// event. Blocks until `deadline` at most, but for a read of the
+    /// session's messages (after a gap in the stream, or for the
+    /// watchdog), which is given at least 1 s: a read the deadline cut
+    /// short is made again at the next call, given twice as long (up to
+    /// the client's own bound), so a server that is only slow is read in
+    /// the end. The watchdog may end the turn meanwhile.
     pub fn next(&mut self, deadline: Instant) -> Result<Option<TurnEvent>, Error> {
+        self.until = deadline;
         loop {
             if let Some(event) = self.queue.pop_front() {
                 if event.is_terminal() {
@@ -564,6 +586,10 @@ impl Turn {
             let now = Instant::now();
             if now >= deadline {
                 return Ok(None);
+            }
+            if let Some(watchdog) = self.reconcile_due.take() {
+                self.reconcile(watchdog);
+                continue;
             }
             // Also while other events keep coming.
             if self.final_due.is_some_and(|f| now >= f) {
@@ -761,18 +787,29 @@ impl Turn {
     /// the watchdog fired, a turn that has not ended is failed, aborted on
     /// the server, and its session marked crashed.
     fn reconcile(&mut self, watchdog: bool) {
+        // Bounded by the caller's deadline: a read it cuts short is made
+        // again at the next call, with more time.
+        let (client, cut_short) = self.bounded_client();
         // The turn's messages are the session's newest (one turn per
         // session): read those first, the whole session only when the
         // prompt is not among them.
         let newest = self.tracker.assistants_seen() + 4;
-        let read = |limit: Option<usize>| self.client.list_messages(&self.session_id, limit);
-        // A failed read settles nothing; a session not found has lost
-        // the prompt too.
-        let (messages, read_ok) = match read(Some(newest)) {
+        let read = |limit: Option<usize>| client.list_messages(&self.session_id, limit);
+        let listed = match read(Some(newest)) {
             Ok(messages) if !messages.iter().any(|m| m.info.id() == &self.message_id) => read(None),
             other => other,
-        }
-        .map_or_else(|e| (Vec::new(), e.is_not_found()), |m| (m, true));
+        };
+        // A failed read settles nothing; a session not found has lost
+        // the prompt too.
+        let (messages, read_ok) = match listed {
+            Ok(messages) => (messages, true),
+            Err(opencode_api::Error::Timeout { .. }) if cut_short => {
+                self.reconcile_due = Some(watchdog);
+                self.read_floor = (self.read_floor * 2).min(self.client.request_timeout());
+                return;
+            }
+            Err(e) => (Vec::new(), e.is_not_found()),
+        };
         match settle(&self.session_id, &self.message_id, &messages) {
             Settled::Done(done) => self.settled(&messages, TurnEvent::Done(done)),
             Settled::Failed(reason) => self.settled(&messages, self.failed(reason)),
@@ -794,7 +831,7 @@ impl Turn {
             }
             _ if watchdog => {
                 self.demux.guard_abort(&self.session_id);
-                let _ = self.client.abort(&self.session_id);
+                let _ = client.abort(&self.session_id);
                 self.fail(FailReason::Watchdog(self.inner.options.watchdog));
             }
             _ => {}
@@ -821,7 +858,8 @@ impl Turn {
             return;
         }
         self.start_checked = true;
-        let Ok(newest) = self.client.list_messages(&self.session_id, Some(4)) else {
+        let (client, _) = self.bounded_client();
+        let Ok(newest) = client.list_messages(&self.session_id, Some(4)) else {
             return;
         };
         let stored = newest.iter().any(|m| m.info.id() == &self.message_id);
@@ -839,6 +877,19 @@ impl Turn {
                 self.tracker.begun(reply);
             }
             self.tracker.started = true;
+        }
+    }
+
+    /// The turn's client bounded by the running [`Turn::next`]'s deadline
+    /// (given at least the read floor), and whether that cut its own bound
+    /// short.
+    fn bounded_client(&self) -> (Client, bool) {
+        let left = self.until.saturating_duration_since(Instant::now());
+        let bound = left.max(self.read_floor);
+        if bound < self.client.request_timeout() {
+            (self.client.with_timeout(bound), true)
+        } else {
+            (self.client.clone(), false)
         }
     }
 

@@ -150,6 +150,57 @@ fn a_turn_whose_end_was_lost_with_a_cut_stream_ends_done_through_reconcile() {
     );
 }
 
+/// A turn that ended while its stream was cut, on a server that takes
+/// `delay` to list the messages that say so.
+fn ended_in_a_gap_read_slowly(server: &FakeServer, delay: Duration) -> crate::Turn {
+    server.set_messages(&user_only());
+    let turn = prompt_hi(server);
+    server.set_messages(&completed());
+    server.delay_lists(delay);
+    server.cut();
+    turn
+}
+
+#[test]
+fn next_keeps_its_deadline_while_a_read_of_the_messages_hangs_and_reads_again_later() {
+    let server = FakeServer::start();
+    let mut turn = ended_in_a_gap_read_slowly(&server, Duration::from_secs(4));
+    // A read is given 1 s at least, not the client's 30 s.
+    let began = Instant::now();
+    let early = turn.next(began + Duration::from_millis(500)).unwrap();
+    let took = began.elapsed();
+    assert!(took < Duration::from_millis(1600), "next took {took:?}");
+    assert!(early.is_none(), "{early:?}");
+    // The read the deadline cut short is made again: the turn ends done.
+    server.delay_lists(Duration::ZERO);
+    let events = all_events(&mut turn);
+    assert!(
+        matches!(events.last(), Some(TurnEvent::Done(done)) if done.text == "ok"),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_server_slower_than_every_callers_slice_is_still_read_in_the_end() {
+    let server = FakeServer::start();
+    let mut turn = ended_in_a_gap_read_slowly(&server, Duration::from_millis(1500));
+    // Slices of 200 ms, as `ocm prompt` waits: the read cut short at 1 s
+    // is given 2 s the next time, and answers.
+    let began = Instant::now();
+    let done = loop {
+        assert!(began.elapsed() < Duration::from_secs(10), "no end");
+        match turn
+            .next(Instant::now() + Duration::from_millis(200))
+            .unwrap()
+        {
+            Some(TurnEvent::Done(done)) => break done,
+            Some(TurnEvent::Failed { reason, .. }) => panic!("{reason}"),
+            _ => {}
+        }
+    };
+    assert_eq!(done.text, "ok");
+}
+
 /// The prompt "hi" with message ID [`ID`] on session `ses_1`, through an
 /// engine with a 60 s watchdog.
 fn prompt_hi(server: &FakeServer) -> crate::Turn {

@@ -34,6 +34,9 @@ struct State {
     /// The answer of the next blocking `POST /session/ses_1/message`,
     /// which waits for it (or for its client to go away).
     answer: Mutex<Option<(&'static str, String)>>,
+    /// How long a list of the session's messages takes to answer (a
+    /// server slow to read, or hung).
+    list_delay: Mutex<Duration>,
 }
 
 /// The fake server; dropping it stops it and joins its threads.
@@ -144,6 +147,11 @@ impl FakeServer {
         *self.state.answer.lock().unwrap() = Some((status, body.to_string()));
     }
 
+    /// Lists of the session's messages answer after `delay` from now on.
+    pub(crate) fn delay_lists(&self, delay: Duration) {
+        *self.state.list_delay.lock().unwrap() = delay;
+    }
+
     pub(crate) fn set_messages(&self, json: &str) {
         *self.state.messages.lock().unwrap() = json.to_string();
     }
@@ -224,6 +232,11 @@ fn serve(mut stream: TcpStream, state: &State) {
         .lock()
         .unwrap()
         .push(format!("{method} {path}"));
+    if method == "GET" && path.starts_with("/session/ses_1/message") && !path.contains("/message/")
+    {
+        let delay = *state.list_delay.lock().unwrap();
+        std::thread::sleep(delay);
+    }
     match (method, path) {
         ("GET", "/global/event") if state.silent => {
             let _ = write!(
