@@ -18,7 +18,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use super::{Relay, relay_socket};
-use crate::{Error, Manager, PROJECT_HASH_VAR, SERVER_NONCE_VAR, STATE_ROOT_VAR, read_record};
+use crate::{
+    COMPANION_VAR, Error, Manager, PROJECT_HASH_VAR, SERVER_NONCE_VAR, STATE_ROOT_VAR, read_record,
+};
 
 /// The variable a relay process carries besides the project's markers.
 pub const RELAY_VAR: &str = "OCM_RELAY";
@@ -68,8 +70,8 @@ impl fmt::Display for RelayEnd {
 }
 
 impl Manager {
-    /// Where the event relay of `project` listens (see [`crate::RELAY_HELLO`]
-    /// for what it says); nothing may listen there.
+    /// Where the event relay of `project` listens, when one runs (see
+    /// [`crate::RELAY_HELLO`] for what it says).
     pub fn relay_socket(&self, project: &Path) -> Result<std::path::PathBuf, Error> {
         Ok(relay_socket(&self.paths(project)?))
     }
@@ -143,7 +145,7 @@ impl Manager {
             .args(args.iter().copied())
             .cwd("/")
             .output(procutil::Output::AppendTo(paths.dir.join("relay.log")))
-            .env_remove(crate::COMPANION_VAR)
+            .env_remove(COMPANION_VAR)
             .env(PROJECT_HASH_VAR, &hash)
             .env(STATE_ROOT_VAR, self.state_root().as_os_str())
             .env(RELAY_VAR, "1");
